@@ -1,0 +1,19 @@
+// Package api holds fedplane's wire contracts: the OpenFL 1.5/1.6 director,
+// aggregator and base proto files under openfl/protocols, the Go code
+// generated from them (packages basepb, directorpb and aggregatorpb), and the
+// limits OpenFL peers expect on that wire.
+package api
+
+const (
+	// MaxMessageSize is the gRPC maximum send and receive message length, in
+	// bytes, that OpenFL peers configure (2^30).
+	MaxMessageSize = 1 << 30
+
+	// MaxMetadataSize is the gRPC maximum header list (metadata) size, in
+	// bytes, that OpenFL peers configure (32 MiB).
+	MaxMetadataSize = 32 << 20
+
+	// ChunkSize is the largest chunk, in bytes, in which archives and
+	// serialized protos travel in DataStream / ExperimentData streams (2 MiB).
+	ChunkSize = 2 << 20
+)

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+	"github.com/fedplane/fedplane/director"
+)
+
+// serveOptions are the flags of `director serve`.
+type serveOptions struct {
+	config            string
+	dataDir           string
+	grpcListen        string
+	adminListen       string
+	sampleShape       []string
+	targetShape       []string
+	healthCheckPeriod time.Duration
+	offlineAfter      time.Duration
+	logFormat         string
+	logLevel          string
+}
+
+func newServeCmd() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the director until SIGINT or SIGTERM",
+		Long: `Run the director: the OpenFL Director and Aggregator gRPC services on
+--grpc-listen and the admin port on --admin-listen, with state in
+--data-dir (SQLite plus files).
+
+Every flag can also be set in a YAML file given with --config, under the
+flag's name (for example "grpc-listen: 127.0.0.1:50051" or
+"sample-shape: [28, 28]"); flags on the command line win over the file.`,
+		Example: `  director serve
+  director serve --sample-shape 28,28 --target-shape 1 --health-check-period 5s
+  director serve --config director.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.config != "" {
+				if err := cli.LoadConfig(cmd.Flags(), o.config, "config"); err != nil {
+					return err
+				}
+			}
+			return o.run(cmd)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "YAML file with flag values (keys are the flag names)")
+	f.StringVar(&o.dataDir, "data-dir", director.DefaultDataDir, "directory for the database and stored files (created if missing)")
+	f.StringVar(&o.grpcListen, "grpc-listen", director.DefaultGRPCListen, "address of the OpenFL gRPC services")
+	f.StringVar(&o.adminListen, "admin-listen", director.DefaultAdminListen, "address of the admin port for fladmin")
+	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "the federation's sample shape, comma-separated (e.g. 28,28); empty accepts any")
+	f.StringSliceVar(&o.targetShape, "target-shape", nil, "the federation's target shape, comma-separated (e.g. 1); empty accepts any")
+	f.DurationVar(&o.healthCheckPeriod, "health-check-period", director.DefaultHealthCheckPeriod, "heartbeat period handed to envoys")
+	f.DurationVar(&o.offlineAfter, "offline-after", 0, "an envoy is offline this long after its last heartbeat (default 2 health check periods)")
+	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
+	return cmd
+}
+
+func (o *serveOptions) run(cmd *cobra.Command) error {
+	log, err := cli.NewLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.healthCheckPeriod <= 0 {
+		return cli.Usagef("--health-check-period %v: must be positive", o.healthCheckPeriod)
+	}
+	if o.offlineAfter < 0 {
+		return cli.Usagef("--offline-after %v: must not be negative", o.offlineAfter)
+	}
+	ctx := cmd.Context()
+	d, err := director.New(ctx, director.Config{
+		DataDir:           o.dataDir,
+		GRPCListen:        o.grpcListen,
+		AdminListen:       o.adminListen,
+		SampleShape:       trimAll(o.sampleShape),
+		TargetShape:       trimAll(o.targetShape),
+		HealthCheckPeriod: o.healthCheckPeriod,
+		OfflineAfter:      o.offlineAfter,
+		Version:           cli.Version,
+		Logger:            log,
+	})
+	if err != nil {
+		return fmt.Errorf("start director: %w", err)
+	}
+	runErr := d.Run(ctx)
+	if err := d.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("close director: %w", err)
+	}
+	if runErr == nil {
+		log.Info("director stopped")
+	}
+	return runErr
+}
+
+// trimAll trims spaces around each element (from "28, 28").
+func trimAll(s []string) []string {
+	out := make([]string, 0, len(s))
+	for _, x := range s {
+		out = append(out, strings.TrimSpace(x))
+	}
+	return out
+}

@@ -1,0 +1,25 @@
+// Command envoy is fedplane's agent at a data site. See `envoy --help`.
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(newRootCmd(), os.Args[1:], os.Stderr))
+}
+
+func newRootCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "envoy",
+		Short: "fedplane envoy: the agent at a data site",
+		Long: `The envoy runs next to a data shard that never leaves its site: it registers
+the shard with the director, keeps it alive with health checks, and runs the
+training command of the experiments the director hands it.`,
+		Version: cli.Version,
+	}
+}

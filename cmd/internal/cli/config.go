@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+)
+
+// LoadConfig reads a YAML file whose top-level keys are the names of flags in
+// fs (for example `grpc-listen: 0.0.0.0:50051`) and sets every flag the
+// command line did not set: flags win over the file. Lists fill slice flags.
+// An unknown key, a key naming a flag the file may not set, or a value the
+// flag refuses is an error that names the file and the key.
+func LoadConfig(fs *pflag.FlagSet, path string, forbidden ...string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var doc map[string]yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || slices.Contains(forbidden, k) {
+			return fmt.Errorf("config %s: unknown key %q (keys are the flag names, see --help)", path, k)
+		}
+		if f.Changed {
+			continue
+		}
+		node := doc[k]
+		switch node.Kind {
+		case yaml.ScalarNode:
+			if err := f.Value.Set(node.Value); err != nil {
+				return fmt.Errorf("config %s: key %q: %w", path, k, err)
+			}
+		case yaml.SequenceNode:
+			sv, ok := f.Value.(pflag.SliceValue)
+			if !ok {
+				return fmt.Errorf("config %s: key %q takes one value, not a list", path, k)
+			}
+			var items []string
+			for _, n := range node.Content {
+				if n.Kind != yaml.ScalarNode {
+					return fmt.Errorf("config %s: key %q: list items must be plain values", path, k)
+				}
+				items = append(items, n.Value)
+			}
+			if err := sv.Replace(items); err != nil {
+				return fmt.Errorf("config %s: key %q: %w", path, k, err)
+			}
+		default:
+			return fmt.Errorf("config %s: key %q: want a value or a list", path, k)
+		}
+		f.Changed = true
+	}
+	return nil
+}

@@ -1,0 +1,112 @@
+package director
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/store"
+)
+
+// noopDirector answers UpdateEnvoyStatus with a constant: the floor that
+// BenchmarkHeartbeat/tcp is measured against.
+type noopDirector struct {
+	directorpb.UnimplementedDirectorServer
+	resp *directorpb.UpdateEnvoyStatusResponse
+}
+
+func (n *noopDirector) UpdateEnvoyStatus(context.Context, *directorpb.UpdateEnvoyStatusRequest) (*directorpb.UpdateEnvoyStatusResponse, error) {
+	return n.resp, nil
+}
+
+const benchEnvoys = 1000
+
+// benchDirector is a director with benchEnvoys registered envoys on the real
+// clock.
+func benchDirector(b *testing.B) *Director {
+	b.Helper()
+	d := mustNew(b, Config{DataDir: b.TempDir(), HealthCheckPeriod: 10 * time.Second})
+	for i := range benchEnvoys {
+		if _, err := d.reg.register(context.Background(), store.Envoy{Name: fmt.Sprintf("envoy-%d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return d
+}
+
+// serveTCP serves s on a loopback port and returns a client connection.
+func serveTCP(b *testing.B, s *grpc.Server) *grpc.ClientConn {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Serve(lis)
+	b.Cleanup(s.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// runHeartbeats sends heartbeats from parallel goroutines, each cycling over
+// the registered names, and reports heartbeats/s.
+func runHeartbeats(b *testing.B, beat func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error) {
+	b.ReportAllocs()
+	b.SetParallelism(8) // 16 goroutines on 2 cores: calls in flight as envoys make them
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		i := 0
+		for pb.Next() {
+			req := &directorpb.UpdateEnvoyStatusRequest{Name: fmt.Sprintf("envoy-%d", i%benchEnvoys)}
+			if err := beat(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "heartbeats/s")
+}
+
+// BenchmarkHeartbeat measures the heartbeat path: in process (service method,
+// registry, no network), through the director over loopback TCP, and through
+// a no-op handler of the same method over loopback TCP (the floor). Compare
+// tcp with tcp-noop: the goal is at least 0.8 of the floor.
+func BenchmarkHeartbeat(b *testing.B) {
+	b.Run("inprocess", func(b *testing.B) {
+		svc := &directorService{d: benchDirector(b)}
+		runHeartbeats(b, func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error {
+			_, err := svc.UpdateEnvoyStatus(ctx, req)
+			return err
+		})
+	})
+	b.Run("tcp", func(b *testing.B) {
+		d := benchDirector(b)
+		c := directorpb.NewDirectorClient(serveTCP(b, d.NewGRPCServer()))
+		runHeartbeats(b, func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error {
+			_, err := c.UpdateEnvoyStatus(ctx, req)
+			return err
+		})
+	})
+	b.Run("tcp-noop", func(b *testing.B) {
+		s := grpc.NewServer()
+		directorpb.RegisterDirectorServer(s, &noopDirector{resp: &directorpb.UpdateEnvoyStatusResponse{HealthCheckPeriod: durationpb.New(10 * time.Second)}})
+		c := directorpb.NewDirectorClient(serveTCP(b, s))
+		runHeartbeats(b, func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error {
+			_, err := c.UpdateEnvoyStatus(ctx, req)
+			return err
+		})
+	})
+}

@@ -1,0 +1,228 @@
+// Package director is fedplane's coordinating service.
+//
+// A Director keeps the federation's envoys and experiments in SQLite (package
+// store), serves OpenFL's openfl.director.Director and openfl.aggregator.Aggregator
+// gRPC services on one port, and answers fladmin on the admin port. Inside the
+// package each concern has its own file: the envoy registry (registry.go), the
+// Director service (director_service.go), the Aggregator service
+// (aggregator_service.go), and the error mapping (errors.go).
+package director
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultDataDir           = "./fedplane-data"
+	DefaultGRPCListen        = "127.0.0.1:50051"
+	DefaultAdminListen       = "127.0.0.1:8003"
+	DefaultHealthCheckPeriod = 10 * time.Second
+	// DefaultStopGrace is how long Run waits for in-flight RPCs to finish
+	// before it cuts them off; long polls never finish by themselves.
+	DefaultStopGrace = 3 * time.Second
+	// dbFile is the SQLite file's name inside the data dir.
+	dbFile = "fedplane.db"
+)
+
+// Config configures a Director. Zero fields take the Default values.
+type Config struct {
+	DataDir     string
+	GRPCListen  string
+	AdminListen string
+	// SampleShape and TargetShape are the federation's dataset shapes. A shard
+	// must match them to be accepted; when both are empty any shard is.
+	SampleShape []string
+	TargetShape []string
+	// HealthCheckPeriod is the heartbeat period the director hands envoys.
+	HealthCheckPeriod time.Duration
+	// OfflineAfter is how long after its last heartbeat an envoy counts as
+	// offline; 2×HealthCheckPeriod when zero (OpenFL's valid_duration).
+	OfflineAfter time.Duration
+	// StopGrace bounds the graceful part of a stop.
+	StopGrace time.Duration
+	Version   string
+	Logger    *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.GRPCListen == "" {
+		c.GRPCListen = DefaultGRPCListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.HealthCheckPeriod == 0 {
+		c.HealthCheckPeriod = DefaultHealthCheckPeriod
+	}
+	if c.OfflineAfter == 0 {
+		c.OfflineAfter = 2 * c.HealthCheckPeriod
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	if c.HealthCheckPeriod < 0 || c.HealthCheckPeriod < 10*time.Millisecond {
+		return fmt.Errorf("health check period %v: must be at least 10ms", c.HealthCheckPeriod)
+	}
+	if c.OfflineAfter < c.HealthCheckPeriod {
+		return fmt.Errorf("offline-after %v: must be at least the health check period (%v)", c.OfflineAfter, c.HealthCheckPeriod)
+	}
+	for _, s := range [][]string{c.SampleShape, c.TargetShape} {
+		for _, d := range s {
+			if d == "" {
+				return fmt.Errorf("shape %v: empty dimension", s)
+			}
+		}
+	}
+	return nil
+}
+
+// Director is the coordinating service. New opens its state; Run serves.
+type Director struct {
+	cfg Config
+	log *slog.Logger
+	db  *store.DB
+	reg *registry
+	// periodPB is the heartbeat period as every UpdateEnvoyStatus reply carries it.
+	periodPB *durationpb.Duration
+}
+
+// New opens the data dir and the database and loads the registry.
+func New(ctx context.Context, cfg Config) (*Director, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, dbFile), store.Options{Now: cfg.Now})
+	if err != nil {
+		return nil, err
+	}
+	reg, err := newRegistry(ctx, db, cfg.Now, cfg.OfflineAfter, cfg.Logger)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Director{cfg: cfg, log: cfg.Logger, db: db, reg: reg, periodPB: durationpb.New(cfg.HealthCheckPeriod)}, nil
+}
+
+// Close closes the database. Call it after Run has returned.
+func (d *Director) Close() error { return d.db.Close() }
+
+// NewGRPCServer returns a gRPC server with fedplane's options (OpenFL's
+// message size limits) and both OpenFL services registered.
+func (d *Director) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(api.MaxMessageSize),
+		grpc.MaxSendMsgSize(api.MaxMessageSize),
+		grpc.MaxHeaderListSize(api.MaxMetadataSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}, opts...)
+	s := grpc.NewServer(opts...)
+	directorpb.RegisterDirectorServer(s, &directorService{d: d})
+	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{d: d})
+	return s
+}
+
+// Run listens on the configured gRPC address and serves until ctx ends.
+func (d *Director) Run(ctx context.Context) error {
+	lis, err := net.Listen("tcp", d.cfg.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	return d.Serve(ctx, lis)
+}
+
+// Serve serves gRPC on lis until ctx ends, then stops: gracefully for
+// StopGrace, then by cutting off what is left (long polls and streams). It
+// owns lis and the registry's background loop, and returns once both are done.
+func (d *Director) Serve(ctx context.Context, lis net.Listener) error {
+	s := d.NewGRPCServer()
+	d.log.Info("director serving",
+		keyGRPC, lis.Addr().String(), keyDataDir, d.cfg.DataDir, keyVersion, d.cfg.Version,
+		"health_check_period", d.cfg.HealthCheckPeriod, "offline_after", d.cfg.OfflineAfter)
+	if len(d.cfg.SampleShape) == 0 && len(d.cfg.TargetShape) == 0 {
+		d.log.Warn("no --sample-shape or --target-shape set: accepting shards of any shape")
+	}
+
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod)) })
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(lis) }()
+
+	var err error
+	select {
+	case err = <-serveErr:
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+	case <-ctx.Done():
+		d.log.Info("director stopping")
+		stopWithGrace(s, d.cfg.StopGrace)
+		<-serveErr
+	}
+	stopLoop()
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("grpc serve: %w", err)
+	}
+	return nil
+}
+
+// stopWithGrace stops s gracefully, cutting off what is left after grace.
+func stopWithGrace(s *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.Stop()
+		<-done
+	}
+}
+
+// tickInterval is how often the registry flushes liveness and sweeps: half a
+// period, so an offline transition is written at most half a period late.
+func tickInterval(period time.Duration) time.Duration {
+	return min(max(period/2, 10*time.Millisecond), 5*time.Second)
+}

@@ -1,0 +1,160 @@
+package director
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/directorpb"
+)
+
+func TestUpdateShardInfo(t *testing.T) {
+	clock := newFakeClock()
+	c := mustServeBufconn(t, mustNew(t, testCfg(t, clock)))
+	ok, sample, target := []string{"28", "28"}, []string{"28", "28"}, []string{"1"}
+	tests := []struct {
+		name         string
+		req          *directorpb.UpdateShardInfoRequest
+		wantCode     codes.Code
+		wantAccepted bool
+		wantMsg      string
+	}{
+		{name: "accepted", req: shard("site-1", 100, sample, target), wantAccepted: true},
+		{name: "update of a known envoy", req: shard("site-1", 200, sample, target), wantAccepted: true},
+		{name: "wrong sample shape", req: shard("site-2", 1, []string{"32", "32"}, target)},
+		{name: "wrong target shape", req: shard("site-2", 1, ok, []string{"2"})},
+		{name: "missing shard info", req: &directorpb.UpdateShardInfoRequest{}, wantCode: codes.InvalidArgument, wantMsg: "shard_info"},
+		{name: "empty name", req: shard("", 1, sample, target), wantCode: codes.InvalidArgument, wantMsg: "node_info.name is empty"},
+		{name: "bad name", req: shard("../etc", 1, sample, target), wantCode: codes.InvalidArgument, wantMsg: "node_info.name"},
+		{name: "long name", req: shard(strings.Repeat("x", 129), 1, sample, target), wantCode: codes.InvalidArgument, wantMsg: "at most 128"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := c.dir.UpdateShardInfo(context.Background(), tt.req)
+			if got := status.Code(err); got != tt.wantCode {
+				t.Fatalf("code: got %v (%v), want %v", got, err, tt.wantCode)
+			}
+			if err != nil {
+				if !strings.Contains(status.Convert(err).Message(), tt.wantMsg) {
+					t.Fatalf("message: got %q, want it to contain %q", status.Convert(err).Message(), tt.wantMsg)
+				}
+				return
+			}
+			if resp.GetAccepted() != tt.wantAccepted {
+				t.Fatalf("accepted: got %v, want %v", resp.GetAccepted(), tt.wantAccepted)
+			}
+		})
+	}
+	envoys, err := c.dir.GetEnvoys(context.Background(), &directorpb.GetEnvoysRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(envoys.GetEnvoyInfos()); n != 1 {
+		t.Fatalf("envoys: got %d, want only the accepted one", n)
+	}
+	if got := envoys.GetEnvoyInfos()[0].GetShardInfo().GetNSamples(); got != 200 {
+		t.Fatalf("n_samples after update: got %d, want 200", got)
+	}
+}
+
+func TestAnyShapeWithoutFederationShapes(t *testing.T) {
+	cfg := testCfg(t, newFakeClock())
+	cfg.SampleShape, cfg.TargetShape = nil, nil
+	c := mustServeBufconn(t, mustNew(t, cfg))
+	resp, err := c.dir.UpdateShardInfo(context.Background(), shard("x", 1, []string{"3"}, nil))
+	if err != nil || !resp.GetAccepted() {
+		t.Fatalf("got %v %v, want accepted", resp, err)
+	}
+}
+
+func TestUpdateEnvoyStatusAndGetEnvoys(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	cfg := testCfg(t, clock)
+	c := mustServeBufconn(t, mustNew(t, cfg))
+
+	_, err := c.dir.UpdateEnvoyStatus(ctx, &directorpb.UpdateEnvoyStatusRequest{Name: "site-1"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("heartbeat of unknown envoy: got %v, want NotFound", err)
+	}
+	dev := &directorpb.CudaDeviceInfo{Index: 1, MemoryTotal: 16 << 30, Name: "T4"}
+	req := shard("site-1", 100, cfg.SampleShape, cfg.TargetShape)
+	req.ShardInfo.NodeInfo.CudaDevices = []*directorpb.CudaDeviceInfo{dev}
+	if _, err := c.dir.UpdateShardInfo(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.dir.UpdateShardInfo(ctx, shard("site-2", 50, cfg.SampleShape, cfg.TargetShape)); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Add(15 * time.Second)
+	resp, err := c.dir.UpdateEnvoyStatus(ctx, &directorpb.UpdateEnvoyStatusRequest{Name: "site-1", IsExperimentRunning: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetHealthCheckPeriod().AsDuration(); got != cfg.HealthCheckPeriod {
+		t.Fatalf("health_check_period: got %v, want %v", got, cfg.HealthCheckPeriod)
+	}
+	clock.Add(10 * time.Second) // site-2 last seen 25s ago: offline; site-1 10s ago
+	got, err := c.dir.GetEnvoys(ctx, &directorpb.GetEnvoysRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos := got.GetEnvoyInfos()
+	if len(infos) != 2 {
+		t.Fatalf("envoys: got %d, want 2", len(infos))
+	}
+	s1, s2 := infos[0], infos[1]
+	if s1.GetShardInfo().GetNodeInfo().GetName() != "site-1" || s2.GetShardInfo().GetNodeInfo().GetName() != "site-2" {
+		t.Fatalf("order: got %v", infos)
+	}
+	if !s1.GetIsOnline() || !s1.GetIsExperimentRunning() || s2.GetIsOnline() || s2.GetIsExperimentRunning() {
+		t.Fatalf("liveness: got site-1 %v/%v site-2 %v/%v", s1.GetIsOnline(), s1.GetIsExperimentRunning(), s2.GetIsOnline(), s2.GetIsExperimentRunning())
+	}
+	if want := clock.Now().Add(-10 * time.Second); !s1.GetLastUpdated().AsTime().Equal(want) {
+		t.Fatalf("last_updated: got %v, want %v", s1.GetLastUpdated().AsTime(), want)
+	}
+	if got := s1.GetValidDuration().AsDuration(); got != 2*cfg.HealthCheckPeriod {
+		t.Fatalf("valid_duration: got %v", got)
+	}
+	si := s1.GetShardInfo()
+	if si.GetNSamples() != 100 || si.GetShardDescription() != "shard of site-1" || len(si.GetSampleShape()) != 2 {
+		t.Fatalf("shard info: got %v", si)
+	}
+	if d := si.GetNodeInfo().GetCudaDevices(); len(d) != 1 || d[0].GetName() != "T4" || d[0].GetMemoryTotal() != 16<<30 {
+		t.Fatalf("cuda devices: got %v", d)
+	}
+}
+
+func TestGetDatasetInfo(t *testing.T) {
+	cfg := testCfg(t, newFakeClock())
+	c := mustServeBufconn(t, mustNew(t, cfg))
+	resp, err := c.dir.GetDatasetInfo(context.Background(), &directorpb.GetDatasetInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	si := resp.GetShardInfo()
+	if strings.Join(si.GetSampleShape(), ",") != "28,28" || strings.Join(si.GetTargetShape(), ",") != "1" {
+		t.Fatalf("got %v", si)
+	}
+}
+
+// Until their issues land, the other RPCs answer Unimplemented rather than
+// something that looks like an answer.
+func TestLaterRPCsUnimplemented(t *testing.T) {
+	ctx := context.Background()
+	c := mustServeBufconn(t, mustNew(t, testCfg(t, newFakeClock())))
+	_, err := c.dir.WaitExperiment(ctx, &directorpb.WaitExperimentRequest{CollaboratorName: "x"})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("WaitExperiment: got %v, want Unimplemented", err)
+	}
+	_, err = c.agg.GetTasks(ctx, &aggregatorpb.GetTasksRequest{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("GetTasks: got %v, want Unimplemented", err)
+	}
+}

@@ -1,0 +1,212 @@
+package director
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fedplane/fedplane/store"
+)
+
+// registry is the director's view of its envoys. Shard info and status live
+// in SQLite; liveness lives here, in memory, and reaches SQLite in batches
+// (flush), so a heartbeat costs no disk write unless it changes a status.
+type registry struct {
+	db           *store.DB
+	now          func() time.Time
+	offlineAfter time.Duration
+	log          *slog.Logger
+
+	mu     sync.RWMutex
+	envoys map[string]*envoyEntry
+}
+
+// envoyEntry is one envoy's in-memory state. persisted mirrors the row, so
+// a heartbeat can tell a status change (written at once) from plain liveness.
+type envoyEntry struct {
+	mu        sync.Mutex
+	persisted store.Envoy
+	lastSeen  time.Time
+	running   bool
+	dirty     bool // lastSeen is newer than the row's last_seen
+}
+
+// envoyView is a consistent copy of one envoy for readers.
+type envoyView struct {
+	store.Envoy
+	Online bool
+}
+
+func newRegistry(ctx context.Context, db *store.DB, now func() time.Time, offlineAfter time.Duration, log *slog.Logger) (*registry, error) {
+	rows, err := db.ListEnvoys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load envoys: %w", err)
+	}
+	r := &registry{db: db, now: now, offlineAfter: offlineAfter, log: log, envoys: make(map[string]*envoyEntry, len(rows))}
+	for _, e := range rows {
+		r.envoys[e.Name] = &envoyEntry{persisted: e, lastSeen: e.LastSeen, running: e.ExperimentRunning}
+	}
+	return r, nil
+}
+
+// register stores e's shard info and marks it online and seen now.
+func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.envoys[e.Name]; ok {
+		old.mu.Lock()
+		e.ExperimentRunning = old.running
+		old.mu.Unlock()
+	}
+	row, err := r.db.UpsertEnvoy(ctx, e)
+	if err != nil {
+		return store.Envoy{}, err
+	}
+	r.envoys[e.Name] = &envoyEntry{persisted: row, lastSeen: row.LastSeen, running: row.ExperimentRunning}
+	return row, nil
+}
+
+// heartbeat records that name is alive. An unknown name is ErrNotFound, which
+// tells an envoy to register again. Only a status change writes to SQLite.
+func (r *registry) heartbeat(ctx context.Context, name string, running bool) error {
+	r.mu.RLock()
+	e, ok := r.envoys[name]
+	r.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("envoy %q is not registered: %w", name, ErrNotFound)
+	}
+	now := r.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now.After(e.lastSeen) {
+		e.lastSeen = now
+	}
+	e.running = running
+	if e.persisted.Online && e.persisted.ExperimentRunning == running {
+		e.dirty = true
+		return nil
+	}
+	if !e.persisted.Online {
+		r.log.InfoContext(ctx, "envoy online", keyEnvoy, name)
+	}
+	st := store.EnvoyStatus{Name: name, Online: true, ExperimentRunning: running, LastSeen: e.lastSeen}
+	if err := r.db.SetEnvoyStatus(ctx, st); err != nil {
+		e.dirty = true
+		return err
+	}
+	e.persisted.Online, e.persisted.ExperimentRunning, e.persisted.LastSeen = true, running, e.lastSeen
+	e.dirty = false
+	return nil
+}
+
+// online reports whether an envoy last seen at lastSeen counts as online now.
+func (r *registry) online(lastSeen, now time.Time) bool {
+	return now.Before(lastSeen.Add(r.offlineAfter))
+}
+
+// list returns every envoy, ordered by name, with liveness judged now.
+func (r *registry) list() []envoyView {
+	now := r.now()
+	r.mu.RLock()
+	out := make([]envoyView, 0, len(r.envoys))
+	for _, e := range r.envoys {
+		e.mu.Lock()
+		v := envoyView{Envoy: e.persisted}
+		v.LastSeen, v.ExperimentRunning = e.lastSeen, e.running
+		e.mu.Unlock()
+		v.Online = r.online(v.LastSeen, now)
+		out = append(out, v)
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b envoyView) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// flush writes the liveness gathered since the last flush in one transaction.
+func (r *registry) flush(ctx context.Context) error {
+	seen := map[string]time.Time{}
+	r.mu.RLock()
+	for name, e := range r.envoys {
+		e.mu.Lock()
+		if e.dirty {
+			seen[name] = e.lastSeen
+			e.dirty = false
+		}
+		e.mu.Unlock()
+	}
+	r.mu.RUnlock()
+	if err := r.db.TouchEnvoys(ctx, seen); err != nil {
+		r.markDirty(seen)
+		return err
+	}
+	return nil
+}
+
+// markDirty re-queues liveness whose flush failed.
+func (r *registry) markDirty(seen map[string]time.Time) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for name := range seen {
+		if e, ok := r.envoys[name]; ok {
+			e.mu.Lock()
+			e.dirty = true
+			e.mu.Unlock()
+		}
+	}
+}
+
+// sweep writes the offline transitions of envoys whose liveness ran out, and
+// returns their names.
+func (r *registry) sweep(ctx context.Context) ([]string, error) {
+	now := r.now()
+	var gone []string
+	r.mu.RLock()
+	entries := make(map[string]*envoyEntry, len(r.envoys))
+	for name, e := range r.envoys {
+		entries[name] = e
+	}
+	r.mu.RUnlock()
+	for name, e := range entries {
+		e.mu.Lock()
+		if e.persisted.Online && !r.online(e.lastSeen, now) {
+			st := store.EnvoyStatus{Name: name, Online: false, ExperimentRunning: e.running, LastSeen: e.lastSeen}
+			if err := r.db.SetEnvoyStatus(ctx, st); err != nil {
+				e.mu.Unlock()
+				return gone, err
+			}
+			e.persisted.Online, e.persisted.LastSeen = false, e.lastSeen
+			e.dirty = false
+			gone = append(gone, name)
+			r.log.WarnContext(ctx, "envoy offline", keyEnvoy, name, keyLastSeen, e.lastSeen)
+		}
+		e.mu.Unlock()
+	}
+	return gone, nil
+}
+
+// run flushes liveness and sweeps for offline envoys every interval until ctx
+// ends, then flushes once more so a clean stop loses no liveness.
+func (r *registry) run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := r.flush(context.WithoutCancel(ctx)); err != nil {
+				r.log.Error("flush envoy liveness", keyErr, err)
+			}
+			return
+		case <-t.C:
+			if err := r.flush(ctx); err != nil {
+				r.log.ErrorContext(ctx, "flush envoy liveness", keyErr, err)
+			}
+			if _, err := r.sweep(ctx); err != nil {
+				r.log.ErrorContext(ctx, "sweep envoy liveness", keyErr, err)
+			}
+		}
+	}
+}

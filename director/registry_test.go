@@ -1,0 +1,159 @@
+package director
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/fedplane/fedplane/store"
+)
+
+func TestRegistryLiveness(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	cfg := testCfg(t, clock)
+	d := mustNew(t, cfg)
+	r := d.reg
+	offline := 2 * cfg.HealthCheckPeriod
+
+	if err := r.heartbeat(ctx, "ghost", false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("heartbeat of unknown envoy: got %v, want ErrNotFound", err)
+	}
+	if _, err := r.register(ctx, store.Envoy{Name: "a", NSamples: 5}); err != nil {
+		t.Fatal(err)
+	}
+	registered := clock.Now()
+
+	steps := []struct {
+		name        string
+		advance     time.Duration
+		heartbeat   bool
+		running     bool
+		wantOnline  bool
+		wantRunning bool
+		wantSwept   []string
+		wantStored  bool // the row's online column after the step
+	}{
+		{name: "fresh", wantOnline: true, wantStored: true},
+		{name: "just before offline", advance: offline - time.Nanosecond, wantOnline: true, wantStored: true},
+		{name: "at offline-after", advance: time.Nanosecond, wantOnline: false, wantSwept: []string{"a"}, wantStored: false},
+		{name: "swept once only", advance: time.Second, wantOnline: false, wantStored: false},
+		{name: "heartbeat brings it back", heartbeat: true, running: true, wantOnline: true, wantRunning: true, wantStored: true},
+		{name: "running flag cleared", advance: time.Second, heartbeat: true, wantOnline: true, wantStored: true},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			clock.Add(st.advance)
+			if st.heartbeat {
+				if err := r.heartbeat(ctx, "a", st.running); err != nil {
+					t.Fatal(err)
+				}
+			}
+			swept, err := r.sweep(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(swept, st.wantSwept) {
+				t.Fatalf("swept: got %v, want %v", swept, st.wantSwept)
+			}
+			v := r.list()[0]
+			if v.Online != st.wantOnline || v.ExperimentRunning != st.wantRunning {
+				t.Fatalf("view: got online=%v running=%v, want %v %v", v.Online, v.ExperimentRunning, st.wantOnline, st.wantRunning)
+			}
+			row, err := d.db.GetEnvoy(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if row.Online != st.wantStored || row.ExperimentRunning != st.wantRunning {
+				t.Fatalf("stored status: got online=%v running=%v, want %v %v", row.Online, row.ExperimentRunning, st.wantStored, st.wantRunning)
+			}
+			if !row.RegisteredAt.Equal(registered) {
+				t.Fatalf("registered_at changed: %v", row.RegisteredAt)
+			}
+		})
+	}
+}
+
+func TestHeartbeatWritesOnlyInBatches(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	d := mustNew(t, testCfg(t, clock))
+	r := d.reg
+	if _, err := r.register(ctx, store.Envoy{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	start := clock.Now()
+	clock.Add(3 * time.Second)
+	if err := r.heartbeat(ctx, "a", false); err != nil {
+		t.Fatal(err)
+	}
+	row, _ := d.db.GetEnvoy(ctx, "a")
+	if !row.LastSeen.Equal(start) {
+		t.Fatalf("a plain heartbeat wrote last_seen at once: got %v, want %v", row.LastSeen, start)
+	}
+	if err := r.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	row, _ = d.db.GetEnvoy(ctx, "a")
+	if want := start.Add(3 * time.Second); !row.LastSeen.Equal(want) {
+		t.Fatalf("last_seen after flush: got %v, want %v", row.LastSeen, want)
+	}
+}
+
+func TestRegistrySurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	cfg := testCfg(t, clock)
+	d, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"b", "a"} {
+		if _, err := d.reg.register(ctx, store.Envoy{Name: n, NSamples: 7, SampleShape: []string{"28", "28"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Add(5 * time.Second)
+	if err := d.reg.heartbeat(ctx, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	seen := clock.Now()
+	// A clean stop flushes liveness; Serve's loop does that on cancel.
+	loopCtx, cancel := context.WithCancel(ctx)
+	cancel()
+	d.reg.run(loopCtx, time.Hour)
+	d.Close()
+
+	d = mustNew(t, cfg)
+	views := d.reg.list()
+	if len(views) != 2 || views[0].Name != "a" || views[1].Name != "b" {
+		t.Fatalf("envoys after restart: got %+v", views)
+	}
+	if !views[1].LastSeen.Equal(seen) || views[1].NSamples != 7 {
+		t.Fatalf("b after restart: got %+v, want last seen %v", views[1], seen)
+	}
+	if !views[0].Online || !views[1].Online {
+		t.Fatal("envoys seen within offline-after are not online after restart")
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"tiny period", Config{HealthCheckPeriod: time.Microsecond}},
+		{"offline before a period", Config{HealthCheckPeriod: 10 * time.Second, OfflineAfter: time.Second}},
+		{"empty dimension", Config{SampleShape: []string{"28", ""}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.DataDir = t.TempDir()
+			if _, err := New(context.Background(), tt.cfg); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("got %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
