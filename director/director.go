@@ -58,8 +58,15 @@ type Config struct {
 	OfflineAfter time.Duration
 	// StopGrace bounds the graceful part of a stop.
 	StopGrace time.Duration
-	Version   string
-	Logger    *slog.Logger
+	// MaxJobSize caps a job archive upload, MaxUnpackedSize its unpacked total.
+	MaxJobSize      int64
+	MaxUnpackedSize int64
+	// AdminMaxConns caps concurrent admin connections.
+	AdminMaxConns int
+	// AdminIdleTimeout cuts off an admin connection on which nothing moved.
+	AdminIdleTimeout time.Duration
+	Version          string
+	Logger           *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -83,6 +90,18 @@ func (c *Config) setDefaults() {
 	if c.StopGrace == 0 {
 		c.StopGrace = DefaultStopGrace
 	}
+	if c.MaxJobSize == 0 {
+		c.MaxJobSize = DefaultMaxJobSize
+	}
+	if c.MaxUnpackedSize == 0 {
+		c.MaxUnpackedSize = DefaultMaxUnpackedSize
+	}
+	if c.AdminMaxConns == 0 {
+		c.AdminMaxConns = DefaultAdminMaxConns
+	}
+	if c.AdminIdleTimeout == 0 {
+		c.AdminIdleTimeout = DefaultAdminIdleTimeout
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -100,6 +119,9 @@ func (c *Config) validate() error {
 	}
 	if c.OfflineAfter < c.HealthCheckPeriod {
 		return fmt.Errorf("offline-after %v: must be at least the health check period (%v)", c.OfflineAfter, c.HealthCheckPeriod)
+	}
+	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 || c.AdminMaxConns < 0 || c.AdminIdleTimeout < 0 {
+		return errors.New("size caps, connection caps and timeouts must not be negative")
 	}
 	for _, s := range [][]string{c.SampleShape, c.TargetShape} {
 		for _, d := range s {
@@ -119,6 +141,7 @@ type Director struct {
 	reg *registry
 	// periodPB is the heartbeat period as every UpdateEnvoyStatus reply carries it.
 	periodPB *durationpb.Duration
+	started  time.Time
 }
 
 // New opens the data dir and the database and loads the registry.
@@ -139,7 +162,12 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Director{cfg: cfg, log: cfg.Logger, db: db, reg: reg, periodPB: durationpb.New(cfg.HealthCheckPeriod)}, nil
+	d := &Director{cfg: cfg, log: cfg.Logger, db: db, reg: reg, periodPB: durationpb.New(cfg.HealthCheckPeriod), started: cfg.Now()}
+	if err := d.removeOrphans(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
 }
 
 // Close closes the database. Call it after Run has returned.
@@ -160,22 +188,33 @@ func (d *Director) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	return s
 }
 
-// Run listens on the configured gRPC address and serves until ctx ends.
+// Run listens on the configured gRPC and admin addresses and serves until ctx
+// ends.
 func (d *Director) Run(ctx context.Context) error {
 	lis, err := net.Listen("tcp", d.cfg.GRPCListen)
 	if err != nil {
 		return fmt.Errorf("grpc listen: %w", err)
 	}
-	return d.Serve(ctx, lis)
+	adminLis, err := net.Listen("tcp", d.cfg.AdminListen)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	return d.Serve(ctx, lis, adminLis)
 }
 
-// Serve serves gRPC on lis until ctx ends, then stops: gracefully for
-// StopGrace, then by cutting off what is left (long polls and streams). It
-// owns lis and the registry's background loop, and returns once both are done.
-func (d *Director) Serve(ctx context.Context, lis net.Listener) error {
+// Serve serves gRPC on lis and the admin exchange on adminLis (if not nil)
+// until ctx ends, then stops: gracefully for StopGrace, then by cutting off
+// what is left (long polls, streams, uploads). It owns both listeners and the
+// background loops, and returns once all are done.
+func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error {
 	s := d.NewGRPCServer()
+	adminAddr := "off"
+	if adminLis != nil {
+		adminAddr = adminLis.Addr().String()
+	}
 	d.log.Info("director serving",
-		keyGRPC, lis.Addr().String(), keyDataDir, d.cfg.DataDir, keyVersion, d.cfg.Version,
+		keyGRPC, lis.Addr().String(), "admin", adminAddr, keyDataDir, d.cfg.DataDir, keyVersion, d.cfg.Version,
 		"health_check_period", d.cfg.HealthCheckPeriod, "offline_after", d.cfg.OfflineAfter)
 	if len(d.cfg.SampleShape) == 0 && len(d.cfg.TargetShape) == 0 {
 		d.log.Warn("no --sample-shape or --target-shape set: accepting shards of any shape")
@@ -184,6 +223,10 @@ func (d *Director) Serve(ctx context.Context, lis net.Listener) error {
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod)) })
+	adminErr := make(chan error, 1)
+	if adminLis != nil {
+		wg.Go(func() { adminErr <- d.serveAdmin(loopCtx, adminLis) })
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Serve(lis) }()
@@ -191,9 +234,17 @@ func (d *Director) Serve(ctx context.Context, lis net.Listener) error {
 	var err error
 	select {
 	case err = <-serveErr:
-		if errors.Is(err, grpc.ErrServerStopped) {
-			err = nil
+		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
+			err = errors.New("grpc server stopped unexpectedly")
 		}
+		err = fmt.Errorf("grpc serve: %w", err)
+	case err = <-adminErr:
+		// The admin listener never stops by itself: treat it as fatal.
+		if err == nil {
+			err = errors.New("admin listener stopped unexpectedly")
+		}
+		stopWithGrace(s, d.cfg.StopGrace)
+		<-serveErr
 	case <-ctx.Done():
 		d.log.Info("director stopping")
 		stopWithGrace(s, d.cfg.StopGrace)
@@ -201,10 +252,13 @@ func (d *Director) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	stopLoop()
 	wg.Wait()
-	if err != nil {
-		return fmt.Errorf("grpc serve: %w", err)
+	if err == nil {
+		select {
+		case err = <-adminErr:
+		default:
+		}
 	}
-	return nil
+	return err
 }
 
 // stopWithGrace stops s gracefully, cutting off what is left after grace.

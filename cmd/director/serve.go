@@ -21,12 +21,19 @@ type serveOptions struct {
 	targetShape       []string
 	healthCheckPeriod time.Duration
 	offlineAfter      time.Duration
+	maxJobSize        cli.ByteSize
+	maxUnpackedSize   cli.ByteSize
+	adminMaxConns     int
+	adminIdleTimeout  time.Duration
 	logFormat         string
 	logLevel          string
 }
 
 func newServeCmd() *cobra.Command {
-	o := &serveOptions{}
+	o := &serveOptions{
+		maxJobSize:      director.DefaultMaxJobSize,
+		maxUnpackedSize: director.DefaultMaxUnpackedSize,
+	}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the director until SIGINT or SIGTERM",
@@ -59,6 +66,10 @@ flag's name (for example "grpc-listen: 127.0.0.1:50051" or
 	f.StringSliceVar(&o.targetShape, "target-shape", nil, "the federation's target shape, comma-separated (e.g. 1); empty accepts any")
 	f.DurationVar(&o.healthCheckPeriod, "health-check-period", director.DefaultHealthCheckPeriod, "heartbeat period handed to envoys")
 	f.DurationVar(&o.offlineAfter, "offline-after", 0, "an envoy is offline this long after its last heartbeat (default 2 health check periods)")
+	f.Var(&o.maxJobSize, "max-job-size", "largest job archive an upload may send (e.g. 10GiB)")
+	f.Var(&o.maxUnpackedSize, "max-unpacked-size", "largest unpacked total of a job archive")
+	f.IntVar(&o.adminMaxConns, "admin-max-conns", director.DefaultAdminMaxConns, "concurrent admin connections; more are told to retry")
+	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", director.DefaultAdminIdleTimeout, "cut off an admin connection on which nothing moved this long")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
 	return cmd
 }
@@ -74,6 +85,12 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if o.offlineAfter < 0 {
 		return cli.Usagef("--offline-after %v: must not be negative", o.offlineAfter)
 	}
+	if o.maxJobSize <= 0 || o.maxUnpackedSize <= 0 {
+		return cli.Usagef("--max-job-size and --max-unpacked-size must be positive")
+	}
+	if o.adminMaxConns <= 0 || o.adminIdleTimeout <= 0 {
+		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
+	}
 	ctx := cmd.Context()
 	d, err := director.New(ctx, director.Config{
 		DataDir:           o.dataDir,
@@ -83,6 +100,10 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		TargetShape:       trimAll(o.targetShape),
 		HealthCheckPeriod: o.healthCheckPeriod,
 		OfflineAfter:      o.offlineAfter,
+		MaxJobSize:        int64(o.maxJobSize),
+		MaxUnpackedSize:   int64(o.maxUnpackedSize),
+		AdminMaxConns:     o.adminMaxConns,
+		AdminIdleTimeout:  o.adminIdleTimeout,
 		Version:           cli.Version,
 		Logger:            log,
 	})

@@ -1,4 +1,6 @@
-// Command fladmin is fedplane's admin CLI. See `fladmin --help`.
+// Command fladmin is fedplane's admin CLI: it submits jobs and shows the
+// federation through the director's admin port, with NVIDIA FLARE's admin
+// exchange. See `fladmin --help`.
 package main
 
 import (
@@ -10,15 +12,34 @@ import (
 )
 
 func main() {
-	os.Exit(cli.Main(newRootCmd(), os.Args[1:], os.Stderr))
+	os.Exit(cli.Main(newRootCmd(newFactory()), os.Args[1:], os.Stderr))
 }
 
-func newRootCmd() *cobra.Command {
-	return &cobra.Command{
+func newRootCmd(f *factory) *cobra.Command {
+	root := &cobra.Command{
 		Use:   "fladmin",
 		Short: "fedplane admin CLI: submit jobs and watch the federation",
-		Long: `fladmin drives a fedplane federation through the director's admin port,
-with NVIDIA FLARE's admin exchange.`,
+		Long: `fladmin drives a fedplane federation through the director's admin port
+(NVIDIA FLARE's admin exchange): it submits job folders, lists and manages
+jobs, and shows the envoys.
+
+Exit status: 0 on success, 1 on an error (including a refusal by the
+director), 2 on a usage error.`,
 		Version: cli.Version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return f.validate()
+		},
 	}
+	f.addFlags(root)
+	root.AddCommand(
+		newSubmitJobCmd(f),
+		newListJobsCmd(f),
+		newShowJobCmd(f),
+		newAbortJobCmd(f),
+		newDeleteJobCmd(f),
+		newListEnvoysCmd(f),
+		newStatusCmd(f),
+		newVersionCmd(f),
+	)
+	return root
 }

@@ -152,3 +152,66 @@ func startDirector(tb testing.TB, dataDir, grpcAddr string, extra ...string) (*p
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// result is a finished command's output and exit code.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs a built binary to completion (at most a minute).
+func run(tb testing.TB, name string, args ...string) result {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			tb.Fatalf("%s %v: %v", name, args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// fladmin runs fladmin against the admin address addr.
+func fladmin(tb testing.TB, addr string, args ...string) result {
+	tb.Helper()
+	return run(tb, "fladmin", append([]string{"--addr", addr}, args...)...)
+}
+
+// mustFladmin runs fladmin and fails the test unless it exits 0.
+func mustFladmin(tb testing.TB, addr string, args ...string) string {
+	tb.Helper()
+	r := fladmin(tb, addr, args...)
+	if r.code != 0 {
+		tb.Fatalf("fladmin %v: exit %d\nstdout: %s\nstderr: %s", args, r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// director is a running director process with its addresses.
+type director struct {
+	proc    *proc
+	dataDir string
+	grpc    string
+	admin   string
+	client  directorpb.DirectorClient
+}
+
+// startDirectorAdmin starts a director with both ports on free addresses and
+// waits until both answer.
+func startDirectorAdmin(tb testing.TB, dataDir string, extra ...string) *director {
+	tb.Helper()
+	d := &director{dataDir: dataDir, grpc: freeAddr(tb), admin: freeAddr(tb)}
+	d.proc, d.client = startDirector(tb, dataDir, d.grpc, append([]string{"--admin-listen", d.admin}, extra...)...)
+	eventually(tb, 10*time.Second, "admin port "+d.admin, func() bool {
+		return fladmin(tb, d.admin, "status").code == 0
+	})
+	return d
+}

@@ -1,0 +1,304 @@
+package adminproto
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// DefaultTimeout is the Client's idle timeout when Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// Client runs exchanges with the director's admin port, one request and one
+// reply per connection (the FLARE 2.6 pattern). A Client is safe for
+// concurrent use; each call opens its own connection.
+type Client struct {
+	// Addr is the admin port's host:port.
+	Addr string
+
+	// Dial opens the connection: plain TCP when nil, TLS with a custom one.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Timeout is the idle timeout of an exchange (DefaultTimeout if zero):
+	// the exchange fails when nothing has moved for this long, however long
+	// it takes in all. It also bounds connecting.
+	Timeout time.Duration
+}
+
+// Do sends a text request and returns the director's text reply. A reply
+// with an error status is not an error of Do: check Status.
+func (c *Client) Do(ctx context.Context, req *Message) (*Message, error) {
+	x, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer x.close()
+	if err := WriteMessage(x.conn, req); err != nil {
+		return nil, x.fail("send request", err)
+	}
+	return x.readReply()
+}
+
+// Upload sends a binary request, whose meta is req and whose body is
+// bodySize bytes streamed from body, and returns the director's text reply.
+// body must end after bodySize bytes (see WriteBinary).
+//
+// The reply is read while the body is still being sent: if the director
+// refuses the upload early, Upload stops sending and returns its reply; only
+// if no reply can be read does it return the error that sending met. Upload
+// returns after it has stopped reading body.
+func (c *Client) Upload(ctx context.Context, req *Message, bodySize uint64, body io.Reader) (*Message, error) {
+	meta, err := EncodeMessage(req)
+	if err != nil {
+		return nil, err
+	}
+	if len(meta) > MaxMetaSize {
+		return nil, fmt.Errorf("request of %d bytes is %w (limit %d)", len(meta), ErrTooLarge, MaxMetaSize)
+	}
+	x, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer x.close()
+
+	cw := &connWriter{w: x.conn}
+	writec := make(chan error, 1)
+	go func() {
+		bw := bufio.NewWriterSize(cw, 64<<10)
+		err := WriteBinary(bw, meta, bodySize, body)
+		if err == nil {
+			err = bw.Flush()
+		}
+		writec <- err
+	}()
+	type reply struct {
+		m   *Message
+		err error
+	}
+	readc := make(chan reply, 1)
+	go func() {
+		m, err := x.readText()
+		readc <- reply{m, err}
+	}()
+
+	select {
+	case r := <-readc:
+		if r.err == nil {
+			// The director replied, perhaps before it had the whole
+			// body: stop sending.
+			x.conn.Close()
+			<-writec
+			return r.m, nil
+		}
+		select {
+		case werr := <-writec:
+			if werr != nil {
+				return nil, x.fail("send upload", werr)
+			}
+			return nil, x.fail("read reply", r.err)
+		default:
+			// The director hung up or stalled while we were sending.
+			x.conn.Close()
+			<-writec
+			return nil, x.fail("send upload", r.err)
+		}
+	case werr := <-writec:
+		if werr != nil && cw.err == nil {
+			// Reading body failed and the director still waits for the
+			// rest of the frame; no reply is coming.
+			x.conn.Close()
+			<-readc
+			return nil, x.fail("send upload", werr)
+		}
+		// Sent, or the connection broke, perhaps because the director
+		// refused early and closed: its reply says why.
+		r := <-readc
+		switch {
+		case r.err == nil:
+			return r.m, nil
+		case werr != nil:
+			return nil, x.fail("send upload", werr)
+		}
+		return nil, x.fail("read reply", r.err)
+	}
+}
+
+// Download sends a text request and streams the body of the director's
+// binary reply to w, verifying its checksum. It returns the reply's meta as a
+// Message: a JSON envelope is decoded as one, another JSON object becomes its
+// Meta, and an empty meta an empty Message. If the body fails to arrive whole
+// the error says so, and what was written to w must not be used.
+//
+// A text reply (the director refusing, usually) is returned as the Message,
+// with w untouched; check Status. maxBody limits the body size accepted.
+func (c *Client) Download(ctx context.Context, req *Message, maxBody uint64, w io.Writer) (*Message, error) {
+	x, err := c.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer x.close()
+	if err := WriteMessage(x.conn, req); err != nil {
+		return nil, x.fail("send request", err)
+	}
+	kind, err := PeekKind(x.br)
+	if err != nil {
+		return nil, x.fail("read reply", noReply(err))
+	}
+	if kind == KindText {
+		return x.readReply()
+	}
+	bin, err := ReadBinary(x.br, maxBody)
+	if err != nil {
+		return nil, x.fail("read reply", err)
+	}
+	m, err := metaMessage(bin.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("read reply: %w", err)
+	}
+	if _, err := bin.CopyBody(w); err != nil {
+		return nil, x.fail("download body", err)
+	}
+	return m, nil
+}
+
+// metaMessage makes a Message of a binary reply's meta.
+func metaMessage(meta []byte) (*Message, error) {
+	if len(bytes.TrimSpace(meta)) == 0 {
+		return &Message{Meta: map[string]any{}}, nil
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(meta, &obj); err != nil || obj == nil {
+		return nil, errors.New("reply meta is not a JSON object")
+	}
+	_, hasTime := obj["time"]
+	_, hasData := obj["data"]
+	_, hasMeta := obj["meta"]
+	if hasTime || hasData || hasMeta {
+		if m, err := DecodeMessage(meta); err == nil {
+			return m, nil
+		}
+	}
+	return &Message{Meta: obj}, nil
+}
+
+// exchange is one connection to the admin port.
+type exchange struct {
+	ctx     context.Context
+	addr    string
+	timeout time.Duration
+	conn    net.Conn // with the idle timeout
+	br      *bufio.Reader
+	stop    func() bool // stops closing conn when ctx is done
+}
+
+func (c *Client) open(ctx context.Context) (*exchange, error) {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	dial := c.Dial
+	if dial == nil {
+		dial = new(net.Dialer).DialContext
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	raw, err := dial(dctx, "tcp", c.Addr)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		return nil, fmt.Errorf("connect to director admin port %s: %w", c.Addr, dialCause(err))
+	}
+	conn := NewIdleConn(raw, timeout)
+	return &exchange{
+		ctx:     ctx,
+		addr:    c.Addr,
+		timeout: timeout,
+		conn:    conn,
+		br:      bufio.NewReader(conn),
+		// Closing the connection is what interrupts a blocked Read or Write.
+		stop: context.AfterFunc(ctx, func() { raw.Close() }),
+	}, nil
+}
+
+// dialCause strips what a dial error repeats ("dial tcp ADDR: connect: ")
+// down to the reason, such as "connection refused".
+func dialCause(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		err = op.Err
+	}
+	var sc *os.SyscallError
+	if errors.As(err, &sc) {
+		err = sc.Err
+	}
+	return err
+}
+
+func (x *exchange) close() {
+	x.stop()
+	x.conn.Close()
+}
+
+// fail describes err, met during op. Cancellation and stalls are reported as
+// such rather than by the errors of the closed or timed-out connection.
+func (x *exchange) fail(op string, err error) error {
+	if x.ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", op, context.Cause(x.ctx))
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%s: director admin port %s stalled, nothing moved for %v: %w", op, x.addr, x.timeout, os.ErrDeadlineExceeded)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// readReply reads the director's text reply.
+func (x *exchange) readReply() (*Message, error) {
+	m, err := x.readText()
+	if err != nil {
+		return nil, x.fail("read reply", err)
+	}
+	return m, nil
+}
+
+// readText reads a text reply, returning errors for fail to describe.
+func (x *exchange) readText() (*Message, error) {
+	kind, err := PeekKind(x.br)
+	if err != nil {
+		return nil, noReply(err)
+	}
+	if kind != KindText {
+		return nil, errors.New("got a binary exchange, want text")
+	}
+	return ReadMessage(x.br, MaxTextSize)
+}
+
+// noReply reports a connection that ended before the reply began.
+func noReply(err error) error {
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("director closed the connection without replying: %w", io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+// connWriter remembers the first error writing to the connection, to tell a
+// broken connection from a failing body.
+type connWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (cw *connWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	if err != nil && cw.err == nil {
+		cw.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newAbortJobCmd(f *factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "abort-job JOB_ID",
+		Short: "Abort a pending or running job",
+		Long: `Abort a job that has not ended. JOB_ID may be the full id or a unique
+prefix of at least 8 characters.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			reply, err := f.do(cmd.Context(), "abort_job "+args[0])
+			if err != nil {
+				return err
+			}
+			var j jobInfo
+			if err := metaInto(reply, "job", &j); err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return f.printJSON(map[string]string{"jobId": j.JobID, "status": j.Status})
+			}
+			_, err = fmt.Fprintf(f.stdout, "Aborted job %s\n", j.JobID)
+			return err
+		},
+	}
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+)
+
+// fakeAdmin answers every admin request with reply and records the command.
+// The real director is exercised by cmd/internal/e2e; this tests fladmin's
+// side: what it sends for its flags and how it prints replies.
+type fakeAdmin struct {
+	addr  string
+	mu    sync.Mutex
+	got   []string
+	bytes int64
+	reply *adminproto.Message
+}
+
+func startFakeAdmin(t *testing.T, reply *adminproto.Message) *fakeAdmin {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeAdmin{addr: lis.Addr().String(), reply: reply}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c)
+		}
+	}()
+	t.Cleanup(func() { lis.Close() })
+	return f
+}
+
+func (f *fakeAdmin) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	kind, err := adminproto.PeekKind(br)
+	if err != nil {
+		return
+	}
+	var req *adminproto.Message
+	var n int64
+	if kind == adminproto.KindBinary {
+		b, err := adminproto.ReadBinary(br, 1<<30)
+		if err != nil {
+			return
+		}
+		if n, err = b.CopyBody(&bytes.Buffer{}); err != nil {
+			return
+		}
+		req, _ = adminproto.DecodeMessage(b.Meta)
+	} else if req, err = adminproto.ReadMessage(br, adminproto.MaxTextSize); err != nil {
+		return
+	}
+	cmd, _ := req.Command()
+	f.mu.Lock()
+	f.got = append(f.got, cmd)
+	f.bytes += n
+	f.mu.Unlock()
+	adminproto.WriteMessage(c, f.reply)
+}
+
+func ok(meta map[string]any) *adminproto.Message {
+	meta["status"] = adminproto.StatusOK
+	return &adminproto.Message{Meta: meta}
+}
+
+var sampleJob = map[string]any{
+	"jobId": "0b5a6a7e-1111-4222-8333-444455556666", "name": "mnist", "status": "pending",
+	"submitter": "alice", "submitTime": "2026-01-02T03:04:05Z", "duration": "-",
+	"manifest": map[string]any{"name": "mnist", "rounds": 3},
+}
+
+func runFladmin(t *testing.T, addr string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	f := newFactory()
+	var out, errb bytes.Buffer
+	f.stdout, f.stderr = &out, &errb
+	f.stderrIsTerminal = func() bool { return false }
+	f.user = func() string { return "tester" }
+	code = cli.Main(newRootCmd(f), append([]string{"--addr", addr, "--timeout", "5s"}, args...), &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestCommands(t *testing.T) {
+	jobDir := t.TempDir()
+	os.WriteFile(filepath.Join(jobDir, "job.json"), []byte(`{"name":"mnist","min_envoys":1,"rounds":1,"train":{"command":["true"]}}`), 0o644)
+	tests := []struct {
+		name       string
+		args       []string
+		reply      *adminproto.Message
+		wantSent   string
+		wantOut    []string
+		wantCode   int
+		wantStderr string
+	}{
+		{name: "list-jobs flags", args: []string{"list-jobs", "-n", "mn", "-m", "5", "-r"},
+			reply: ok(map[string]any{"jobs": []any{sampleJob}}), wantSent: "list_jobs -n mn -m 5 -r",
+			wantOut: []string{"JOB ID", "0b5a6a7e-1111-4222-8333-444455556666", "mnist", "pending", "alice"}},
+		{name: "list-jobs json", args: []string{"-o", "json", "list-jobs"},
+			reply: ok(map[string]any{"jobs": []any{sampleJob}}), wantSent: "list_jobs",
+			wantOut: []string{`"jobId": "0b5a6a7e-1111-4222-8333-444455556666"`}},
+		{name: "list-jobs empty", args: []string{"list-jobs"}, reply: ok(map[string]any{"jobs": []any{}}), wantSent: "list_jobs", wantOut: []string{"No jobs."}},
+		{name: "show-job", args: []string{"show-job", "0b5a6a7e"}, reply: ok(map[string]any{"job": sampleJob}),
+			wantSent: "get_job_meta 0b5a6a7e", wantOut: []string{"Job ID:", "Status:", "pending", `"rounds": 3`}},
+		{name: "abort-job", args: []string{"abort-job", "0b5a6a7e"}, reply: ok(map[string]any{"job": sampleJob}),
+			wantSent: "abort_job 0b5a6a7e", wantOut: []string{"Aborted job 0b5a6a7e-1111-4222-8333-444455556666"}},
+		{name: "delete-job", args: []string{"delete-job", "0b5a6a7e"}, reply: ok(map[string]any{"jobId": sampleJob["jobId"]}),
+			wantSent: "delete_job 0b5a6a7e", wantOut: []string{"Deleted job"}},
+		{name: "list-envoys", args: []string{"list-envoys"},
+			reply:    ok(map[string]any{"envoys": []any{map[string]any{"name": "site-a", "online": true, "lastSeen": "2026-01-02T03:04:05Z", "samples": 42, "shard": "hospital A"}}}),
+			wantSent: "list_envoys", wantOut: []string{"NAME", "ONLINE", "site-a", "yes", "42", "hospital A"}},
+		{name: "status", args: []string{"status"},
+			reply:    ok(map[string]any{"version": "v1", "uptime": "5s", "envoys": 2, "envoysOnline": 1, "jobs": map[string]any{"pending": 3}}),
+			wantSent: "check_status", wantOut: []string{"v1", "2 registered, 1 online", "pending 3"}},
+		{name: "submit-job", args: []string{"submit-job", jobDir}, reply: ok(map[string]any{"job_id": "0b5a6a7e-1111-4222-8333-444455556666"}),
+			wantSent: "submit_job", wantOut: []string{"Submitted job 0b5a6a7e-1111-4222-8333-444455556666"}},
+		{name: "refusal", args: []string{"show-job", "0b5a6a7e"},
+			reply:    &adminproto.Message{Meta: map[string]any{"status": "invalid_job_id", "info": "no job with id \"0b5a6a7e\""}},
+			wantSent: "get_job_meta 0b5a6a7e", wantCode: 1, wantStderr: `director refused (invalid_job_id): no job with id "0b5a6a7e"`},
+		{name: "usage", args: []string{"show-job"}, reply: ok(map[string]any{}), wantCode: 2, wantStderr: "accepts 1 arg"},
+		{name: "bad max", args: []string{"list-jobs", "-m", "-1"}, reply: ok(map[string]any{}), wantCode: 2, wantStderr: "--max"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startFakeAdmin(t, tt.reply)
+			out, stderr, code := runFladmin(t, srv.addr, tt.args...)
+			if code != tt.wantCode {
+				t.Fatalf("exit: got %d, want %d; stderr %q", code, tt.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tt.wantStderr) {
+				t.Fatalf("stderr %q lacks %q", stderr, tt.wantStderr)
+			}
+			srv.mu.Lock()
+			got := strings.Join(srv.got, "|")
+			srv.mu.Unlock()
+			if got != tt.wantSent {
+				t.Fatalf("sent: got %q, want %q", got, tt.wantSent)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out, w) {
+					t.Fatalf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, "Uploading", 4<<20)
+	p.Write(make([]byte, 2<<20))
+	time.Sleep(110 * time.Millisecond)
+	p.Write(make([]byte, 2<<20))
+	p.done()
+	if out := buf.String(); !strings.Contains(out, "100%") || !strings.Contains(out, "4.0 MiB / 4.0 MiB") || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("progress output %q", out)
+	}
+}
+
+func TestHelpDoesNotDial(t *testing.T) {
+	_, _, code := runFladmin(t, "127.0.0.1:1", "list-jobs", "--help")
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+
+}

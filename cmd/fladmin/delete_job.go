@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newDeleteJobCmd(f *factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete-job JOB_ID",
+		Short: "Delete a job that is not running, with its stored files",
+		Long: `Delete a job and everything the director stored for it. A running job
+is refused: abort it first. JOB_ID may be the full id or a unique prefix of
+at least 8 characters.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			reply, err := f.do(cmd.Context(), "delete_job "+args[0])
+			if err != nil {
+				return err
+			}
+			var id string
+			if err := metaInto(reply, "jobId", &id); err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return f.printJSON(map[string]string{"jobId": id, "status": "deleted"})
+			}
+			_, err = fmt.Fprintf(f.stdout, "Deleted job %s\n", id)
+			return err
+		},
+	}
+}

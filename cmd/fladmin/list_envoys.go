@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// envoyInfo is an envoy as the director's list_envoys reply carries it.
+type envoyInfo struct {
+	Name              string    `json:"name"`
+	Online            bool      `json:"online"`
+	LastSeen          time.Time `json:"lastSeen"`
+	Experiment        string    `json:"experiment"`
+	ExperimentRunning bool      `json:"experimentRunning"`
+	Samples           uint64    `json:"samples"`
+	Shard             string    `json:"shard"`
+}
+
+func newListEnvoysCmd(f *factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list-envoys",
+		Short: "List the federation's envoys and whether they are online",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			reply, err := f.do(cmd.Context(), "list_envoys")
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return f.printMetaList(reply, "envoys")
+			}
+			var envoys []envoyInfo
+			if err := metaInto(reply, "envoys", &envoys); err != nil {
+				return err
+			}
+			if len(envoys) == 0 {
+				_, err := fmt.Fprintln(f.stdout, "No envoys registered.")
+				return err
+			}
+			rows := make([][]string, 0, len(envoys))
+			for _, e := range envoys {
+				exp := e.Experiment
+				if exp == "" {
+					exp = "-"
+				}
+				rows = append(rows, []string{e.Name, yesNo(e.Online), fmtTime(e.LastSeen), exp, strconv.FormatUint(e.Samples, 10), e.Shard})
+			}
+			return f.printTable([]string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"}, rows)
+		},
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

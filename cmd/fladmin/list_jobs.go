@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+)
+
+type listJobsOptions struct {
+	namePrefix string
+	max        int
+	reverse    bool
+}
+
+func newListJobsCmd(f *factory) *cobra.Command {
+	o := &listJobsOptions{}
+	cmd := &cobra.Command{
+		Use:     "list-jobs",
+		Aliases: []string{"ls"},
+		Short:   "List jobs, newest first",
+		Example: `  fladmin list-jobs
+  fladmin list-jobs -n mnist -m 10
+  fladmin list-jobs -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.max < 0 {
+				return cli.Usagef("--max %d: must not be negative", o.max)
+			}
+			if strings.ContainsAny(o.namePrefix, " \t") {
+				return cli.Usagef("--name %q: must not contain spaces", o.namePrefix)
+			}
+			return o.run(cmd, f)
+		},
+	}
+	cmd.Flags().StringVarP(&o.namePrefix, "name", "n", "", "only jobs whose name starts with this")
+	cmd.Flags().IntVarP(&o.max, "max", "m", 0, "at most this many jobs (0: all)")
+	cmd.Flags().BoolVarP(&o.reverse, "reverse", "r", false, "oldest first")
+	return cmd
+}
+
+func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
+	command := "list_jobs"
+	if o.namePrefix != "" {
+		command += " -n " + o.namePrefix
+	}
+	if o.max > 0 {
+		command += fmt.Sprintf(" -m %d", o.max)
+	}
+	if o.reverse {
+		command += " -r"
+	}
+	reply, err := f.do(cmd.Context(), command)
+	if err != nil {
+		return err
+	}
+	if f.output == "json" {
+		return f.printMetaList(reply, "jobs")
+	}
+	var jobs []jobInfo
+	if err := metaInto(reply, "jobs", &jobs); err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		_, err := fmt.Fprintln(f.stdout, "No jobs.")
+		return err
+	}
+	rows := make([][]string, 0, len(jobs))
+	for _, j := range jobs {
+		rows = append(rows, []string{j.JobID, j.Name, j.Status, j.Submitter, fmtTime(j.SubmitTime), j.Duration})
+	}
+	return f.printTable([]string{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}, rows)
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newShowJobCmd(f *factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show-job JOB_ID",
+		Short: "Show one job: status, reason, times and its job.json",
+		Long: `Show one job. JOB_ID may be the full id or a unique prefix of at least
+8 characters.`,
+		Example: `  fladmin show-job 3f2a9c1e
+  fladmin show-job 3f2a9c1e -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			reply, err := f.do(cmd.Context(), "get_job_meta "+args[0])
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				var raw json.RawMessage
+				if err := metaInto(reply, "job", &raw); err != nil {
+					return err
+				}
+				return f.printJSON(raw)
+			}
+			var j jobInfo
+			if err := metaInto(reply, "job", &j); err != nil {
+				return err
+			}
+			return printJob(f, j)
+		},
+	}
+}
+
+func printJob(f *factory, j jobInfo) error {
+	tw := tabwriter.NewWriter(f.stdout, 0, 4, 2, ' ', 0)
+	fields := []struct{ k, v string }{
+		{"Job ID", j.JobID},
+		{"Name", j.Name},
+		{"Status", j.Status},
+		{"Reason", j.Reason},
+		{"Submitter", j.Submitter},
+		{"Submitted", fmtTime(j.SubmitTime)},
+		{"Started", fmtTime(j.StartTime)},
+		{"Ended", fmtTime(j.EndTime)},
+		{"Duration", j.Duration},
+		{"Archive", fmt.Sprintf("%d bytes, sha256 %s", j.ArchiveSize, j.ArchiveSHA256)},
+	}
+	for _, kv := range fields {
+		if kv.v == "" {
+			continue
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", kv.k, kv.v)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(j.Manifest) > 0 {
+		var buf bytes.Buffer
+		if json.Indent(&buf, j.Manifest, "  ", "  ") == nil {
+			fmt.Fprintf(f.stdout, "job.json:\n  %s\n", buf.String())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/job"
+)
+
+type submitJobOptions struct {
+	noProgress bool
+}
+
+func newSubmitJobCmd(f *factory) *cobra.Command {
+	o := &submitJobOptions{}
+	cmd := &cobra.Command{
+		Use:   "submit-job DIR",
+		Short: "Submit a job folder (job.json, model.safetensors, code) and print its id",
+		Long: `Submit the job folder DIR. fladmin checks DIR's job.json first, then streams
+the folder as a zip straight to the director (no temporary copy): files that
+compress are deflated, the rest stored. A progress bar is drawn on stderr when
+stderr is a terminal. On success the job's id is printed.`,
+		Example: `  fladmin submit-job ./examples/logreg
+  fladmin submit-job ./my-job -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), f, args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&o.noProgress, "no-progress", false, "never draw the progress bar")
+	return cmd
+}
+
+func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("job folder: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("job folder %s: not a directory", dir)
+	}
+	a, err := job.NewArchive(dir)
+	if err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go func() { _, err := a.WriteTo(pw); pw.CloseWithError(err) }()
+	defer pr.Close()
+
+	var body io.Reader = pr
+	if !o.noProgress && f.output == "table" && f.stderrIsTerminal() {
+		p := newProgress(f.stderr, "Uploading", a.Size())
+		defer p.done()
+		body = io.TeeReader(pr, p)
+	}
+	reply, err := f.client().Upload(ctx, f.request("submit_job"), uint64(a.Size()), body)
+	if err != nil {
+		return fmt.Errorf("submit %s: %w", dir, err)
+	}
+	if err := refusal(reply); err != nil {
+		return err
+	}
+	var id string
+	if err := metaInto(reply, "job_id", &id); err != nil {
+		return err
+	}
+	if f.output == "json" {
+		return f.printJSON(map[string]any{"jobId": id, "bytes": a.Size(), "files": a.Files()})
+	}
+	_, err = fmt.Fprintf(f.stdout, "Submitted job %s\n", id)
+	return err
+}
+
+// progress draws a one-line progress bar, at most ten times a second.
+type progress struct {
+	w      io.Writer
+	label  string
+	total  int64
+	n      int64
+	start  time.Time
+	last   time.Time
+	closed bool
+}
+
+func newProgress(w io.Writer, label string, total int64) *progress {
+	now := time.Now()
+	return &progress{w: w, label: label, total: total, start: now}
+}
+
+// Write counts bytes as they pass (io.TeeReader's side).
+func (p *progress) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	if now := time.Now(); now.Sub(p.last) >= 100*time.Millisecond || p.n == p.total {
+		p.last = now
+		p.draw(now)
+	}
+	return len(b), nil
+}
+
+func (p *progress) draw(now time.Time) {
+	const width = 30
+	frac := 1.0
+	if p.total > 0 {
+		frac = float64(p.n) / float64(p.total)
+	}
+	filled := int(frac * width)
+	bar := make([]byte, width)
+	for i := range bar {
+		switch {
+		case i < filled:
+			bar[i] = '='
+		case i == filled:
+			bar[i] = '>'
+		default:
+			bar[i] = ' '
+		}
+	}
+	rate := float64(p.n) / max(now.Sub(p.start).Seconds(), 1e-3)
+	fmt.Fprintf(p.w, "\r%s [%s] %3.0f%%  %s / %s  %s/s ", p.label, bar, frac*100, humanBytes(p.n), humanBytes(p.total), humanBytes(int64(rate)))
+}
+
+// done ends the bar's line.
+func (p *progress) done() {
+	if !p.closed {
+		p.closed = true
+		p.draw(time.Now())
+		fmt.Fprintln(p.w)
+	}
+}
+
+// humanBytes formats n with a binary unit.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,403 @@
+package director
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/store"
+)
+
+// mustServeAdmin serves d's admin exchange (and gRPC) on loopback until the
+// test ends and returns a client of the admin port.
+func mustServeAdmin(tb testing.TB, d *Director) *adminproto.Client {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	adminLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, lis, adminLis) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("Serve: %v", err)
+		}
+	})
+	return &adminproto.Client{Addr: adminLis.Addr().String(), Timeout: 5 * time.Second}
+}
+
+const testManifest = `{"name": "mnist", "min_envoys": 1, "rounds": 2, "train": {"command": ["python3", "train.py"]}}`
+
+// writeJobDir writes a job folder with manifest as job.json.
+func writeJobDir(tb testing.TB, manifest string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	files := map[string]string{
+		"job.json":          manifest,
+		"model.safetensors": "not read by the admin path",
+		"train.py":          "print('hi')\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// zipOf returns the zip bytes of a job folder.
+func zipOf(tb testing.TB, dir string) []byte {
+	tb.Helper()
+	a, err := job.NewArchive(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := a.WriteTo(&buf); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// zipWithManifest builds a zip holding only job.json = manifest, bypassing
+// fladmin's own check, as a hostile or older client would.
+func zipWithManifest(tb testing.TB, manifest string) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, body := range map[string]string{"job.json": manifest, "train.py": "print(1)\n"} {
+		w, err := zw.Create(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		io.WriteString(w, body)
+	}
+	if err := zw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func submit(tb testing.TB, c *adminproto.Client, body []byte) *adminproto.Message {
+	tb.Helper()
+	reply, err := c.Upload(context.Background(), adminproto.NewRequest("submit_job"), uint64(len(body)), bytes.NewReader(body))
+	if err != nil {
+		tb.Fatalf("upload: %v", err)
+	}
+	return reply
+}
+
+func do(tb testing.TB, c *adminproto.Client, command string) *adminproto.Message {
+	tb.Helper()
+	reply, err := c.Do(context.Background(), adminproto.NewRequest(command))
+	if err != nil {
+		tb.Fatalf("%s: %v", command, err)
+	}
+	return reply
+}
+
+// assertNoUploadLeft checks that neither a job nor a temp file was left.
+func assertNoUploadLeft(tb testing.TB, d *Director) {
+	tb.Helper()
+	exps, err := d.db.ListExperiments(context.Background(), store.ExperimentFilter{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(exps) != 0 {
+		tb.Fatalf("jobs: got %d, want none", len(exps))
+	}
+	for _, sub := range []string{tmpDir, experimentsDir} {
+		entries, _ := os.ReadDir(filepath.Join(d.cfg.DataDir, sub))
+		if len(entries) != 0 {
+			tb.Fatalf("%s/ holds %d entries, want none", sub, len(entries))
+		}
+	}
+}
+
+func TestAdminSubmitAndManageJob(t *testing.T) {
+	ctx := context.Background()
+	d := mustNew(t, testCfg(t, newFakeClock()))
+	c := mustServeAdmin(t, d)
+	body := zipOf(t, writeJobDir(t, testManifest))
+
+	reply := submit(t, c, body)
+	if reply.Status() != adminproto.StatusOK {
+		t.Fatalf("submit: got %s %q, want ok", reply.Status(), reply.Info())
+	}
+	id, _ := reply.Meta["job_id"].(string)
+	e, err := d.db.GetExperiment(ctx, id)
+	if err != nil {
+		t.Fatalf("job %q not stored: %v", id, err)
+	}
+	sum := sha256.Sum256(body)
+	if e.Status != store.StatusPending || e.Name != "mnist" || e.ArchiveSHA256 != hex.EncodeToString(sum[:]) || e.ArchiveSize != int64(len(body)) {
+		t.Fatalf("stored job: got %+v", e)
+	}
+	onDisk, err := os.ReadFile(filepath.Join(d.cfg.DataDir, e.ArchivePath))
+	if err != nil || !bytes.Equal(onDisk, body) {
+		t.Fatalf("archive on disk differs from the upload (%v)", err)
+	}
+	if fi, _ := os.Stat(filepath.Join(d.cfg.DataDir, e.ArchivePath)); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("archive mode: got %v, want 0600", fi.Mode().Perm())
+	}
+	second := submit(t, c, body)
+	secondID, _ := second.Meta["job_id"].(string)
+
+	tests := []struct {
+		command    string
+		wantStatus string
+		wantText   string // in the info (errors) or the encoded reply
+	}{
+		{"list_jobs", adminproto.StatusOK, secondID},
+		{"list_jobs -n mni -m 1", adminproto.StatusOK, secondID},
+		{"list_jobs -n other", adminproto.StatusOK, "No jobs."},
+		{"list_jobs -m x", adminproto.StatusSyntaxError, "list_jobs"},
+		{"list_jobs extra", adminproto.StatusSyntaxError, "unexpected arguments"},
+		{"get_job_meta " + id[:8] + "-", adminproto.StatusOK, `"min_envoys":1`},
+		{"get_job_meta " + id, adminproto.StatusOK, id},
+		{"get_job_meta abc", adminproto.StatusInvalidJobID, "too short"},
+		{"get_job_meta ffffffff-ffff", adminproto.StatusInvalidJobID, "no job"},
+		{"get_job_meta", adminproto.StatusSyntaxError, "usage"},
+		{"abort_job " + id, adminproto.StatusOK, "Aborted"},
+		{"abort_job " + id, adminproto.StatusJobNotRunning, "job " + id + " is aborted"},
+		{"delete_job " + id, adminproto.StatusOK, "Deleted"},
+		{"get_job_meta " + id, adminproto.StatusInvalidJobID, "no job"},
+		{"list_envoys", adminproto.StatusOK, "NAME"},
+		{"check_status", adminproto.StatusOK, "jobs: 1 pending"},
+		{"shutdown_everything", adminproto.StatusSyntaxError, "unknown command"},
+		{"submit_job", adminproto.StatusSyntaxError, "binary request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.command, func(t *testing.T) {
+			reply := do(t, c, tt.command)
+			if reply.Status() != tt.wantStatus {
+				t.Fatalf("status: got %s (%q), want %s", reply.Status(), reply.Info(), tt.wantStatus)
+			}
+			enc, _ := adminproto.EncodeMessage(reply)
+			if !strings.Contains(reply.Info()+string(enc), tt.wantText) {
+				t.Fatalf("reply %s does not contain %q", enc, tt.wantText)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(d.cfg.DataDir, experimentsDir, id)); !os.IsNotExist(err) {
+		t.Fatalf("files of the deleted job still exist: %v", err)
+	}
+}
+
+func TestAdminRefusesInvalidJobs(t *testing.T) {
+	d := mustNew(t, testCfg(t, newFakeClock()))
+	c := mustServeAdmin(t, d)
+	tests := []struct {
+		name     string
+		body     []byte
+		wantInfo string
+	}{
+		{"rounds zero", zipWithManifest(t, `{"name":"x","min_envoys":1,"rounds":0,"train":{"command":["a"]}}`), "rounds"},
+		{"no command", zipWithManifest(t, `{"name":"x","min_envoys":1,"rounds":1,"train":{"command":[]}}`), "train.command"},
+		{"both envoys and min", zipWithManifest(t, `{"name":"x","envoys":["a"],"min_envoys":1,"rounds":1,"train":{"command":["a"]}}`), "envoys"},
+		{"bad timeout", zipWithManifest(t, `{"name":"x","min_envoys":1,"rounds":1,"train":{"command":["a"],"timeout":"soon"}}`), "timeout"},
+		{"not json", zipWithManifest(t, `{"name":`), "job.json"},
+		{"not a zip", []byte("this is not a zip file at all"), "zip"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reply := submit(t, c, tt.body)
+			if reply.Status() != adminproto.StatusInvalidJobDef {
+				t.Fatalf("status: got %s (%q), want invalid_job_def", reply.Status(), reply.Info())
+			}
+			if !strings.Contains(reply.Info(), tt.wantInfo) {
+				t.Fatalf("info %q does not name %q", reply.Info(), tt.wantInfo)
+			}
+			assertNoUploadLeft(t, d)
+		})
+	}
+}
+
+// rawFrame encodes a binary exchange by hand so tests can corrupt it.
+func rawFrame(meta, body []byte, crc uint32) []byte {
+	var b bytes.Buffer
+	b.WriteByte(adminproto.BinaryMarker)
+	binary.Write(&b, binary.BigEndian, uint32(len(meta)))
+	binary.Write(&b, binary.BigEndian, uint64(len(body)))
+	b.Write(meta)
+	b.Write(body)
+	binary.Write(&b, binary.BigEndian, uint32(0))
+	binary.Write(&b, binary.BigEndian, crc)
+	return b.Bytes()
+}
+
+func TestAdminBrokenUploads(t *testing.T) {
+	cfg := testCfg(t, newFakeClock())
+	cfg.AdminIdleTimeout = 300 * time.Millisecond
+	d := mustNew(t, cfg)
+	c := mustServeAdmin(t, d)
+	meta, _ := adminproto.EncodeMessage(adminproto.NewRequest("submit_job"))
+	body := zipOf(t, writeJobDir(t, testManifest))
+
+	t.Run("checksum mismatch", func(t *testing.T) {
+		conn, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(rawFrame(meta, body, 0xdeadbeef))
+		reply, err := adminproto.ReadMessage(conn, adminproto.MaxTextSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply.Status() != adminproto.StatusError || !strings.Contains(reply.Info(), "checksum") {
+			t.Fatalf("got %s %q, want an error naming the checksum", reply.Status(), reply.Info())
+		}
+		assertNoUploadLeft(t, d)
+	})
+	t.Run("truncated then closed", func(t *testing.T) {
+		conn, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := rawFrame(meta, body, 0)
+		conn.Write(frame[:len(frame)/2])
+		conn.Close()
+		eventuallyDir(t, d)
+	})
+	t.Run("stalled mid-body", func(t *testing.T) {
+		conn, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		frame := rawFrame(meta, body, 0)
+		conn.Write(frame[:len(frame)/2])
+		// The idle timeout cuts the connection off; the reply may or may
+		// not arrive, but the connection must end.
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadAll(conn); err != nil {
+			t.Fatalf("connection not closed by the idle timeout: %v", err)
+		}
+		eventuallyDir(t, d)
+	})
+	t.Run("too large", func(t *testing.T) {
+		d.cfg.MaxJobSize = 16
+		defer func() { d.cfg.MaxJobSize = DefaultMaxJobSize }()
+		reply := submit(t, c, body)
+		if reply.Status() != adminproto.StatusError || !strings.Contains(reply.Info(), "max-job-size") {
+			t.Fatalf("got %s %q, want a refusal naming --max-job-size", reply.Status(), reply.Info())
+		}
+		assertNoUploadLeft(t, d)
+	})
+	t.Run("garbage text", func(t *testing.T) {
+		conn, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte("GET / HTTP/1.1\r\n\r\n\x03\x04"))
+		reply, err := adminproto.ReadMessage(conn, adminproto.MaxTextSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply.Status() != adminproto.StatusSyntaxError {
+			t.Fatalf("got %s %q, want syntax_error", reply.Status(), reply.Info())
+		}
+	})
+	// The director still serves after all that.
+	if reply := do(t, c, "check_status"); reply.Status() != adminproto.StatusOK {
+		t.Fatalf("check_status after broken uploads: %s %q", reply.Status(), reply.Info())
+	}
+}
+
+// eventuallyDir waits until the director has cleaned up an aborted upload.
+func eventuallyDir(t *testing.T, d *Director) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		entries, _ := os.ReadDir(filepath.Join(d.cfg.DataDir, tmpDir))
+		if len(entries) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("temp files left after a broken upload: %d", len(entries))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	assertNoUploadLeft(t, d)
+}
+
+func TestAdminConnectionCap(t *testing.T) {
+	cfg := testCfg(t, newFakeClock())
+	cfg.AdminMaxConns = 1
+	d := mustNew(t, cfg)
+	c := mustServeAdmin(t, d)
+	hold, err := net.Dial("tcp", c.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	hold.Write([]byte(`{"data": [`)) // an unfinished request keeps the slot
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		reply := do(t, c, "check_status")
+		if reply.Status() == adminproto.StatusError && strings.Contains(reply.Info(), "busy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second connection over a cap of 1: got %s %q, want busy", reply.Status(), reply.Info())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hold.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for do(t, c, "check_status").Status() != adminproto.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("slot not freed after the holding connection closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRemoveOrphansAtStart(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testCfg(t, clock)
+	d := mustNew(t, cfg)
+	c := mustServeAdmin(t, d)
+	reply := submit(t, c, zipOf(t, writeJobDir(t, testManifest)))
+	id, _ := reply.Meta["job_id"].(string)
+	orphan := filepath.Join(cfg.DataDir, experimentsDir, "11111111-2222-4333-8444-555555555555")
+	os.MkdirAll(orphan, 0o700)
+	os.WriteFile(filepath.Join(orphan, archiveFile), []byte("x"), 0o600)
+	os.MkdirAll(filepath.Join(cfg.DataDir, tmpDir), 0o700)
+	os.WriteFile(filepath.Join(cfg.DataDir, tmpDir, "upload-1.zip"), []byte("x"), 0o600)
+
+	d2, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Fatalf("orphan experiment dir survived start-up: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(cfg.DataDir, tmpDir)); len(entries) != 0 {
+		t.Fatalf("temp files survived start-up: %d", len(entries))
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, experimentsDir, id, archiveFile)); err != nil {
+		t.Fatalf("a referenced archive was removed: %v", err)
+	}
+}

@@ -1,0 +1,489 @@
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// ManifestFile is the name of the job description at the top of a job folder.
+	ManifestFile = "job.json"
+	// ModelFile is the initial global model in a job folder.
+	ModelFile = "model.safetensors"
+	// DefaultTrainTimeout bounds one run of the training command when job.json
+	// does not say otherwise.
+	DefaultTrainTimeout = 30 * time.Minute
+	// MaxManifestSize is the largest job.json accepted, in bytes.
+	MaxManifestSize = 1 << 20
+)
+
+const (
+	maxNameLen = 128
+	maxRounds  = 1_000_000
+)
+
+// Manifest is job.json: what to train, where, and for how long.
+type Manifest struct {
+	// Name is a label for people; it need not be unique.
+	Name string `json:"name"`
+	// Envoys names the envoys to train on. Exactly one of Envoys and
+	// MinEnvoys is set.
+	Envoys []string `json:"envoys,omitempty"`
+	// MinEnvoys asks for that many of the online envoys, whichever they are.
+	MinEnvoys int `json:"min_envoys,omitempty"`
+	// Rounds is the number of federated rounds.
+	Rounds int `json:"rounds"`
+	// Train is the training command every envoy runs once per round.
+	Train Train `json:"train"`
+	// BestMetric, if set, names the metric that picks the best model.
+	BestMetric *BestMetric `json:"best_metric,omitempty"`
+	// MinEnvoysPerRound is the quorum that lets a round finish at its
+	// deadline without every envoy; 0 means all of them.
+	MinEnvoysPerRound int `json:"min_envoys_per_round,omitempty"`
+	// RoundTimeout is the round's deadline; 0 means none.
+	RoundTimeout Duration `json:"round_timeout,omitempty"`
+	// Description is free text for people.
+	Description string `json:"description,omitempty"`
+}
+
+// Train is how an envoy runs one round of local training.
+type Train struct {
+	// Command is the program and its arguments, run without a shell in the
+	// unpacked job folder.
+	Command []string `json:"command"`
+	// Timeout bounds one run; ParseManifest sets DefaultTrainTimeout when
+	// job.json leaves it out.
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// BestMetric names the metric that decides which round's model is best.
+type BestMetric struct {
+	Name string `json:"name"`
+	// Mode is "max" when a higher value is better, "min" when a lower one is.
+	Mode string `json:"mode"`
+}
+
+// Duration is a time.Duration written in JSON as a Go duration string
+// such as "30m" or "1h30m".
+type Duration time.Duration
+
+// String returns the duration in time.Duration's notation.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string; null leaves d unchanged.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"30m\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Participants is the number of envoys the job trains on: the length of
+// Envoys, or MinEnvoys.
+func (m *Manifest) Participants() int {
+	if len(m.Envoys) > 0 {
+		return len(m.Envoys)
+	}
+	return m.MinEnvoys
+}
+
+// ParseManifest decodes job.json strictly (one JSON object, no unknown or
+// repeated keys, the right type for every value), fills in defaults and
+// validates the result. Its errors start with "job.json: ", name the key at
+// fault, and wrap ErrInvalid.
+func ParseManifest(b []byte) (*Manifest, error) {
+	if len(b) > MaxManifestSize {
+		return nil, manifestErrf(nil, "%d bytes exceeds the limit of %s", len(b), formatSize(MaxManifestSize))
+	}
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a BOM some editors write
+	if err := checkJSON(b); err != nil {
+		return nil, err
+	}
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		// checkJSON has already checked keys and types, so this is a
+		// disagreement between it and encoding/json; still say what we can.
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, manifestErrf(err, "%q must be %s, got %s", te.Field, typeName(te.Type.Kind().String()), te.Value)
+		}
+		return nil, manifestErrf(err, "%v", err)
+	}
+	if m.Train.Timeout == 0 {
+		m.Train.Timeout = Duration(DefaultTrainTimeout)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func typeName(kind string) string {
+	switch kind {
+	case "int", "int64", "int32":
+		return "a number"
+	case "slice":
+		return "a list"
+	case "struct", "ptr":
+		return "an object"
+	}
+	return "a " + kind
+}
+
+func manifestErrf(err error, format string, args ...any) error {
+	return &manifestError{file: ManifestFile, msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// Validate checks m against the rules of job.json. It does not fill in
+// defaults, so a zero Train.Timeout is an error here.
+func (m *Manifest) Validate() error {
+	if err := checkJobName(m.Name); err != nil {
+		return err
+	}
+
+	switch {
+	case m.MinEnvoys < 0:
+		return manifestErrf(nil, `"min_envoys" must be at least 1, got %d`, m.MinEnvoys)
+	case m.Envoys != nil && m.MinEnvoys != 0:
+		return manifestErrf(nil, `"envoys" and "min_envoys" are both set; set one of them`)
+	case m.Envoys == nil && m.MinEnvoys == 0:
+		return manifestErrf(nil, `neither "envoys" nor "min_envoys" is set; list the envoys or say how many to use`)
+	case m.Envoys != nil && len(m.Envoys) == 0:
+		return manifestErrf(nil, `"envoys" is empty`)
+	}
+	seen := make(map[string]int, len(m.Envoys))
+	for i, e := range m.Envoys {
+		if e == "" {
+			return manifestErrf(nil, `"envoys[%d]" is empty`, i)
+		}
+		if j := strings.IndexFunc(e, func(r rune) bool { return !isEnvoyNameChar(r) }); j >= 0 {
+			return manifestErrf(nil, `"envoys[%d]" %q may contain only letters, digits, '.', '_', '@' and '-'`, i, e)
+		}
+		if len(e) > maxNameLen {
+			return manifestErrf(nil, `"envoys[%d]" is longer than %d bytes`, i, maxNameLen)
+		}
+		if j, ok := seen[e]; ok {
+			return manifestErrf(nil, `"envoys[%d]" %q repeats "envoys[%d]"`, i, e, j)
+		}
+		seen[e] = i
+	}
+
+	if m.Rounds < 1 {
+		return manifestErrf(nil, `"rounds" must be at least 1, got %d`, m.Rounds)
+	}
+	if m.Rounds > maxRounds {
+		return manifestErrf(nil, `"rounds" must be at most %d, got %d`, maxRounds, m.Rounds)
+	}
+
+	if len(m.Train.Command) == 0 {
+		return manifestErrf(nil, `"train.command" is empty`)
+	}
+	if m.Train.Command[0] == "" {
+		return manifestErrf(nil, `"train.command[0]" is empty; it names the program to run`)
+	}
+	if m.Train.Timeout <= 0 {
+		return manifestErrf(nil, `"train.timeout" must be positive, got %v`, m.Train.Timeout)
+	}
+
+	if b := m.BestMetric; b != nil {
+		if b.Name == "" {
+			return manifestErrf(nil, `"best_metric.name" is empty`)
+		}
+		if b.Mode != "max" && b.Mode != "min" {
+			return manifestErrf(nil, `"best_metric.mode" must be "max" or "min", got %q`, b.Mode)
+		}
+	}
+
+	if m.MinEnvoysPerRound < 0 {
+		return manifestErrf(nil, `"min_envoys_per_round" must not be negative, got %d`, m.MinEnvoysPerRound)
+	}
+	if n := m.Participants(); m.MinEnvoysPerRound > n {
+		if m.Envoys != nil {
+			return manifestErrf(nil, `"min_envoys_per_round" is %d, more than the %d listed in "envoys"`, m.MinEnvoysPerRound, n)
+		}
+		return manifestErrf(nil, `"min_envoys_per_round" is %d, more than "min_envoys" (%d)`, m.MinEnvoysPerRound, n)
+	}
+	if m.RoundTimeout < 0 {
+		return manifestErrf(nil, `"round_timeout" must not be negative, got %v`, m.RoundTimeout)
+	}
+	return nil
+}
+
+func checkJobName(name string) error {
+	switch {
+	case name == "":
+		return manifestErrf(nil, `"name" is empty`)
+	case len(name) > maxNameLen:
+		return manifestErrf(nil, `"name" is longer than %d bytes`, maxNameLen)
+	}
+	for _, r := range name {
+		if !isJobNameChar(r) {
+			return manifestErrf(nil, `"name" %q may contain only letters, digits, '.', '_', '-' and spaces`, name)
+		}
+	}
+	switch {
+	case name[0] == '.':
+		return manifestErrf(nil, `"name" %q must not start with a dot`, name)
+	case name[0] == ' ' || name[len(name)-1] == ' ':
+		return manifestErrf(nil, `"name" %q must not start or end with a space`, name)
+	}
+	return nil
+}
+
+func isAlnum(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+}
+
+func isJobNameChar(r rune) bool {
+	return isAlnum(r) || r == '.' || r == '_' || r == ' ' || r == '-'
+}
+
+func isEnvoyNameChar(r rune) bool {
+	return isAlnum(r) || r == '.' || r == '_' || r == '@' || r == '-'
+}
+
+// jsonKind is what a key of job.json must hold.
+type jsonKind int
+
+const (
+	kindObject jsonKind = iota
+	kindString
+	kindInt
+	kindStrings
+	kindDuration
+)
+
+func (k jsonKind) String() string {
+	switch k {
+	case kindObject:
+		return "an object"
+	case kindString:
+		return "a string"
+	case kindInt:
+		return "a number"
+	case kindStrings:
+		return "a list of strings"
+	case kindDuration:
+		return `a duration string like "30m"`
+	}
+	return "?"
+}
+
+// manifestKeys lists every key job.json may hold, by dotted path, with the
+// kind of value it takes. It must agree with the json tags of Manifest.
+var manifestKeys = map[string]jsonKind{
+	"name":                 kindString,
+	"envoys":               kindStrings,
+	"min_envoys":           kindInt,
+	"rounds":               kindInt,
+	"train":                kindObject,
+	"train.command":        kindStrings,
+	"train.timeout":        kindDuration,
+	"best_metric":          kindObject,
+	"best_metric.name":     kindString,
+	"best_metric.mode":     kindString,
+	"min_envoys_per_round": kindInt,
+	"round_timeout":        kindDuration,
+	"description":          kindString,
+}
+
+// checkJSON walks the tokens of job.json before it is decoded. encoding/json
+// alone would accept keys in any letter case, let a repeated key silently
+// win, and report unknown keys and bad durations without saying where; this
+// walk refuses all of those with the key's full path.
+func checkJSON(b []byte) error {
+	w := &jsonWalker{b: b, dec: json.NewDecoder(bytes.NewReader(b))}
+	w.dec.UseNumber()
+	t, err := w.token()
+	if err == io.EOF {
+		return manifestErrf(nil, "the file is empty")
+	}
+	if err != nil {
+		return err
+	}
+	if t != json.Delim('{') {
+		return manifestErrf(nil, "must be a JSON object, got %s", tokenKind(t))
+	}
+	if err := w.object(""); err != nil {
+		return err
+	}
+	if _, err := w.token(); err != io.EOF {
+		if err != nil {
+			return err
+		}
+		line, col := w.position(w.dec.InputOffset())
+		return manifestErrf(nil, "not valid JSON: line %d, column %d: more data after the object", line, col)
+	}
+	return nil
+}
+
+type jsonWalker struct {
+	b   []byte
+	dec *json.Decoder
+}
+
+// token returns the next token; io.EOF only at the end of the input, any
+// other failure as a manifest error.
+func (w *jsonWalker) token() (json.Token, error) {
+	t, err := w.dec.Token()
+	if err == nil || err == io.EOF {
+		return t, err
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line, col := w.position(se.Offset)
+		return nil, manifestErrf(err, "not valid JSON: line %d, column %d: %v", line, col, se)
+	}
+	return nil, manifestErrf(err, "not valid JSON: %v", err)
+}
+
+// mustToken is token for places where the end of input is an error.
+func (w *jsonWalker) mustToken() (json.Token, error) {
+	t, err := w.token()
+	if err == io.EOF {
+		return nil, manifestErrf(io.ErrUnexpectedEOF, "not valid JSON: unexpected end of input")
+	}
+	return t, err
+}
+
+// position turns a byte offset into a 1-based line and column.
+func (w *jsonWalker) position(off int64) (line, col int) {
+	off = min(max(off, 0), int64(len(w.b)))
+	before := w.b[:off]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	col = int(off) - bytes.LastIndexByte(before, '\n')
+	return line, col
+}
+
+// object walks the members of an object whose '{' has been read.
+func (w *jsonWalker) object(prefix string) error {
+	seen := map[string]bool{}
+	for w.dec.More() {
+		t, err := w.mustToken()
+		if err != nil {
+			return err
+		}
+		key, ok := t.(string)
+		if !ok {
+			return manifestErrf(nil, "not valid JSON: object key is %s", tokenKind(t))
+		}
+		path := key
+		if prefix != "" {
+			path = prefix + "." + key
+		}
+		kind, ok := manifestKeys[path]
+		if !ok {
+			return manifestErrf(nil, "unknown key %q", path)
+		}
+		if seen[key] {
+			return manifestErrf(nil, "key %q appears twice", path)
+		}
+		seen[key] = true
+		if err := w.value(path, kind); err != nil {
+			return err
+		}
+	}
+	_, err := w.mustToken() // '}'
+	return err
+}
+
+func (w *jsonWalker) value(path string, kind jsonKind) error {
+	t, err := w.mustToken()
+	if err != nil {
+		return err
+	}
+	wrongType := func(path string, kind jsonKind, t json.Token) error {
+		return manifestErrf(nil, "%q must be %v, got %s", path, kind, tokenKind(t))
+	}
+	switch kind {
+	case kindObject:
+		if t != json.Delim('{') {
+			return wrongType(path, kind, t)
+		}
+		return w.object(path)
+	case kindString:
+		if _, ok := t.(string); !ok {
+			return wrongType(path, kind, t)
+		}
+	case kindInt:
+		n, ok := t.(json.Number)
+		if !ok {
+			return wrongType(path, kind, t)
+		}
+		if _, err := strconv.ParseInt(string(n), 10, 0); err != nil {
+			if errors.Is(err, strconv.ErrRange) {
+				return manifestErrf(nil, "%q is out of range, got %s", path, n)
+			}
+			return manifestErrf(nil, "%q must be a whole number, got %s", path, n)
+		}
+	case kindDuration:
+		s, ok := t.(string)
+		if !ok {
+			return wrongType(path, kind, t)
+		}
+		if _, err := time.ParseDuration(s); err != nil {
+			return manifestErrf(nil, "%q: invalid duration %q (use a form like \"90s\", \"30m\" or \"1h30m\")", path, s)
+		}
+	case kindStrings:
+		if t != json.Delim('[') {
+			return wrongType(path, kind, t)
+		}
+		for i := 0; w.dec.More(); i++ {
+			t, err := w.mustToken()
+			if err != nil {
+				return err
+			}
+			if _, ok := t.(string); !ok {
+				return wrongType(fmt.Sprintf("%s[%d]", path, i), kindString, t)
+			}
+		}
+		_, err := w.mustToken() // ']'
+		return err
+	}
+	return nil
+}
+
+// tokenKind names the JSON type of a token for error messages.
+func tokenKind(t json.Token) string {
+	switch v := t.(type) {
+	case json.Delim:
+		switch v {
+		case '{':
+			return "object"
+		case '[':
+			return "array"
+		}
+		return "'" + v.String() + "'"
+	case string:
+		return "string"
+	case json.Number:
+		return "number"
+	case bool:
+		return "boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", t)
+}

@@ -1,0 +1,295 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Experiment statuses, as OpenFL writes them on the wire.
+const (
+	StatusPending    = "pending"
+	StatusInProgress = "in_progress"
+	StatusFinished   = "finished"
+	StatusFailed     = "failed"
+	StatusAborted    = "aborted"
+	StatusRejected   = "rejected"
+)
+
+// Terminal reports whether status is final: no transition leaves it.
+func Terminal(status string) bool {
+	switch status {
+	case StatusFinished, StatusFailed, StatusAborted, StatusRejected:
+		return true
+	}
+	return false
+}
+
+// More sentinel errors of the experiment queries.
+var (
+	// ErrAmbiguous means an id prefix matches more than one experiment.
+	ErrAmbiguous = errors.New("ambiguous id prefix")
+	// ErrStatus means a status change was refused because the experiment is
+	// not in a state the change may leave (terminal states are final).
+	ErrStatus = errors.New("status does not allow this")
+)
+
+// Experiment is a job as the store keeps it.
+type Experiment struct {
+	ID            string
+	Name          string
+	Submitter     string
+	SubmitterOrg  string
+	SubmitterRole string
+	Manifest      string // job.json as validated, JSON
+	Status        string
+	Reason        string
+	CreatedAt     time.Time
+	StartedAt     time.Time
+	FinishedAt    time.Time
+	ArchivePath   string // relative to the data dir
+	ArchiveSHA256 string
+	ArchiveSize   int64
+}
+
+const experimentColumns = `id, name, submitter, submitter_org, submitter_role, manifest, status, reason,
+	created_at, started_at, finished_at, archive_path, archive_sha256, archive_size`
+
+// CreateExperiment inserts e. CreatedAt defaults to now and Status to pending.
+func (db *DB) CreateExperiment(ctx context.Context, e Experiment) (Experiment, error) {
+	if e.CreatedAt.IsZero() {
+		e.CreatedAt = db.now().UTC()
+	}
+	if e.Status == "" {
+		e.Status = StatusPending
+	}
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO experiments (`+experimentColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			e.ID, e.Name, e.Submitter, e.SubmitterOrg, e.SubmitterRole, e.Manifest, e.Status, e.Reason,
+			nanos(e.CreatedAt), nanos(e.StartedAt), nanos(e.FinishedAt), e.ArchivePath, e.ArchiveSHA256, e.ArchiveSize)
+		return err
+	})
+	if err != nil {
+		return Experiment{}, fmt.Errorf("create experiment %s: %w", e.ID, err)
+	}
+	return e, nil
+}
+
+// GetExperiment returns the experiment with that exact id, or ErrNotFound.
+func (db *DB) GetExperiment(ctx context.Context, id string) (Experiment, error) {
+	e, err := scanExperiment(db.r.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Experiment{}, fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Experiment{}, fmt.Errorf("get experiment %s: %w", id, err)
+	}
+	return e, nil
+}
+
+// FindExperiment returns the one experiment whose id starts with prefix:
+// ErrNotFound if none does, ErrAmbiguous if several do.
+func (db *DB) FindExperiment(ctx context.Context, prefix string) (Experiment, error) {
+	prefix = strings.ToLower(prefix)
+	for _, r := range prefix {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-') {
+			return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, ErrNotFound)
+		}
+	}
+	rows, err := db.r.QueryContext(ctx, `SELECT `+experimentColumns+` FROM experiments
+		WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`, prefix, prefix+"\x7f")
+	if err != nil {
+		return Experiment{}, fmt.Errorf("find experiment %q: %w", prefix, err)
+	}
+	defer rows.Close()
+	var found []Experiment
+	for rows.Next() {
+		e, err := scanExperiment(rows)
+		if err != nil {
+			return Experiment{}, fmt.Errorf("find experiment %q: %w", prefix, err)
+		}
+		found = append(found, e)
+	}
+	if err := rows.Err(); err != nil {
+		return Experiment{}, fmt.Errorf("find experiment %q: %w", prefix, err)
+	}
+	switch len(found) {
+	case 0:
+		return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, ErrNotFound)
+	case 1:
+		return found[0], nil
+	default:
+		return Experiment{}, fmt.Errorf("experiment %q: %w: it matches more than one job", prefix, ErrAmbiguous)
+	}
+}
+
+// ExperimentFilter narrows ListExperiments.
+type ExperimentFilter struct {
+	NamePrefix string
+	Statuses   []string // any of these; all when empty
+	Max        int      // 0 means no limit
+	NewestLast bool     // default order is newest first
+}
+
+// ListExperiments returns experiments ordered by submit time.
+func (db *DB) ListExperiments(ctx context.Context, f ExperimentFilter) ([]Experiment, error) {
+	q := `SELECT ` + experimentColumns + ` FROM experiments WHERE 1 = 1`
+	var args []any
+	if f.NamePrefix != "" {
+		q += ` AND substr(name, 1, ?) = ?`
+		args = append(args, len(f.NamePrefix), f.NamePrefix)
+	}
+	if len(f.Statuses) > 0 {
+		q += ` AND status IN (?` + strings.Repeat(`, ?`, len(f.Statuses)-1) + `)`
+		for _, s := range f.Statuses {
+			args = append(args, s)
+		}
+	}
+	if f.NewestLast {
+		q += ` ORDER BY created_at, id`
+	} else {
+		q += ` ORDER BY created_at DESC, id DESC`
+	}
+	if f.Max > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Max)
+	}
+	rows, err := db.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list experiments: %w", err)
+	}
+	defer rows.Close()
+	var out []Experiment
+	for rows.Next() {
+		e, err := scanExperiment(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list experiments: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list experiments: %w", err)
+	}
+	return out, nil
+}
+
+// CountExperiments returns the number of experiments in each status.
+func (db *DB) CountExperiments(ctx context.Context) (map[string]int, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT status, COUNT(*) FROM experiments GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("count experiments: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, fmt.Errorf("count experiments: %w", err)
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
+// SetExperimentStatus moves experiment id to status to, if its current status
+// is one of from; otherwise it returns an error wrapping ErrStatus that names
+// the current status. Leaving a terminal state is always refused. Entering
+// in_progress sets started_at; entering a terminal state sets finished_at.
+func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []string, to, reason string) (Experiment, error) {
+	var out Experiment
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		allowed := false
+		for _, s := range from {
+			allowed = allowed || s == e.Status
+		}
+		if Terminal(e.Status) || !allowed {
+			return fmt.Errorf("experiment %s is %s: %w", id, e.Status, ErrStatus)
+		}
+		now := db.now().UTC()
+		e.Status, e.Reason = to, reason
+		if to == StatusInProgress {
+			e.StartedAt = now
+		}
+		if Terminal(to) {
+			e.FinishedAt = now
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE experiments SET status = ?, reason = ?, started_at = ?, finished_at = ? WHERE id = ?`,
+			e.Status, e.Reason, nanos(e.StartedAt), nanos(e.FinishedAt), id)
+		out = e
+		return err
+	})
+	if err != nil {
+		return Experiment{}, fmt.Errorf("set status of experiment %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// DeleteExperiment removes experiment id's rows unless its status is one of
+// busy (ErrStatus then). The caller removes its files after this commits.
+func (db *DB) DeleteExperiment(ctx context.Context, id string, busy ...string) error {
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var status string
+		err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, id).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		for _, b := range busy {
+			if status == b {
+				return fmt.Errorf("experiment %s is %s: %w", id, status, ErrStatus)
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM experiments WHERE id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete experiment %s: %w", id, err)
+	}
+	return nil
+}
+
+// ExperimentFiles returns the archive paths of every experiment, so start-up
+// can remove files no row references.
+func (db *DB) ExperimentFiles(ctx context.Context) (map[string]bool, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT archive_path FROM experiments`)
+	if err != nil {
+		return nil, fmt.Errorf("list experiment files: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("list experiment files: %w", err)
+		}
+		out[p] = true
+	}
+	return out, rows.Err()
+}
+
+func scanExperiment(s rowScanner) (Experiment, error) {
+	var (
+		e                          Experiment
+		created, started, finished int64
+	)
+	if err := s.Scan(&e.ID, &e.Name, &e.Submitter, &e.SubmitterOrg, &e.SubmitterRole, &e.Manifest, &e.Status, &e.Reason,
+		&created, &started, &finished, &e.ArchivePath, &e.ArchiveSHA256, &e.ArchiveSize); err != nil {
+		return Experiment{}, err
+	}
+	e.CreatedAt, e.StartedAt, e.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)
+	return e, nil
+}
