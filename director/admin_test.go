@@ -134,7 +134,8 @@ func assertNoUploadLeft(tb testing.TB, d *Director) {
 
 func TestAdminSubmitAndManageJob(t *testing.T) {
 	ctx := context.Background()
-	d := mustNew(t, testCfg(t, newFakeClock()))
+	clock := newFakeClock()
+	d := mustNew(t, testCfg(t, clock))
 	c := mustServeAdmin(t, d)
 	body := zipOf(t, writeJobDir(t, testManifest))
 
@@ -158,6 +159,7 @@ func TestAdminSubmitAndManageJob(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(d.cfg.DataDir, e.ArchivePath)); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("archive mode: got %v, want 0600", fi.Mode().Perm())
 	}
+	clock.Add(time.Second) // list_jobs orders by submit time
 	second := submit(t, c, body)
 	secondID, _ := second.Meta["job_id"].(string)
 
