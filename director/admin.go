@@ -103,7 +103,7 @@ func (d *Director) serveAdmin(ctx context.Context, lis net.Listener) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer func() { <-sem; d.adminDone.Add(1) }()
 			d.handleAdminConn(ctx, c)
 			mu.Lock()
 			delete(conns, c)

@@ -1,6 +1,7 @@
 package director
 
 import (
+	"archive/zip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +22,7 @@ import (
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
 )
 
 // minIDPrefix is the shortest job id prefix commands accept.
@@ -63,6 +66,19 @@ type jobJSON struct {
 	ArchiveSize   int64           `json:"archiveSize"`
 	ArchiveSHA256 string          `json:"archiveSha256"`
 	Manifest      json.RawMessage `json:"manifest,omitempty"`
+	// RoundsDone is how many rounds have been aggregated (get_job_meta only).
+	RoundsDone int               `json:"roundsDone"`
+	Rounds     int               `json:"rounds"`
+	Envoys     []participantJSON `json:"envoys,omitempty"`
+}
+
+// participantJSON is one envoy's state in a job.
+type participantJSON struct {
+	Name    string    `json:"name"`
+	Status  string    `json:"status"`
+	Round   int       `json:"round"`
+	Reason  string    `json:"reason,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 func (d *Director) jobJSON(e store.Experiment, withManifest bool) jobJSON {
@@ -80,6 +96,9 @@ func (d *Director) jobJSON(e store.Experiment, withManifest bool) jobJSON {
 	}
 	if withManifest {
 		j.Manifest = json.RawMessage(e.Manifest)
+	}
+	if m, err := manifestOf(e); err == nil {
+		j.Rounds = m.Rounds
 	}
 	return j
 }
@@ -132,13 +151,31 @@ func (d *Director) cmdSubmitJob(ctx context.Context, req *adminRequest) *adminpr
 		d.log.ErrorContext(ctx, "inspect upload", keyErr, err)
 		return replyError(adminproto.StatusInternalError, "cannot read the upload: %v", err)
 	}
+	if why := d.unknownEnvoys(info.Manifest); why != "" {
+		return replyError(adminproto.StatusInvalidJobDef, "%s", why)
+	}
 	manifest, err := json.Marshal(info.Manifest)
 	if err != nil {
 		return replyError(adminproto.StatusInternalError, "encode job.json: %v", err)
 	}
 	id := uuid.NewString()
+	model, modelSum, err := d.extractModel(tmp, n, info.Root)
+	if err != nil {
+		if errors.Is(err, job.ErrInvalid) {
+			return replyError(adminproto.StatusInvalidJobDef, "%v", err)
+		}
+		d.log.ErrorContext(ctx, "extract model", keyErr, err)
+		return replyError(adminproto.StatusError, "director cannot store the model: %v", err)
+	}
+	modelRel := filepath.Join(experimentsDir, id, "models", "round-0000.safetensors")
+	if err := d.commitFile(model, modelRel); err != nil {
+		os.Remove(model.Name())
+		d.log.ErrorContext(ctx, "commit model", keyErr, err)
+		return replyError(adminproto.StatusError, "director cannot store the model: %v", err)
+	}
 	rel := filepath.Join(experimentsDir, id, archiveFile)
 	if err := d.commitFile(tmp, rel); err != nil {
+		os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, id))
 		d.log.ErrorContext(ctx, "commit upload", keyErr, err)
 		return replyError(adminproto.StatusError, "director cannot store the upload: %v", err)
 	}
@@ -147,12 +184,13 @@ func (d *Director) cmdSubmitJob(ctx context.Context, req *adminRequest) *adminpr
 		ID: id, Name: info.Manifest.Name, Manifest: string(manifest),
 		Submitter: req.caller.Name, SubmitterOrg: req.caller.Org, SubmitterRole: req.caller.Role,
 		ArchivePath: rel, ArchiveSHA256: hex.EncodeToString(h.Sum(nil)), ArchiveSize: n,
-	})
+	}, store.Round{Round: 0, ModelPath: modelRel, ModelSHA256: modelSum})
 	if err != nil {
-		os.RemoveAll(filepath.Join(d.cfg.DataDir, filepath.Dir(rel)))
+		os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, id))
 		d.log.ErrorContext(ctx, "record job", keyErr, err)
 		return replyError(adminproto.StatusInternalError, "cannot record the job: %v", err)
 	}
+	d.kickScheduler()
 	d.log.InfoContext(ctx, "job submitted", "job", id, "name", e.Name, "bytes", n, "submitter", e.Submitter)
 	return replyOK(map[string]any{"job_id": id, "job": d.jobJSON(e, false)},
 		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + id})
@@ -221,6 +259,20 @@ func (d *Director) cmdGetJobMeta(ctx context.Context, req *adminRequest) *adminp
 		return reply
 	}
 	j := d.jobJSON(e, true)
+	parts, err := d.db.ExperimentEnvoys(ctx, e.ID)
+	if err != nil {
+		return d.internalError(ctx, err)
+	}
+	rounds, err := d.db.Rounds(ctx, e.ID)
+	if err != nil {
+		return d.internalError(ctx, err)
+	}
+	if len(rounds) > 0 {
+		j.RoundsDone = rounds[len(rounds)-1].Round
+	}
+	for _, p := range parts {
+		j.Envoys = append(j.Envoys, participantJSON{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
+	}
 	return replyOK(map[string]any{"job": j}, adminproto.Item{Type: adminproto.TypeDict, Data: j})
 }
 
@@ -231,7 +283,7 @@ func (d *Director) cmdAbortJob(ctx context.Context, req *adminRequest) *adminpro
 		return reply
 	}
 	reason := "aborted by " + req.caller.Name
-	aborted, err := d.db.SetExperimentStatus(ctx, e.ID, []string{store.StatusPending}, store.StatusAborted, reason)
+	aborted, err := d.endExperiment(ctx, e.ID, store.StatusAborted, reason)
 	if errors.Is(err, store.ErrStatus) {
 		cur, err := d.db.GetExperiment(ctx, e.ID)
 		if err != nil {
@@ -242,7 +294,6 @@ func (d *Director) cmdAbortJob(ctx context.Context, req *adminRequest) *adminpro
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	d.log.InfoContext(ctx, "job aborted", "job", aborted.ID, keyReason, reason)
 	return replyOK(map[string]any{"job": d.jobJSON(aborted, false)},
 		adminproto.Item{Type: adminproto.TypeSuccess, Data: "Aborted job " + aborted.ID})
 }
@@ -295,12 +346,13 @@ func (d *Director) cmdListEnvoys(ctx context.Context, req *adminRequest) *adminp
 	rows = append(rows, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"})
 	envoys := make([]envoyJSON, 0, len(views))
 	for _, v := range views {
+		exp := d.runningOf(v.Name)
 		envoys = append(envoys, envoyJSON{
-			Name: v.Name, Online: v.Online, LastSeen: v.LastSeen, ExperimentRunning: v.ExperimentRunning,
+			Name: v.Name, Online: v.Online, LastSeen: v.LastSeen, ExperimentRunning: v.ExperimentRunning, Experiment: exp,
 			Samples: v.NSamples, Shard: v.Description, SampleShape: v.SampleShape, TargetShape: v.TargetShape,
 			RegisteredAt: v.RegisteredAt,
 		})
-		rows = append(rows, []string{v.Name, strconv.FormatBool(v.Online), v.LastSeen.Format(time.RFC3339), "",
+		rows = append(rows, []string{v.Name, strconv.FormatBool(v.Online), v.LastSeen.Format(time.RFC3339), exp,
 			strconv.FormatUint(v.NSamples, 10), v.Description})
 	}
 	return replyOK(map[string]any{"envoys": envoys}, adminproto.Item{Type: adminproto.TypeTable, Rows: rows})
@@ -337,4 +389,81 @@ func (d *Director) cmdCheckStatus(ctx context.Context, req *adminRequest) *admin
 func (d *Director) internalError(ctx context.Context, err error) *adminproto.Message {
 	d.log.ErrorContext(ctx, "admin command failed", keyErr, err)
 	return replyError(adminproto.StatusInternalError, "internal error; see the director's log")
+}
+
+// unknownEnvoys explains why a job naming envoys that never registered is
+// refused, or returns "".
+func (d *Director) unknownEnvoys(m *job.Manifest) string {
+	if len(m.Envoys) == 0 {
+		return ""
+	}
+	known := map[string]bool{}
+	for _, v := range d.reg.list() {
+		known[v.Name] = true
+	}
+	var missing []string
+	for _, name := range m.Envoys {
+		if !known[name] {
+			missing = append(missing, strconv.Quote(name))
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("job.json: \"envoys\" names %s, which never registered with this director", strings.Join(missing, ", "))
+}
+
+// extractModel copies the job's model.safetensors out of the archive into a
+// temp file and checks it: a valid safetensors file of float32 tensors. It
+// returns the open temp file and its sha256.
+func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.File, string, error) {
+	zr, err := zip.NewReader(archive, size)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: job archive: %w", job.ErrInvalid, err)
+	}
+	var entry *zip.File
+	for _, f := range zr.File {
+		if f.Name == root+job.ModelFile {
+			entry = f
+		}
+	}
+	if entry == nil {
+		return nil, "", fmt.Errorf("%w: job archive: no %s next to job.json: the job needs its initial model", job.ErrInvalid, job.ModelFile)
+	}
+	rc, err := entry.Open()
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: job archive: %s: %w", job.ErrInvalid, job.ModelFile, err)
+	}
+	defer rc.Close()
+	tmp, err := d.createTemp("model-*.safetensors")
+	if err != nil {
+		return nil, "", err
+	}
+	fail := func(err error) (*os.File, string, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(rc, int64(entry.UncompressedSize64)+1))
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return fail(err)
+		}
+		return fail(fmt.Errorf("%w: job archive: %s: %w", job.ErrInvalid, job.ModelFile, err))
+	}
+	x, _, err := tensor.ReadSafetensors(tmp, n)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s: %w", job.ErrInvalid, job.ModelFile, err))
+	}
+	if len(x.Tensors) == 0 {
+		return fail(fmt.Errorf("%w: %s holds no tensors", job.ErrInvalid, job.ModelFile))
+	}
+	for _, t := range x.Tensors {
+		if t.DType != "F32" {
+			return fail(fmt.Errorf("%w: %s: tensor %q is %s; fedplane averages float32 (F32) tensors", job.ErrInvalid, job.ModelFile, t.Name, t.DType))
+		}
+	}
+	return tmp, hex.EncodeToString(h.Sum(nil)), nil
 }

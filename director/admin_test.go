@@ -18,6 +18,7 @@ import (
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
 )
 
 // mustServeAdmin serves d's admin exchange (and gRPC) on loopback until the
@@ -52,7 +53,7 @@ func writeJobDir(tb testing.TB, manifest string) string {
 	dir := tb.TempDir()
 	files := map[string]string{
 		"job.json":          manifest,
-		"model.safetensors": "not read by the admin path",
+		"model.safetensors": string(testModel(tb)),
 		"train.py":          "print('hi')\n",
 	}
 	for name, body := range files {
@@ -61,6 +62,19 @@ func writeJobDir(tb testing.TB, manifest string) string {
 		}
 	}
 	return dir
+}
+
+// testModel is a small float32 model in safetensors form.
+func testModel(tb testing.TB) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	err := tensor.WriteFloat32Safetensors(&buf,
+		map[string][]float32{"w": {1, 2, 3, 4, 5, 6}, "b": {0.5, -0.5}},
+		map[string][]int64{"w": {2, 3}, "b": {2}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // zipOf returns the zip bytes of a job folder.
@@ -79,11 +93,15 @@ func zipOf(tb testing.TB, dir string) []byte {
 
 // zipWithManifest builds a zip holding only job.json = manifest, bypassing
 // fladmin's own check, as a hostile or older client would.
-func zipWithManifest(tb testing.TB, manifest string) []byte {
+func zipWithManifest(tb testing.TB, manifest string, extra ...string) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
-	for name, body := range map[string]string{"job.json": manifest, "train.py": "print(1)\n"} {
+	files := map[string]string{"job.json": manifest, "train.py": "print(1)\n"}
+	for i := 0; i+1 < len(extra); i += 2 {
+		files[extra[i]] = extra[i+1]
+	}
+	for name, body := range files {
 		w, err := zw.Create(name)
 		if err != nil {
 			tb.Fatal(err)
@@ -218,6 +236,9 @@ func TestAdminRefusesInvalidJobs(t *testing.T) {
 		{"bad timeout", zipWithManifest(t, `{"name":"x","min_envoys":1,"rounds":1,"train":{"command":["a"],"timeout":"soon"}}`), "timeout"},
 		{"not json", zipWithManifest(t, `{"name":`), "job.json"},
 		{"not a zip", []byte("this is not a zip file at all"), "zip"},
+		{"no model", zipWithManifest(t, testManifest), "model.safetensors"},
+		{"garbage model", zipWithManifest(t, testManifest, "model.safetensors", "garbage"), "safetensors"},
+		{"unknown envoy", zipWithManifest(t, `{"name":"x","envoys":["nobody"],"rounds":1,"train":{"command":["a"]}}`, "model.safetensors", string(testModel(t))), `"nobody"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -271,6 +292,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		assertNoUploadLeft(t, d)
 	})
 	t.Run("truncated then closed", func(t *testing.T) {
+		before := d.adminDone.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -278,9 +300,10 @@ func TestAdminBrokenUploads(t *testing.T) {
 		frame := rawFrame(meta, body, 0)
 		conn.Write(frame[:len(frame)/2])
 		conn.Close()
-		eventuallyDir(t, d)
+		eventuallyDir(t, d, before)
 	})
 	t.Run("stalled mid-body", func(t *testing.T) {
+		before := d.adminDone.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -294,7 +317,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		if _, err := io.ReadAll(conn); err != nil {
 			t.Fatalf("connection not closed by the idle timeout: %v", err)
 		}
-		eventuallyDir(t, d)
+		eventuallyDir(t, d, before)
 	})
 	t.Run("too large", func(t *testing.T) {
 		d.cfg.MaxJobSize = 16
@@ -327,12 +350,12 @@ func TestAdminBrokenUploads(t *testing.T) {
 }
 
 // eventuallyDir waits until the director has cleaned up an aborted upload.
-func eventuallyDir(t *testing.T, d *Director) {
+func eventuallyDir(t *testing.T, d *Director, before int64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		entries, _ := os.ReadDir(filepath.Join(d.cfg.DataDir, tmpDir))
-		if len(entries) == 0 {
+		if len(entries) == 0 && d.adminDone.Load() > before {
 			break
 		}
 		if time.Now().After(deadline) {

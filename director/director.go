@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -142,6 +143,12 @@ type Director struct {
 	// periodPB is the heartbeat period as every UpdateEnvoyStatus reply carries it.
 	periodPB *durationpb.Duration
 	started  time.Time
+
+	rt       *runtime
+	kick     chan struct{} // wakes the scheduler
+	stopping chan struct{} // closed when Serve begins to stop: ends long polls
+
+	adminDone atomic.Int64 // admin exchanges handled, for tests to wait on
 }
 
 // New opens the data dir and the database and loads the registry.
@@ -162,16 +169,27 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		db.Close()
 		return nil, err
 	}
-	d := &Director{cfg: cfg, log: cfg.Logger, db: db, reg: reg, periodPB: durationpb.New(cfg.HealthCheckPeriod), started: cfg.Now()}
+	d := &Director{
+		cfg: cfg, log: cfg.Logger, db: db, reg: reg,
+		periodPB: durationpb.New(cfg.HealthCheckPeriod), started: cfg.Now(),
+		rt: newRuntime(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
+	}
 	if err := d.removeOrphans(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
+	if err := d.loadRunning(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("load running experiments: %w", err)
+	}
 	return d, nil
 }
 
-// Close closes the database. Call it after Run has returned.
-func (d *Director) Close() error { return d.db.Close() }
+// Close closes the database and open models. Call it after Run has returned.
+func (d *Director) Close() error {
+	d.stopAll()
+	return d.db.Close()
+}
 
 // NewGRPCServer returns a gRPC server with fedplane's options (OpenFL's
 // message size limits) and both OpenFL services registered.
@@ -222,7 +240,8 @@ func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error 
 
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod)) })
+	wg.Go(func() { d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod), d.envoysOffline) })
+	wg.Go(func() { d.runScheduler(loopCtx, tickInterval(d.cfg.HealthCheckPeriod)) })
 	adminErr := make(chan error, 1)
 	if adminLis != nil {
 		wg.Go(func() { adminErr <- d.serveAdmin(loopCtx, adminLis) })
@@ -247,6 +266,7 @@ func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error 
 		<-serveErr
 	case <-ctx.Done():
 		d.log.Info("director stopping")
+		close(d.stopping)
 		stopWithGrace(s, d.cfg.StopGrace)
 		<-serveErr
 	}

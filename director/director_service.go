@@ -3,12 +3,23 @@ package director
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/store"
 )
@@ -113,6 +124,9 @@ func (s *directorService) UpdateShardInfo(ctx context.Context, req *directorpb.U
 	}
 	if why := s.d.shapeMismatch(si.GetSampleShape(), si.GetTargetShape()); why != "" {
 		s.d.log.WarnContext(ctx, "shard refused", keyEnvoy, name, keyReason, why)
+		// OpenFL's reply has only accepted=false; fedplane envoys print the
+		// reason from this header.
+		grpc.SetHeader(ctx, metadata.Pairs(mdReason, why))
 		return &directorpb.UpdateShardInfoResponse{Accepted: false}, nil
 	}
 	devs, err := encodeDevices(si.GetNodeInfo().GetCudaDevices())
@@ -131,14 +145,27 @@ func (s *directorService) UpdateShardInfo(ctx context.Context, req *directorpb.U
 		return nil, toStatus(ctx, s.d.log, method, err)
 	}
 	s.d.log.InfoContext(ctx, "envoy registered", keyEnvoy, name, "samples", si.GetNSamples())
+	s.d.kickScheduler()
 	return &directorpb.UpdateShardInfoResponse{Accepted: true}, nil
 }
 
 // UpdateEnvoyStatus is the envoy's heartbeat. It answers NotFound for an
 // envoy the director does not know, so the envoy registers again.
 func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) (*directorpb.UpdateEnvoyStatusResponse, error) {
-	if err := s.d.reg.heartbeat(ctx, req.GetName(), req.GetIsExperimentRunning()); err != nil {
+	name := req.GetName()
+	changed, err := s.d.reg.heartbeat(ctx, name, req.GetIsExperimentRunning())
+	if err != nil {
 		return nil, toStatus(ctx, s.d.log, "UpdateEnvoyStatus", err)
+	}
+	if changed {
+		s.d.kickScheduler()
+	}
+	if req.GetIsExperimentRunning() {
+		// The envoy still runs an experiment that has ended (aborted, or
+		// failed elsewhere): tell it to stop, in a header OpenFL peers ignore.
+		if id := s.d.latestOf(name); id != "" && s.d.runningOf(name) == "" {
+			grpc.SetHeader(ctx, metadata.Pairs(mdStop, id))
+		}
 	}
 	return &directorpb.UpdateEnvoyStatusResponse{HealthCheckPeriod: s.d.periodPB}, nil
 }
@@ -155,6 +182,7 @@ func (s *directorService) GetEnvoys(ctx context.Context, _ *directorpb.GetEnvoys
 			IsExperimentRunning: v.ExperimentRunning,
 			LastUpdated:         timestamppb.New(v.LastSeen),
 			ValidDuration:       valid,
+			ExperimentName:      s.d.runningOf(v.Name),
 		})
 	}
 	return &directorpb.GetEnvoysResponse{EnvoyInfos: out}, nil
@@ -177,3 +205,110 @@ func shardInfoPB(e store.Envoy) *directorpb.ShardInfo {
 		TargetShape:      e.TargetShape,
 	}
 }
+
+// Response header keys fedplane adds to OpenFL's messages. OpenFL peers
+// ignore them.
+const (
+	// mdReason carries why UpdateShardInfo refused a shard.
+	mdReason = "fedplane-reason"
+	// mdStop names an ended experiment a heartbeating envoy still runs.
+	mdStop = "fedplane-stop"
+	// mdArchiveSize and mdArchiveSHA256 describe GetExperimentData's archive
+	// so the envoy can check what it received.
+	mdArchiveSize   = "fedplane-archive-size"
+	mdArchiveSHA256 = "fedplane-archive-sha256"
+)
+
+// errStopping answers long polls when the director shuts down.
+var errStopping = status.Error(codes.Unavailable, "director is stopping")
+
+// WaitExperiment is the envoy's long poll for work: it returns the id of the
+// running experiment the envoy takes part in (at once when it has one, as
+// after a reconnect), never an ended one.
+func (s *directorService) WaitExperiment(ctx context.Context, req *directorpb.WaitExperimentRequest) (*directorpb.WaitExperimentResponse, error) {
+	name := req.GetCollaboratorName()
+	if err := validateName("collaborator_name", name); err != nil {
+		return nil, toStatus(ctx, s.d.log, "WaitExperiment", err)
+	}
+	id, err := s.d.waitForWork(ctx, name)
+	if err != nil {
+		return nil, toStatus(ctx, s.d.log, "WaitExperiment", err)
+	}
+	return &directorpb.WaitExperimentResponse{ExperimentName: id}, nil
+}
+
+// GetExperimentData streams a running experiment's archive to one of its
+// envoys in chunks of at most api.ChunkSize, after a header with its size
+// and sha256.
+func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataRequest, stream directorpb.Director_GetExperimentDataServer) error {
+	ctx := stream.Context()
+	const method = "GetExperimentData"
+	id, name := req.GetExperimentName(), req.GetCollaboratorName()
+	exp := s.d.runningExperiment(id)
+	if exp == nil {
+		return status.Errorf(codes.NotFound, "no running experiment %q", id)
+	}
+	if !exp.isParticipant(name) {
+		return toStatus(ctx, s.d.log, method, fmt.Errorf("%w: %s is not a participant of experiment %s", ErrPermission, name, id))
+	}
+	e, err := s.d.db.GetExperiment(ctx, id)
+	if err != nil {
+		return toStatus(ctx, s.d.log, method, err)
+	}
+	f, err := os.Open(filepath.Join(s.d.cfg.DataDir, e.ArchivePath))
+	if err != nil {
+		return toStatus(ctx, s.d.log, method, fmt.Errorf("open archive of %s: %w", id, err))
+	}
+	defer f.Close()
+	if err := stream.SendHeader(metadata.Pairs(mdArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), mdArchiveSHA256, e.ArchiveSHA256)); err != nil {
+		return err
+	}
+	buf := make([]byte, api.ChunkSize)
+	for {
+		n, err := io.ReadFull(f, buf)
+		if n > 0 {
+			if err := stream.Send(&directorpb.ExperimentData{Size: uint32(n), Npbytes: buf[:n]}); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil
+		}
+		if err != nil {
+			return toStatus(ctx, s.d.log, method, fmt.Errorf("read archive of %s: %w", id, err))
+		}
+	}
+}
+
+// SetExperimentFailed fails a running experiment on behalf of one of its
+// envoys, with the envoy's name and description as the reason. Terminal
+// states are final: a report for an ended experiment changes nothing.
+func (s *directorService) SetExperimentFailed(ctx context.Context, req *directorpb.SetExperimentFailedRequest) (*directorpb.SetExperimentFailedResponse, error) {
+	const method = "SetExperimentFailed"
+	id, name := req.GetExperimentName(), req.GetCollaboratorName()
+	exp := s.d.runningExperiment(id)
+	if exp == nil {
+		if _, err := s.d.db.GetExperiment(ctx, id); err != nil {
+			return nil, toStatus(ctx, s.d.log, method, err)
+		}
+		return &directorpb.SetExperimentFailedResponse{}, nil // already ended
+	}
+	if !exp.isParticipant(name) {
+		return nil, toStatus(ctx, s.d.log, method, fmt.Errorf("%w: %s is not a participant of experiment %s", ErrPermission, name, id))
+	}
+	desc := req.GetErrorDescription()
+	if len(desc) > maxReasonLen {
+		desc = desc[:maxReasonLen] + "..."
+	}
+	reason := fmt.Sprintf("envoy %s failed (code %d): %s", name, req.GetErrorCode(), desc)
+	if err := s.d.db.SetEnvoyState(ctx, id, name, store.EnvoyFailed, s.d.currentRound(id), desc); err != nil && !errors.Is(err, store.ErrStatus) {
+		return nil, toStatus(ctx, s.d.log, method, err)
+	}
+	if _, err := s.d.endExperiment(ctx, id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+		return nil, toStatus(ctx, s.d.log, method, err)
+	}
+	return &directorpb.SetExperimentFailedResponse{}, nil
+}
+
+// maxReasonLen bounds a failure description kept with an experiment.
+const maxReasonLen = 8 << 10

@@ -149,12 +149,12 @@ func TestGetDatasetInfo(t *testing.T) {
 func TestLaterRPCsUnimplemented(t *testing.T) {
 	ctx := context.Background()
 	c := mustServeBufconn(t, mustNew(t, testCfg(t, newFakeClock())))
-	_, err := c.dir.WaitExperiment(ctx, &directorpb.WaitExperimentRequest{CollaboratorName: "x"})
+	_, err := c.dir.GetTrainedModel(ctx, &directorpb.GetTrainedModelRequest{ExperimentName: "x"})
 	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("WaitExperiment: got %v, want Unimplemented", err)
+		t.Fatalf("GetTrainedModel: got %v, want Unimplemented", err)
 	}
-	_, err = c.agg.GetTasks(ctx, &aggregatorpb.GetTasksRequest{})
+	_, err = c.agg.GetExperimentDescription(ctx, &aggregatorpb.GetExperimentDescriptionRequest{Name: "x"})
 	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("GetTasks: got %v, want Unimplemented", err)
+		t.Fatalf("GetExperimentDescription: got %v, want Unimplemented", err)
 	}
 }

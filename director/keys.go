@@ -11,3 +11,9 @@ const (
 	keyDataDir  = "data_dir"
 	keyVersion  = "version"
 )
+
+// More keys of the experiment lifecycle.
+const (
+	keyJob   = "job"
+	keyRound = "round"
+)

@@ -71,13 +71,14 @@ func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, er
 }
 
 // heartbeat records that name is alive. An unknown name is ErrNotFound, which
-// tells an envoy to register again. Only a status change writes to SQLite.
-func (r *registry) heartbeat(ctx context.Context, name string, running bool) error {
+// tells an envoy to register again. Only a status change writes to SQLite;
+// changed reports one.
+func (r *registry) heartbeat(ctx context.Context, name string, running bool) (changed bool, err error) {
 	r.mu.RLock()
 	e, ok := r.envoys[name]
 	r.mu.RUnlock()
 	if !ok {
-		return fmt.Errorf("envoy %q is not registered: %w", name, ErrNotFound)
+		return false, fmt.Errorf("envoy %q is not registered: %w", name, ErrNotFound)
 	}
 	now := r.now()
 	e.mu.Lock()
@@ -88,7 +89,7 @@ func (r *registry) heartbeat(ctx context.Context, name string, running bool) err
 	e.running = running
 	if e.persisted.Online && e.persisted.ExperimentRunning == running {
 		e.dirty = true
-		return nil
+		return false, nil
 	}
 	if !e.persisted.Online {
 		r.log.InfoContext(ctx, "envoy online", keyEnvoy, name)
@@ -96,11 +97,11 @@ func (r *registry) heartbeat(ctx context.Context, name string, running bool) err
 	st := store.EnvoyStatus{Name: name, Online: true, ExperimentRunning: running, LastSeen: e.lastSeen}
 	if err := r.db.SetEnvoyStatus(ctx, st); err != nil {
 		e.dirty = true
-		return err
+		return false, err
 	}
 	e.persisted.Online, e.persisted.ExperimentRunning, e.persisted.LastSeen = true, running, e.lastSeen
 	e.dirty = false
-	return nil
+	return true, nil
 }
 
 // online reports whether an envoy last seen at lastSeen counts as online now.
@@ -189,8 +190,9 @@ func (r *registry) sweep(ctx context.Context) ([]string, error) {
 }
 
 // run flushes liveness and sweeps for offline envoys every interval until ctx
-// ends, then flushes once more so a clean stop loses no liveness.
-func (r *registry) run(ctx context.Context, interval time.Duration) {
+// ends, then flushes once more so a clean stop loses no liveness. offline,
+// if not nil, is told of the envoys each sweep found gone.
+func (r *registry) run(ctx context.Context, interval time.Duration, offline func(context.Context, []string)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -204,8 +206,12 @@ func (r *registry) run(ctx context.Context, interval time.Duration) {
 			if err := r.flush(ctx); err != nil {
 				r.log.ErrorContext(ctx, "flush envoy liveness", keyErr, err)
 			}
-			if _, err := r.sweep(ctx); err != nil {
+			gone, err := r.sweep(ctx)
+			if err != nil {
 				r.log.ErrorContext(ctx, "sweep envoy liveness", keyErr, err)
+			}
+			if len(gone) > 0 && offline != nil {
+				offline(ctx, gone)
 			}
 		}
 	}

@@ -18,7 +18,7 @@ func TestRegistryLiveness(t *testing.T) {
 	r := d.reg
 	offline := 2 * cfg.HealthCheckPeriod
 
-	if err := r.heartbeat(ctx, "ghost", false); !errors.Is(err, ErrNotFound) {
+	if _, err := r.heartbeat(ctx, "ghost", false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("heartbeat of unknown envoy: got %v, want ErrNotFound", err)
 	}
 	if _, err := r.register(ctx, store.Envoy{Name: "a", NSamples: 5}); err != nil {
@@ -47,7 +47,7 @@ func TestRegistryLiveness(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			clock.Add(st.advance)
 			if st.heartbeat {
-				if err := r.heartbeat(ctx, "a", st.running); err != nil {
+				if _, err := r.heartbeat(ctx, "a", st.running); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -86,7 +86,7 @@ func TestHeartbeatWritesOnlyInBatches(t *testing.T) {
 	}
 	start := clock.Now()
 	clock.Add(3 * time.Second)
-	if err := r.heartbeat(ctx, "a", false); err != nil {
+	if _, err := r.heartbeat(ctx, "a", false); err != nil {
 		t.Fatal(err)
 	}
 	row, _ := d.db.GetEnvoy(ctx, "a")
@@ -116,14 +116,14 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		}
 	}
 	clock.Add(5 * time.Second)
-	if err := d.reg.heartbeat(ctx, "b", false); err != nil {
+	if _, err := d.reg.heartbeat(ctx, "b", false); err != nil {
 		t.Fatal(err)
 	}
 	seen := clock.Now()
 	// A clean stop flushes liveness; Serve's loop does that on cancel.
 	loopCtx, cancel := context.WithCancel(ctx)
 	cancel()
-	d.reg.run(loopCtx, time.Hour)
+	d.reg.run(loopCtx, time.Hour, nil)
 	d.Close()
 
 	d = mustNew(t, cfg)

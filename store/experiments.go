@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -58,8 +59,9 @@ type Experiment struct {
 const experimentColumns = `id, name, submitter, submitter_org, submitter_role, manifest, status, reason,
 	created_at, started_at, finished_at, archive_path, archive_sha256, archive_size`
 
-// CreateExperiment inserts e. CreatedAt defaults to now and Status to pending.
-func (db *DB) CreateExperiment(ctx context.Context, e Experiment) (Experiment, error) {
+// CreateExperiment inserts e, and with it rounds (the initial model), in one
+// transaction. CreatedAt defaults to now and Status to pending.
+func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Round) (Experiment, error) {
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = db.now().UTC()
 	}
@@ -71,7 +73,16 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment) (Experiment, e
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.ID, e.Name, e.Submitter, e.SubmitterOrg, e.SubmitterRole, e.Manifest, e.Status, e.Reason,
 			nanos(e.CreatedAt), nanos(e.StartedAt), nanos(e.FinishedAt), e.ArchivePath, e.ArchiveSHA256, e.ArchiveSize)
-		return err
+		if err != nil {
+			return err
+		}
+		for _, r := range rounds {
+			r.ExperimentID = e.ID
+			if err := insertRoundTx(ctx, tx, r, nanos(e.CreatedAt)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return Experiment{}, fmt.Errorf("create experiment %s: %w", e.ID, err)
@@ -203,37 +214,37 @@ func (db *DB) CountExperiments(ctx context.Context) (map[string]int, error) {
 func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []string, to, reason string) (Experiment, error) {
 	var out Experiment
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("experiment %s: %w", id, ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		allowed := false
-		for _, s := range from {
-			allowed = allowed || s == e.Status
-		}
-		if Terminal(e.Status) || !allowed {
-			return fmt.Errorf("experiment %s is %s: %w", id, e.Status, ErrStatus)
-		}
-		now := db.now().UTC()
-		e.Status, e.Reason = to, reason
-		if to == StatusInProgress {
-			e.StartedAt = now
-		}
-		if Terminal(to) {
-			e.FinishedAt = now
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE experiments SET status = ?, reason = ?, started_at = ?, finished_at = ? WHERE id = ?`,
-			e.Status, e.Reason, nanos(e.StartedAt), nanos(e.FinishedAt), id)
-		out = e
+		var err error
+		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, from, to, reason)
 		return err
 	})
 	if err != nil {
 		return Experiment{}, fmt.Errorf("set status of experiment %s: %w", id, err)
 	}
 	return out, nil
+}
+
+func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from []string, to, reason string) (Experiment, error) {
+	e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Experiment{}, fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Experiment{}, err
+	}
+	if Terminal(e.Status) || !slices.Contains(from, e.Status) {
+		return Experiment{}, fmt.Errorf("experiment %s is %s: %w", id, e.Status, ErrStatus)
+	}
+	e.Status, e.Reason = to, reason
+	if to == StatusInProgress {
+		e.StartedAt = now
+	}
+	if Terminal(to) {
+		e.FinishedAt = now
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE experiments SET status = ?, reason = ?, started_at = ?, finished_at = ? WHERE id = ?`,
+		e.Status, e.Reason, nanos(e.StartedAt), nanos(e.FinishedAt), id)
+	return e, err
 }
 
 // DeleteExperiment removes experiment id's rows unless its status is one of

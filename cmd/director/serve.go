@@ -48,17 +48,10 @@ flag's name (for example "grpc-listen: 127.0.0.1:50051" or
   director serve --sample-shape 28,28 --target-shape 1 --health-check-period 5s
   director serve --config director.yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.config != "" {
-				if err := cli.LoadConfig(cmd.Flags(), o.config, "config"); err != nil {
-					return err
-				}
-			}
-			return o.run(cmd)
-		},
+		RunE: cli.RunWithConfig(&o.config, o.run),
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.config, "config", "", "YAML file with flag values (keys are the flag names)")
+	cli.AddConfigFlag(cmd, &o.config)
 	f.StringVar(&o.dataDir, "data-dir", director.DefaultDataDir, "directory for the database and stored files (created if missing)")
 	f.StringVar(&o.grpcListen, "grpc-listen", director.DefaultGRPCListen, "address of the OpenFL gRPC services")
 	f.StringVar(&o.adminListen, "admin-listen", director.DefaultAdminListen, "address of the admin port for fladmin")

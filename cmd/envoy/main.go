@@ -1,4 +1,5 @@
-// Command envoy is fedplane's agent at a data site. See `envoy --help`.
+// Command envoy is fedplane's agent at a data site: `envoy start` runs it.
+// See `envoy --help`.
 package main
 
 import (
@@ -14,7 +15,7 @@ func main() {
 }
 
 func newRootCmd() *cobra.Command {
-	return &cobra.Command{
+	root := &cobra.Command{
 		Use:   "envoy",
 		Short: "fedplane envoy: the agent at a data site",
 		Long: `The envoy runs next to a data shard that never leaves its site: it registers
@@ -22,4 +23,6 @@ the shard with the director, keeps it alive with health checks, and runs the
 training command of the experiments the director hands it.`,
 		Version: cli.Version,
 	}
+	root.AddCommand(newStartCmd())
+	return root
 }

@@ -22,4 +22,16 @@ type jobInfo struct {
 	ArchiveSize   int64           `json:"archiveSize"`
 	ArchiveSHA256 string          `json:"archiveSha256"`
 	Manifest      json.RawMessage `json:"manifest,omitempty"`
+	RoundsDone    int             `json:"roundsDone"`
+	Rounds        int             `json:"rounds"`
+	Envoys        []participant   `json:"envoys,omitempty"`
+}
+
+// participant is one envoy's state in a job.
+type participant struct {
+	Name    string    `json:"name"`
+	Status  string    `json:"status"`
+	Round   int       `json:"round"`
+	Reason  string    `json:"reason,omitempty"`
+	Updated time.Time `json:"updated"`
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -51,6 +52,7 @@ func printJob(f *factory, j jobInfo) error {
 		{"Started", fmtTime(j.StartTime)},
 		{"Ended", fmtTime(j.EndTime)},
 		{"Duration", j.Duration},
+		{"Rounds", fmt.Sprintf("%d of %d done", j.RoundsDone, j.Rounds)},
 		{"Archive", fmt.Sprintf("%d bytes, sha256 %s", j.ArchiveSize, j.ArchiveSHA256)},
 	}
 	for _, kv := range fields {
@@ -61,6 +63,20 @@ func printJob(f *factory, j jobInfo) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(j.Envoys) > 0 {
+		rows := make([][]string, 0, len(j.Envoys))
+		for _, p := range j.Envoys {
+			reason := p.Reason
+			if reason == "" {
+				reason = "-"
+			}
+			rows = append(rows, []string{p.Name, p.Status, strconv.Itoa(p.Round), fmtTime(p.Updated), reason})
+		}
+		fmt.Fprintln(f.stdout, "Envoys:")
+		if err := f.printTable([]string{"ENVOY", "STATE", "ROUND", "UPDATED", "REASON"}, rows); err != nil {
+			return err
+		}
 	}
 	if len(j.Manifest) > 0 {
 		var buf bytes.Buffer

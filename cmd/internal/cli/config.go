@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 )
@@ -68,4 +69,22 @@ func LoadConfig(fs *pflag.FlagSet, path string, forbidden ...string) error {
 		f.Changed = true
 	}
 	return nil
+}
+
+// AddConfigFlag adds --config, the YAML file LoadConfig reads, to c.
+func AddConfigFlag(c *cobra.Command, path *string) {
+	c.Flags().StringVar(path, "config", "", "YAML file with flag values (keys are the flag names)")
+}
+
+// RunWithConfig returns a cobra RunE that loads the --config file at *path,
+// if one was given, into the flags the command line left unset, then runs run.
+func RunWithConfig(path *string, run func(*cobra.Command) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if *path != "" {
+			if err := LoadConfig(cmd.Flags(), *path, "config"); err != nil {
+				return err
+			}
+		}
+		return run(cmd)
+	}
 }

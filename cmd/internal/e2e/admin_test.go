@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedplane/fedplane/tensor"
 )
 
 // writeJob writes a job folder and returns its path.
@@ -19,7 +21,7 @@ func writeJob(tb testing.TB, manifest string) string {
 	os.MkdirAll(dir, 0o755)
 	for name, body := range map[string]string{
 		"job.json":          manifest,
-		"model.safetensors": strings.Repeat("m", 1000),
+		"model.safetensors": string(smallModel(tb)),
 		"train.sh":          "#!/bin/sh\nexit 0\n",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
@@ -27,6 +29,19 @@ func writeJob(tb testing.TB, manifest string) string {
 		}
 	}
 	return dir
+}
+
+// smallModel is a small float32 model in safetensors form.
+func smallModel(tb testing.TB) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	err := tensor.WriteFloat32Safetensors(&buf,
+		map[string][]float32{"w": {1, 2, 3, 4}, "b": {0.5}},
+		map[string][]int64{"w": {2, 2}, "b": {1}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 const e2eManifest = `{"name": "e2e-job", "min_envoys": 1, "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "1m"}}`

@@ -137,7 +137,7 @@ func startDirector(tb testing.TB, dataDir, grpcAddr string, extra ...string) (*p
 	}
 	tb.Cleanup(func() { conn.Close() })
 	c := directorpb.NewDirectorClient(conn)
-	eventually(tb, 15*time.Second, "director to serve on "+grpcAddr, func() bool {
+	eventually(tb, 60*time.Second, "director to serve on "+grpcAddr, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		_, err := c.GetDatasetInfo(ctx, &directorpb.GetDatasetInfoRequest{})
@@ -210,7 +210,7 @@ func startDirectorAdmin(tb testing.TB, dataDir string, extra ...string) *directo
 	tb.Helper()
 	d := &director{dataDir: dataDir, grpc: freeAddr(tb), admin: freeAddr(tb)}
 	d.proc, d.client = startDirector(tb, dataDir, d.grpc, append([]string{"--admin-listen", d.admin}, extra...)...)
-	eventually(tb, 10*time.Second, "admin port "+d.admin, func() bool {
+	eventually(tb, 60*time.Second, "admin port "+d.admin, func() bool {
 		return fladmin(tb, d.admin, "status").code == 0
 	})
 	return d

@@ -31,6 +31,7 @@ func writeRandomJob(b *testing.B, mib int) (dir string, total int64) {
 	dir = filepath.Join(b.TempDir(), "job")
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "job.json"), []byte(e2eManifest), 0o644)
+	os.WriteFile(filepath.Join(dir, "model.safetensors"), smallModel(b), 0o644)
 	rng := rand.NewChaCha8([32]byte{1})
 	buf := make([]byte, 1<<20)
 	for i := 0; mib > 0; i++ {

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+	"github.com/fedplane/fedplane/envoy"
+)
+
+// startOptions are the flags of `envoy start`.
+type startOptions struct {
+	config      string
+	name        string
+	director    string
+	shardDir    string
+	samples     uint64
+	sampleShape []string
+	targetShape []string
+	description string
+	workDir     string
+	killGrace   time.Duration
+	logFormat   string
+	logLevel    string
+}
+
+func newStartCmd() *cobra.Command {
+	o := &startOptions{}
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Run the envoy until SIGINT or SIGTERM",
+		Long: `Run the envoy: register the shard with the director at --director, keep it
+alive with health checks, and run the experiments the director hands it, one
+at a time, in --work-dir.
+
+For every round the envoy downloads the global model and runs the job's
+training command in the unpacked job folder, in its own process group, with
+FEDPLANE_INPUT_MODEL, FEDPLANE_OUTPUT_MODEL, FEDPLANE_METRICS, FEDPLANE_DATA
+(--shard-dir), FEDPLANE_ROUND, FEDPLANE_ENVOY, FEDPLANE_EXPERIMENT and
+FEDPLANE_SAMPLES in its environment. The shard's path goes to the training
+command only; nothing of the shard is sent to the director. The commands'
+output is kept in <work-dir>/<experiment>/logs/.
+
+Every flag can also be set in a YAML file given with --config, under the
+flag's name (for example "name: site-1" or "sample-shape: [28, 28]"); flags
+on the command line win over the file.
+
+The envoy exits 0 on SIGINT or SIGTERM, after stopping a running training
+command, and 1 if the director refuses the shard.`,
+		Example: `  envoy start --name site-1 --shard-dir /data/mnist --samples 6000 \
+      --sample-shape 28,28 --target-shape 1
+  envoy start --name site-2 --director director.example.org:50051 --shard-dir ./shard
+  envoy start --config envoy.yaml`,
+		Args: cobra.NoArgs,
+		RunE: cli.RunWithConfig(&o.config, o.run),
+	}
+	f := cmd.Flags()
+	cli.AddConfigFlag(cmd, &o.config)
+	f.StringVar(&o.name, "name", "", "the envoy's name in the federation (required): letters, digits, '.', '_', '-', '@'")
+	f.StringVar(&o.director, "director", envoy.DefaultDirector, "the director's gRPC address, HOST:PORT")
+	f.StringVar(&o.shardDir, "shard-dir", "", "the local data shard, handed to the training command as FEDPLANE_DATA (required)")
+	f.Uint64Var(&o.samples, "samples", 0, "number of samples in the shard: the FedAvg weight unless the training command reports n_samples")
+	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "shape of one sample, comma-separated (e.g. 28,28)")
+	f.StringSliceVar(&o.targetShape, "target-shape", nil, "shape of one target, comma-separated (e.g. 1)")
+	f.StringVar(&o.description, "description", "", "description of the shard for the federation's users")
+	f.StringVar(&o.workDir, "work-dir", envoy.DefaultWorkDir, "directory for experiments and their logs (created if missing)")
+	f.DurationVar(&o.killGrace, "kill-grace", envoy.DefaultKillGrace, "time a stopped training command has between SIGTERM and SIGKILL")
+	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
+	return cmd
+}
+
+func (o *startOptions) run(cmd *cobra.Command) error {
+	log, err := cli.NewLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.name == "":
+		return cli.Usagef("--name is required")
+	case o.shardDir == "":
+		return cli.Usagef("--shard-dir is required")
+	case o.director == "":
+		return cli.Usagef("--director must not be empty")
+	case o.killGrace <= 0:
+		return cli.Usagef("--kill-grace %v: must be positive", o.killGrace)
+	}
+	if o.samples == 0 {
+		log.Warn("--samples is 0: results weigh nothing in FedAvg unless the training command reports n_samples")
+	}
+	e, err := envoy.New(envoy.Config{
+		Name:        o.name,
+		Director:    o.director,
+		ShardDir:    o.shardDir,
+		Description: o.description,
+		WorkDir:     o.workDir,
+		Samples:     o.samples,
+		SampleShape: trimAll(o.sampleShape),
+		TargetShape: trimAll(o.targetShape),
+		KillGrace:   o.killGrace,
+		Logger:      log,
+	})
+	if err != nil {
+		return fmt.Errorf("start envoy: %w", err)
+	}
+	err = e.Run(cmd.Context())
+	if errors.Is(err, envoy.ErrRefused) {
+		return err // "director refused the shard: <reason>"
+	}
+	if err != nil {
+		return fmt.Errorf("envoy: %w", err)
+	}
+	return nil
+}
+
+// trimAll trims spaces around each element (from "28, 28").
+func trimAll(s []string) []string {
+	out := make([]string, 0, len(s))
+	for _, x := range s {
+		out = append(out, strings.TrimSpace(x))
+	}
+	return out
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+)
+
+// refusingDirector refuses every shard, saying why.
+type refusingDirector struct {
+	directorpb.UnimplementedDirectorServer
+}
+
+func (refusingDirector) UpdateShardInfo(ctx context.Context, req *directorpb.UpdateShardInfoRequest) (*directorpb.UpdateShardInfoResponse, error) {
+	grpc.SetHeader(ctx, metadata.Pairs("fedplane-reason", "sample shape "+strings.Join(req.GetShardInfo().GetSampleShape(), "x")+" differs from the federation's 32x32"))
+	return &directorpb.UpdateShardInfoResponse{Accepted: false}, nil
+}
+
+// mustRefusingDirector serves refusingDirector on a free loopback port.
+func mustRefusingDirector(tb testing.TB) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := grpc.NewServer()
+	directorpb.RegisterDirectorServer(s, refusingDirector{})
+	go s.Serve(lis)
+	tb.Cleanup(s.Stop)
+	return lis.Addr().String()
+}
+
+func run(args ...string) (int, string) {
+	var stderr bytes.Buffer
+	code := cli.Main(newRootCmd(), args, &stderr)
+	return code, stderr.String()
+}
+
+func TestStartUsage(t *testing.T) {
+	shard := t.TempDir()
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{name: "no name", args: []string{"start", "--shard-dir", shard}, wantCode: cli.ExitUsage, wantErr: "Error: --name is required"},
+		{name: "no shard dir", args: []string{"start", "--name", "site-1"}, wantCode: cli.ExitUsage, wantErr: "Error: --shard-dir is required"},
+		{name: "bad kill grace", args: []string{"start", "--name", "a", "--shard-dir", shard, "--kill-grace", "0s"}, wantCode: cli.ExitUsage, wantErr: "--kill-grace 0s: must be positive"},
+		{name: "bad log format", args: []string{"start", "--name", "a", "--shard-dir", shard, "--log-format", "xml"}, wantCode: cli.ExitUsage, wantErr: `--log-format "xml"`},
+		{name: "unknown flag", args: []string{"start", "--nmae", "a"}, wantCode: cli.ExitUsage, wantErr: "unknown flag: --nmae"},
+		{name: "arguments", args: []string{"start", "extra"}, wantCode: cli.ExitUsage, wantErr: "unknown command"},
+		{name: "bad name", args: []string{"start", "--name", "a b", "--shard-dir", shard}, wantCode: cli.ExitError, wantErr: `Error: start envoy: name "a b" has ' '`},
+		{name: "missing shard dir", args: []string{"start", "--name", "a", "--shard-dir", filepath.Join(shard, "nope")}, wantCode: cli.ExitError, wantErr: "Error: start envoy: shard dir: "},
+		{name: "bad director", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "localhost"}, wantCode: cli.ExitError, wantErr: `director address "localhost": want host:port`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stderr := run(tt.args...)
+			if code != tt.wantCode || !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, stderr, tt.wantCode, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestStartHelp(t *testing.T) {
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	if code := cli.Main(root, []string{"start", "--help"}, &out); code != cli.ExitOK {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	for _, want := range []string{"--name", "--shard-dir", "--director", "--work-dir", "--kill-grace", "--config", "FEDPLANE_DATA", "Examples:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+}
+
+func TestStartRefused(t *testing.T) {
+	addr := mustRefusingDirector(t)
+	code, stderr := run("start", "--name", "site-1", "--director", addr, "--shard-dir", t.TempDir(),
+		"--sample-shape", "28, 28", "--work-dir", filepath.Join(t.TempDir(), "work"), "--log-level", "error")
+	want := "Error: director refused the shard: sample shape 28x28 differs from the federation's 32x32\n"
+	if code != cli.ExitError || stderr != want {
+		t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+	}
+}
+
+func TestStartConfigFile(t *testing.T) {
+	addr := mustRefusingDirector(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "envoy.yaml")
+	yaml := "name: site-1\ndirector: " + addr + "\nshard-dir: " + dir + "\nsample-shape: [30, 30]\nsamples: 100\nwork-dir: " + filepath.Join(dir, "work") + "\nlog-level: error\n"
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The command line wins over the file.
+	code, stderr := run("start", "--config", config, "--sample-shape", "31,31")
+	want := "Error: director refused the shard: sample shape 31x31 differs from the federation's 32x32\n"
+	if code != cli.ExitError || stderr != want {
+		t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "work")); err != nil {
+		t.Errorf("work dir from the config file: %v", err)
+	}
+
+	if err := os.WriteFile(config, []byte("nmae: site-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = run("start", "--config", config)
+	if code != cli.ExitError || !strings.Contains(stderr, `unknown key "nmae"`) {
+		t.Errorf("exit %d, stderr %q; want an unknown key error", code, stderr)
+	}
+}

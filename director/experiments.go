@@ -1,0 +1,302 @@
+package director
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
+)
+
+// runtime is the in-memory side of the experiment lifecycle: the running
+// experiments, which envoy was last given which experiment, and who waits
+// for work. SQLite holds the truth; runtime is rebuilt from it at start-up.
+type runtime struct {
+	mu       sync.Mutex
+	running  map[string]*experiment // in_progress experiments by id
+	assigned map[string]string      // envoy -> its latest experiment, running or ended
+	wake     map[string]chan struct{}
+}
+
+func newRuntime() *runtime {
+	return &runtime{running: map[string]*experiment{}, assigned: map[string]string{}, wake: map[string]chan struct{}{}}
+}
+
+// experiment is a running experiment.
+type experiment struct {
+	id           string
+	manifest     *job.Manifest
+	participants []string
+
+	mu          sync.Mutex
+	round       int             // the round being trained
+	training    map[string]bool // given the train task of round
+	reported    map[string]bool // sent results for round
+	aggregating bool
+	model       *roundModel // the global model of round
+
+	// modelMu guards model's file against being closed while a tensor is
+	// read from it.
+	modelMu sync.RWMutex
+}
+
+// roundModel is an open global model.
+type roundModel struct {
+	round int
+	f     *os.File
+	x     *tensor.Index
+}
+
+func (m *roundModel) close() {
+	if m != nil && m.f != nil {
+		m.f.Close()
+	}
+}
+
+func (e *experiment) isParticipant(envoy string) bool {
+	return slices.Contains(e.participants, envoy)
+}
+
+// closeModel closes the model once no reader uses it.
+func (e *experiment) closeModel() {
+	e.modelMu.Lock()
+	defer e.modelMu.Unlock()
+	e.model.close()
+	e.model = nil
+}
+
+// openModel opens the global model a round trains from.
+func (d *Director) openModel(ctx context.Context, id string, round int) (*roundModel, error) {
+	rounds, err := d.db.Rounds(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rounds {
+		if r.Round != round {
+			continue
+		}
+		x, f, err := tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.ModelPath))
+		if err != nil {
+			return nil, fmt.Errorf("model of round %d: %w", round, err)
+		}
+		return &roundModel{round: round, f: f, x: x}, nil
+	}
+	return nil, fmt.Errorf("experiment %s has no model for round %d", id, round)
+}
+
+// manifestOf decodes the job.json stored with an experiment.
+func manifestOf(e store.Experiment) (*job.Manifest, error) {
+	m, err := job.ParseManifest([]byte(e.Manifest))
+	if err != nil {
+		return nil, fmt.Errorf("experiment %s: stored job.json: %w", e.ID, err)
+	}
+	return m, nil
+}
+
+// loadRunning rebuilds the runtime from SQLite after a start: the running
+// experiments at their current round, and each envoy's latest experiment.
+func (d *Director) loadRunning(ctx context.Context) error {
+	assigned, err := d.db.LatestAssignments(ctx)
+	if err != nil {
+		return err
+	}
+	d.rt.assigned = assigned
+	exps, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Statuses: []string{store.StatusInProgress}})
+	if err != nil {
+		return err
+	}
+	for _, e := range exps {
+		if err := d.resume(ctx, e); err != nil {
+			d.log.Error("cannot resume experiment", keyJob, e.ID, keyErr, err)
+			if _, err := d.db.EndExperiment(ctx, e.ID, store.StatusFailed, "cannot resume after a director restart: "+err.Error()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resume puts one in_progress experiment back to work at its latest round.
+func (d *Director) resume(ctx context.Context, e store.Experiment) error {
+	m, err := manifestOf(e)
+	if err != nil {
+		return err
+	}
+	parts, err := d.db.ExperimentEnvoys(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	rounds, err := d.db.Rounds(ctx, e.ID)
+	if err != nil {
+		return err
+	}
+	if len(rounds) == 0 {
+		return errors.New("no model stored")
+	}
+	cur := rounds[len(rounds)-1].Round
+	model, err := d.openModel(ctx, e.ID, cur)
+	if err != nil {
+		return err
+	}
+	results, err := d.db.TaskResults(ctx, e.ID, cur)
+	if err != nil {
+		model.close()
+		return err
+	}
+	exp := &experiment{id: e.ID, manifest: m, round: cur, model: model, training: map[string]bool{}, reported: map[string]bool{}}
+	for _, p := range parts {
+		exp.participants = append(exp.participants, p.Envoy)
+	}
+	for _, r := range results {
+		exp.reported[r.Envoy] = true
+	}
+	d.rt.mu.Lock()
+	d.rt.running[e.ID] = exp
+	d.rt.mu.Unlock()
+	d.log.Info("experiment resumed", keyJob, e.ID, keyRound, cur, "reported", len(results))
+	if len(results) == len(exp.participants) {
+		// Every report of the round arrived before the stop: aggregate now.
+		go d.aggregate(context.WithoutCancel(ctx), exp, cur)
+	}
+	return nil
+}
+
+// startExperiment makes a pending experiment run on envoys.
+func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *job.Manifest, envoys []string) error {
+	model, err := d.openModel(ctx, e.ID, 0)
+	if err != nil {
+		// A job whose model cannot be read can never run.
+		d.endExperiment(ctx, e.ID, store.StatusFailed, "cannot open the initial model: "+err.Error())
+		return err
+	}
+	if _, err := d.db.StartExperiment(ctx, e.ID, envoys); err != nil {
+		model.close()
+		return err
+	}
+	exp := &experiment{id: e.ID, manifest: m, participants: envoys, model: model, training: map[string]bool{}, reported: map[string]bool{}}
+	d.rt.mu.Lock()
+	d.rt.running[e.ID] = exp
+	for _, name := range envoys {
+		d.rt.assigned[name] = e.ID
+		if ch, ok := d.rt.wake[name]; ok {
+			close(ch)
+			delete(d.rt.wake, name)
+		}
+	}
+	d.rt.mu.Unlock()
+	d.log.InfoContext(ctx, "experiment started", keyJob, e.ID, "name", e.Name, "envoys", envoys, "rounds", m.Rounds)
+	return nil
+}
+
+// endExperiment moves an experiment to a terminal status, once: a second
+// end (an abort racing a failure, say) returns store.ErrStatus and changes
+// nothing. Its envoys are told to stop by GetTasks and their heartbeats.
+func (d *Director) endExperiment(ctx context.Context, id, status, reason string) (store.Experiment, error) {
+	e, err := d.db.EndExperiment(ctx, id, status, reason)
+	if err != nil {
+		return e, err
+	}
+	d.rt.mu.Lock()
+	exp := d.rt.running[id]
+	delete(d.rt.running, id)
+	d.rt.mu.Unlock()
+	if exp != nil {
+		exp.closeModel()
+	}
+	d.log.InfoContext(ctx, "experiment ended", keyJob, id, "status", status, keyReason, reason)
+	d.kickScheduler()
+	return e, nil
+}
+
+// runningExperiment returns the running experiment id, or nil.
+func (d *Director) runningExperiment(id string) *experiment {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	return d.rt.running[id]
+}
+
+// runningOf returns the running experiment envoy takes part in, or "".
+func (d *Director) runningOf(envoy string) string {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	id := d.rt.assigned[envoy]
+	if _, ok := d.rt.running[id]; ok {
+		return id
+	}
+	return ""
+}
+
+// latestOf returns the experiment envoy was last given, running or ended.
+func (d *Director) latestOf(envoy string) string {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	return d.rt.assigned[envoy]
+}
+
+// waitForWork blocks until envoy has a running experiment, ctx ends, or the
+// director stops.
+func (d *Director) waitForWork(ctx context.Context, envoy string) (string, error) {
+	for {
+		d.rt.mu.Lock()
+		if id := d.rt.assigned[envoy]; id != "" && d.rt.running[id] != nil {
+			d.rt.mu.Unlock()
+			return id, nil
+		}
+		ch, ok := d.rt.wake[envoy]
+		if !ok {
+			ch = make(chan struct{})
+			d.rt.wake[envoy] = ch
+		}
+		d.rt.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-d.stopping:
+			return "", errStopping
+		}
+	}
+}
+
+// envoysOffline fails the running experiments of envoys that went offline.
+func (d *Director) envoysOffline(ctx context.Context, names []string) {
+	for _, name := range names {
+		id := d.runningOf(name)
+		if id == "" {
+			continue
+		}
+		reason := fmt.Sprintf("envoy %s went offline: no health check for %v", name, d.cfg.OfflineAfter)
+		if err := d.db.SetEnvoyState(ctx, id, name, store.EnvoyFailed, d.currentRound(id), reason); err != nil && !errors.Is(err, store.ErrStatus) {
+			d.log.ErrorContext(ctx, "record envoy state", keyErr, err)
+		}
+		if _, err := d.endExperiment(ctx, id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+			d.log.ErrorContext(ctx, "fail experiment of an offline envoy", keyJob, id, keyErr, err)
+		}
+	}
+}
+
+// currentRound is the round experiment id trains, or 0 when it is not running.
+func (d *Director) currentRound(id string) int {
+	exp := d.runningExperiment(id)
+	if exp == nil {
+		return 0
+	}
+	exp.mu.Lock()
+	defer exp.mu.Unlock()
+	return exp.round
+}
+
+// stopAll closes the models of running experiments at shutdown.
+func (d *Director) stopAll() {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	for _, exp := range d.rt.running {
+		exp.closeModel()
+	}
+}

@@ -1,0 +1,60 @@
+package envoy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/fedplane/fedplane/api/directorpb"
+)
+
+const (
+	// mdReason is the response header in which the director says why it
+	// refused a shard. OpenFL peers ignore it.
+	mdReason = "fedplane-reason"
+	// registerTimeout bounds one UpdateShardInfo call.
+	registerTimeout = 10 * time.Second
+)
+
+// register sends the shard info until the director answers, retrying while
+// it is unreachable. A refusal returns an error wrapping ErrRefused with the
+// director's reason; any other error from the director (such as
+// InvalidArgument) is returned as it is; so is ctx's error once ctx ends.
+func (e *Envoy) register(ctx context.Context) error {
+	req := &directorpb.UpdateShardInfoRequest{ShardInfo: &directorpb.ShardInfo{
+		NodeInfo:         &directorpb.NodeInfo{Name: e.cfg.Name},
+		ShardDescription: e.cfg.Description,
+		NSamples:         e.cfg.Samples,
+		SampleShape:      e.cfg.SampleShape,
+		TargetShape:      e.cfg.TargetShape,
+	}}
+	var (
+		resp *directorpb.UpdateShardInfoResponse
+		hdr  metadata.MD
+	)
+	err := retry(ctx, e.log, "UpdateShardInfo", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, registerTimeout)
+		defer cancel()
+		var err error
+		hdr = nil
+		resp, err = e.dirc.UpdateShardInfo(ctx, req, grpc.Header(&hdr))
+		return err
+	})
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		return fmt.Errorf("register with director: %w", err)
+	case !resp.GetAccepted():
+		if why := strings.Join(hdr.Get(mdReason), "; "); why != "" {
+			return fmt.Errorf("%w: %s", ErrRefused, why)
+		}
+		return ErrRefused
+	}
+	e.log.Info("registered with director", keyDirector, e.cfg.Director)
+	return nil
+}

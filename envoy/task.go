@@ -1,0 +1,350 @@
+package envoy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/basepb"
+	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/tensor"
+)
+
+const (
+	// taskTrain is the one task of fedplane's rounds.
+	taskTrain = "train"
+	// maxSleep caps the pause a GetTasks reply asks for.
+	maxSleep = 60 * time.Second
+	// idlePause is the pause after a GetTasks reply with neither tasks nor
+	// sleep_time nor quit.
+	idlePause = time.Second
+	// getTasksTimeout bounds one GetTasks call, which the director answers
+	// at once. Model transfers have no deadline: they may take long.
+	getTasksTimeout = time.Minute
+	// codeTimeout is SetExperimentFailed's error_code for a training
+	// command that ran out of time, as timeout(1) exits.
+	codeTimeout = 124
+)
+
+// Files of a round's folder, <work-dir>/<id>/round-<r>.
+const (
+	inputModelName  = "input.safetensors"
+	outputModelName = "output.safetensors"
+	metricsName     = "metrics.jsonl"
+)
+
+// participate fetches the experiment's job and runs its rounds until the
+// director says the experiment is over.
+func (e *Envoy) participate(ctx context.Context, x *experiment) error {
+	if err := os.MkdirAll(filepath.Join(x.dir, logsDirName), 0o700); err != nil {
+		return fmt.Errorf("experiment folder: %w", err)
+	}
+	j, err := e.fetch(ctx, x)
+	if err != nil {
+		return err
+	}
+	model, f, err := tensor.OpenSafetensors(filepath.Join(j.dir, job.ModelFile))
+	if err != nil {
+		return fmt.Errorf("job model: %w", err)
+	}
+	defer f.Close()
+	x.log.Info("job unpacked", keyTensors, len(model.Tensors), keyJob, j.manifest.Name)
+	return e.rounds(ctx, x, j, model)
+}
+
+// header is the MessageHeader of everything sent for experiment id.
+func (e *Envoy) header(id string) *aggregatorpb.MessageHeader {
+	return &aggregatorpb.MessageHeader{Sender: e.cfg.Name, Receiver: directorName, FederationUuid: id}
+}
+
+// rounds asks the director for tasks and runs them until it says quit.
+func (e *Envoy) rounds(ctx context.Context, x *experiment, j *fetched, model *tensor.Index) error {
+	req := &aggregatorpb.GetTasksRequest{Header: e.header(x.id)}
+	for {
+		var resp *aggregatorpb.GetTasksResponse
+		err := retry(ctx, x.log, "GetTasks", func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, getTasksTimeout)
+			defer cancel()
+			var err error
+			resp, err = e.aggc.GetTasks(ctx, req)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		switch {
+		case resp.GetQuit():
+			x.log.Info("director says the experiment is over")
+			return nil
+		case resp.GetSleepTime() > 0:
+			d := min(time.Duration(resp.GetSleepTime())*time.Second, maxSleep)
+			x.log.Debug("director says wait", keySleep, d)
+			if !sleep(ctx, d) {
+				return ctx.Err()
+			}
+			continue
+		case len(resp.GetTasks()) == 0:
+			x.log.Warn("director sent no task, no sleep time and no quit; asking again", keyRetryIn, idlePause)
+			if !sleep(ctx, idlePause) {
+				return ctx.Err()
+			}
+			continue
+		}
+		for _, t := range resp.GetTasks() {
+			if t.GetName() != taskTrain && t.GetFunctionName() != taskTrain {
+				return fmt.Errorf("director asked for task %q (function %q); this envoy runs only %q", t.GetName(), t.GetFunctionName(), taskTrain)
+			}
+		}
+		if err := e.round(ctx, x, j, model, resp.GetRoundNumber()); err != nil {
+			return err
+		}
+	}
+}
+
+// round runs the train task of round r: global model in, training command,
+// trained model and metrics out.
+func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *tensor.Index, r int32) error {
+	if r < 0 {
+		return fmt.Errorf("director asked for round %d", r)
+	}
+	log := x.log.With(keyRound, r)
+	start := time.Now()
+	dir := filepath.Join(x.dir, roundPrefix+strconv.Itoa(int(r)))
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("round folder: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("round folder: %w", err)
+	}
+	input := filepath.Join(dir, inputModelName)
+	if err := e.downloadModel(ctx, x, r, model, input); err != nil {
+		return err
+	}
+
+	output := filepath.Join(dir, outputModelName)
+	metricsPath := filepath.Join(dir, metricsName)
+	c := &command{
+		Argv:    e.argv(j),
+		Dir:     j.dir,
+		Env:     e.environ(x, r, input, output, metricsPath),
+		LogPath: filepath.Join(x.dir, logsDirName, roundPrefix+strconv.Itoa(int(r))+".log"),
+		Timeout: time.Duration(j.manifest.Train.Timeout),
+		Grace:   e.cfg.KillGrace,
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = job.DefaultTrainTimeout
+	}
+	log.Info("training", keyLog, c.LogPath)
+	trainStart := time.Now()
+	tail, err := c.run(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := trainingError(r, tail, err); err != nil {
+		return err
+	}
+	log.Info("training done", keyTook, time.Since(trainStart).Round(time.Millisecond))
+
+	trained, f, err := tensor.OpenSafetensors(output)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("training command wrote no output model in round %d (FEDPLANE_OUTPUT_MODEL=%s)", r, output)
+	}
+	if err != nil {
+		return fmt.Errorf("malformed output model in round %d: %w", r, err)
+	}
+	defer f.Close()
+	if err := tensor.SameLayout(trained, model); err != nil {
+		return fmt.Errorf("output model of round %d differs from the job's model: %w", r, err)
+	}
+	ms, err := readMetrics(metricsPath)
+	if err != nil {
+		return fmt.Errorf("bad metrics in round %d: %w", r, err)
+	}
+	ds, err := dataSize(ms, e.cfg.Samples)
+	if err != nil {
+		return fmt.Errorf("bad metrics in round %d: %w", r, err)
+	}
+	h := tensor.TaskResultsHeader{
+		Sender:         e.cfg.Name,
+		Receiver:       directorName,
+		FederationUUID: x.id,
+		Round:          r,
+		TaskName:       taskTrain,
+		DataSize:       ds,
+	}
+	if err := e.sendResults(ctx, x, h, trained, wireMetrics(ms)); err != nil {
+		return err
+	}
+	log.Info("round done", keyDataSize, ds, keyMetrics, len(ms), keyTook, time.Since(start).Round(time.Millisecond))
+	f.Close()
+	// The results are the director's now; only the log stays.
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("removing the round folder failed", keyErr, err)
+	}
+	return nil
+}
+
+// argv is the training command, its program resolved against the job
+// folder when it is a relative path; a bare name is looked up in PATH.
+func (e *Envoy) argv(j *fetched) []string {
+	argv := slices.Clone(j.manifest.Train.Command)
+	if len(argv) > 0 && strings.Contains(argv[0], "/") && !filepath.IsAbs(argv[0]) {
+		argv[0] = filepath.Join(j.dir, argv[0])
+	}
+	return argv
+}
+
+// environ is the envoy's environment plus the training command contract.
+func (e *Envoy) environ(x *experiment, r int32, input, output, metrics string) []string {
+	return append(os.Environ(),
+		"FEDPLANE_INPUT_MODEL="+input,
+		"FEDPLANE_OUTPUT_MODEL="+output,
+		"FEDPLANE_METRICS="+metrics,
+		"FEDPLANE_DATA="+e.cfg.ShardDir,
+		"FEDPLANE_ROUND="+strconv.Itoa(int(r)),
+		"FEDPLANE_ENVOY="+e.cfg.Name,
+		"FEDPLANE_EXPERIMENT="+x.id,
+		"FEDPLANE_SAMPLES="+strconv.FormatUint(e.cfg.Samples, 10),
+	)
+}
+
+// trainingError turns the outcome of a training run into the failure to
+// report, or nil for success.
+func trainingError(r int32, tail []byte, err error) error {
+	var (
+		ee *exitError
+		te *timeoutError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ee):
+		return &failure{code: ee.code(), err: fmt.Errorf("training command %v in round %d%s", ee, r, stderrTail(tail))}
+	case errors.As(err, &te):
+		return &failure{code: codeTimeout, err: fmt.Errorf("training command %v in round %d and was killed%s", te, r, stderrTail(tail))}
+	default:
+		return &failure{code: codeFailed, err: fmt.Errorf("round %d: %w", r, err)}
+	}
+}
+
+// stderrTail ends a failure description with what the command last said.
+func stderrTail(tail []byte) string {
+	if len(tail) == 0 {
+		return "; stderr was empty"
+	}
+	return "; stderr tail:\n" + string(tail)
+}
+
+// downloadModel writes the global model of round r, tensor by tensor in the
+// order of the job's model, as a safetensors file at path.
+func (e *Envoy) downloadModel(ctx context.Context, x *experiment, r int32, model *tensor.Index, path string) error {
+	start := time.Now()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("global model: %w", err)
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 256<<10)
+	w, err := tensor.NewSafetensorsWriter(bw, model.Tensors, nil)
+	if err != nil {
+		return fmt.Errorf("global model: %w", err)
+	}
+	hdr := e.header(x.id)
+	var total int64
+	for _, want := range model.Tensors {
+		req := &aggregatorpb.GetAggregatedTensorRequest{
+			Header:          hdr,
+			TensorName:      want.Name,
+			RoundNumber:     r,
+			Report:          false,
+			Tags:            []string{"model"},
+			RequireLossless: true,
+		}
+		var resp *aggregatorpb.GetAggregatedTensorResponse
+		err := retry(ctx, x.log, "GetAggregatedTensor", func(ctx context.Context) error {
+			var err error
+			resp, err = e.aggc.GetAggregatedTensor(ctx, req)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		got, err := tensor.FromNamedTensor(resp.GetTensor())
+		switch {
+		case err != nil:
+			return fmt.Errorf("global model of round %d: %w", r, err)
+		case got.Name != want.Name:
+			return fmt.Errorf("global model of round %d: asked for tensor %q, got %q", r, want.Name, got.Name)
+		case got.DType != want.DType:
+			return fmt.Errorf("global model of round %d: tensor %q is %s, the job's model has %s", r, want.Name, got.DType, want.DType)
+		case !slices.Equal(got.Shape, want.Shape):
+			return fmt.Errorf("global model of round %d: tensor %q has shape %v, the job's model has %v", r, want.Name, got.Shape, want.Shape)
+		}
+		if _, err := w.Write(resp.GetTensor().GetDataBytes()); err != nil {
+			return fmt.Errorf("global model: %w", err)
+		}
+		total += got.Size
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("global model: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("global model: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("global model: %w", err)
+	}
+	x.log.Info("global model received", keyRound, r, keyTensors, len(model.Tensors), keyBytes, total, keyTook, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// sendResults streams the round's task results to the director, starting
+// over while it is unreachable. A director that already has them
+// (AlreadyExists: an earlier attempt got through, its reply did not) counts
+// as a success.
+func (e *Envoy) sendResults(ctx context.Context, x *experiment, h tensor.TaskResultsHeader, trained *tensor.Index, ms []tensor.Metric) error {
+	err := retry(ctx, x.log, "SendLocalTaskResults", func(ctx context.Context) error {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := e.aggc.SendLocalTaskResults(ctx)
+		if err != nil {
+			return err
+		}
+		// Send says io.EOF when the director ended the stream early; its
+		// status comes with the reply. Any other error cancels the stream,
+		// so the director never takes a truncated message for results.
+		ended := false
+		cw := tensor.NewChunkWriter(func(m *basepb.DataStream) error {
+			err := stream.Send(m)
+			ended = errors.Is(err, io.EOF)
+			return err
+		}, 0)
+		_, err = tensor.WriteTaskResults(cw, h, trained, ms)
+		if err == nil {
+			err = cw.Close()
+		}
+		if err != nil && !ended {
+			return err
+		}
+		_, err = stream.CloseAndRecv()
+		return err
+	})
+	if status.Code(err) == codes.AlreadyExists {
+		x.log.Info("director already has this round's results", keyRound, h.Round)
+		return nil
+	}
+	return err
+}

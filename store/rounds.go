@@ -1,0 +1,335 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Per-envoy states of an experiment.
+const (
+	EnvoyAssigned = "assigned" // chosen, has not asked for a task yet
+	EnvoyTraining = "training" // given the train task of Round
+	EnvoyReported = "reported" // sent its results for Round
+	EnvoyFinished = "finished"
+	EnvoyFailed   = "failed"
+	EnvoyAborted  = "aborted"
+)
+
+// ExperimentEnvoy is one participant's state in an experiment.
+type ExperimentEnvoy struct {
+	ExperimentID string
+	Envoy        string
+	Status       string
+	Round        int
+	Reason       string
+	UpdatedAt    time.Time
+}
+
+// Round is the global model round Round trains from (the final model when
+// Round equals the manifest's rounds).
+type Round struct {
+	ExperimentID string
+	Round        int
+	ModelPath    string // relative to the data dir
+	ModelSHA256  string
+	CreatedAt    time.Time
+}
+
+// TaskResult is one envoy's report for one round.
+type TaskResult struct {
+	ExperimentID string
+	Round        int
+	Envoy        string
+	DataSize     int64
+	ResultPath   string // relative to the data dir
+	ReceivedAt   time.Time
+}
+
+// Metric is one value reported for a round, by an envoy or the aggregator.
+type Metric struct {
+	ExperimentID string
+	Round        int
+	Origin       string
+	Task         string
+	Name         string
+	Value        float64
+	Time         time.Time
+}
+
+// OriginAggregator is the origin of metrics the director computes itself.
+const OriginAggregator = "aggregator"
+
+// StartExperiment moves a pending experiment to in_progress with envoys as
+// its participants, in one transaction.
+func (db *DB) StartExperiment(ctx context.Context, id string, envoys []string) (Experiment, error) {
+	var out Experiment
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []string{StatusPending}, StatusInProgress, "")
+		if err != nil {
+			return err
+		}
+		now := nanos(db.now())
+		for _, name := range envoys {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO experiment_envoys (experiment_id, envoy, status, round, updated_at)
+				VALUES (?, ?, ?, 0, ?)`, id, name, EnvoyAssigned, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Experiment{}, fmt.Errorf("start experiment %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// EndExperiment moves experiment id from pending or in_progress to a terminal
+// status, and every participant that has not ended with it. Terminal states
+// are final: ending an ended experiment is ErrStatus.
+func (db *DB) EndExperiment(ctx context.Context, id, status, reason string) (Experiment, error) {
+	if !Terminal(status) {
+		return Experiment{}, fmt.Errorf("end experiment %s: %q is not a terminal status", id, status)
+	}
+	envoyStatus := map[string]string{StatusFinished: EnvoyFinished, StatusFailed: EnvoyFailed, StatusAborted: EnvoyAborted, StatusRejected: EnvoyAborted}[status]
+	var out Experiment
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []string{StatusPending, StatusInProgress}, status, reason)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, updated_at = ?
+			WHERE experiment_id = ? AND status NOT IN (?, ?, ?)`,
+			envoyStatus, nanos(db.now()), id, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+		return err
+	})
+	if err != nil {
+		return Experiment{}, fmt.Errorf("end experiment %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// SetEnvoyState records a participant's state. An envoy that has ended
+// (finished, failed, aborted) keeps that state: ErrStatus.
+func (db *DB) SetEnvoyState(ctx context.Context, id, envoy, status string, round int, reason string) error {
+	var n int64
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, reason = ?, updated_at = ?
+			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?)`,
+			status, round, reason, nanos(db.now()), id, envoy, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set state of %s in experiment %s: %w", envoy, id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("envoy %s in experiment %s: %w", envoy, id, ErrStatus)
+	}
+	return nil
+}
+
+// ExperimentEnvoys returns the participants of experiment id, by name.
+func (db *DB) ExperimentEnvoys(ctx context.Context, id string) ([]ExperimentEnvoy, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, envoy, status, round, reason, updated_at
+		FROM experiment_envoys WHERE experiment_id = ? ORDER BY envoy`, id)
+	if err != nil {
+		return nil, fmt.Errorf("participants of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []ExperimentEnvoy
+	for rows.Next() {
+		var e ExperimentEnvoy
+		var updated int64
+		if err := rows.Scan(&e.ExperimentID, &e.Envoy, &e.Status, &e.Round, &e.Reason, &updated); err != nil {
+			return nil, fmt.Errorf("participants of %s: %w", id, err)
+		}
+		e.UpdatedAt = fromNanos(updated)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// LatestAssignments returns, per envoy, the experiment it was most recently
+// made a participant of, so a restarted director knows what each envoy runs.
+func (db *DB) LatestAssignments(ctx context.Context) (map[string]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT ee.envoy, ee.experiment_id FROM experiment_envoys ee
+		JOIN experiments e ON e.id = ee.experiment_id ORDER BY e.started_at, e.id`)
+	if err != nil {
+		return nil, fmt.Errorf("latest assignments: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var envoy, id string
+		if err := rows.Scan(&envoy, &id); err != nil {
+			return nil, fmt.Errorf("latest assignments: %w", err)
+		}
+		out[envoy] = id // later rows win
+	}
+	return out, rows.Err()
+}
+
+// RecordTaskResult stores an envoy's report for a round with its metrics and
+// marks the envoy reported, in one transaction. A second report for the same
+// round is ErrStatus: results are never counted twice.
+func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metric) error {
+	now := db.now()
+	if r.ReceivedAt.IsZero() {
+		r.ReceivedAt = now
+	}
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var exists int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM task_results WHERE experiment_id = ? AND round = ? AND envoy = ?`,
+			r.ExperimentID, r.Round, r.Envoy).Scan(&exists); err != nil {
+			return err
+		}
+		if exists > 0 {
+			return fmt.Errorf("%s already reported round %d: %w", r.Envoy, r.Round, ErrStatus)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO task_results (experiment_id, round, envoy, data_size, result_path, received_at)
+			VALUES (?, ?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.Envoy, r.DataSize, r.ResultPath, nanos(r.ReceivedAt)); err != nil {
+			return err
+		}
+		if err := insertMetricsTx(ctx, tx, metrics, now); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
+			WHERE experiment_id = ? AND envoy = ?`, EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record result of %s for round %d of %s: %w", r.Envoy, r.Round, r.ExperimentID, err)
+	}
+	return nil
+}
+
+// TaskResults returns the reports of one round, by envoy.
+func (db *DB) TaskResults(ctx context.Context, id string, round int) ([]TaskResult, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, envoy, data_size, result_path, received_at
+		FROM task_results WHERE experiment_id = ? AND round = ? ORDER BY envoy`, id, round)
+	if err != nil {
+		return nil, fmt.Errorf("task results of %s round %d: %w", id, round, err)
+	}
+	defer rows.Close()
+	var out []TaskResult
+	for rows.Next() {
+		var r TaskResult
+		var received int64
+		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.Envoy, &r.DataSize, &r.ResultPath, &received); err != nil {
+			return nil, fmt.Errorf("task results of %s round %d: %w", id, round, err)
+		}
+		r.ReceivedAt = fromNanos(received)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// CompleteRound records next, the aggregated model, and the aggregator's
+// metrics of the round before it, in one transaction. With final set the
+// experiment is finished too (unless it has already ended: ErrStatus).
+// Participants go back to training for the next round, or finish.
+func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, final bool) error {
+	now := db.now()
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var status string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, next.ExperimentID).Scan(&status); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("experiment %s: %w", next.ExperimentID, ErrNotFound)
+			}
+			return err
+		}
+		if status != StatusInProgress {
+			return fmt.Errorf("experiment %s is %s: %w", next.ExperimentID, status, ErrStatus)
+		}
+		if err := insertRoundTx(ctx, tx, next, nanos(now)); err != nil {
+			return err
+		}
+		if err := insertMetricsTx(ctx, tx, metrics, now); err != nil {
+			return err
+		}
+		envoyStatus := EnvoyAssigned
+		if final {
+			envoyStatus = EnvoyFinished
+			if _, err := setStatusTx(ctx, tx, now.UTC(), next.ExperimentID, []string{StatusInProgress}, StatusFinished, ""); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
+			WHERE experiment_id = ? AND status NOT IN (?, ?, ?)`,
+			envoyStatus, next.Round, nanos(now), next.ExperimentID, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("complete round %d of %s: %w", next.Round-1, next.ExperimentID, err)
+	}
+	return nil
+}
+
+// Rounds returns the rounds of experiment id in order.
+func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, created_at
+		FROM rounds WHERE experiment_id = ? ORDER BY round`, id)
+	if err != nil {
+		return nil, fmt.Errorf("rounds of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Round
+	for rows.Next() {
+		var r Round
+		var created int64
+		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &created); err != nil {
+			return nil, fmt.Errorf("rounds of %s: %w", id, err)
+		}
+		r.CreatedAt = fromNanos(created)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Metrics returns experiment id's metrics in round and time order.
+func (db *DB) Metrics(ctx context.Context, id string) ([]Metric, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, origin, task, name, value, time
+		FROM metrics WHERE experiment_id = ? ORDER BY round, time, rowid`, id)
+	if err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Metric
+	for rows.Next() {
+		var m Metric
+		var t int64
+		if err := rows.Scan(&m.ExperimentID, &m.Round, &m.Origin, &m.Task, &m.Name, &m.Value, &t); err != nil {
+			return nil, fmt.Errorf("metrics of %s: %w", id, err)
+		}
+		m.Time = fromNanos(t)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func insertRoundTx(ctx context.Context, tx *sql.Tx, r Round, now int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, created_at)
+		VALUES (?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, now)
+	return err
+}
+
+func insertMetricsTx(ctx context.Context, tx *sql.Tx, metrics []Metric, now time.Time) error {
+	for _, m := range metrics {
+		if m.Time.IsZero() {
+			m.Time = now
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO metrics (experiment_id, round, origin, task, name, value, time)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, m.ExperimentID, m.Round, m.Origin, m.Task, m.Name, m.Value, nanos(m.Time)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,105 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+)
+
+func TestRoundLifecycle(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
+	id := "eeeeeeee-0000-4000-8000-000000000001"
+	if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: "x", Manifest: "{}", ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
+		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.StartExperiment(ctx, id, []string{"b", "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.StartExperiment(ctx, id, []string{"a"}); !errors.Is(err, ErrStatus) {
+		t.Fatalf("second start: got %v, want ErrStatus", err)
+	}
+	if err := db.SetEnvoyState(ctx, id, "a", EnvoyTraining, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	res := TaskResult{ExperimentID: id, Round: 0, Envoy: "a", DataSize: 5, ResultPath: "r"}
+	metrics := []Metric{{ExperimentID: id, Round: 0, Origin: "a", Task: "train", Name: "acc", Value: 0.5}}
+	if err := db.RecordTaskResult(ctx, res, metrics); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordTaskResult(ctx, res, metrics); !errors.Is(err, ErrStatus) {
+		t.Fatalf("duplicate report: got %v, want ErrStatus", err)
+	}
+	got, _ := db.TaskResults(ctx, id, 0)
+	if len(got) != 1 || got[0].DataSize != 5 {
+		t.Fatalf("task results: %+v", got)
+	}
+	parts, _ := db.ExperimentEnvoys(ctx, id)
+	if len(parts) != 2 || parts[0].Envoy != "a" || parts[0].Status != EnvoyReported || parts[1].Status != EnvoyAssigned {
+		t.Fatalf("participants: %+v", parts)
+	}
+	agg := []Metric{{ExperimentID: id, Round: 0, Origin: OriginAggregator, Task: "train", Name: "acc", Value: 0.5}}
+	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 1, ModelPath: "m1", ModelSHA256: "h1"}, agg, true); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := db.GetExperiment(ctx, id)
+	if e.Status != StatusFinished {
+		t.Fatalf("after the final round: %s", e.Status)
+	}
+	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 2, ModelPath: "m2"}, nil, false); !errors.Is(err, ErrStatus) {
+		t.Fatalf("round after the end: got %v, want ErrStatus", err)
+	}
+	if _, err := db.EndExperiment(ctx, id, StatusFailed, "late"); !errors.Is(err, ErrStatus) {
+		t.Fatalf("failing a finished experiment: got %v, want ErrStatus", err)
+	}
+	rounds, _ := db.Rounds(ctx, id)
+	ms, _ := db.Metrics(ctx, id)
+	if len(rounds) != 2 || len(ms) != 2 {
+		t.Fatalf("rounds %d metrics %d, want 2 and 2", len(rounds), len(ms))
+	}
+	parts, _ = db.ExperimentEnvoys(ctx, id)
+	for _, p := range parts {
+		if p.Status != EnvoyFinished {
+			t.Fatalf("participant after finish: %+v", p)
+		}
+	}
+	latest, _ := db.LatestAssignments(ctx)
+	if latest["a"] != id || latest["b"] != id {
+		t.Fatalf("latest assignments: %v", latest)
+	}
+	// Deleting the experiment removes its rows everywhere (ON DELETE CASCADE).
+	if err := db.DeleteExperiment(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := db.Rounds(ctx, id); len(r) != 0 {
+		t.Fatalf("rounds after delete: %d", len(r))
+	}
+}
+
+func TestEndExperimentMarksParticipants(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
+	id := "eeeeeeee-0000-4000-8000-000000000002"
+	mustCreate(t, db, id, "x")
+	if _, err := db.StartExperiment(ctx, id, []string{"a", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetEnvoyState(ctx, id, "a", EnvoyFailed, 0, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.EndExperiment(ctx, id, StatusFailed, "envoy a failed"); err != nil {
+		t.Fatal(err)
+	}
+	parts, _ := db.ExperimentEnvoys(ctx, id)
+	if parts[0].Status != EnvoyFailed || parts[0].Reason != "boom" || parts[1].Status != EnvoyFailed {
+		t.Fatalf("participants: %+v", parts)
+	}
+	if err := db.SetEnvoyState(ctx, id, "b", EnvoyTraining, 1, ""); !errors.Is(err, ErrStatus) {
+		t.Fatalf("state change after the end: got %v, want ErrStatus", err)
+	}
+	if _, err := db.EndExperiment(ctx, id, StatusPending, ""); err == nil {
+		t.Fatal("ending with a non-terminal status succeeded")
+	}
+}

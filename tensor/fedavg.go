@@ -1,0 +1,134 @@
+package tensor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+)
+
+// fedAvgChunk is how many elements FedAvg reads from each input at a time.
+// Its buffers (256 KiB read, 512 KiB of float64 sums) stay in a core's L2
+// cache between the read and the sum; 1<<18 measured a few percent slower,
+// 1<<20 clearly slower, and a read of 256 KiB already costs little per byte.
+const fedAvgChunk = 1 << 16
+
+// Input is one model to average and its weight, normally the number of
+// samples it was trained on (TaskResults' data_size).
+type Input struct {
+	X      *Index
+	Weight float64
+}
+
+// FedAvg writes to w, as a safetensors file, the weighted mean of inputs,
+// tensor by tensor, in the layout of model: its names, shapes and order.
+// Every tensor must be F32 and every input must have model's layout (see
+// SameLayout). Weights must be finite and non-negative and are normalised by
+// their sum, which must be positive; inputs of weight 0 are not read.
+//
+// Memory stays O(one chunk) whatever the model and the number of inputs:
+// for each chunk of each tensor, the chunk is read from every input in turn
+// into one reused buffer, accumulated, and written. w is not closed.
+//
+// Sums are float64: it costs about 10% of throughput over float32 and buys
+// a result that does not drift with the number of inputs, and that is
+// exactly x when every input is x.
+func FedAvg(w io.Writer, model *Index, inputs []Input) error {
+	if err := fedAvg(w, model, inputs, fedAvgChunk); err != nil {
+		return fmt.Errorf("fedavg: %w", err)
+	}
+	return nil
+}
+
+func fedAvg(w io.Writer, model *Index, inputs []Input, chunk int) error {
+	if len(inputs) == 0 {
+		return errors.New("no inputs")
+	}
+	for _, s := range model.Tensors {
+		if s.DType != F32 {
+			return fmt.Errorf("tensor %q: dtype %s, only %s can be averaged", s.Name, s.DType, F32)
+		}
+		if s.Size != 4*s.Elements() {
+			return fmt.Errorf("tensor %q: %d bytes do not hold shape %v", s.Name, s.Size, s.Shape)
+		}
+	}
+	var sum float64
+	for k, in := range inputs {
+		if in.X == nil {
+			return fmt.Errorf("input %d: no model", k)
+		}
+		if math.IsNaN(in.Weight) || math.IsInf(in.Weight, 0) || in.Weight < 0 {
+			return fmt.Errorf("input %d: weight %v is not a finite non-negative number", k, in.Weight)
+		}
+		if err := SameLayout(in.X, model); err != nil {
+			return fmt.Errorf("input %d: %w", k, err)
+		}
+		sum += in.Weight
+	}
+	if !(sum > 0) || math.IsInf(sum, 0) {
+		return fmt.Errorf("weights sum to %v; the sum must be positive and finite", sum)
+	}
+	type active struct {
+		k int
+		x *Index
+		w float64
+	}
+	var act []active
+	for k, in := range inputs {
+		if in.Weight > 0 {
+			act = append(act, active{k: k, x: in.X, w: in.Weight / sum})
+		}
+	}
+
+	sw, err := NewSafetensorsWriter(w, model.Tensors, nil)
+	if err != nil {
+		return err
+	}
+	acc := make([]float64, chunk)
+	buf := make([]float32, chunk) // each input's chunk, then the result
+	offs := make([]int64, len(act))
+	for _, s := range model.Tensors {
+		for j, a := range act {
+			in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
+			offs[j] = in.Offset
+		}
+		n := s.Size / 4
+		for done := int64(0); done < n; done += int64(chunk) {
+			m := int(min(int64(chunk), n-done))
+			sums, x := acc[:m], buf[:m]
+			for j, a := range act {
+				if err := readFloat32s(a.x.R, offs[j]+4*done, x); err != nil {
+					return fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
+				}
+				if j == 0 {
+					scale(sums, x, a.w)
+				} else {
+					axpy(sums, x, a.w)
+				}
+			}
+			for i, v := range sums {
+				x[i] = float32(v)
+			}
+			if _, err := sw.Write(toLittleEndian(x, littleEndian)); err != nil {
+				return err
+			}
+		}
+	}
+	return sw.Close()
+}
+
+// scale sets dst to w·x; starting with it saves zeroing the accumulator.
+func scale(dst []float64, x []float32, w float64) {
+	x = x[:len(dst)]
+	for i, v := range x {
+		dst[i] = w * float64(v)
+	}
+}
+
+// axpy adds w·x to dst.
+func axpy(dst []float64, x []float32, w float64) {
+	x = x[:len(dst)]
+	for i, v := range x {
+		dst[i] += w * float64(v)
+	}
+}
