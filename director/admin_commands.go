@@ -2,6 +2,7 @@ package director
 
 import (
 	"archive/zip"
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,13 +12,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/job"
@@ -37,6 +35,8 @@ func (d *Director) adminCommands() map[string]adminCommand {
 		"abort_job":    {run: d.cmdAbortJob, usage: "abort_job <job_id>"},
 		"delete_job":   {run: d.cmdDeleteJob, usage: "delete_job <job_id>"},
 		"list_envoys":  {run: d.cmdListEnvoys, usage: "list_envoys"},
+		"download_job": {run: d.cmdDownloadJob, usage: "download_job <job_id>"},
+		"get_metrics":  {run: d.cmdGetMetrics, usage: "get_metrics <job_id> [after_seq]"},
 		"check_status": {run: d.cmdCheckStatus, usage: "check_status"},
 	}
 }
@@ -121,20 +121,7 @@ func (d *Director) cmdSubmitJob(ctx context.Context, req *adminRequest) *adminpr
 	if len(req.args) > 0 {
 		return replyError(adminproto.StatusSyntaxError, "submit_job takes no arguments, got %q", req.args)
 	}
-	tmp, err := d.createTemp("upload-*.zip")
-	if err != nil {
-		d.log.ErrorContext(ctx, "create upload file", keyErr, err)
-		return replyError(adminproto.StatusInternalError, "cannot store the upload: %v", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	h := sha256.New()
-	n, err := req.body.CopyBody(io.MultiWriter(tmp, h))
+	u, err := d.receiveArchive(req.body.CopyBody)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -143,57 +130,34 @@ func (d *Director) cmdSubmitJob(ctx context.Context, req *adminRequest) *adminpr
 		}
 		return replyError(adminproto.StatusError, "upload refused: %v", err)
 	}
-	info, err := job.Inspect(tmp, n, job.Limits{MaxUnpacked: d.cfg.MaxUnpackedSize, MaxFiles: job.DefaultLimits().MaxFiles, MaxRatio: job.DefaultLimits().MaxRatio})
+	defer u.discard()
+	info, err := d.inspectUpload(u)
 	if err != nil {
-		if errors.Is(err, job.ErrInvalid) {
-			return replyError(adminproto.StatusInvalidJobDef, "%v", err)
-		}
-		d.log.ErrorContext(ctx, "inspect upload", keyErr, err)
-		return replyError(adminproto.StatusInternalError, "cannot read the upload: %v", err)
+		return d.jobError(ctx, "inspect upload", err)
 	}
-	if why := d.unknownEnvoys(info.Manifest); why != "" {
-		return replyError(adminproto.StatusInvalidJobDef, "%s", why)
+	if why := d.unknownEnvoys(info.Manifest.Envoys); why != "" {
+		return replyError(adminproto.StatusInvalidJobDef, "job.json: %s", why)
 	}
-	manifest, err := json.Marshal(info.Manifest)
+	model, modelSum, err := d.extractModel(u.f, u.size, info.Root)
 	if err != nil {
-		return replyError(adminproto.StatusInternalError, "encode job.json: %v", err)
+		return d.jobError(ctx, "extract model", err)
 	}
-	id := uuid.NewString()
-	model, modelSum, err := d.extractModel(tmp, n, info.Root)
+	e, err := d.storeJob(ctx, u, info.Manifest, model, modelSum, req.caller)
 	if err != nil {
-		if errors.Is(err, job.ErrInvalid) {
-			return replyError(adminproto.StatusInvalidJobDef, "%v", err)
-		}
-		d.log.ErrorContext(ctx, "extract model", keyErr, err)
-		return replyError(adminproto.StatusError, "director cannot store the model: %v", err)
+		return d.jobError(ctx, "store job", err)
 	}
-	modelRel := filepath.Join(experimentsDir, id, "models", "round-0000.safetensors")
-	if err := d.commitFile(model, modelRel); err != nil {
-		os.Remove(model.Name())
-		d.log.ErrorContext(ctx, "commit model", keyErr, err)
-		return replyError(adminproto.StatusError, "director cannot store the model: %v", err)
+	return replyOK(map[string]any{"job_id": e.ID, "job": d.jobJSON(e, false)},
+		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID})
+}
+
+// jobError replies to a refused or failed job submission: invalid_job_def
+// naming the problem, or an error (logged) when the director failed.
+func (d *Director) jobError(ctx context.Context, what string, err error) *adminproto.Message {
+	if errors.Is(err, job.ErrInvalid) {
+		return replyError(adminproto.StatusInvalidJobDef, "%v", err)
 	}
-	rel := filepath.Join(experimentsDir, id, archiveFile)
-	if err := d.commitFile(tmp, rel); err != nil {
-		os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, id))
-		d.log.ErrorContext(ctx, "commit upload", keyErr, err)
-		return replyError(adminproto.StatusError, "director cannot store the upload: %v", err)
-	}
-	committed = true
-	e, err := d.db.CreateExperiment(ctx, store.Experiment{
-		ID: id, Name: info.Manifest.Name, Manifest: string(manifest),
-		Submitter: req.caller.Name, SubmitterOrg: req.caller.Org, SubmitterRole: req.caller.Role,
-		ArchivePath: rel, ArchiveSHA256: hex.EncodeToString(h.Sum(nil)), ArchiveSize: n,
-	}, store.Round{Round: 0, ModelPath: modelRel, ModelSHA256: modelSum})
-	if err != nil {
-		os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, id))
-		d.log.ErrorContext(ctx, "record job", keyErr, err)
-		return replyError(adminproto.StatusInternalError, "cannot record the job: %v", err)
-	}
-	d.kickScheduler()
-	d.log.InfoContext(ctx, "job submitted", "job", id, "name", e.Name, "bytes", n, "submitter", e.Submitter)
-	return replyOK(map[string]any{"job_id": id, "job": d.jobJSON(e, false)},
-		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + id})
+	d.log.ErrorContext(ctx, what, keyErr, err)
+	return replyError(adminproto.StatusError, "director cannot store the job: %v", err)
 }
 
 // cmdListJobs lists jobs, newest first unless -r.
@@ -304,9 +268,9 @@ func (d *Director) cmdDeleteJob(ctx context.Context, req *adminRequest) *adminpr
 	if reply != nil {
 		return reply
 	}
-	err := d.db.DeleteExperiment(ctx, e.ID, store.StatusInProgress)
-	if errors.Is(err, store.ErrStatus) {
-		return replyError(adminproto.StatusJobRunning, "job %s is running: abort it before deleting it", e.ID)
+	err := d.deleteJob(ctx, e.ID)
+	if errors.Is(err, ErrConflict) {
+		return replyError(adminproto.StatusJobRunning, "%v", err)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return replyError(adminproto.StatusInvalidJobID, "no job with id %q", e.ID)
@@ -314,11 +278,6 @@ func (d *Director) cmdDeleteJob(ctx context.Context, req *adminRequest) *adminpr
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	// The row is gone; a crash before this line leaves files that start-up removes.
-	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, e.ID)); err != nil {
-		d.log.ErrorContext(ctx, "remove job files", "job", e.ID, keyErr, err)
-	}
-	d.log.InfoContext(ctx, "job deleted", "job", e.ID)
 	return replyOK(map[string]any{"jobId": e.ID}, adminproto.Item{Type: adminproto.TypeSuccess, Data: "Deleted job " + e.ID})
 }
 
@@ -393,8 +352,8 @@ func (d *Director) internalError(ctx context.Context, err error) *adminproto.Mes
 
 // unknownEnvoys explains why a job naming envoys that never registered is
 // refused, or returns "".
-func (d *Director) unknownEnvoys(m *job.Manifest) string {
-	if len(m.Envoys) == 0 {
+func (d *Director) unknownEnvoys(names []string) string {
+	if len(names) == 0 {
 		return ""
 	}
 	known := map[string]bool{}
@@ -402,7 +361,7 @@ func (d *Director) unknownEnvoys(m *job.Manifest) string {
 		known[v.Name] = true
 	}
 	var missing []string
-	for _, name := range m.Envoys {
+	for _, name := range names {
 		if !known[name] {
 			missing = append(missing, strconv.Quote(name))
 		}
@@ -410,7 +369,7 @@ func (d *Director) unknownEnvoys(m *job.Manifest) string {
 	if len(missing) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("job.json: \"envoys\" names %s, which never registered with this director", strings.Join(missing, ", "))
+	return fmt.Sprintf("\"envoys\" names %s, which never registered with this director", strings.Join(missing, ", "))
 }
 
 // extractModel copies the job's model.safetensors out of the archive into a
@@ -466,4 +425,77 @@ func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.
 		}
 	}
 	return tmp, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// metricJSON is a metric as admin replies carry it.
+type metricJSON struct {
+	Seq    int64     `json:"seq"`
+	Round  int       `json:"round"`
+	Origin string    `json:"origin"`
+	Task   string    `json:"task"`
+	Name   string    `json:"name"`
+	Value  float64   `json:"value"`
+	Time   time.Time `json:"time"`
+}
+
+// cmdGetMetrics returns a job's metrics (those after a sequence number, for
+// a client that follows them) and its status.
+func (d *Director) cmdGetMetrics(ctx context.Context, req *adminRequest) *adminproto.Message {
+	var after int64
+	args := req.args
+	if len(args) == 2 {
+		n, err := strconv.ParseInt(args[1], 10, 64)
+		if err != nil || n < 0 {
+			return replyError(adminproto.StatusSyntaxError, "get_metrics: after_seq %q is not a non-negative number", args[1])
+		}
+		after, args = n, args[:1]
+	}
+	e, reply := d.findJob(ctx, "get_metrics", args)
+	if reply != nil {
+		return reply
+	}
+	ms, err := d.db.MetricsAfter(ctx, e.ID, after)
+	if err != nil {
+		return d.internalError(ctx, err)
+	}
+	out := make([]metricJSON, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, metricJSON{Seq: m.Seq, Round: m.Round, Origin: m.Origin, Task: m.Task, Name: m.Name, Value: m.Value, Time: m.Time})
+	}
+	return replyOK(map[string]any{"jobId": e.ID, "jobStatus": e.Status, "metrics": out})
+}
+
+// cmdDownloadJob replies with a binary exchange whose body is a zip of the
+// job's results (see writeBundle), streamed: its size is known before the
+// first byte is sent and nothing is held in memory.
+func (d *Director) cmdDownloadJob(ctx context.Context, req *adminRequest) *adminproto.Message {
+	e, reply := d.findJob(ctx, "download_job", req.args)
+	if reply != nil {
+		return reply
+	}
+	dir, err := d.writeBundle(ctx, e)
+	if err != nil {
+		return d.internalError(ctx, err)
+	}
+	defer os.RemoveAll(dir)
+	a, err := job.NewArchive(dir)
+	if err != nil {
+		return d.internalError(ctx, err)
+	}
+	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{"job_id": e.ID, "jobStatus": e.Status, "size": a.Size()}))
+	if err != nil {
+		return d.internalError(ctx, err)
+	}
+	pr, pw := io.Pipe()
+	go func() { _, err := a.WriteTo(pw); pw.CloseWithError(err) }()
+	defer pr.Close()
+	bw := bufio.NewWriterSize(req.w, 256<<10)
+	err = adminproto.WriteBinary(bw, meta, uint64(a.Size()), pr)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		d.log.WarnContext(ctx, "download not delivered", keyJob, e.ID, keyErr, err)
+	}
+	return nil
 }

@@ -171,9 +171,11 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 		return toStatus(ctx, d.log, method, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", ErrInvalid, res.Header.DataSize))
 	}
 	exp.mu.Lock()
-	cur, already := exp.round, exp.reported[name]
+	cur, already, closing := exp.round, exp.reported[name], exp.aggregating
 	exp.mu.Unlock()
 	switch {
+	case closing && !already:
+		return status.Errorf(codes.FailedPrecondition, "round %d closed without %s's results (round_timeout)", round, name)
 	case round != cur:
 		return toStatus(ctx, d.log, method, fmt.Errorf("%w: results are for round %d, the current round is %d", ErrConflict, round, cur))
 	case already:
@@ -207,6 +209,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 		return toStatus(ctx, d.log, method, err)
 	}
 	d.log.InfoContext(ctx, "task results received", keyJob, exp.id, keyEnvoy, name, keyRound, round, "data_size", res.Header.DataSize, "bytes", n)
+	d.notify(exp.id)
 
 	exp.mu.Lock()
 	exp.reported[name] = true
@@ -355,7 +358,9 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	// The reports are folded into the new model: they are no longer needed.
 	os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
 	d.log.InfoContext(ctx, "round aggregated", keyJob, exp.id, keyRound, round, "reports", len(inputs), "final", final)
+	defer d.notify(exp.id)
 
+	exp.disarm()
 	if final {
 		d.rt.mu.Lock()
 		delete(d.rt.running, exp.id)
@@ -379,5 +384,39 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	exp.reported = map[string]bool{}
 	exp.training = map[string]bool{}
 	exp.mu.Unlock()
+	d.armRound(exp, next)
 	return nil
+}
+
+// GetMetricStream is the Director service's, on the aggregator's wire.
+func (s *aggregatorService) GetMetricStream(req *aggregatorpb.GetMetricStreamRequest, stream aggregatorpb.Aggregator_GetMetricStreamServer) error {
+	ctx := stream.Context()
+	e, err := s.d.lookupExperiment(ctx, req.GetExperimentName())
+	if err != nil {
+		return toStatus(ctx, s.d.log, "GetMetricStream", err)
+	}
+	err = s.d.streamMetrics(ctx, e.ID, func(m store.Metric) error {
+		return stream.Send(&aggregatorpb.GetMetricStreamResponse{
+			MetricOrigin: m.Origin, TaskName: m.Task, MetricName: m.Name, MetricValue: float32(m.Value), Round: uint32(m.Round),
+		})
+	})
+	return toStatus(ctx, s.d.log, "GetMetricStream", err)
+}
+
+// GetTrainedModel is the Director service's, on the aggregator's wire.
+func (s *aggregatorService) GetTrainedModel(ctx context.Context, req *aggregatorpb.GetTrainedModelRequest) (*aggregatorpb.TrainedModelResponse, error) {
+	mp, err := s.d.modelProto(ctx, req.GetExperimentName(), req.GetModelType() == aggregatorpb.GetTrainedModelRequest_BEST_MODEL)
+	if err != nil {
+		return nil, toStatus(ctx, s.d.log, "GetTrainedModel", err)
+	}
+	return &aggregatorpb.TrainedModelResponse{ModelProto: mp}, nil
+}
+
+// GetExperimentDescription is the Director service's, on the aggregator's wire.
+func (s *aggregatorService) GetExperimentDescription(ctx context.Context, req *aggregatorpb.GetExperimentDescriptionRequest) (*aggregatorpb.GetExperimentDescriptionResponse, error) {
+	desc, err := s.d.describe(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(ctx, s.d.log, "GetExperimentDescription", err)
+	}
+	return &aggregatorpb.GetExperimentDescriptionResponse{Experiment: desc}, nil
 }

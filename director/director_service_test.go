@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
@@ -141,20 +140,5 @@ func TestGetDatasetInfo(t *testing.T) {
 	si := resp.GetShardInfo()
 	if strings.Join(si.GetSampleShape(), ",") != "28,28" || strings.Join(si.GetTargetShape(), ",") != "1" {
 		t.Fatalf("got %v", si)
-	}
-}
-
-// Until their issues land, the other RPCs answer Unimplemented rather than
-// something that looks like an answer.
-func TestLaterRPCsUnimplemented(t *testing.T) {
-	ctx := context.Background()
-	c := mustServeBufconn(t, mustNew(t, testCfg(t, newFakeClock())))
-	_, err := c.dir.GetTrainedModel(ctx, &directorpb.GetTrainedModelRequest{ExperimentName: "x"})
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("GetTrainedModel: got %v, want Unimplemented", err)
-	}
-	_, err = c.agg.GetExperimentDescription(ctx, &aggregatorpb.GetExperimentDescriptionRequest{Name: "x"})
-	if status.Code(err) != codes.Unimplemented {
-		t.Fatalf("GetExperimentDescription: got %v, want Unimplemented", err)
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
@@ -22,10 +24,12 @@ type runtime struct {
 	running  map[string]*experiment // in_progress experiments by id
 	assigned map[string]string      // envoy -> its latest experiment, running or ended
 	wake     map[string]chan struct{}
+	changed  map[string]chan struct{} // experiment -> closed at its next change
 }
 
 func newRuntime() *runtime {
-	return &runtime{running: map[string]*experiment{}, assigned: map[string]string{}, wake: map[string]chan struct{}{}}
+	return &runtime{running: map[string]*experiment{}, assigned: map[string]string{},
+		wake: map[string]chan struct{}{}, changed: map[string]chan struct{}{}}
 }
 
 // experiment is a running experiment.
@@ -40,6 +44,7 @@ type experiment struct {
 	reported    map[string]bool // sent results for round
 	aggregating bool
 	model       *roundModel // the global model of round
+	deadline    *time.Timer // round_timeout of round, when job.json sets one
 
 	// modelMu guards model's file against being closed while a tensor is
 	// read from it.
@@ -159,6 +164,7 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 	d.rt.mu.Lock()
 	d.rt.running[e.ID] = exp
 	d.rt.mu.Unlock()
+	d.armRound(exp, cur)
 	d.log.Info("experiment resumed", keyJob, e.ID, keyRound, cur, "reported", len(results))
 	if len(results) == len(exp.participants) {
 		// Every report of the round arrived before the stop: aggregate now.
@@ -190,7 +196,9 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 		}
 	}
 	d.rt.mu.Unlock()
+	d.armRound(exp, 0)
 	d.log.InfoContext(ctx, "experiment started", keyJob, e.ID, "name", e.Name, "envoys", envoys, "rounds", m.Rounds)
+	d.notify(e.ID)
 	return nil
 }
 
@@ -207,9 +215,11 @@ func (d *Director) endExperiment(ctx context.Context, id, status, reason string)
 	delete(d.rt.running, id)
 	d.rt.mu.Unlock()
 	if exp != nil {
+		exp.disarm()
 		exp.closeModel()
 	}
 	d.log.InfoContext(ctx, "experiment ended", keyJob, id, "status", status, keyReason, reason)
+	d.notify(id)
 	d.kickScheduler()
 	return e, nil
 }
@@ -298,5 +308,67 @@ func (d *Director) stopAll() {
 	defer d.rt.mu.Unlock()
 	for _, exp := range d.rt.running {
 		exp.closeModel()
+	}
+}
+
+// armRound starts round's round_timeout, if job.json sets one.
+func (d *Director) armRound(exp *experiment, round int) {
+	timeout := time.Duration(exp.manifest.RoundTimeout)
+	if timeout <= 0 {
+		return
+	}
+	exp.mu.Lock()
+	defer exp.mu.Unlock()
+	if exp.deadline != nil {
+		exp.deadline.Stop()
+	}
+	exp.deadline = time.AfterFunc(timeout, func() { d.roundTimedOut(exp, round, timeout) })
+}
+
+// disarm stops the round's timer.
+func (e *experiment) disarm() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.deadline != nil {
+		e.deadline.Stop()
+		e.deadline = nil
+	}
+}
+
+// roundTimedOut closes a round that ran out of time: without its stragglers
+// when at least min_envoys_per_round reported, else by failing the job.
+func (d *Director) roundTimedOut(exp *experiment, round int, timeout time.Duration) {
+	ctx := context.Background()
+	exp.mu.Lock()
+	if exp.round != round || exp.aggregating || d.runningExperiment(exp.id) == nil {
+		exp.mu.Unlock()
+		return
+	}
+	var missing []string
+	for _, p := range exp.participants {
+		if !exp.reported[p] {
+			missing = append(missing, p)
+		}
+	}
+	reported := len(exp.participants) - len(missing)
+	quorum := exp.manifest.MinEnvoysPerRound
+	closeIt := quorum > 0 && reported >= quorum
+	if closeIt {
+		exp.aggregating = true
+	}
+	exp.mu.Unlock()
+	if closeIt {
+		d.log.Warn("round closes without stragglers", keyJob, exp.id, keyRound, round, "missing", missing, "reported", reported)
+		d.aggregate(ctx, exp, round)
+		return
+	}
+	reason := fmt.Sprintf("round %d timed out after %v: %s did not report (%d of %d reported", round, timeout,
+		strings.Join(missing, ", "), reported, len(exp.participants))
+	if quorum > 0 {
+		reason += fmt.Sprintf("; min_envoys_per_round is %d", quorum)
+	}
+	reason += ")"
+	if _, err := d.endExperiment(ctx, exp.id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+		d.log.Error("fail a timed-out round", keyJob, exp.id, keyErr, err)
 	}
 }

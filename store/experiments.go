@@ -140,6 +140,7 @@ func (db *DB) FindExperiment(ctx context.Context, prefix string) (Experiment, er
 
 // ExperimentFilter narrows ListExperiments.
 type ExperimentFilter struct {
+	Name       string // exactly this name
 	NamePrefix string
 	Statuses   []string // any of these; all when empty
 	Max        int      // 0 means no limit
@@ -150,6 +151,10 @@ type ExperimentFilter struct {
 func (db *DB) ListExperiments(ctx context.Context, f ExperimentFilter) ([]Experiment, error) {
 	q := `SELECT ` + experimentColumns + ` FROM experiments WHERE 1 = 1`
 	var args []any
+	if f.Name != "" {
+		q += ` AND name = ?`
+		args = append(args, f.Name)
+	}
 	if f.NamePrefix != "" {
 		q += ` AND substr(name, 1, ?) = ?`
 		args = append(args, len(f.NamePrefix), f.NamePrefix)

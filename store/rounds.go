@@ -50,6 +50,7 @@ type TaskResult struct {
 
 // Metric is one value reported for a round, by an envoy or the aggregator.
 type Metric struct {
+	Seq          int64 // increases with every metric stored; set by the store
 	ExperimentID string
 	Round        int
 	Origin       string
@@ -296,8 +297,14 @@ func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
 
 // Metrics returns experiment id's metrics in round and time order.
 func (db *DB) Metrics(ctx context.Context, id string) ([]Metric, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, origin, task, name, value, time
-		FROM metrics WHERE experiment_id = ? ORDER BY round, time, rowid`, id)
+	return db.MetricsAfter(ctx, id, 0)
+}
+
+// MetricsAfter returns experiment id's metrics stored after the one with
+// sequence number seq, in the order they were stored.
+func (db *DB) MetricsAfter(ctx context.Context, id string, seq int64) ([]Metric, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT rowid, experiment_id, round, origin, task, name, value, time
+		FROM metrics WHERE experiment_id = ? AND rowid > ? ORDER BY rowid`, id, seq)
 	if err != nil {
 		return nil, fmt.Errorf("metrics of %s: %w", id, err)
 	}
@@ -306,7 +313,7 @@ func (db *DB) Metrics(ctx context.Context, id string) ([]Metric, error) {
 	for rows.Next() {
 		var m Metric
 		var t int64
-		if err := rows.Scan(&m.ExperimentID, &m.Round, &m.Origin, &m.Task, &m.Name, &m.Value, &t); err != nil {
+		if err := rows.Scan(&m.Seq, &m.ExperimentID, &m.Round, &m.Origin, &m.Task, &m.Name, &m.Value, &t); err != nil {
 			return nil, fmt.Errorf("metrics of %s: %w", id, err)
 		}
 		m.Time = fromNanos(t)

@@ -146,6 +146,11 @@ func (f *factory) printMetaList(reply *adminproto.Message, key string) error {
 	return f.printJSON(raw)
 }
 
+// printJSONLine writes v as one line of JSON.
+func (f *factory) printJSONLine(v any) error {
+	return json.NewEncoder(f.stdout).Encode(v)
+}
+
 // printJSON writes v as indented JSON.
 func (f *factory) printJSON(v any) error {
 	enc := json.NewEncoder(f.stdout)

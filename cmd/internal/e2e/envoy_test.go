@@ -285,7 +285,12 @@ func TestDirectorRestartEnvoysReturn(t *testing.T) {
 // readRoundModel reads the global model of a round from the director's data dir.
 func readRoundModel(tb testing.TB, dataDir, id string, round int) map[string][]float32 {
 	tb.Helper()
-	path := filepath.Join(dataDir, "experiments", id, "models", fmt.Sprintf("round-%04d.safetensors", round))
+	return readSafetensorsFile(tb, filepath.Join(dataDir, "experiments", id, "models", fmt.Sprintf("round-%04d.safetensors", round)))
+}
+
+// readSafetensorsFile reads every float32 tensor of a safetensors file.
+func readSafetensorsFile(tb testing.TB, path string) map[string][]float32 {
+	tb.Helper()
 	x, f, err := tensor.OpenSafetensors(path)
 	if err != nil {
 		tb.Fatal(err)

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+)
+
+type metricsOptions struct {
+	follow   bool
+	interval time.Duration
+}
+
+// metric is one metric as the director's get_metrics reply carries it.
+type metric struct {
+	Seq    int64     `json:"seq"`
+	Round  int       `json:"round"`
+	Origin string    `json:"origin"`
+	Task   string    `json:"task"`
+	Name   string    `json:"name"`
+	Value  float64   `json:"value"`
+	Time   time.Time `json:"time"`
+}
+
+// originAggregator marks the sample-weighted means the director computes.
+const originAggregator = "aggregator"
+
+func newMetricsCmd(f *factory) *cobra.Command {
+	o := &metricsOptions{}
+	cmd := &cobra.Command{
+		Use:   "metrics JOB_ID",
+		Short: "Print a job's metrics: one row per round, aggregated values as columns",
+		Long: `Print a job's metrics as a table with one row per round and one column per
+metric: the sample-weighted mean over the round's envoys (origin
+"aggregator"). A round's metrics describe the global model that round
+started from. With --follow, rows are printed as rounds complete until the
+job ends. -o json prints every metric (each envoy's and the aggregated ones)
+as JSON; with --follow, one JSON object per line.`,
+		Example: `  fladmin metrics 3f2a9c1e
+  fladmin metrics 3f2a9c1e --follow`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.interval <= 0 {
+				return cli.Usagef("--interval must be positive")
+			}
+			if o.follow {
+				return o.runFollow(cmd.Context(), f, args[0])
+			}
+			return o.runOnce(cmd.Context(), f, args[0])
+		},
+	}
+	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "keep printing new rounds until the job ends")
+	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "with --follow, how often to ask the director")
+	return cmd
+}
+
+// fetchMetrics returns the metrics stored after seq and the job's status.
+func fetchMetrics(ctx context.Context, f *factory, id string, seq int64) ([]metric, string, string, error) {
+	reply, err := f.do(ctx, fmt.Sprintf("get_metrics %s %d", id, seq))
+	if err != nil {
+		return nil, "", "", err
+	}
+	var ms []metric
+	var status, jobID string
+	if err := metaInto(reply, "metrics", &ms); err != nil {
+		return nil, "", "", err
+	}
+	if err := metaInto(reply, "jobStatus", &status); err != nil {
+		return nil, "", "", err
+	}
+	if err := metaInto(reply, "jobId", &jobID); err != nil {
+		return nil, "", "", err
+	}
+	return ms, status, jobID, nil
+}
+
+// pivot turns aggregated metrics into rows per round and sorted names.
+func pivot(ms []metric) (rounds []int, names []string, values map[int]map[string]float64) {
+	values = map[int]map[string]float64{}
+	for _, m := range ms {
+		if m.Origin != originAggregator {
+			continue
+		}
+		if values[m.Round] == nil {
+			values[m.Round] = map[string]float64{}
+			rounds = append(rounds, m.Round)
+		}
+		values[m.Round][m.Name] = m.Value
+		if !slices.Contains(names, m.Name) {
+			names = append(names, m.Name)
+		}
+	}
+	slices.Sort(rounds)
+	slices.Sort(names)
+	return rounds, names, values
+}
+
+func row(round int, names []string, vals map[string]float64) []string {
+	r := []string{strconv.Itoa(round)}
+	for _, n := range names {
+		if v, ok := vals[n]; ok {
+			r = append(r, strconv.FormatFloat(v, 'f', 4, 64))
+		} else {
+			r = append(r, "-")
+		}
+	}
+	return r
+}
+
+func (o *metricsOptions) runOnce(ctx context.Context, f *factory, id string) error {
+	ms, _, _, err := fetchMetrics(ctx, f, id, 0)
+	if err != nil {
+		return err
+	}
+	if f.output == "json" {
+		if ms == nil {
+			ms = []metric{}
+		}
+		return f.printJSON(ms)
+	}
+	rounds, names, values := pivot(ms)
+	if len(rounds) == 0 {
+		_, err := fmt.Fprintln(f.stdout, "No metrics yet.")
+		return err
+	}
+	rows := make([][]string, 0, len(rounds))
+	for _, r := range rounds {
+		rows = append(rows, row(r, names, values[r]))
+	}
+	return f.printTable(append([]string{"ROUND"}, upper(names)...), rows)
+}
+
+// runFollow prints rounds as their aggregated metrics arrive.
+func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) error {
+	var (
+		seq     int64
+		names   []string
+		printed = map[int]bool{}
+		tw      = tabwriter.NewWriter(f.stdout, 8, 4, 2, ' ', 0)
+		all     []metric
+	)
+	t := time.NewTicker(o.interval)
+	defer t.Stop()
+	for {
+		ms, status, _, err := fetchMetrics(ctx, f, id, seq)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			seq = max(seq, m.Seq)
+			if f.output == "json" {
+				if err := f.printJSONLine(m); err != nil {
+					return err
+				}
+			}
+		}
+		all = append(all, ms...)
+		if f.output != "json" {
+			rounds, ns, values := pivot(all)
+			for _, r := range rounds {
+				if printed[r] {
+					continue
+				}
+				if names == nil {
+					names = ns
+					fmt.Fprintln(tw, strings.Join(append([]string{"ROUND"}, upper(names)...), "\t"))
+				}
+				printed[r] = true
+				fmt.Fprintln(tw, strings.Join(row(r, names, values[r]), "\t"))
+			}
+			tw.Flush()
+		}
+		if terminal(status) {
+			if f.output != "json" && len(printed) == 0 {
+				fmt.Fprintln(f.stdout, "No metrics.")
+			}
+			if f.output != "json" {
+				fmt.Fprintf(f.stdout, "Job %s %s\n", id, status)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func upper(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = strings.ToUpper(n)
+	}
+	return out
+}

@@ -1,0 +1,276 @@
+package director
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/store"
+)
+
+// Which trained model a caller wants.
+const (
+	modelBest = "best"
+	modelLast = "last"
+)
+
+// changes returns a channel closed at the next change (a metric, a round, a
+// status) of experiment id. Take it before reading the state it guards, so
+// no change falls between the read and the wait.
+func (d *Director) changes(id string) <-chan struct{} {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	ch, ok := d.rt.changed[id]
+	if !ok {
+		ch = make(chan struct{})
+		d.rt.changed[id] = ch
+	}
+	return ch
+}
+
+// notify wakes whoever waits for a change of experiment id.
+func (d *Director) notify(id string) {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	if ch, ok := d.rt.changed[id]; ok {
+		close(ch)
+		delete(d.rt.changed, id)
+	}
+}
+
+// streamMetrics sends experiment id's metrics, those stored so far and then
+// each as it arrives, until the experiment has ended and everything it
+// stored was sent.
+func (d *Director) streamMetrics(ctx context.Context, id string, send func(store.Metric) error) error {
+	var seq int64
+	for {
+		ch := d.changes(id)
+		e, err := d.db.GetExperiment(ctx, id)
+		if err != nil {
+			return err
+		}
+		ms, err := d.db.MetricsAfter(ctx, id, seq)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if err := send(m); err != nil {
+				return err
+			}
+			seq = m.Seq
+		}
+		if store.Terminal(e.Status) {
+			return nil // e was read before ms: nothing can follow
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.stopping:
+			return errStopping
+		}
+	}
+}
+
+// trainedModel picks a job's model: the last is the newest global model (the
+// final one once the job finished); the best is the global model of the
+// round whose aggregated best_metric was best. A round's metrics describe
+// the global model that round trained from (OpenFL's convention: the
+// training command validates the model it receives). Without best_metric,
+// or before any metric, the best is the last.
+func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which string) (store.Round, error) {
+	rounds, err := d.db.Rounds(ctx, e.ID)
+	if err != nil {
+		return store.Round{}, err
+	}
+	if len(rounds) == 0 {
+		return store.Round{}, fmt.Errorf("%w: job %s has no model", ErrNotFound, e.ID)
+	}
+	last := rounds[len(rounds)-1]
+	if which == modelLast {
+		return last, nil
+	}
+	m, err := manifestOf(e)
+	if err != nil || m.BestMetric == nil {
+		return last, err
+	}
+	ms, err := d.db.Metrics(ctx, e.ID)
+	if err != nil {
+		return store.Round{}, err
+	}
+	best, found := 0, false
+	var bestValue float64
+	for _, x := range ms {
+		if x.Origin != store.OriginAggregator || x.Name != m.BestMetric.Name {
+			continue
+		}
+		better := x.Value > bestValue
+		if m.BestMetric.Mode == "min" {
+			better = x.Value < bestValue
+		}
+		if !found || better {
+			best, bestValue, found = x.Round, x.Value, true
+		}
+	}
+	if !found {
+		return last, nil
+	}
+	for _, r := range rounds {
+		if r.Round == best {
+			return r, nil
+		}
+	}
+	return last, nil
+}
+
+// statusJSON is a job's status.json in its results.
+type statusJSON struct {
+	JobID      string            `json:"jobId"`
+	Name       string            `json:"name"`
+	Status     string            `json:"status"`
+	Reason     string            `json:"reason,omitempty"`
+	Submitter  string            `json:"submitter"`
+	SubmitTime time.Time         `json:"submitTime"`
+	StartTime  *time.Time        `json:"startTime,omitempty"`
+	EndTime    *time.Time        `json:"endTime,omitempty"`
+	Rounds     int               `json:"rounds"`
+	RoundsDone int               `json:"roundsDone"`
+	BestRound  *int              `json:"bestRound,omitempty"`
+	Envoys     []participantJSON `json:"envoys"`
+}
+
+// writeBundle lays out a job's results in a fresh folder under tmp/ and
+// returns it: job.json, status.json, metrics.csv, models/last.safetensors
+// and models/best.safetensors (with best_metric). Models are hard links to
+// the stored files where the file system allows, copies otherwise. The
+// caller removes the folder.
+func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string, error) {
+	if err := os.MkdirAll(filepath.Join(d.cfg.DataDir, tmpDir), 0o700); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(filepath.Join(d.cfg.DataDir, tmpDir), "results-")
+	if err != nil {
+		return "", err
+	}
+	fail := func(err error) (string, error) {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	var manifest any
+	if err := json.Unmarshal([]byte(e.Manifest), &manifest); err != nil {
+		return fail(err)
+	}
+	if err := writeJSONFile(filepath.Join(dir, job.ManifestFile), manifest); err != nil {
+		return fail(err)
+	}
+	parts, err := d.db.ExperimentEnvoys(ctx, e.ID)
+	if err != nil {
+		return fail(err)
+	}
+	rounds, err := d.db.Rounds(ctx, e.ID)
+	if err != nil {
+		return fail(err)
+	}
+	m, err := manifestOf(e)
+	if err != nil {
+		return fail(err)
+	}
+	st := statusJSON{JobID: e.ID, Name: e.Name, Status: e.Status, Reason: e.Reason, Submitter: e.Submitter,
+		SubmitTime: e.CreatedAt, Rounds: m.Rounds, Envoys: []participantJSON{}}
+	if !e.StartedAt.IsZero() {
+		st.StartTime = &e.StartedAt
+	}
+	if !e.FinishedAt.IsZero() {
+		st.EndTime = &e.FinishedAt
+	}
+	if len(rounds) > 0 {
+		st.RoundsDone = rounds[len(rounds)-1].Round
+	}
+	for _, p := range parts {
+		st.Envoys = append(st.Envoys, participantJSON{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o700); err != nil {
+		return fail(err)
+	}
+	if len(rounds) > 0 {
+		last, err := d.trainedModel(ctx, e, modelLast)
+		if err != nil {
+			return fail(err)
+		}
+		if err := linkOrCopy(filepath.Join(d.cfg.DataDir, last.ModelPath), filepath.Join(dir, "models", "last.safetensors")); err != nil {
+			return fail(err)
+		}
+		if m.BestMetric != nil {
+			best, err := d.trainedModel(ctx, e, modelBest)
+			if err != nil {
+				return fail(err)
+			}
+			st.BestRound = &best.Round
+			if err := linkOrCopy(filepath.Join(d.cfg.DataDir, best.ModelPath), filepath.Join(dir, "models", "best.safetensors")); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if err := writeJSONFile(filepath.Join(dir, "status.json"), st); err != nil {
+		return fail(err)
+	}
+	if err := d.writeMetricsCSV(ctx, e.ID, filepath.Join(dir, "metrics.csv")); err != nil {
+		return fail(err)
+	}
+	return dir, nil
+}
+
+func (d *Director) writeMetricsCSV(ctx context.Context, id, path string) error {
+	ms, err := d.db.Metrics(ctx, id)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"round", "origin", "task", "name", "value", "time"})
+	for _, m := range ms {
+		w.Write([]string{strconv.Itoa(m.Round), m.Origin, m.Task, m.Name,
+			strconv.FormatFloat(m.Value, 'g', -1, 64), m.Time.Format(time.RFC3339Nano)})
+	}
+	w.Flush()
+	return errors.Join(w.Error(), f.Close())
+}
+
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// linkOrCopy makes dst a hard link to src, or a copy where links fail.
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := out.ReadFrom(in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
