@@ -22,7 +22,7 @@ FUZZTIME            ?= 30s
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test vet fmt-check tools generate generate-check bench fuzz check clean
+.PHONY: help build test vet fmt-check tools generate generate-check bench fuzz check demo clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} \
@@ -98,6 +98,9 @@ fuzz: ## Run every Fuzz target in the tree for FUZZTIME each (default 30s).
 	done
 
 check: fmt-check vet generate-check test ## Run all CI checks.
+
+demo: build ## Run a director and three envoys training examples/logreg for 10 rounds (KEEP=1 keeps the workspace).
+	bash examples/demo.sh
 
 clean: ## Remove bin/ and .tools/.
 	rm -rf bin .tools

@@ -34,6 +34,9 @@ const taskTrain = "train"
 // while others have not yet.
 const waitSeconds = 1
 
+// metricSamples is the metric a training command reports its sample count in.
+const metricSamples = "n_samples"
+
 // directorName is MessageHeader.sender of the director's replies.
 const directorName = "director"
 
@@ -292,6 +295,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	inputs := make([]tensor.Input, 0, len(results))
 	var metrics []store.Metric
 	sums := map[string][2]float64{} // metric name -> weighted sum, weight
+	var totalSamples float64
 	var order []string
 	for _, r := range results {
 		f, err := os.Open(filepath.Join(d.cfg.DataDir, r.ResultPath))
@@ -308,6 +312,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 			return fmt.Errorf("results of %s: %w", r.Envoy, err)
 		}
 		inputs = append(inputs, tensor.Input{X: res.Model, Weight: float64(r.DataSize)})
+		totalSamples += float64(r.DataSize)
 		for _, m := range res.Metrics {
 			s, seen := sums[m.Name]
 			if !seen {
@@ -318,7 +323,11 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	}
 	for _, name := range order {
 		s := sums[name]
-		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: store.OriginAggregator, Task: taskTrain, Name: name, Value: s[0] / s[1]})
+		value := s[0] / s[1]
+		if name == metricSamples {
+			value = totalSamples // a count adds up; its weighted mean means nothing
+		}
+		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: store.OriginAggregator, Task: taskTrain, Name: name, Value: value})
 	}
 
 	tmp, err := d.createTemp("model-*.safetensors")

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -144,7 +143,6 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 		seq     int64
 		names   []string
 		printed = map[int]bool{}
-		tw      = tabwriter.NewWriter(f.stdout, 8, 4, 2, ' ', 0)
 		all     []metric
 	)
 	t := time.NewTicker(o.interval)
@@ -171,12 +169,11 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 				}
 				if names == nil {
 					names = ns
-					fmt.Fprintln(tw, strings.Join(append([]string{"ROUND"}, upper(names)...), "\t"))
+					fmt.Fprintln(f.stdout, fixedRow(append([]string{"ROUND"}, upper(names)...)))
 				}
 				printed[r] = true
-				fmt.Fprintln(tw, strings.Join(row(r, names, values[r]), "\t"))
+				fmt.Fprintln(f.stdout, fixedRow(row(r, names, values[r])))
 			}
-			tw.Flush()
 		}
 		if terminal(status) {
 			if f.output != "json" && len(printed) == 0 {
@@ -193,6 +190,20 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 		case <-t.C:
 		}
 	}
+}
+
+// fixedRow lays cells out in columns of a fixed width, so rows printed one
+// at a time as rounds complete line up under the header.
+func fixedRow(cells []string) string {
+	var b strings.Builder
+	for i, c := range cells {
+		w := 7
+		if i > 0 {
+			w = 12
+		}
+		fmt.Fprintf(&b, "%-*s ", max(w, len(c)), c)
+	}
+	return strings.TrimRight(b.String(), " ")
 }
 
 func upper(names []string) []string {
