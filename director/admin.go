@@ -128,10 +128,15 @@ func (d *Director) refuseBusy(c net.Conn) {
 // handleAdminConn reads one request from c, runs it, and writes the reply.
 func (d *Director) handleAdminConn(ctx context.Context, raw net.Conn) {
 	defer raw.Close()
-	c := adminproto.NewIdleConn(raw, d.cfg.AdminIdleTimeout)
 	log := d.log.With("remote", raw.RemoteAddr().String())
+	who, err := d.adminCaller(raw)
+	if err != nil {
+		log.Warn("admin connection refused", keyErr, err)
+		return
+	}
+	c := adminproto.NewIdleConn(raw, d.cfg.AdminIdleTimeout)
 	br := bufio.NewReaderSize(c, 64<<10)
-	req, reply := d.readAdminRequest(br, raw)
+	req, reply := d.readAdminRequest(br, who)
 	if req != nil {
 		req.w = c
 		reply = d.runAdmin(ctx, log, req)
@@ -156,12 +161,12 @@ func (d *Director) handleAdminConn(ctx context.Context, raw net.Conn) {
 
 // readAdminRequest decodes the request: text, or binary whose meta is the
 // request envelope. It returns either a request or an error reply.
-func (d *Director) readAdminRequest(br *bufio.Reader, raw net.Conn) (*adminRequest, *adminproto.Message) {
+func (d *Director) readAdminRequest(br *bufio.Reader, who caller) (*adminRequest, *adminproto.Message) {
 	kind, err := adminproto.PeekKind(br)
 	if err != nil {
 		return nil, replyError(adminproto.StatusError, "read request: %v", err)
 	}
-	req := &adminRequest{caller: d.adminCaller(raw)}
+	req := &adminRequest{caller: who}
 	switch kind {
 	case adminproto.KindBinary:
 		b, err := adminproto.ReadBinary(br, uint64(d.cfg.MaxJobSize))
@@ -191,7 +196,8 @@ func (d *Director) readAdminRequest(br *bufio.Reader, raw net.Conn) (*adminReque
 		return nil, replyError(adminproto.StatusSyntaxError, "empty command")
 	}
 	req.name, req.args = words[0], words[1:]
-	if u, ok := req.msg.Meta["user"].(string); ok && validateName("user", u) == nil && req.caller.Name == anonymous {
+	// Without TLS a local caller may name itself (fladmin sends $USER).
+	if u, ok := req.msg.Meta["user"].(string); ok && validateName("user", u) == nil && d.cfg.TLS == nil {
 		req.caller.Name = u
 	}
 	return req, nil
@@ -200,26 +206,17 @@ func (d *Director) readAdminRequest(br *bufio.Reader, raw net.Conn) (*adminReque
 // anonymous is the caller name of a plaintext request that names no user.
 const anonymous = "anonymous"
 
-// adminCaller identifies the peer. Without TLS (loopback only) every caller
-// may do everything; the security issue takes identity and role from the
-// client certificate.
-func (d *Director) adminCaller(net.Conn) caller {
-	return caller{Name: anonymous, Role: roleProjectAdmin}
-}
-
-// Admin roles, after FLARE's default policy.
-const (
-	roleProjectAdmin = "project_admin"
-)
-
 // runAdmin dispatches req to its handler and logs the outcome.
 func (d *Director) runAdmin(ctx context.Context, log *slog.Logger, req *adminRequest) *adminproto.Message {
 	t0 := time.Now()
 	cmd, ok := d.adminCommands()[req.name]
 	var reply *adminproto.Message
+	authErr := mayRun(req.caller, req.name)
 	switch {
 	case !ok:
 		reply = replyError(adminproto.StatusSyntaxError, "unknown command %q; known: %s", req.name, strings.Join(d.adminCommandNames(), ", "))
+	case authErr != nil:
+		reply = replyError(adminproto.StatusNotAuthorized, "%v", authErr)
 	case cmd.binary && req.body == nil:
 		reply = replyError(adminproto.StatusSyntaxError, "%s needs a binary request whose body is the job archive", req.name)
 	case !cmd.binary && req.body != nil:

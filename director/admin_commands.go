@@ -246,6 +246,9 @@ func (d *Director) cmdAbortJob(ctx context.Context, req *adminRequest) *adminpro
 	if reply != nil {
 		return reply
 	}
+	if err := mayManage(req.caller, e); err != nil {
+		return replyError(adminproto.StatusNotAuthorized, "%v", err)
+	}
 	reason := "aborted by " + req.caller.Name
 	aborted, err := d.endExperiment(ctx, e.ID, store.StatusAborted, reason)
 	if errors.Is(err, store.ErrStatus) {
@@ -267,6 +270,9 @@ func (d *Director) cmdDeleteJob(ctx context.Context, req *adminRequest) *adminpr
 	e, reply := d.findJob(ctx, "delete_job", req.args)
 	if reply != nil {
 		return reply
+	}
+	if err := mayManage(req.caller, e); err != nil {
+		return replyError(adminproto.StatusNotAuthorized, "%v", err)
 	}
 	err := d.deleteJob(ctx, e.ID)
 	if errors.Is(err, ErrConflict) {
@@ -472,6 +478,9 @@ func (d *Director) cmdDownloadJob(ctx context.Context, req *adminRequest) *admin
 	e, reply := d.findJob(ctx, "download_job", req.args)
 	if reply != nil {
 		return reply
+	}
+	if err := mayManage(req.caller, e); err != nil {
+		return replyError(adminproto.StatusNotAuthorized, "%v", err)
 	}
 	dir, err := d.writeBundle(ctx, e)
 	if err != nil {

@@ -43,10 +43,13 @@ const directorName = "director"
 // participantOf resolves the running experiment of a header and checks that
 // its sender takes part in it. ended is set (and exp nil) when the
 // experiment exists but is over.
-func (d *Director) participantOf(ctx context.Context, h *aggregatorpb.MessageHeader) (exp *experiment, ended bool, err error) {
+func (d *Director) participantOf(ctx context.Context, method string, h *aggregatorpb.MessageHeader) (exp *experiment, ended bool, err error) {
 	id, sender := h.GetFederationUuid(), h.GetSender()
 	if id == "" || sender == "" {
 		return nil, false, fmt.Errorf("%w: header.federation_uuid and header.sender are required", ErrInvalid)
+	}
+	if err := d.checkEnvoy(ctx, method, sender); err != nil {
+		return nil, false, err
 	}
 	if exp = d.runningExperiment(id); exp == nil {
 		e, err := d.db.GetExperiment(ctx, id)
@@ -73,7 +76,7 @@ func replyHeader(h *aggregatorpb.MessageHeader) *aggregatorpb.MessageHeader {
 func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetTasksRequest) (*aggregatorpb.GetTasksResponse, error) {
 	d := s.d
 	h := req.GetHeader()
-	exp, ended, err := d.participantOf(ctx, h)
+	exp, ended, err := d.participantOf(ctx, "GetTasks", h)
 	if err != nil {
 		return nil, toStatus(ctx, d.log, "GetTasks", err)
 	}
@@ -107,7 +110,7 @@ func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetT
 // being trained, in OpenFL's tensor encoding.
 func (s *aggregatorService) GetAggregatedTensor(ctx context.Context, req *aggregatorpb.GetAggregatedTensorRequest) (*aggregatorpb.GetAggregatedTensorResponse, error) {
 	d := s.d
-	exp, ended, err := d.participantOf(ctx, req.GetHeader())
+	exp, ended, err := d.participantOf(ctx, "GetAggregatedTensor", req.GetHeader())
 	if err == nil && ended {
 		err = fmt.Errorf("%w: experiment %s has ended", ErrConflict, req.GetHeader().GetFederationUuid())
 	}
@@ -162,7 +165,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 		return toStatus(ctx, d.log, method, fmt.Errorf("%w: task results: %w", ErrInvalid, err))
 	}
 	h := &aggregatorpb.MessageHeader{Sender: res.Header.Sender, FederationUuid: res.Header.FederationUUID}
-	exp, ended, err := d.participantOf(ctx, h)
+	exp, ended, err := d.participantOf(ctx, method, h)
 	if err == nil && ended {
 		err = fmt.Errorf("%w: experiment %s has ended", ErrConflict, h.FederationUuid)
 	}
@@ -400,7 +403,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 // GetMetricStream is the Director service's, on the aggregator's wire.
 func (s *aggregatorService) GetMetricStream(req *aggregatorpb.GetMetricStreamRequest, stream aggregatorpb.Aggregator_GetMetricStreamServer) error {
 	ctx := stream.Context()
-	e, err := s.d.lookupExperiment(ctx, req.GetExperimentName())
+	e, err := s.d.visibleExperiment(ctx, req.GetExperimentName())
 	if err != nil {
 		return toStatus(ctx, s.d.log, "GetMetricStream", err)
 	}

@@ -10,6 +10,7 @@ package director
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -66,8 +68,13 @@ type Config struct {
 	AdminMaxConns int
 	// AdminIdleTimeout cuts off an admin connection on which nothing moved.
 	AdminIdleTimeout time.Duration
-	Version          string
-	Logger           *slog.Logger
+	// TLS, when set, serves both ports with mutual TLS (see ServerTLS):
+	// identities and roles then come from client certificates.
+	TLS *tls.Config
+	// Insecure allows serving without TLS on addresses other than loopback.
+	Insecure bool
+	Version  string
+	Logger   *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -123,6 +130,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 || c.AdminMaxConns < 0 || c.AdminIdleTimeout < 0 {
 		return errors.New("size caps, connection caps and timeouts must not be negative")
+	}
+	if err := c.checkLoopback(); err != nil {
+		return err
 	}
 	for _, s := range [][]string{c.SampleShape, c.TargetShape} {
 		for _, d := range s {
@@ -200,6 +210,10 @@ func (d *Director) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.MaxHeaderListSize(api.MaxMetadataSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}, opts...)
+	if d.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(d.cfg.TLS)))
+	}
+	opts = append(opts, grpc.ChainUnaryInterceptor(capUnary), grpc.ChainStreamInterceptor(capStream))
 	s := grpc.NewServer(opts...)
 	directorpb.RegisterDirectorServer(s, &directorService{d: d})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{d: d})
@@ -227,6 +241,12 @@ func (d *Director) Run(ctx context.Context) error {
 // background loops, and returns once all are done.
 func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error {
 	s := d.NewGRPCServer()
+	if adminLis != nil && d.cfg.TLS != nil {
+		adminLis = tls.NewListener(adminLis, d.cfg.TLS)
+	}
+	if d.cfg.TLS == nil {
+		d.log.Warn("serving without TLS: anyone who can reach the ports is trusted; use director pki and --tls-* beyond loopback")
+	}
 	adminAddr := "off"
 	if adminLis != nil {
 		adminAddr = adminLis.Addr().String()

@@ -122,6 +122,9 @@ func (s *directorService) UpdateShardInfo(ctx context.Context, req *directorpb.U
 	if err := validateName("node_info.name", name); err != nil {
 		return nil, toStatus(ctx, s.d.log, method, err)
 	}
+	if err := s.d.checkEnvoy(ctx, method, name); err != nil {
+		return nil, toStatus(ctx, s.d.log, method, err)
+	}
 	if why := s.d.shapeMismatch(si.GetSampleShape(), si.GetTargetShape()); why != "" {
 		s.d.log.WarnContext(ctx, "shard refused", keyEnvoy, name, keyReason, why)
 		// OpenFL's reply has only accepted=false; fedplane envoys print the
@@ -153,6 +156,9 @@ func (s *directorService) UpdateShardInfo(ctx context.Context, req *directorpb.U
 // envoy the director does not know, so the envoy registers again.
 func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) (*directorpb.UpdateEnvoyStatusResponse, error) {
 	name := req.GetName()
+	if err := s.d.checkEnvoy(ctx, "UpdateEnvoyStatus", name); err != nil {
+		return nil, toStatus(ctx, s.d.log, "UpdateEnvoyStatus", err)
+	}
 	changed, err := s.d.reg.heartbeat(ctx, name, req.GetIsExperimentRunning())
 	if err != nil {
 		return nil, toStatus(ctx, s.d.log, "UpdateEnvoyStatus", err)
@@ -230,6 +236,9 @@ func (s *directorService) WaitExperiment(ctx context.Context, req *directorpb.Wa
 	if err := validateName("collaborator_name", name); err != nil {
 		return nil, toStatus(ctx, s.d.log, "WaitExperiment", err)
 	}
+	if err := s.d.checkEnvoy(ctx, "WaitExperiment", name); err != nil {
+		return nil, toStatus(ctx, s.d.log, "WaitExperiment", err)
+	}
 	id, err := s.d.waitForWork(ctx, name)
 	if err != nil {
 		return nil, toStatus(ctx, s.d.log, "WaitExperiment", err)
@@ -244,6 +253,9 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 	ctx := stream.Context()
 	const method = "GetExperimentData"
 	id, name := req.GetExperimentName(), req.GetCollaboratorName()
+	if err := s.d.checkEnvoy(ctx, method, name); err != nil {
+		return toStatus(ctx, s.d.log, method, err)
+	}
 	exp := s.d.runningExperiment(id)
 	if exp == nil {
 		return status.Errorf(codes.NotFound, "no running experiment %q", id)
@@ -286,6 +298,9 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 func (s *directorService) SetExperimentFailed(ctx context.Context, req *directorpb.SetExperimentFailedRequest) (*directorpb.SetExperimentFailedResponse, error) {
 	const method = "SetExperimentFailed"
 	id, name := req.GetExperimentName(), req.GetCollaboratorName()
+	if err := s.d.checkEnvoy(ctx, method, name); err != nil {
+		return nil, toStatus(ctx, s.d.log, method, err)
+	}
 	exp := s.d.runningExperiment(id)
 	if exp == nil {
 		if _, err := s.d.db.GetExperiment(ctx, id); err != nil {

@@ -30,6 +30,19 @@ import (
 // "name" a frontend passes may be a job id, a unique id prefix of at least 8
 // characters, or a job name (the newest job of that name).
 
+// visibleExperiment resolves a frontend's experiment name among those the
+// caller may see; others are NotFound, as if they did not exist.
+func (d *Director) visibleExperiment(ctx context.Context, name string) (store.Experiment, error) {
+	e, err := d.lookupExperiment(ctx, name)
+	if err != nil {
+		return e, err
+	}
+	if !mayView(d.grpcCaller(ctx), e) {
+		return store.Experiment{}, fmt.Errorf("%w: no experiment %q", ErrNotFound, name)
+	}
+	return e, nil
+}
+
 // lookupExperiment resolves a frontend's experiment name.
 func (d *Director) lookupExperiment(ctx context.Context, name string) (store.Experiment, error) {
 	if name == "" {
@@ -76,7 +89,11 @@ func (s *directorService) GetExperimentsList(ctx context.Context, _ *directorpb.
 		return nil, toStatus(ctx, s.d.log, "GetExperimentsList", err)
 	}
 	out := &directorpb.GetExperimentsListResponse{}
+	who := s.d.grpcCaller(ctx)
 	for _, e := range exps {
+		if !mayView(who, e) {
+			continue
+		}
 		parts, err := s.d.db.ExperimentEnvoys(ctx, e.ID)
 		if err != nil {
 			return nil, toStatus(ctx, s.d.log, "GetExperimentsList", err)
@@ -97,7 +114,7 @@ func (s *directorService) GetExperimentsList(ctx context.Context, _ *directorpb.
 
 // describe builds the OpenFL description of an experiment.
 func (d *Director) describe(ctx context.Context, name string) (*basepb.ExperimentDescription, error) {
-	e, err := d.lookupExperiment(ctx, name)
+	e, err := d.visibleExperiment(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +162,7 @@ func (s *directorService) GetExperimentDescription(ctx context.Context, req *dir
 
 // GetExperimentStatus returns an experiment's status string.
 func (s *directorService) GetExperimentStatus(ctx context.Context, req *directorpb.GetExperimentStatusRequest) (*directorpb.GetExperimentStatusResponse, error) {
-	e, err := s.d.lookupExperiment(ctx, req.GetExperimentName())
+	e, err := s.d.visibleExperiment(ctx, req.GetExperimentName())
 	if err != nil {
 		return nil, toStatus(ctx, s.d.log, "GetExperimentStatus", err)
 	}
@@ -156,7 +173,7 @@ func (s *directorService) GetExperimentStatus(ctx context.Context, req *director
 // holds the whole model in memory, as the message does; a model over the
 // gRPC message limit is refused with a pointer to download-job.
 func (d *Director) modelProto(ctx context.Context, name string, best bool) (*basepb.ModelProto, error) {
-	e, err := d.lookupExperiment(ctx, name)
+	e, err := d.visibleExperiment(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +221,7 @@ func (s *directorService) GetTrainedModel(ctx context.Context, req *directorpb.G
 // when the experiment ends.
 func (s *directorService) GetMetricStream(req *directorpb.GetMetricStreamRequest, stream directorpb.Director_GetMetricStreamServer) error {
 	ctx := stream.Context()
-	e, err := s.d.lookupExperiment(ctx, req.GetExperimentName())
+	e, err := s.d.visibleExperiment(ctx, req.GetExperimentName())
 	if err != nil {
 		return toStatus(ctx, s.d.log, "GetMetricStream", err)
 	}
@@ -219,9 +236,12 @@ func (s *directorService) GetMetricStream(req *directorpb.GetMetricStreamRequest
 // RemoveExperimentData deletes an experiment that is not running, with its
 // files.
 func (s *directorService) RemoveExperimentData(ctx context.Context, req *directorpb.RemoveExperimentRequest) (*directorpb.RemoveExperimentResponse, error) {
-	e, err := s.d.lookupExperiment(ctx, req.GetExperimentName())
+	e, err := s.d.visibleExperiment(ctx, req.GetExperimentName())
 	if err != nil {
 		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", err)
+	}
+	if err := mayManage(s.d.grpcCaller(ctx), e); err != nil {
+		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", fmt.Errorf("%w: %w", ErrPermission, err))
 	}
 	if err := s.d.deleteJob(ctx, e.ID); err != nil {
 		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", err)
@@ -257,6 +277,9 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 	d := s.d
 	ctx := stream.Context()
 	const method = "SetNewExperiment"
+	if err := mayRun(d.grpcCaller(ctx), "submit_job"); err != nil {
+		return toStatus(ctx, d.log, method, fmt.Errorf("%w: %w", ErrPermission, err))
+	}
 	var (
 		name    string
 		collabs []string
@@ -339,12 +362,6 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 		return toStatus(ctx, d.log, method, err)
 	}
 	return stream.SendAndClose(&directorpb.SetNewExperimentResponse{Accepted: true})
-}
-
-// grpcCaller names the caller of a frontend RPC. Without TLS it is OpenFL's
-// client_id header (default "__default__").
-func (d *Director) grpcCaller(ctx context.Context) caller {
-	return caller{Name: clientID(ctx), Role: roleProjectAdmin}
 }
 
 // writeModelProto writes a frontend's initial model as safetensors into a

@@ -123,11 +123,24 @@ read -r GRPC ADMIN <<<"$ports"
 echo "director gRPC 127.0.0.1:$GRPC, admin 127.0.0.1:$ADMIN"
 export FLADMIN_ADDR=127.0.0.1:$ADMIN
 
-step "3. Data: $SITES non-IID shards (examples/logreg/make_shards.py)"
+step "3. Certificates: a CA for this federation, mutual TLS everywhere (director pki)"
+PKI=$WS/pki
+bin/director pki init --dir "$PKI" >/dev/null
+bin/director pki issue --dir "$PKI" --kind director --name director --host 127.0.0.1 >/dev/null
+bin/director pki issue --dir "$PKI" --kind admin --name demo-admin --role project_admin --org demo >/dev/null
+for ((i = 1; i <= SITES; i++)); do
+	bin/director pki issue --dir "$PKI" --kind envoy --name "site-$i" >/dev/null
+done
+tls() { echo "--tls-ca $PKI/ca.crt --tls-cert $PKI/$1.crt --tls-key $PKI/$1.key"; }
+export FLADMIN_TLS_CA=$PKI/ca.crt FLADMIN_TLS_CERT=$PKI/demo-admin.crt FLADMIN_TLS_KEY=$PKI/demo-admin.key
+ls "$PKI"
+
+step "3b. Data: $SITES non-IID shards (examples/logreg/make_shards.py)"
 python3 examples/logreg/make_shards.py --sites "$SITES" --out "$WS/shards"
 
 step "4. Director and $SITES envoys (logs in the workspace)"
-bin/director serve --data-dir "$WS/director" \
+# shellcheck disable=SC2046 # tls prints flags to split
+bin/director serve --data-dir "$WS/director" $(tls director) \
 	--grpc-listen "127.0.0.1:$GRPC" --admin-listen "127.0.0.1:$ADMIN" \
 	--health-check-period 1s </dev/null >"$WS/director.log" 2>&1 &
 PIDS+=($!)
@@ -135,7 +148,8 @@ echo "director   pid $!"
 for ((i = 1; i <= SITES; i++)); do
 	shard=$WS/shards/site-$i
 	samples=$(<"$shard/samples")
-	bin/envoy start --name "site-$i" --director "127.0.0.1:$GRPC" \
+	# shellcheck disable=SC2046
+	bin/envoy start --name "site-$i" --director "127.0.0.1:$GRPC" $(tls "site-$i") \
 		--shard-dir "$shard" --samples "$samples" --description "synthetic shard $i" \
 		--work-dir "$WS/envoy-$i" </dev/null >"$WS/envoy-$i.log" 2>&1 &
 	PIDS+=($!)

@@ -24,5 +24,6 @@ frontends, and answers fladmin on its admin port.`,
 		Version: cli.Version,
 	}
 	root.AddCommand(newServeCmd())
+	root.AddCommand(newPKICmd())
 	return root
 }

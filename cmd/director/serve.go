@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,6 +24,8 @@ type serveOptions struct {
 	maxUnpackedSize   cli.ByteSize
 	adminMaxConns     int
 	adminIdleTimeout  time.Duration
+	tls               cli.TLSFlags
+	insecure          bool
 	logFormat         string
 	logLevel          string
 }
@@ -63,6 +64,8 @@ flag's name (for example "grpc-listen: 127.0.0.1:50051" or
 	f.Var(&o.maxUnpackedSize, "max-unpacked-size", "largest unpacked total of a job archive")
 	f.IntVar(&o.adminMaxConns, "admin-max-conns", director.DefaultAdminMaxConns, "concurrent admin connections; more are told to retry")
 	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", director.DefaultAdminIdleTimeout, "cut off an admin connection on which nothing moved this long")
+	o.tls.Add(cmd, "the director's")
+	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
 	return cmd
 }
@@ -84,13 +87,19 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if o.adminMaxConns <= 0 || o.adminIdleTimeout <= 0 {
 		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
 	}
+	tlsCfg, err := o.tls.Server()
+	if err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	d, err := director.New(ctx, director.Config{
+		TLS:               tlsCfg,
+		Insecure:          o.insecure,
 		DataDir:           o.dataDir,
 		GRPCListen:        o.grpcListen,
 		AdminListen:       o.adminListen,
-		SampleShape:       trimAll(o.sampleShape),
-		TargetShape:       trimAll(o.targetShape),
+		SampleShape:       cli.TrimAll(o.sampleShape),
+		TargetShape:       cli.TrimAll(o.targetShape),
 		HealthCheckPeriod: o.healthCheckPeriod,
 		OfflineAfter:      o.offlineAfter,
 		MaxJobSize:        int64(o.maxJobSize),
@@ -111,13 +120,4 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		log.Info("director stopped")
 	}
 	return runErr
-}
-
-// trimAll trims spaces around each element (from "28, 28").
-func trimAll(s []string) []string {
-	out := make([]string, 0, len(s))
-	for _, x := range s {
-		out = append(out, strings.TrimSpace(x))
-	}
-	return out
 }

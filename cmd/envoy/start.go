@@ -3,10 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/envoy"
@@ -24,6 +25,8 @@ type startOptions struct {
 	description string
 	workDir     string
 	killGrace   time.Duration
+	tls         cli.TLSFlags
+	tlsServer   string
 	logFormat   string
 	logLevel    string
 }
@@ -69,6 +72,8 @@ command, and 1 if the director refuses the shard.`,
 	f.StringVar(&o.description, "description", "", "description of the shard for the federation's users")
 	f.StringVar(&o.workDir, "work-dir", envoy.DefaultWorkDir, "directory for experiments and their logs (created if missing)")
 	f.DurationVar(&o.killGrace, "kill-grace", envoy.DefaultKillGrace, "time a stopped training command has between SIGTERM and SIGKILL")
+	o.tls.Add(cmd, "the envoy's")
+	f.StringVar(&o.tlsServer, "tls-server-name", "", "name to verify the director's certificate against (default: the host of --director)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
 	return cmd
 }
@@ -91,15 +96,24 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 	if o.samples == 0 {
 		log.Warn("--samples is 0: results weigh nothing in FedAvg unless the training command reports n_samples")
 	}
+	tlsCfg, err := o.tls.Client(o.tlsServer)
+	if err != nil {
+		return err
+	}
+	var dial []grpc.DialOption
+	if tlsCfg != nil {
+		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	}
 	e, err := envoy.New(envoy.Config{
+		DialOptions: dial,
 		Name:        o.name,
 		Director:    o.director,
 		ShardDir:    o.shardDir,
 		Description: o.description,
 		WorkDir:     o.workDir,
 		Samples:     o.samples,
-		SampleShape: trimAll(o.sampleShape),
-		TargetShape: trimAll(o.targetShape),
+		SampleShape: cli.TrimAll(o.sampleShape),
+		TargetShape: cli.TrimAll(o.targetShape),
 		KillGrace:   o.killGrace,
 		Logger:      log,
 	})
@@ -114,13 +128,4 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		return fmt.Errorf("envoy: %w", err)
 	}
 	return nil
-}
-
-// trimAll trims spaces around each element (from "28, 28").
-func trimAll(s []string) []string {
-	out := make([]string, 0, len(s))
-	for _, x := range s {
-		out = append(out, strings.TrimSpace(x))
-	}
-	return out
 }

@@ -64,7 +64,11 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 		tmp.Close()
 		os.Remove(tmp.Name())
 	}()
-	reply, err := f.client().Download(cmd.Context(), f.request("download_job "+id), maxDownload, tmp)
+	c, err := f.client()
+	if err != nil {
+		return "", "", err
+	}
+	reply, err := c.Download(cmd.Context(), f.request("download_job "+id), maxDownload, tmp)
 	if err != nil {
 		return "", "", fmt.Errorf("download %s: %w", id, err)
 	}

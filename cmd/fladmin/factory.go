@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,6 +30,7 @@ type factory struct {
 	addr    string
 	output  string
 	timeout time.Duration
+	tls     cli.TLSFlags
 
 	stdout, stderr io.Writer
 	// stderrIsTerminal decides whether progress is drawn.
@@ -63,6 +65,14 @@ func (f *factory) addFlags(root *cobra.Command) {
 	pf.StringVar(&f.addr, "addr", addr, "director admin address HOST:PORT (env "+addrEnv+")")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up when the director sends nothing for this long")
+	f.tls.AddPersistent(root, "your admin")
+	for flag, env := range map[string]string{"tls-ca": "FLADMIN_TLS_CA", "tls-cert": "FLADMIN_TLS_CERT", "tls-key": "FLADMIN_TLS_KEY"} {
+		if v := os.Getenv(env); v != "" {
+			pf.Set(flag, v)
+			pf.Lookup(flag).Changed = false
+		}
+		pf.Lookup(flag).Usage += " (env " + env + ")"
+	}
 }
 
 func (f *factory) validate() error {
@@ -78,9 +88,19 @@ func (f *factory) validate() error {
 	return nil
 }
 
-// client returns the admin client for the configured address.
-func (f *factory) client() *adminproto.Client {
-	return &adminproto.Client{Addr: f.addr, Timeout: f.timeout}
+// client returns the admin client for the configured address, speaking
+// mutual TLS when the --tls-* flags are given.
+func (f *factory) client() (*adminproto.Client, error) {
+	c := &adminproto.Client{Addr: f.addr, Timeout: f.timeout}
+	cfg, err := f.tls.Client("")
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		d := &tls.Dialer{Config: cfg}
+		c.Dial = d.DialContext
+	}
+	return c, nil
 }
 
 // request builds a request envelope for command, naming the user.
@@ -98,7 +118,11 @@ func (f *factory) request(command string) *adminproto.Message {
 // do sends a text command and returns the reply, or an error if the director
 // refused it.
 func (f *factory) do(ctx context.Context, command string) (*adminproto.Message, error) {
-	reply, err := f.client().Do(ctx, f.request(command))
+	c, err := f.client()
+	if err != nil {
+		return nil, err
+	}
+	reply, err := c.Do(ctx, f.request(command))
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,11 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 		defer p.done()
 		body = io.TeeReader(pr, p)
 	}
-	reply, err := f.client().Upload(ctx, f.request("submit_job"), uint64(a.Size()), body)
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	reply, err := c.Upload(ctx, f.request("submit_job"), uint64(a.Size()), body)
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", dir, err)
 	}

@@ -105,3 +105,12 @@ func AddLogFlags(c *cobra.Command, format, level *string) {
 	c.Flags().StringVar(format, "log-format", "text", "log format: text or json")
 	c.Flags().StringVar(level, "log-level", "info", "log level: debug, info, warn or error")
 }
+
+// TrimAll trims the spaces around each element of a list flag ("28, 28").
+func TrimAll(s []string) []string {
+	out := make([]string, 0, len(s))
+	for _, x := range s {
+		out = append(out, strings.TrimSpace(x))
+	}
+	return out
+}
