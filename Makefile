@@ -18,11 +18,12 @@ PROTO_FILES         := $(wildcard api/openfl/protocols/*.proto)
 
 TESTFLAGS           ?=
 FUZZTIME            ?= 30s
+SOAK_DURATION       ?= 3m
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test vet fmt-check tools generate generate-check bench fuzz check demo clean
+.PHONY: help build test vet fmt-check tools generate generate-check bench fuzz soak check demo clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} \
@@ -96,6 +97,9 @@ fuzz: ## Run every Fuzz target in the tree for FUZZTIME each (default 30s).
 		echo "fuzzing $$pkg $$fn for $(FUZZTIME)"; \
 		go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg </dev/null; \
 	done
+
+soak: ## Soak a real director for SOAK_DURATION (default 3m): 1,000 simulated envoys, jobs, RSS and goroutine checks.
+	SOAK_DURATION=$(SOAK_DURATION) go test -tags soak -run TestSoak -v -timeout 20m ./cmd/internal/soak/
 
 check: fmt-check vet generate-check test ## Run all CI checks.
 

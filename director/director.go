@@ -184,7 +184,7 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		periodPB: durationpb.New(cfg.HealthCheckPeriod), started: cfg.Now(),
 		rt: newRuntime(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
 	}
-	if err := d.removeOrphans(ctx); err != nil {
+	if err := d.reconcile(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}

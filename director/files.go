@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/fedplane/fedplane/store"
 )
 
 // Layout of the data dir. Rows hold paths relative to it.
@@ -61,37 +63,74 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// removeOrphans deletes what a crash can leave behind: files under tmp/, and
-// experiment directories that no row references (a crash between the rename
-// and the commit of the row, or between a row's deletion and its files').
-func (d *Director) removeOrphans(ctx context.Context) error {
+// reconcile makes the data dir and the database agree after a start, a
+// crash included: it deletes temp files and every file under experiments/
+// that no row references (a crash between a rename and its row, or between
+// a row's deletion and its files'), and fails each pending or running job
+// one of whose files is missing, with that reason, rather than letting it
+// crash later.
+func (d *Director) reconcile(ctx context.Context) error {
 	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, tmpDir)); err != nil {
 		return fmt.Errorf("remove temp files: %w", err)
 	}
-	known, err := d.db.ExperimentFiles(ctx)
+	refs, err := d.db.ReferencedFiles(ctx)
 	if err != nil {
 		return err
 	}
 	referenced := map[string]bool{}
-	for p := range known {
-		referenced[filepath.Dir(filepath.Clean(p))] = true
-	}
-	entries, err := os.ReadDir(filepath.Join(d.cfg.DataDir, experimentsDir))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("list experiments dir: %w", err)
-	}
-	for _, e := range entries {
-		rel := filepath.Join(experimentsDir, e.Name())
-		if referenced[rel] {
+	missing := map[string]string{} // live experiment -> its first missing file
+	for _, r := range refs {
+		rel := filepath.Clean(r.Path)
+		referenced[rel] = true
+		if store.Terminal(r.Status) || missing[r.ExperimentID] != "" {
 			continue
 		}
-		d.log.Warn("removing files no experiment references", "path", rel)
-		if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, rel)); err != nil {
-			return fmt.Errorf("remove orphan %s: %w", rel, err)
+		if _, err := os.Stat(filepath.Join(d.cfg.DataDir, rel)); errors.Is(err, fs.ErrNotExist) {
+			missing[r.ExperimentID] = rel
+		}
+	}
+	root := filepath.Join(d.cfg.DataDir, experimentsDir)
+	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path == root {
+			return filepath.SkipAll
+		}
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(d.cfg.DataDir, path)
+		if err != nil {
+			return err
+		}
+		if !referenced[rel] {
+			d.log.Warn("removing a file no row references", "path", rel)
+			return os.Remove(path)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove orphan files: %w", err)
+	}
+	removeEmptyDirs(root)
+	for id, rel := range missing {
+		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
+		d.log.Error("failing a job whose file is missing", keyJob, id, "path", rel)
+		if _, err := d.db.EndExperiment(ctx, id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+			return err
 		}
 	}
 	return nil
+}
+
+// removeEmptyDirs removes the empty folders under root, deepest first.
+func removeEmptyDirs(root string) {
+	var dirs []string
+	filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() && path != root {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		os.Remove(dirs[i]) // fails, harmlessly, unless empty
+	}
 }

@@ -262,6 +262,7 @@ func (d *Director) deleteJob(ctx context.Context, id string) error {
 	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, id)); err != nil {
 		d.log.ErrorContext(ctx, "remove job files", keyJob, id, keyErr, err)
 	}
+	d.notify(id) // ends metric streams of the job, which find it gone
 	d.log.InfoContext(ctx, "job deleted", keyJob, id)
 	return nil
 }

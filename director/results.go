@@ -67,7 +67,8 @@ func (d *Director) streamMetrics(ctx context.Context, id string, send func(store
 			seq = m.Seq
 		}
 		if store.Terminal(e.Status) {
-			return nil // e was read before ms: nothing can follow
+			d.notify(id) // drop the channel taken above: nothing will close it
+			return nil   // e was read before ms: nothing can follow
 		}
 		select {
 		case <-ch:

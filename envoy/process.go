@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +39,10 @@ type command struct {
 	Env []string
 	// LogPath receives stdout and stderr, appended.
 	LogPath string
+	// PgidPath, if set, holds the process group id while the command runs,
+	// so an envoy restarted after a kill -9 can stop what it left behind
+	// (killOrphans).
+	PgidPath string
 	// Timeout bounds the run; then the process group is stopped.
 	Timeout time.Duration
 	// Grace is the time between SIGTERM and SIGKILL when stopping.
@@ -105,6 +111,11 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("start training command: %w", err)
 	}
 	pgid := cmd.Process.Pid
+	if c.PgidPath != "" {
+		if err := os.WriteFile(c.PgidPath, []byte(strconv.Itoa(pgid)+"\n"+c.Dir+"\n"), 0o600); err == nil {
+			defer os.Remove(c.PgidPath)
+		}
+	}
 
 	tail := &tailBuffer{max: tailSize}
 	drained := make(chan struct{})
@@ -264,4 +275,25 @@ func (t *tailBuffer) Bytes() []byte {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return append([]byte(nil), t.buf...)
+}
+
+// killOrphans kills the training process group recorded in pgidPath by an
+// envoy that was killed before it could, if that group still runs in the
+// recorded folder (a check against a reused pid), and removes the record.
+func killOrphans(pgidPath string) (int, bool) {
+	b, err := os.ReadFile(pgidPath)
+	if err != nil {
+		return 0, false
+	}
+	defer os.Remove(pgidPath)
+	first, dir, _ := strings.Cut(string(b), "\n")
+	pgid, err := strconv.Atoi(first)
+	if err != nil || pgid <= 1 {
+		return 0, false
+	}
+	dir = strings.TrimSpace(dir)
+	if cwd, err := os.Readlink("/proc/" + first + "/cwd"); err != nil || cwd != dir {
+		return pgid, false
+	}
+	return pgid, syscall.Kill(-pgid, syscall.SIGKILL) == nil
 }

@@ -44,6 +44,8 @@ const (
 	inputModelName  = "input.safetensors"
 	outputModelName = "output.safetensors"
 	metricsName     = "metrics.jsonl"
+	// pgidFile records a running training command's process group.
+	pgidFile = "train.pgid"
 )
 
 // participate fetches the experiment's job and runs its rounds until the
@@ -137,12 +139,13 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	output := filepath.Join(dir, outputModelName)
 	metricsPath := filepath.Join(dir, metricsName)
 	c := &command{
-		Argv:    e.argv(j),
-		Dir:     j.dir,
-		Env:     e.environ(x, r, input, output, metricsPath),
-		LogPath: filepath.Join(x.dir, logsDirName, roundPrefix+strconv.Itoa(int(r))+".log"),
-		Timeout: time.Duration(j.manifest.Train.Timeout),
-		Grace:   e.cfg.KillGrace,
+		Argv:     e.argv(j),
+		Dir:      j.dir,
+		Env:      e.environ(x, r, input, output, metricsPath),
+		LogPath:  filepath.Join(x.dir, logsDirName, roundPrefix+strconv.Itoa(int(r))+".log"),
+		PgidPath: filepath.Join(x.dir, pgidFile),
+		Timeout:  time.Duration(j.manifest.Train.Timeout),
+		Grace:    e.cfg.KillGrace,
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = job.DefaultTrainTimeout

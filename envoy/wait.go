@@ -210,6 +210,9 @@ func (e *Envoy) cleanStale() {
 		if !d.IsDir() || checkName(d.Name()) != nil {
 			continue
 		}
+		if pgid, killed := killOrphans(filepath.Join(e.cfg.WorkDir, d.Name(), pgidFile)); killed {
+			e.log.Warn("killed a training process left by a killed envoy", keyPath, d.Name(), "pgid", pgid)
+		}
 		if err := cleanWorkspace(filepath.Join(e.cfg.WorkDir, d.Name())); err != nil {
 			e.log.Warn("cleaning a stale workspace failed", keyPath, filepath.Join(e.cfg.WorkDir, d.Name()), keyErr, err)
 		}

@@ -278,21 +278,34 @@ func (db *DB) DeleteExperiment(ctx context.Context, id string, busy ...string) e
 	return nil
 }
 
-// ExperimentFiles returns the archive paths of every experiment, so start-up
-// can remove files no row references.
-func (db *DB) ExperimentFiles(ctx context.Context) (map[string]bool, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT archive_path FROM experiments`)
+// FileRef is a file a row points at.
+type FileRef struct {
+	ExperimentID string
+	Status       string // the experiment's
+	Path         string // relative to the data dir
+}
+
+// ReferencedFiles returns every file a row points at: archives, round
+// models and the task results of open rounds, so start-up can remove files no row references
+// and find rows whose files are missing.
+func (db *DB) ReferencedFiles(ctx context.Context) ([]FileRef, error) {
+	rows, err := db.r.QueryContext(ctx, `
+		SELECT id, status, archive_path FROM experiments
+		UNION ALL SELECT r.experiment_id, e.status, r.model_path FROM rounds r JOIN experiments e ON e.id = r.experiment_id
+		UNION ALL SELECT t.experiment_id, e.status, t.result_path FROM task_results t JOIN experiments e ON e.id = t.experiment_id
+			-- reports are deleted once their round is aggregated: only the open round's count
+			WHERE t.round >= (SELECT MAX(round) FROM rounds WHERE experiment_id = t.experiment_id)`)
 	if err != nil {
-		return nil, fmt.Errorf("list experiment files: %w", err)
+		return nil, fmt.Errorf("list referenced files: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]bool{}
+	var out []FileRef
 	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			return nil, fmt.Errorf("list experiment files: %w", err)
+		var f FileRef
+		if err := rows.Scan(&f.ExperimentID, &f.Status, &f.Path); err != nil {
+			return nil, fmt.Errorf("list referenced files: %w", err)
 		}
-		out[p] = true
+		out = append(out, f)
 	}
 	return out, rows.Err()
 }

@@ -148,9 +148,9 @@ func TestDeleteExperiment(t *testing.T) {
 	if _, err := db.SetExperimentStatus(ctx, id, []string{StatusInProgress}, StatusAborted, ""); err != nil {
 		t.Fatal(err)
 	}
-	files, _ := db.ExperimentFiles(ctx)
-	if !files["experiments/"+id+"/archive.zip"] {
-		t.Fatalf("files: got %v", files)
+	files, _ := db.ReferencedFiles(ctx)
+	if len(files) != 1 || files[0].Path != "experiments/"+id+"/archive.zip" || files[0].Status != StatusAborted {
+		t.Fatalf("files: got %+v", files)
 	}
 	if err := db.DeleteExperiment(ctx, id, StatusInProgress); err != nil {
 		t.Fatal(err)

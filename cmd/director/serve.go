@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +26,7 @@ type serveOptions struct {
 	maxUnpackedSize   cli.ByteSize
 	adminMaxConns     int
 	adminIdleTimeout  time.Duration
+	pprofListen       string
 	tls               cli.TLSFlags
 	insecure          bool
 	logFormat         string
@@ -64,6 +67,7 @@ flag's name (for example "grpc-listen: 127.0.0.1:50051" or
 	f.Var(&o.maxUnpackedSize, "max-unpacked-size", "largest unpacked total of a job archive")
 	f.IntVar(&o.adminMaxConns, "admin-max-conns", director.DefaultAdminMaxConns, "concurrent admin connections; more are told to retry")
 	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", director.DefaultAdminIdleTimeout, "cut off an admin connection on which nothing moved this long")
+	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -87,11 +91,19 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if o.adminMaxConns <= 0 || o.adminIdleTimeout <= 0 {
 		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
 	}
+	if o.pprofListen != "" {
+		if err := director.CheckPprofListen(o.pprofListen); err != nil {
+			return cli.Usagef("%v", err)
+		}
+	}
 	tlsCfg, err := o.tls.Server()
 	if err != nil {
 		return err
 	}
-	ctx := cmd.Context()
+	// The profile server stops with the director; if it cannot serve, it
+	// stops the director with its error.
+	ctx, stop := context.WithCancel(cmd.Context())
+	defer stop()
 	d, err := director.New(ctx, director.Config{
 		TLS:               tlsCfg,
 		Insecure:          o.insecure,
@@ -112,7 +124,21 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return fmt.Errorf("start director: %w", err)
 	}
+	var pprofWG sync.WaitGroup
+	var pprofErr error
+	if o.pprofListen != "" {
+		pprofWG.Go(func() {
+			if pprofErr = director.ServePprof(ctx, o.pprofListen, log); pprofErr != nil {
+				stop()
+			}
+		})
+	}
 	runErr := d.Run(ctx)
+	stop()
+	pprofWG.Wait()
+	if runErr == nil {
+		runErr = pprofErr
+	}
 	if err := d.Close(); err != nil && runErr == nil {
 		runErr = fmt.Errorf("close director: %w", err)
 	}

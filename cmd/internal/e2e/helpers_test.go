@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	out, err := exec.Command("go", "build", "-o", dir, "github.com/fedplane/fedplane/cmd/...").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", dir, "github.com/fedplane/fedplane/cmd/director", "github.com/fedplane/fedplane/cmd/envoy", "github.com/fedplane/fedplane/cmd/fladmin").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 		os.RemoveAll(dir)

@@ -4,8 +4,9 @@ It follows the training-command contract: it reads FEDPLANE_INPUT_MODEL (safeten
 adds the site's constant (the number in $FEDPLANE_DATA/constant) to every float32
 value, writes FEDPLANE_OUTPUT_MODEL, and reports metrics to FEDPLANE_METRICS.
 
-argv[1] picks a behaviour: ok, fail (exit 3 with a message on stderr), sleep (write
-its pid to $FEDPLANE_DATA/train.pid and sleep forever), garbage (write a broken model).
+argv[1] picks a behaviour: ok, slow (ok after 1.5 s, leaving a mark in
+$FEDPLANE_DATA/training while it works), fail (exit 3 with a message on stderr), sleep
+(write its pid to $FEDPLANE_DATA/train.pid and sleep forever), garbage (write a broken model).
 """
 import json
 import os
@@ -58,6 +59,15 @@ def main():
             f.write(str(os.getpid()))
         while True:
             time.sleep(1)
+    if mode == "slow":
+        mark = os.path.join(data, "training")
+        with open(mark, "w") as f:
+            f.write(os.environ["FEDPLANE_ROUND"])
+        time.sleep(1.5)
+        try:
+            os.remove(mark)
+        except FileNotFoundError:
+            pass
     if mode == "garbage":
         with open(os.environ["FEDPLANE_OUTPUT_MODEL"], "wb") as f:
             f.write(b"not a model")

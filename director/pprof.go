@@ -1,0 +1,90 @@
+package director
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+)
+
+// pprofStopGrace is how long a stopping profile server lets requests in
+// flight finish; a CPU profile or trace runs for as long as it was asked to,
+// so whatever is left after it is cut off.
+const pprofStopGrace = time.Second
+
+// CheckPprofListen refuses a profile address that is not on loopback: the
+// profiles show the director's memory, goroutine stacks and command line to
+// anyone who reaches the port, and the port has no authentication.
+func CheckPprofListen(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--pprof-listen %q: %w", addr, err)
+	}
+	if !isLoopback(host) {
+		return fmt.Errorf("--pprof-listen must be a loopback address: profiles expose internals (got %q)", addr)
+	}
+	return nil
+}
+
+// ServePprof serves net/http/pprof's profiles (/debug/pprof/heap,
+// /debug/pprof/goroutine, /debug/pprof/profile, ...) on addr, which must be a
+// loopback address, until ctx ends. It then shuts the server down and returns
+// once it has stopped; the error is nil unless it could not listen or
+// serving failed.
+func ServePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	if err := CheckPprofListen(addr); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof listen: %w", err)
+	}
+	return servePprof(ctx, lis, log)
+}
+
+// servePprof serves the profiles on lis until ctx ends. It owns lis.
+func servePprof(ctx context.Context, lis net.Listener, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv := &http.Server{
+		Handler:           pprofMux(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("pprof serving", "addr", lis.Addr().String())
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("pprof serve: %w", err)
+	case <-ctx.Done():
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), pprofStopGrace)
+	defer cancel()
+	if err := srv.Shutdown(stopCtx); err != nil {
+		srv.Close()
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("pprof serve: %w", err)
+	}
+	return nil
+}
+
+// pprofMux routes the profile handlers on a mux of its own. Importing
+// net/http/pprof also registers them on http.DefaultServeMux, which fedplane
+// never serves.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // heap, goroutine, allocs, block, mutex, ...
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
