@@ -149,6 +149,13 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	d := s.d
 	ctx := stream.Context()
 	const method = "SendLocalTaskResults"
+	if d.cfg.TLS != nil {
+		// Only envoys may make the director store a stream; which envoy
+		// is checked against the results' header once it is parsed.
+		if id, ok := peerIdentity(ctx); !ok || id.Kind != KindEnvoy {
+			return toStatus(ctx, d.log, method, fmt.Errorf("%w: only envoys send task results", ErrPermission))
+		}
+	}
 	tmp, n, err := d.receiveChunks(stream)
 	if err != nil {
 		return toStatus(ctx, d.log, method, err)
@@ -176,17 +183,28 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	if res.Header.DataSize <= 0 {
 		return toStatus(ctx, d.log, method, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", ErrInvalid, res.Header.DataSize))
 	}
+	// Claim the report: a retry racing its first attempt, or a round that
+	// moves on meanwhile, must not store it twice or into the next round.
 	exp.mu.Lock()
-	cur, already, closing := exp.round, exp.reported[name], exp.aggregating
+	cur, already, closing, busy := exp.round, exp.reported[name], exp.aggregating, exp.receiving[name]
+	claimed := round == cur && !already && !closing && !busy
+	if claimed {
+		exp.receiving[name] = true
+	}
 	exp.mu.Unlock()
 	switch {
 	case closing && !already:
 		return status.Errorf(codes.FailedPrecondition, "round %d closed without %s's results (round_timeout)", round, name)
 	case round != cur:
 		return toStatus(ctx, d.log, method, fmt.Errorf("%w: results are for round %d, the current round is %d", ErrConflict, round, cur))
-	case already:
+	case already || busy:
 		return status.Errorf(codes.AlreadyExists, "%s already reported round %d", name, round)
 	}
+	defer func() {
+		exp.mu.Lock()
+		delete(exp.receiving, name)
+		exp.mu.Unlock()
+	}()
 	exp.modelMu.RLock()
 	layoutErr := errors.New("experiment has ended")
 	if exp.model != nil {
@@ -218,10 +236,13 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	d.notify(exp.id)
 
 	exp.mu.Lock()
-	exp.reported[name] = true
-	all := len(exp.reported) == len(exp.participants) && !exp.aggregating && exp.round == round
-	if all {
-		exp.aggregating = true
+	all := false
+	if exp.round == round { // the round cannot move on while a claim is open, but be sure
+		exp.reported[name] = true
+		all = len(exp.reported) == len(exp.participants) && !exp.aggregating
+		if all {
+			exp.aggregating = true
+		}
 	}
 	exp.mu.Unlock()
 	if all {
@@ -362,6 +383,9 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		return err
 	}
 	final := next >= exp.manifest.Rounds
+	// From here to the model swap, no abort or failure may interleave.
+	d.rt.life.Lock()
+	defer d.rt.life.Unlock()
 	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hex.EncodeToString(h.Sum(nil))}, metrics, final)
 	if err != nil {
 		os.Remove(filepath.Join(d.cfg.DataDir, rel))

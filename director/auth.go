@@ -67,18 +67,19 @@ func mayRun(c caller, command string) error {
 }
 
 // mayManage says whether a caller may abort, delete or download job e: a
-// project_admin any job, a lead the jobs it submitted.
+// project_admin any job, a lead the jobs it submitted (same name and org).
 func mayManage(c caller, e store.Experiment) error {
-	if c.Role == RoleProjectAdmin || (c.Role == RoleLead && c.Name == e.Submitter) {
+	if c.Role == RoleProjectAdmin || (c.Role == RoleLead && c.Name == e.Submitter && c.Org == e.SubmitterOrg) {
 		return nil
 	}
 	return fmt.Errorf("%s (%s) may not manage job %s, submitted by %s: a lead manages only its own jobs", c.Name, c.Role, e.ID, e.Submitter)
 }
 
-// mayView says whether a caller sees job e: admins (any role) see every job;
-// other identities only the jobs they submitted.
-func mayView(c caller, e store.Experiment) bool {
-	return slices.Contains(adminRoles, c.Role) || c.Name == e.Submitter
+// mayView says whether a caller sees jobs: admins (any role) see every job;
+// other identities (an envoy's certificate, say), which cannot submit, see
+// none.
+func mayView(c caller, _ store.Experiment) bool {
+	return slices.Contains(adminRoles, c.Role)
 }
 
 // tlsIdentity reads the verified client certificate of a TLS connection.

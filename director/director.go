@@ -287,6 +287,7 @@ func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error 
 	case <-ctx.Done():
 		d.log.Info("director stopping")
 		close(d.stopping)
+		d.disarmAll()
 		stopWithGrace(s, d.cfg.StopGrace)
 		<-serveErr
 	}

@@ -180,6 +180,8 @@ func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb
 func (s *directorService) GetEnvoys(ctx context.Context, _ *directorpb.GetEnvoysRequest) (*directorpb.GetEnvoysResponse, error) {
 	views := s.d.reg.list()
 	valid := durationpb.New(s.d.cfg.OfflineAfter)
+	// Which experiment runs where is shown only to callers who may see jobs.
+	showExperiments := mayView(s.d.grpcCaller(ctx), store.Experiment{})
 	out := make([]*directorpb.EnvoyInfo, 0, len(views))
 	for _, v := range views {
 		out = append(out, &directorpb.EnvoyInfo{
@@ -188,7 +190,7 @@ func (s *directorService) GetEnvoys(ctx context.Context, _ *directorpb.GetEnvoys
 			IsExperimentRunning: v.ExperimentRunning,
 			LastUpdated:         timestamppb.New(v.LastSeen),
 			ValidDuration:       valid,
-			ExperimentName:      s.d.runningOf(v.Name),
+			ExperimentName:      experimentIf(showExperiments, s.d.runningOf(v.Name)),
 		})
 	}
 	return &directorpb.GetEnvoysResponse{EnvoyInfos: out}, nil
@@ -327,3 +329,10 @@ func (s *directorService) SetExperimentFailed(ctx context.Context, req *director
 
 // maxReasonLen bounds a failure description kept with an experiment.
 const maxReasonLen = 8 << 10
+
+func experimentIf(show bool, id string) string {
+	if show {
+		return id
+	}
+	return ""
+}

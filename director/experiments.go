@@ -20,6 +20,11 @@ import (
 // experiments, which envoy was last given which experiment, and who waits
 // for work. SQLite holds the truth; runtime is rebuilt from it at start-up.
 type runtime struct {
+	// life serialises the status changes of experiments with their
+	// in-memory side (start, end, a round's completion), so an abort can
+	// never land between a change in SQLite and its in-memory half.
+	life sync.Mutex
+
 	mu       sync.Mutex
 	running  map[string]*experiment // in_progress experiments by id
 	assigned map[string]string      // envoy -> its latest experiment, running or ended
@@ -42,6 +47,7 @@ type experiment struct {
 	round       int             // the round being trained
 	training    map[string]bool // given the train task of round
 	reported    map[string]bool // sent results for round
+	receiving   map[string]bool // results of round being received
 	aggregating bool
 	model       *roundModel // the global model of round
 	deadline    *time.Timer // round_timeout of round, when job.json sets one
@@ -76,6 +82,10 @@ func (e *experiment) closeModel() {
 	e.model = nil
 }
 
+// errModelUnreadable marks a stored model that cannot be read, as opposed
+// to a passing database error.
+var errModelUnreadable = errors.New("model unreadable")
+
 // openModel opens the global model a round trains from.
 func (d *Director) openModel(ctx context.Context, id string, round int) (*roundModel, error) {
 	rounds, err := d.db.Rounds(ctx, id)
@@ -88,11 +98,11 @@ func (d *Director) openModel(ctx context.Context, id string, round int) (*roundM
 		}
 		x, f, err := tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.ModelPath))
 		if err != nil {
-			return nil, fmt.Errorf("model of round %d: %w", round, err)
+			return nil, fmt.Errorf("%w: model of round %d: %w", errModelUnreadable, round, err)
 		}
 		return &roundModel{round: round, f: f, x: x}, nil
 	}
-	return nil, fmt.Errorf("experiment %s has no model for round %d", id, round)
+	return nil, fmt.Errorf("%w: experiment %s has no model for round %d", errModelUnreadable, id, round)
 }
 
 // manifestOf decodes the job.json stored with an experiment.
@@ -154,7 +164,7 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 		model.close()
 		return err
 	}
-	exp := &experiment{id: e.ID, manifest: m, round: cur, model: model, training: map[string]bool{}, reported: map[string]bool{}}
+	exp := newExperiment(e.ID, m, nil, cur, model)
 	for _, p := range parts {
 		exp.participants = append(exp.participants, p.Envoy)
 	}
@@ -164,28 +174,35 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 	d.rt.mu.Lock()
 	d.rt.running[e.ID] = exp
 	d.rt.mu.Unlock()
-	d.armRound(exp, cur)
 	d.log.Info("experiment resumed", keyJob, e.ID, keyRound, cur, "reported", len(results))
 	if len(results) == len(exp.participants) {
 		// Every report of the round arrived before the stop: aggregate now.
+		exp.aggregating = true
 		go d.aggregate(context.WithoutCancel(ctx), exp, cur)
+		return nil
 	}
+	d.armRound(exp, cur)
 	return nil
 }
 
 // startExperiment makes a pending experiment run on envoys.
 func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *job.Manifest, envoys []string) error {
 	model, err := d.openModel(ctx, e.ID, 0)
-	if err != nil {
+	if errors.Is(err, errModelUnreadable) {
 		// A job whose model cannot be read can never run.
 		d.endExperiment(ctx, e.ID, store.StatusFailed, "cannot open the initial model: "+err.Error())
 		return err
 	}
+	if err != nil {
+		return err
+	}
+	d.rt.life.Lock()
+	defer d.rt.life.Unlock()
 	if _, err := d.db.StartExperiment(ctx, e.ID, envoys); err != nil {
 		model.close()
 		return err
 	}
-	exp := &experiment{id: e.ID, manifest: m, participants: envoys, model: model, training: map[string]bool{}, reported: map[string]bool{}}
+	exp := newExperiment(e.ID, m, envoys, 0, model)
 	d.rt.mu.Lock()
 	d.rt.running[e.ID] = exp
 	for _, name := range envoys {
@@ -206,6 +223,8 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 // end (an abort racing a failure, say) returns store.ErrStatus and changes
 // nothing. Its envoys are told to stop by GetTasks and their heartbeats.
 func (d *Director) endExperiment(ctx context.Context, id, status, reason string) (store.Experiment, error) {
+	d.rt.life.Lock()
+	defer d.rt.life.Unlock()
 	e, err := d.db.EndExperiment(ctx, id, status, reason)
 	if err != nil {
 		return e, err
@@ -302,13 +321,31 @@ func (d *Director) currentRound(id string) int {
 	return exp.round
 }
 
+// disarmAll stops every round timer, when the director begins to stop: a
+// timer firing while envoys cannot reach the director would fail a job a
+// restart resumes.
+func (d *Director) disarmAll() {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	for _, exp := range d.rt.running {
+		exp.disarm()
+	}
+}
+
 // stopAll closes the models of running experiments at shutdown.
 func (d *Director) stopAll() {
 	d.rt.mu.Lock()
 	defer d.rt.mu.Unlock()
 	for _, exp := range d.rt.running {
+		exp.disarm()
 		exp.closeModel()
 	}
+}
+
+// newExperiment is a running experiment at round with its model open.
+func newExperiment(id string, m *job.Manifest, participants []string, round int, model *roundModel) *experiment {
+	return &experiment{id: id, manifest: m, participants: participants, round: round, model: model,
+		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{}}
 }
 
 // armRound starts round's round_timeout, if job.json sets one.

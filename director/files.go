@@ -41,13 +41,43 @@ func (d *Director) commitFile(tmp *os.File, rel string) error {
 		return fmt.Errorf("close %s: %w", tmp.Name(), err)
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+	created, err := d.mkdirs(dir)
+	if err != nil {
+		return err
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return fmt.Errorf("rename into %s: %w", dst, err)
 	}
-	return syncDir(dir)
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	// Folders made for this file must survive a crash too: fsync each
+	// one's parent.
+	for _, c := range created {
+		if err := syncDir(filepath.Dir(c)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mkdirs makes dir and its missing parents (mode 0700) and returns the ones
+// it made, deepest last.
+func (d *Director) mkdirs(dir string) ([]string, error) {
+	var missing []string
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		missing = append([]string{p}, missing...)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	return missing, nil
 }
 
 // syncDir fsyncs a directory so a rename in it survives a crash.

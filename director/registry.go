@@ -20,6 +20,10 @@ type registry struct {
 	now          func() time.Time
 	offlineAfter time.Duration
 	log          *slog.Logger
+	// loaded is when the registry was loaded: no envoy is swept offline
+	// before loaded+offlineAfter, so a director that was down for a while
+	// gives its envoys time to reach it again before failing their jobs.
+	loaded time.Time
 
 	mu     sync.RWMutex
 	envoys map[string]*envoyEntry
@@ -46,7 +50,7 @@ func newRegistry(ctx context.Context, db *store.DB, now func() time.Time, offlin
 	if err != nil {
 		return nil, fmt.Errorf("load envoys: %w", err)
 	}
-	r := &registry{db: db, now: now, offlineAfter: offlineAfter, log: log, envoys: make(map[string]*envoyEntry, len(rows))}
+	r := &registry{db: db, now: now, offlineAfter: offlineAfter, log: log, loaded: now(), envoys: make(map[string]*envoyEntry, len(rows))}
 	for _, e := range rows {
 		r.envoys[e.Name] = &envoyEntry{persisted: e, lastSeen: e.LastSeen, running: e.ExperimentRunning}
 	}
@@ -165,6 +169,9 @@ func (r *registry) markDirty(seen map[string]time.Time) {
 func (r *registry) sweep(ctx context.Context) ([]string, error) {
 	now := r.now()
 	var gone []string
+	if now.Before(r.loaded.Add(r.offlineAfter)) {
+		return nil, nil // the grace after a start
+	}
 	r.mu.RLock()
 	entries := make(map[string]*envoyEntry, len(r.envoys))
 	for name, e := range r.envoys {

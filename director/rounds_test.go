@@ -369,3 +369,42 @@ func TestFailureAbortAndStopSignal(t *testing.T) {
 		t.Fatalf("WaitExperiment offered an ended experiment: %v", err)
 	}
 }
+
+// TestConcurrentDuplicateReports sends one envoy's report many times at once
+// (a retry racing its first attempt): exactly one is stored, the rest are
+// AlreadyExists, and the round still aggregates.
+func TestConcurrentDuplicateReports(t *testing.T) {
+	ctx := context.Background()
+	f := startFed(t, testCfg(t, newFakeClock()))
+	f.register(t, "site-a", "site-b")
+	id := f.submitJob(t, `{"name": "dup", "envoys": ["site-a", "site-b"], "rounds": 1, "train": {"command": ["true"]}}`)
+	f.waitFor(t, "site-a")
+	if _, err := f.c.agg.GetTasks(ctx, &aggregatorpb.GetTasksRequest{Header: hdr("site-a", id)}); err != nil {
+		t.Fatal(err)
+	}
+	model := map[string][]float32{"w": {1, 1, 1, 1, 1, 1}, "b": {1, 1}}
+	shapes := map[string][]int64{"w": {2, 3}, "b": {2}}
+	codesSeen := make(chan codes.Code, 8)
+	for range 8 {
+		go func() { codesSeen <- status.Code(f.send(t, "site-a", id, 0, 10, model, shapes)) }()
+	}
+	ok := 0
+	for range 8 {
+		switch c := <-codesSeen; c {
+		case codes.OK:
+			ok++
+		case codes.AlreadyExists:
+		default:
+			t.Fatalf("concurrent duplicate: got %v", c)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("stored reports: got %d, want 1", ok)
+	}
+	if err := f.train(t, "site-b", id, 1, 10); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := f.d.db.GetExperiment(ctx, id); e.Status != store.StatusFinished {
+		t.Fatalf("after both reports: %s %q", e.Status, e.Reason)
+	}
+}

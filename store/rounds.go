@@ -187,6 +187,13 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 		r.ReceivedAt = now
 	}
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var status string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, r.ExperimentID).Scan(&status); err != nil {
+			return err
+		}
+		if status != StatusInProgress {
+			return fmt.Errorf("experiment %s is %s: %w", r.ExperimentID, status, ErrStatus)
+		}
 		var exists int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM task_results WHERE experiment_id = ? AND round = ? AND envoy = ?`,
 			r.ExperimentID, r.Round, r.Envoy).Scan(&exists); err != nil {
@@ -203,7 +210,8 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
-			WHERE experiment_id = ? AND envoy = ?`, EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy)
+			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?)`,
+			EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy, EnvoyFinished, EnvoyFailed, EnvoyAborted)
 		return err
 	})
 	if err != nil {
