@@ -18,12 +18,13 @@ PROTO_FILES         := $(wildcard api/openfl/protocols/*.proto)
 
 TESTFLAGS           ?=
 FUZZTIME            ?= 30s
+BENCHFLAGS          ?=
 SOAK_DURATION       ?= 3m
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test vet fmt-check tools generate generate-check bench fuzz soak check demo clean
+.PHONY: help build test vet fmt-check tools generate generate-check bench bench-go fuzz soak check demo clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} \
@@ -84,7 +85,10 @@ generate-check: generate ## Fail if the generated code under api/ differs from w
 		exit 1; \
 	fi
 
-bench: ## Run all benchmarks (no tests) with memory statistics.
+bench: build ## Measure every figure against its floor in one table, see BENCHMARKS.md (BENCHFLAGS=-quick for a smoke run).
+	go run ./cmd/fedbench -bin bin $(BENCHFLAGS)
+
+bench-go: ## Run the Go benchmarks (no tests) with memory statistics.
 	go test -run '^$$' -bench . -benchmem ./...
 
 fuzz: ## Run every Fuzz target in the tree for FUZZTIME each (default 30s).

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/store"
 )
@@ -277,7 +276,11 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 	if err := stream.SendHeader(metadata.Pairs(mdArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), mdArchiveSHA256, e.ArchiveSHA256)); err != nil {
 		return err
 	}
-	buf := make([]byte, api.ChunkSize)
+	// Small chunks: gRPC pools its buffers only up to 1 MiB, and each
+	// stream holds a few chunks; with 50 envoys fetching at once 2 MiB
+	// chunks cost ~6 MiB a stream, 32 KiB ones a few hundred KiB, at the
+	// same throughput (BENCHMARKS.md). Receivers take any size ≤ 2 MiB.
+	buf := make([]byte, archiveChunk)
 	for {
 		n, err := io.ReadFull(f, buf)
 		if n > 0 {
@@ -326,6 +329,9 @@ func (s *directorService) SetExperimentFailed(ctx context.Context, req *director
 	}
 	return &directorpb.SetExperimentFailedResponse{}, nil
 }
+
+// archiveChunk is GetExperimentData's chunk size.
+const archiveChunk = 32<<10 - 16
 
 // maxReasonLen bounds a failure description kept with an experiment.
 const maxReasonLen = 8 << 10
