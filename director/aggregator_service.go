@@ -426,17 +426,11 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 
 // GetMetricStream is the Director service's, on the aggregator's wire.
 func (s *aggregatorService) GetMetricStream(req *aggregatorpb.GetMetricStreamRequest, stream aggregatorpb.Aggregator_GetMetricStreamServer) error {
-	ctx := stream.Context()
-	e, err := s.d.visibleExperiment(ctx, req.GetExperimentName())
-	if err != nil {
-		return toStatus(ctx, s.d.log, "GetMetricStream", err)
-	}
-	err = s.d.streamMetrics(ctx, e.ID, func(m store.Metric) error {
+	return s.d.metricStream(stream.Context(), req.GetExperimentName(), func(m store.Metric) error {
 		return stream.Send(&aggregatorpb.GetMetricStreamResponse{
 			MetricOrigin: m.Origin, TaskName: m.Task, MetricName: m.Name, MetricValue: float32(m.Value), Round: uint32(m.Round),
 		})
 	})
-	return toStatus(ctx, s.d.log, "GetMetricStream", err)
 }
 
 // GetTrainedModel is the Director service's, on the aggregator's wire.

@@ -220,17 +220,21 @@ func (s *directorService) GetTrainedModel(ctx context.Context, req *directorpb.G
 // GetMetricStream streams an experiment's metrics as they arrive and ends
 // when the experiment ends.
 func (s *directorService) GetMetricStream(req *directorpb.GetMetricStreamRequest, stream directorpb.Director_GetMetricStreamServer) error {
-	ctx := stream.Context()
-	e, err := s.d.visibleExperiment(ctx, req.GetExperimentName())
-	if err != nil {
-		return toStatus(ctx, s.d.log, "GetMetricStream", err)
-	}
-	err = s.d.streamMetrics(ctx, e.ID, func(m store.Metric) error {
+	return s.d.metricStream(stream.Context(), req.GetExperimentName(), func(m store.Metric) error {
 		return stream.Send(&directorpb.GetMetricStreamResponse{
 			MetricOrigin: m.Origin, TaskName: m.Task, MetricName: m.Name, MetricValue: float32(m.Value), Round: uint32(m.Round),
 		})
 	})
-	return toStatus(ctx, s.d.log, "GetMetricStream", err)
+}
+
+// metricStream is GetMetricStream of both services: the experiment a
+// frontend names, if the caller may see it, streamed through send.
+func (d *Director) metricStream(ctx context.Context, name string, send func(store.Metric) error) error {
+	e, err := d.visibleExperiment(ctx, name)
+	if err == nil {
+		err = d.streamMetrics(ctx, e.ID, send)
+	}
+	return toStatus(ctx, d.log, "GetMetricStream", err)
 }
 
 // RemoveExperimentData deletes an experiment that is not running, with its
