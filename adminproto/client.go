@@ -16,6 +16,10 @@ import (
 // DefaultTimeout is the Client's idle timeout when Timeout is zero.
 const DefaultTimeout = 30 * time.Second
 
+// replyBufferSize is the read buffer of an exchange: large replies (a
+// list_envoys of 10,000 envoys is 3 MiB) arrive in reads of this size.
+const replyBufferSize = 64 << 10
+
 // Client runs exchanges with the director's admin port, one request and one
 // reply per connection (the FLARE 2.6 pattern). A Client is safe for
 // concurrent use; each call opens its own connection.
@@ -35,15 +39,69 @@ type Client struct {
 // Do sends a text request and returns the director's text reply. A reply
 // with an error status is not an error of Do: check Status.
 func (c *Client) Do(ctx context.Context, req *Message) (*Message, error) {
-	x, err := c.open(ctx)
+	x, err := c.requestText(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	defer x.close()
-	if err := WriteMessage(x.conn, req); err != nil {
-		return nil, x.fail("send request", err)
-	}
 	return x.readReply()
+}
+
+// DoMeta is Do for a client that decodes the reply's meta into typed values
+// itself: it returns the reply's Meta undecoded, and streams the values of
+// the keys that stream (which may be nil) takes, as ReadMeta does, so that a
+// large reply is never held whole. A reply with an error status is not an
+// error of DoMeta: check Status.
+func (c *Client) DoMeta(ctx context.Context, req *Message, stream MetaStreamer) (Meta, error) {
+	x, err := c.requestText(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer x.close()
+	meta, err := ReadMeta(&docReader{br: x.br, max: MaxTextSize}, stream)
+	if err != nil {
+		return nil, x.fail("read reply", err)
+	}
+	return meta, nil
+}
+
+// errBinaryReply is a binary reply where a text one was due.
+var errBinaryReply = errors.New("got a binary exchange, want text")
+
+// requestText is request for a text reply: a binary one is an error.
+func (c *Client) requestText(ctx context.Context, req *Message) (*exchange, error) {
+	x, kind, err := c.request(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if kind != KindText {
+		err = x.fail("read reply", errBinaryReply)
+		x.close()
+		return nil, err
+	}
+	return x, nil
+}
+
+// request opens an exchange, sends req as text and waits for the reply to
+// begin. It returns the exchange, which the caller closes, and the reply's
+// kind.
+func (c *Client) request(ctx context.Context, req *Message) (*exchange, Kind, error) {
+	x, err := c.open(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := WriteMessage(x.conn, req); err != nil {
+		err = x.fail("send request", err)
+		x.close()
+		return nil, 0, err
+	}
+	kind, err := PeekKind(x.br)
+	if err != nil {
+		err = x.fail("read reply", noReply(err))
+		x.close()
+		return nil, 0, err
+	}
+	return x, kind, nil
 }
 
 // Upload sends a binary request, whose meta is req and whose body is
@@ -139,18 +197,11 @@ func (c *Client) Upload(ctx context.Context, req *Message, bodySize uint64, body
 // A text reply (the director refusing, usually) is returned as the Message,
 // with w untouched; check Status. maxBody limits the body size accepted.
 func (c *Client) Download(ctx context.Context, req *Message, maxBody uint64, w io.Writer) (*Message, error) {
-	x, err := c.open(ctx)
+	x, kind, err := c.request(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	defer x.close()
-	if err := WriteMessage(x.conn, req); err != nil {
-		return nil, x.fail("send request", err)
-	}
-	kind, err := PeekKind(x.br)
-	if err != nil {
-		return nil, x.fail("read reply", noReply(err))
-	}
 	if kind == KindText {
 		return x.readReply()
 	}
@@ -222,7 +273,7 @@ func (c *Client) open(ctx context.Context) (*exchange, error) {
 		addr:    c.Addr,
 		timeout: timeout,
 		conn:    conn,
-		br:      bufio.NewReader(conn),
+		br:      bufio.NewReaderSize(conn, replyBufferSize),
 		// Closing the connection is what interrupts a blocked Read or Write.
 		stop: context.AfterFunc(ctx, func() { raw.Close() }),
 	}, nil
@@ -275,7 +326,7 @@ func (x *exchange) readText() (*Message, error) {
 		return nil, noReply(err)
 	}
 	if kind != KindText {
-		return nil, errors.New("got a binary exchange, want text")
+		return nil, errBinaryReply
 	}
 	return ReadMessage(x.br, MaxTextSize)
 }

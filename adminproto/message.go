@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -98,37 +100,86 @@ func (m *Message) metaString(key string) string {
 	return s
 }
 
-// EncodeMessage returns the JSON document of m. A nil Data or Meta is sent as
-// [] or {} rather than null, which FLARE's Python side would trip over.
+// RawJSON is a Meta value that is already encoded JSON. EncodeMessage writes
+// it as it is, neither re-encoding nor validating it, so a producer of a
+// large value (the director's envoy list) encodes it once, its own way; the
+// producer must guarantee it is valid JSON, and its tests check that it is.
+type RawJSON []byte
+
+// EncodeMessage returns the JSON document of m: time, data, then meta with
+// its keys sorted, as encoding/json writes a Message. A nil Data or Meta is
+// sent as [] or {} rather than null, which FLARE's Python side would trip
+// over. RawJSON values of Meta are copied in as they are.
 func EncodeMessage(m *Message) ([]byte, error) {
-	out := *m
-	if out.Data == nil {
-		out.Data = []Item{}
+	data := m.Data
+	if data == nil {
+		data = []Item{}
 	}
-	if out.Meta == nil {
-		out.Meta = map[string]any{}
-	}
-	doc, err := json.Marshal(&out)
+	head, err := json.Marshal(struct {
+		Time string `json:"time"`
+		Data []Item `json:"data"`
+	}{m.Time, data})
 	if err != nil {
 		return nil, fmt.Errorf("encode message: %w", err)
 	}
+	keys := slices.Sorted(maps.Keys(m.Meta))
+	size := len(head) + len(`,"meta":{}`)
+	for _, k := range keys {
+		if raw, ok := m.Meta[k].(RawJSON); ok {
+			size += len(k) + len(raw) + 4
+		}
+	}
+	doc := make([]byte, 0, size+512)
+	doc = append(doc, head[:len(head)-1]...)
+	doc = append(doc, `,"meta":{`...)
+	for i, k := range keys {
+		if i > 0 {
+			doc = append(doc, ',')
+		}
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, fmt.Errorf("encode message: meta key %q: %w", k, err)
+		}
+		doc = append(doc, kb...)
+		doc = append(doc, ':')
+		switch v := m.Meta[k].(type) {
+		case RawJSON:
+			doc = append(doc, v...)
+		default:
+			vb, err := json.Marshal(v)
+			if err != nil {
+				return nil, fmt.Errorf("encode message: meta %q: %w", k, err)
+			}
+			doc = append(doc, vb...)
+		}
+	}
+	doc = append(doc, "}}"...)
 	return doc, nil
 }
 
 // DecodeMessage decodes one JSON document into a Message. The document must
 // be valid UTF-8 and a JSON object.
 func DecodeMessage(doc []byte) (*Message, error) {
-	if !utf8.Valid(doc) {
-		return nil, errors.New("decode message: not valid UTF-8")
-	}
-	if t := bytes.TrimLeft(doc, " \t\r\n"); len(t) == 0 || t[0] != '{' {
-		return nil, errors.New("decode message: not a JSON object")
+	if err := checkDoc(doc); err != nil {
+		return nil, fmt.Errorf("decode message: %w", err)
 	}
 	var m Message
 	if err := json.Unmarshal(doc, &m); err != nil {
 		return nil, fmt.Errorf("decode message: %w", err)
 	}
 	return &m, nil
+}
+
+// checkDoc refuses a document that is not valid UTF-8 or not a JSON object,
+// before it is decoded.
+func checkDoc(doc []byte) error {
+	if !utf8.Valid(doc) {
+		return errors.New("not valid UTF-8")
+	}
+	if t := bytes.TrimLeft(doc, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	return nil
 }
 
 // ReadMessage reads a text message of at most max bytes (see ReadText) and

@@ -2,6 +2,7 @@ package adminproto
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -108,6 +109,12 @@ func TestEncodeMessage(t *testing.T) {
 			m:    &Message{Data: []Item{{Type: TypeString, Data: ""}}},
 			want: `{"time":"","data":[{"type":"string","data":""}],"meta":{}}`,
 		},
+		{
+			name: "meta keys sorted and escaped, values of every kind",
+			m: &Message{Meta: map[string]any{"z": []any{1, "a<b"}, "a": map[string]any{"y": true, "x": nil}, "m\"k": 1.5,
+				"raw": RawJSON(`[{"k":"v"}]`)}},
+			want: `{"time":"","data":[],"meta":{"a":{"x":null,"y":true},"m\"k":1.5,"raw":[{"k":"v"}],"z":[1,"a\u003cb"]}}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +125,28 @@ func TestEncodeMessage(t *testing.T) {
 			if string(got) != tt.want {
 				t.Errorf("got %s, want %s", got, tt.want)
 			}
+			// Without RawJSON values, the document is what encoding/json
+			// makes of the Message.
+			if _, raw := tt.m.Meta["raw"]; !raw {
+				out := *tt.m
+				if out.Data == nil {
+					out.Data = []Item{}
+				}
+				if out.Meta == nil {
+					out.Meta = map[string]any{}
+				}
+				if std, _ := json.Marshal(&out); string(std) != string(got) {
+					t.Errorf("got %s, encoding/json gives %s", got, std)
+				}
+			}
 		})
+	}
+}
+
+func TestEncodeMessageError(t *testing.T) {
+	_, err := EncodeMessage(&Message{Meta: map[string]any{"bad": make(chan int)}})
+	if err == nil || !strings.Contains(err.Error(), `meta "bad"`) {
+		t.Fatalf("got %v, want an error naming meta \"bad\"", err)
 	}
 }
 

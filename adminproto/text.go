@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 )
 
 // ReadText reads one text message from r: everything up to the EOT byte,
@@ -67,6 +68,54 @@ func appendBounded(b, p []byte, limit int) []byte {
 	return append(b, p...)
 }
 
+// docReader reads the first document of a text message as a stream: the
+// bytes up to its ETX (or the EOT, if the message has no ETX), then io.EOF.
+// It leaves the rest of the message unread. A document over max bytes gives
+// an error wrapping ErrTooLarge, and a stream that ends first one wrapping
+// io.ErrUnexpectedEOF.
+type docReader struct {
+	br   *bufio.Reader
+	max  int
+	n    int
+	done bool
+}
+
+func (d *docReader) Read(p []byte) (int, error) {
+	if d.done {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if d.br.Buffered() == 0 {
+		if _, err := d.br.Peek(1); err != nil {
+			if err == io.EOF {
+				return 0, fmt.Errorf("truncated text message: %w", io.ErrUnexpectedEOF)
+			}
+			return 0, fmt.Errorf("read text message: %w", err)
+		}
+	}
+	buf, _ := d.br.Peek(min(d.br.Buffered(), len(p)))
+	end := bytes.IndexAny(buf, "\x03\x04")
+	if end >= 0 {
+		buf = buf[:end]
+	}
+	n := copy(p, buf)
+	d.br.Discard(n)
+	d.n += n
+	if d.n > d.max {
+		return 0, fmt.Errorf("text message is %w (limit %d bytes)", ErrTooLarge, d.max)
+	}
+	if end >= 0 {
+		d.br.Discard(1)
+		d.done = true
+		if n == 0 {
+			return 0, io.EOF
+		}
+	}
+	return n, nil
+}
+
 // SplitText splits a text message, as returned by ReadText, into its
 // documents at the ETX bytes. A trailing empty piece (after the last ETX) is
 // dropped. The documents share msg's memory.
@@ -83,8 +132,11 @@ func SplitText(msg []byte) [][]byte {
 
 // WriteText writes a text message: each document followed by ETX, then EOT.
 // It refuses a document that contains an ETX or EOT byte (JSON text never has
-// raw control characters) and a message over MaxTextSize bytes. The message
-// goes out in a single Write; WriteText does not flush.
+// raw control characters) and a message over MaxTextSize bytes. A message of
+// up to 64 KiB goes out in a single Write, so a peer that answers and hangs
+// up early still gets it whole; a larger one is not copied but written
+// piece by piece (in one writev on a bare connection). WriteText does not
+// flush.
 func WriteText(w io.Writer, docs ...[]byte) error {
 	size := 0
 	for i, d := range docs {
@@ -96,14 +148,27 @@ func WriteText(w io.Writer, docs ...[]byte) error {
 			return fmt.Errorf("text message is %w (limit %d bytes)", ErrTooLarge, MaxTextSize)
 		}
 	}
-	msg := make([]byte, 0, size+1)
-	for _, d := range docs {
-		msg = append(msg, d...)
-		msg = append(msg, ETX)
+	bufs := make(net.Buffers, 0, 2*len(docs)+1)
+	if size < 64<<10 {
+		msg := make([]byte, 0, size+1)
+		for _, d := range docs {
+			msg = append(append(msg, d...), ETX)
+		}
+		bufs = append(bufs, append(msg, EOT))
+	} else {
+		for _, d := range docs {
+			bufs = append(bufs, d, etx)
+		}
+		bufs = append(bufs, eot)
 	}
-	msg = append(msg, EOT)
-	if _, err := w.Write(msg); err != nil {
+	if _, err := bufs.WriteTo(w); err != nil {
 		return fmt.Errorf("write text message: %w", err)
 	}
 	return nil
 }
+
+// The one-byte pieces WriteText sends after documents.
+var (
+	etx = []byte{ETX}
+	eot = []byte{EOT}
+)

@@ -307,12 +307,18 @@ func (d *Director) cmdListEnvoys(ctx context.Context, req *adminRequest) *adminp
 		return replyError(adminproto.StatusSyntaxError, "list_envoys takes no arguments, got %q", req.args)
 	}
 	views := d.reg.list()
+	running := d.runningByEnvoy()
 	rows := make([][]string, 0, len(views)+1)
 	rows = append(rows, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"})
-	envoys := make([]envoyJSON, 0, len(views))
-	for _, v := range views {
-		exp := d.runningOf(v.Name)
-		envoys = append(envoys, envoyJSON{
+	// The list is encoded here, by hand: see jsonenc.go.
+	envoys := make([]byte, 0, 256*len(views)+2)
+	envoys = append(envoys, '[')
+	for i, v := range views {
+		exp := running[v.Name]
+		if i > 0 {
+			envoys = append(envoys, ',')
+		}
+		envoys = appendEnvoyJSON(envoys, &envoyJSON{
 			Name: v.Name, Online: v.Online, LastSeen: v.LastSeen, ExperimentRunning: v.ExperimentRunning, Experiment: exp,
 			Samples: v.NSamples, Shard: v.Description, SampleShape: v.SampleShape, TargetShape: v.TargetShape,
 			RegisteredAt: v.RegisteredAt,
@@ -320,7 +326,8 @@ func (d *Director) cmdListEnvoys(ctx context.Context, req *adminRequest) *adminp
 		rows = append(rows, []string{v.Name, strconv.FormatBool(v.Online), v.LastSeen.Format(time.RFC3339), exp,
 			strconv.FormatUint(v.NSamples, 10), v.Description})
 	}
-	return replyOK(map[string]any{"envoys": envoys}, adminproto.Item{Type: adminproto.TypeTable, Rows: rows})
+	envoys = append(envoys, ']')
+	return replyOK(map[string]any{"envoys": adminproto.RawJSON(envoys)}, adminproto.Item{Type: adminproto.TypeTable, Rows: rows})
 }
 
 // cmdCheckStatus reports the director's version, uptime and counts.
@@ -329,24 +336,18 @@ func (d *Director) cmdCheckStatus(ctx context.Context, req *adminRequest) *admin
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	online := 0
-	views := d.reg.list()
-	for _, v := range views {
-		if v.Online {
-			online++
-		}
-	}
+	total, online := d.reg.count()
 	uptime := d.cfg.Now().Sub(d.started).Round(time.Second)
 	meta := map[string]any{
 		"version":      d.cfg.Version,
 		"uptime":       uptime.String(),
 		"startTime":    d.started,
-		"envoys":       len(views),
+		"envoys":       total,
 		"envoysOnline": online,
 		"jobs":         counts,
 	}
 	text := fmt.Sprintf("fedplane director %s, up %s; envoys: %d (%d online); jobs: %d pending, %d running",
-		d.cfg.Version, uptime, len(views), online, counts[store.StatusPending], counts[store.StatusInProgress])
+		d.cfg.Version, uptime, total, online, counts[store.StatusPending], counts[store.StatusInProgress])
 	return replyOK(meta, adminproto.Item{Type: adminproto.TypeString, Data: text})
 }
 

@@ -261,6 +261,20 @@ func (d *Director) runningOf(envoy string) string {
 	return ""
 }
 
+// runningByEnvoy returns the running experiment of every envoy that has one,
+// in one look at the runtime (runningOf for a whole list).
+func (d *Director) runningByEnvoy() map[string]string {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	out := make(map[string]string, len(d.rt.running))
+	for envoy, id := range d.rt.assigned {
+		if _, ok := d.rt.running[id]; ok {
+			out[envoy] = id
+		}
+	}
+	return out
+}
+
 // latestOf returns the experiment envoy was last given, running or ended.
 func (d *Director) latestOf(envoy string) string {
 	d.rt.mu.Lock()

@@ -114,21 +114,48 @@ func (r *registry) online(lastSeen, now time.Time) bool {
 }
 
 // list returns every envoy, ordered by name, with liveness judged now.
+// It sorts pointers and copies each envoy once: with 10,000 envoys, sorting
+// the copies themselves was most of list_envoys' time on the director.
 func (r *registry) list() []envoyView {
 	now := r.now()
+	type named struct {
+		name string
+		e    *envoyEntry
+	}
 	r.mu.RLock()
-	out := make([]envoyView, 0, len(r.envoys))
-	for _, e := range r.envoys {
-		e.mu.Lock()
-		v := envoyView{Envoy: e.persisted}
-		v.LastSeen, v.ExperimentRunning = e.lastSeen, e.running
-		e.mu.Unlock()
-		v.Online = r.online(v.LastSeen, now)
-		out = append(out, v)
+	entries := make([]named, 0, len(r.envoys))
+	for name, e := range r.envoys {
+		entries = append(entries, named{name, e})
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b envoyView) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(entries, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	out := make([]envoyView, len(entries))
+	for i, n := range entries {
+		e := n.e
+		e.mu.Lock()
+		out[i].Envoy = e.persisted
+		out[i].LastSeen, out[i].ExperimentRunning = e.lastSeen, e.running
+		e.mu.Unlock()
+		out[i].Online = r.online(out[i].LastSeen, now)
+	}
 	return out
+}
+
+// count returns how many envoys are registered and how many of them are
+// online now, without copying them.
+func (r *registry) count() (total, online int) {
+	now := r.now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, e := range r.envoys {
+		e.mu.Lock()
+		seen := e.lastSeen
+		e.mu.Unlock()
+		if r.online(seen, now) {
+			online++
+		}
+	}
+	return len(r.envoys), online
 }
 
 // flush writes the liveness gathered since the last flush in one transaction.

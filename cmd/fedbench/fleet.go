@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -208,29 +210,20 @@ func (b *bench) listEnvoys(ctx context.Context, d *directorProc, n int) ([]row, 
 	return []row{r, parts}, nil
 }
 
-// listEnvoysParts splits list-envoys' wall time: the director's reply as
-// an in-process adminproto client gets it (request, director, transfer,
-// decoding the reply), and fladmin with -o json (no table to render). It
-// reports the medians of listReps runs.
+// listEnvoysParts splits list-envoys' wall time: the director's reply as a
+// raw reader gets it (request sent to first byte: the director building the
+// reply; first byte to last: encoding's tail and the transfer), and fladmin
+// with -o json (no table to render). It reports the medians of listReps
+// runs.
 func (b *bench) listEnvoysParts(ctx context.Context, d *directorProc) (row, error) {
-	c := &adminproto.Client{Addr: d.admin}
-	var do, asJSON []time.Duration
-	var size int
+	var first, last, asJSON []time.Duration
+	var size int64
 	for range b.cfg.listReps {
-		t0 := time.Now()
-		reply, err := c.Do(ctx, adminproto.NewRequest("list_envoys"))
+		f, l, n, err := rawReply(ctx, d.admin, "list_envoys")
 		if err != nil {
 			return row{}, err
 		}
-		if s := reply.Status(); s != adminproto.StatusOK {
-			return row{}, fmt.Errorf("list_envoys: director replied %s: %s", s, reply.Info())
-		}
-		do = append(do, time.Since(t0))
-		enc, err := adminproto.EncodeMessage(reply)
-		if err != nil {
-			return row{}, err
-		}
-		size = len(enc)
+		first, last, size = append(first, f), append(last, l), n
 		_, took, err := b.fladmin(ctx, d.admin, "-o", "json", "list-envoys")
 		if err != nil {
 			return row{}, err
@@ -238,10 +231,36 @@ func (b *bench) listEnvoysParts(ctx context.Context, d *directorProc) (row, erro
 		asJSON = append(asJSON, took)
 	}
 	return row{
-		figure:   "6. list-envoys parts: reply size; adminproto.Client.Do in-process; fladmin -o json",
-		fedplane: fmt.Sprintf("%s; %s; %s", fmtMiB(int64(size)), fmtMs(median(do)), fmtMs(median(asJSON))),
+		figure:   "6. list-envoys parts: reply size; director first byte; last byte; fladmin -o json",
+		fedplane: fmt.Sprintf("%s; %s; %s; %s", fmtMiB(size), fmtMs(median(first)), fmtMs(median(last)), fmtMs(median(asJSON))),
 		ratio:    nan,
 	}, nil
+}
+
+// rawReply sends command to the admin port at addr and reads the text reply
+// without decoding it: the time to its first byte, to its last, and its size.
+func rawReply(ctx context.Context, addr, command string) (first, last time.Duration, size int64, err error) {
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(fladminTimeout))
+	t0 := time.Now()
+	if err := adminproto.WriteMessage(conn, adminproto.NewRequest(command)); err != nil {
+		return 0, 0, 0, err
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	if _, err := br.Peek(1); err != nil {
+		return 0, 0, 0, fmt.Errorf("%s: no reply: %w", command, err)
+	}
+	first = time.Since(t0)
+	msg, err := adminproto.ReadText(br, adminproto.MaxTextSize)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("%s: %w", command, err)
+	}
+	return first, time.Since(t0), int64(len(msg)), nil
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -19,7 +19,7 @@ prefix of at least 8 characters.`,
 				return err
 			}
 			var j jobInfo
-			if err := metaInto(reply, "job", &j); err != nil {
+			if err := reply.Into("job", &j); err != nil {
 				return err
 			}
 			if f.output == "json" {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,16 +24,21 @@ type fakeAdmin struct {
 	mu    sync.Mutex
 	got   []string
 	bytes int64
-	reply *adminproto.Message
+	// reply is the document every request gets, encoded once.
+	reply []byte
 }
 
-func startFakeAdmin(t *testing.T, reply *adminproto.Message) *fakeAdmin {
+func startFakeAdmin(t testing.TB, reply *adminproto.Message) *fakeAdmin {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeAdmin{addr: lis.Addr().String(), reply: reply}
+	doc, err := adminproto.EncodeMessage(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeAdmin{addr: lis.Addr().String(), reply: doc}
 	go func() {
 		for {
 			c, err := lis.Accept()
@@ -72,7 +78,7 @@ func (f *fakeAdmin) serve(c net.Conn) {
 	f.got = append(f.got, cmd)
 	f.bytes += n
 	f.mu.Unlock()
-	adminproto.WriteMessage(c, f.reply)
+	adminproto.WriteText(c, f.reply)
 }
 
 func ok(meta map[string]any) *adminproto.Message {
@@ -86,7 +92,7 @@ var sampleJob = map[string]any{
 	"manifest": map[string]any{"name": "mnist", "rounds": 3},
 }
 
-func runFladmin(t *testing.T, addr string, args ...string) (stdout, stderr string, code int) {
+func runFladmin(t testing.TB, addr string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	f := newFactory()
 	var out, errb bytes.Buffer
@@ -179,4 +185,39 @@ func TestHelpDoesNotDial(t *testing.T) {
 		t.Fatalf("--help exit %d", code)
 	}
 
+}
+
+// TestPrintList checks -o json of the list commands, which stream the list:
+// the output is what indenting the whole list gives, and broken lists are
+// errors that name the key.
+func TestPrintList(t *testing.T) {
+	two := []any{map[string]any{"name": "a", "shape": []any{"28", "28"}}, map[string]any{"name": "b<", "n": 1.5}}
+	want, _ := json.MarshalIndent(two, "", "  ")
+	tests := []struct {
+		name    string
+		meta    map[string]any
+		want    string
+		wantErr string
+	}{
+		{name: "two", meta: map[string]any{"envoys": two}, want: string(want) + "\n"},
+		{name: "empty", meta: map[string]any{"envoys": []any{}}, want: "[]\n"},
+		{name: "null", meta: map[string]any{"envoys": nil}, want: "[]\n"},
+		{name: "missing", meta: map[string]any{}, wantErr: `reply meta has no "envoys"`},
+		{name: "not a list", meta: map[string]any{"envoys": "x"}, wantErr: `meta "envoys": not a list`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startFakeAdmin(t, ok(tt.meta))
+			out, stderr, code := runFladmin(t, srv.addr, "-o", "json", "list-envoys")
+			if tt.wantErr != "" {
+				if code != 1 || !strings.Contains(stderr, tt.wantErr) {
+					t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr, tt.wantErr)
+				}
+				return
+			}
+			if code != 0 || out != tt.want {
+				t.Fatalf("exit %d, stderr %q, stdout\n%s\nwant\n%s", code, stderr, out, tt.want)
+			}
+		})
+	}
 }

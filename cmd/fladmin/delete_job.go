@@ -20,7 +20,7 @@ at least 8 characters.`,
 				return err
 			}
 			var id string
-			if err := metaInto(reply, "jobId", &id); err != nil {
+			if err := reply.Into("jobId", &id); err != nil {
 				return err
 			}
 			if f.output == "json" {

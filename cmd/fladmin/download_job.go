@@ -68,14 +68,15 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err != nil {
 		return "", "", err
 	}
-	reply, err := c.Download(cmd.Context(), f.request("download_job "+id), maxDownload, tmp)
+	msg, err := c.Download(cmd.Context(), f.request("download_job "+id), maxDownload, tmp)
 	if err != nil {
 		return "", "", fmt.Errorf("download %s: %w", id, err)
 	}
-	if err := refusal(reply); err != nil {
+	reply, err := replyMeta(msg)
+	if err != nil {
 		return "", "", err
 	}
-	if err := metaInto(reply, "job_id", &jobID); err != nil {
+	if err := reply.Into("job_id", &jobID); err != nil {
 		return "", "", err
 	}
 	size, err := tmp.Seek(0, 2)

@@ -1,16 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/user"
 	"time"
 
-	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
 	"github.com/fedplane/fedplane/adminproto"
@@ -115,14 +117,22 @@ func (f *factory) request(command string) *adminproto.Message {
 	return req
 }
 
-// do sends a text command and returns the reply, or an error if the director
-// refused it.
-func (f *factory) do(ctx context.Context, command string) (*adminproto.Message, error) {
+// do sends a text command and returns the reply's meta, or an error if the
+// director refused it. The meta's values stay raw JSON until a command
+// decodes them into its own types (see adminproto.Meta).
+func (f *factory) do(ctx context.Context, command string) (adminproto.Meta, error) {
+	return f.doStream(ctx, command, nil)
+}
+
+// doStream is do with the meta keys that stream takes decoded by it as the
+// reply arrives (see adminproto.MetaStreamer). What stream decoded must not
+// be used if the director refused: the error says so.
+func (f *factory) doStream(ctx context.Context, command string, stream adminproto.MetaStreamer) (adminproto.Meta, error) {
 	c, err := f.client()
 	if err != nil {
 		return nil, err
 	}
-	reply, err := c.Do(ctx, f.request(command))
+	reply, err := c.DoMeta(ctx, f.request(command), stream)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +140,7 @@ func (f *factory) do(ctx context.Context, command string) (*adminproto.Message, 
 }
 
 // refusal turns a reply whose status is not ok into an error.
-func refusal(reply *adminproto.Message) error {
+func refusal(reply adminproto.Meta) error {
 	if s := reply.Status(); s != adminproto.StatusOK {
 		info := reply.Info()
 		if info == "" {
@@ -141,33 +151,98 @@ func refusal(reply *adminproto.Message) error {
 	return nil
 }
 
-// metaInto decodes reply.Meta[key] into v.
-func metaInto(reply *adminproto.Message, key string, v any) error {
-	raw, ok := reply.Meta[key]
-	if !ok {
-		return fmt.Errorf("director reply has no %q", key)
+// listStream decodes the list under key in a reply's meta element by
+// element as it arrives (see adminproto.MetaStreamer), calling each with the
+// decoder positioned at one element. A null list has no elements.
+type listStream struct {
+	key  string
+	each func(dec *json.Decoder) error
+	seen bool
+}
+
+func (l *listStream) stream(k string, dec *json.Decoder) (bool, error) {
+	if k != l.key {
+		return false, nil
 	}
-	b, err := json.Marshal(raw)
-	if err != nil {
+	l.seen = true
+	t, err := dec.Token()
+	switch {
+	case err != nil:
+		return true, err
+	case t == nil:
+		return true, nil
+	case t != json.Delim('['):
+		return true, errors.New("not a list")
+	}
+	for dec.More() {
+		if err := l.each(dec); err != nil {
+			return true, err
+		}
+	}
+	_, err = dec.Token()
+	return true, err
+}
+
+// doList sends command and calls each for every element of the list under
+// key in the reply, as the elements arrive.
+func (f *factory) doList(ctx context.Context, command, key string, each func(dec *json.Decoder) error) error {
+	l := &listStream{key: key, each: each}
+	if _, err := f.doStream(ctx, command, l.stream); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("director reply %q: %w", key, err)
+	if !l.seen {
+		return fmt.Errorf("reply meta has no %q", key)
 	}
 	return nil
 }
 
-// printMetaList prints the list reply.Meta[key] as JSON, objects unchanged
-// (the director's stable lowerCamel keys), and [] rather than null when empty.
-func (f *factory) printMetaList(reply *adminproto.Message, key string) error {
-	var raw []json.RawMessage
-	if err := metaInto(reply, key, &raw); err != nil {
+// printList prints the list under key in command's reply as indented JSON,
+// objects unchanged (the director's stable lowerCamel keys), [] when empty.
+// It streams: each element is re-indented and written as it arrives, so a
+// list of 10,000 envoys is never held whole. Should the exchange break
+// midway, what was printed is cut short and the error says why.
+func (f *factory) printList(ctx context.Context, command, key string) error {
+	bw := bufio.NewWriterSize(f.stdout, 64<<10)
+	var raw json.RawMessage
+	var buf bytes.Buffer
+	n := 0
+	err := f.doList(ctx, command, key, func(dec *json.Decoder) error {
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		buf.Reset()
+		if n == 0 {
+			buf.WriteString("[\n  ")
+		} else {
+			buf.WriteString(",\n  ")
+		}
+		n++
+		if err := json.Indent(&buf, raw, "  ", "  "); err != nil {
+			return err
+		}
+		_, err := bw.Write(buf.Bytes())
+		return err
+	})
+	if err != nil {
+		bw.Flush()
 		return err
 	}
-	if raw == nil {
-		raw = []json.RawMessage{}
+	if n == 0 {
+		bw.WriteString("[]\n")
+	} else {
+		bw.WriteString("\n]\n")
 	}
-	return f.printJSON(raw)
+	return bw.Flush()
+}
+
+// replyMeta returns the meta of an upload's or download's reply, or an
+// error if the director refused.
+func replyMeta(reply *adminproto.Message) (adminproto.Meta, error) {
+	meta, err := adminproto.MetaOf(reply)
+	if err != nil {
+		return nil, err
+	}
+	return meta, refusal(meta)
 }
 
 // printJSONLine writes v as one line of JSON.
@@ -180,16 +255,6 @@ func (f *factory) printJSON(v any) error {
 	enc := json.NewEncoder(f.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// printTable writes a header and rows with tablewriter.
-func (f *factory) printTable(header []string, rows [][]string) error {
-	t := tablewriter.NewWriter(f.stdout)
-	t.Header(header)
-	if err := t.Bulk(rows); err != nil {
-		return err
-	}
-	return t.Render()
 }
 
 // fmtTime formats a time for tables: local time, seconds, "-" when zero.

@@ -52,15 +52,15 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 	if o.reverse {
 		command += " -r"
 	}
+	if f.output == "json" {
+		return f.printList(cmd.Context(), command, "jobs")
+	}
 	reply, err := f.do(cmd.Context(), command)
 	if err != nil {
 		return err
 	}
-	if f.output == "json" {
-		return f.printMetaList(reply, "jobs")
-	}
 	var jobs []jobInfo
-	if err := metaInto(reply, "jobs", &jobs); err != nil {
+	if err := reply.Into("jobs", &jobs); err != nil {
 		return err
 	}
 	if len(jobs) == 0 {

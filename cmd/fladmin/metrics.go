@@ -69,13 +69,13 @@ func fetchMetrics(ctx context.Context, f *factory, id string, seq int64) ([]metr
 	}
 	var ms []metric
 	var status, jobID string
-	if err := metaInto(reply, "metrics", &ms); err != nil {
+	if err := reply.Into("metrics", &ms); err != nil {
 		return nil, "", "", err
 	}
-	if err := metaInto(reply, "jobStatus", &status); err != nil {
+	if err := reply.Into("jobStatus", &status); err != nil {
 		return nil, "", "", err
 	}
-	if err := metaInto(reply, "jobId", &jobID); err != nil {
+	if err := reply.Into("jobId", &jobID); err != nil {
 		return nil, "", "", err
 	}
 	return ms, status, jobID, nil

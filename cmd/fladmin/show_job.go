@@ -26,13 +26,13 @@ func newShowJobCmd(f *factory) *cobra.Command {
 			}
 			if f.output == "json" {
 				var raw json.RawMessage
-				if err := metaInto(reply, "job", &raw); err != nil {
+				if err := reply.Into("job", &raw); err != nil {
 					return err
 				}
 				return f.printJSON(raw)
 			}
 			var j jobInfo
-			if err := metaInto(reply, "job", &j); err != nil {
+			if err := reply.Into("job", &j); err != nil {
 				return err
 			}
 			return printJob(f, j)

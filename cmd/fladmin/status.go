@@ -18,7 +18,7 @@ func newStatusCmd(f *factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			meta := maps.Clone(reply.Meta)
+			meta := maps.Clone(reply)
 			delete(meta, "status")
 			if f.output == "json" {
 				return f.printJSON(meta)
@@ -31,7 +31,7 @@ func newStatusCmd(f *factory) *cobra.Command {
 				Jobs         map[string]int `json:"jobs"`
 			}
 			for k, dst := range map[string]any{"version": &st.Version, "uptime": &st.Uptime, "envoys": &st.Envoys, "envoysOnline": &st.EnvoysOnline, "jobs": &st.Jobs} {
-				if err := metaInto(reply, k, dst); err != nil {
+				if err := reply.Into(k, dst); err != nil {
 					return err
 				}
 			}

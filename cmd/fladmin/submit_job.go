@@ -62,15 +62,16 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err != nil {
 		return err
 	}
-	reply, err := c.Upload(ctx, f.request("submit_job"), uint64(a.Size()), body)
+	msg, err := c.Upload(ctx, f.request("submit_job"), uint64(a.Size()), body)
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", dir, err)
 	}
-	if err := refusal(reply); err != nil {
+	reply, err := replyMeta(msg)
+	if err != nil {
 		return err
 	}
 	var id string
-	if err := metaInto(reply, "job_id", &id); err != nil {
+	if err := reply.Into("job_id", &id); err != nil {
 		return err
 	}
 	if f.output == "json" {

@@ -59,7 +59,7 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 			return err
 		}
 		var j jobInfo
-		if err := metaInto(reply, "job", &j); err != nil {
+		if err := reply.Into("job", &j); err != nil {
 			return err
 		}
 		if terminal(j.Status) {
