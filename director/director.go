@@ -202,14 +202,12 @@ func (d *Director) Close() error {
 }
 
 // NewGRPCServer returns a gRPC server with fedplane's options (OpenFL's
-// message size limits) and both OpenFL services registered.
+// message size limits, fixed flow-control windows: api.ServerOptions) and
+// both OpenFL services registered.
 func (d *Director) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append([]grpc.ServerOption{
-		grpc.MaxRecvMsgSize(api.MaxMessageSize),
-		grpc.MaxSendMsgSize(api.MaxMessageSize),
-		grpc.MaxHeaderListSize(api.MaxMetadataSize),
+	opts = append(append(api.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}, opts...)
+	), opts...)
 	if d.cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(d.cfg.TLS)))
 	}
@@ -260,7 +258,9 @@ func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error 
 
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod), d.envoysOffline) })
+	wg.Go(func() {
+		d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod), flushInterval(d.cfg.HealthCheckPeriod), d.envoysOffline)
+	})
 	wg.Go(func() { d.runScheduler(loopCtx, tickInterval(d.cfg.HealthCheckPeriod)) })
 	adminErr := make(chan error, 1)
 	if adminLis != nil {
@@ -320,4 +320,14 @@ func stopWithGrace(s *grpc.Server, grace time.Duration) {
 // period, so an offline transition is written at most half a period late.
 func tickInterval(period time.Duration) time.Duration {
 	return min(max(period/2, 10*time.Millisecond), 5*time.Second)
+}
+
+// flushInterval is how often the registry writes plain liveness (last_seen)
+// to the store: every third period, at most every 30 s, so a flush writes
+// each live envoy once instead of once per heartbeat. Status changes,
+// online and offline transitions among them, are written at once; a clean
+// stop flushes; a crash loses at most this much of last_seen, which only
+// the listings show and a restart's grace period covers.
+func flushInterval(period time.Duration) time.Duration {
+	return max(min(3*period, 30*time.Second), tickInterval(period))
 }

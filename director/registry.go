@@ -223,12 +223,13 @@ func (r *registry) sweep(ctx context.Context) ([]string, error) {
 	return gone, nil
 }
 
-// run flushes liveness and sweeps for offline envoys every interval until ctx
-// ends, then flushes once more so a clean stop loses no liveness. offline,
-// if not nil, is told of the envoys each sweep found gone.
-func (r *registry) run(ctx context.Context, interval time.Duration, offline func(context.Context, []string)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// run sweeps for offline envoys every sweepEvery and flushes liveness every
+// flushEvery until ctx ends, then flushes once more so a clean stop loses no
+// liveness. offline, if not nil, is told of the envoys each sweep found gone.
+func (r *registry) run(ctx context.Context, sweepEvery, flushEvery time.Duration, offline func(context.Context, []string)) {
+	sweepT, flushT := time.NewTicker(sweepEvery), time.NewTicker(flushEvery)
+	defer sweepT.Stop()
+	defer flushT.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -236,10 +237,11 @@ func (r *registry) run(ctx context.Context, interval time.Duration, offline func
 				r.log.Error("flush envoy liveness", keyErr, err)
 			}
 			return
-		case <-t.C:
+		case <-flushT.C:
 			if err := r.flush(ctx); err != nil {
 				r.log.ErrorContext(ctx, "flush envoy liveness", keyErr, err)
 			}
+		case <-sweepT.C:
 			gone, err := r.sweep(ctx)
 			if err != nil {
 				r.log.ErrorContext(ctx, "sweep envoy liveness", keyErr, err)

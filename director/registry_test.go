@@ -123,7 +123,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	// A clean stop flushes liveness; Serve's loop does that on cancel.
 	loopCtx, cancel := context.WithCancel(ctx)
 	cancel()
-	d.reg.run(loopCtx, time.Hour, nil)
+	d.reg.run(loopCtx, time.Hour, time.Hour, nil)
 	d.Close()
 
 	d = mustNew(t, cfg)

@@ -257,20 +257,15 @@ func (e *Envoy) dialOptions() []grpc.DialOption {
 	withID := func(ctx context.Context) context.Context {
 		return metadata.NewOutgoingContext(ctx, metadata.Join(md, metadataOf(ctx)))
 	}
-	opts := []grpc.DialOption{
+	opts := append(api.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(api.MaxMessageSize),
-			grpc.MaxCallSendMsgSize(api.MaxMessageSize),
-		),
-		grpc.WithMaxHeaderListSize(api.MaxMetadataSize),
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			return invoker(withID(ctx), method, req, reply, cc, opts...)
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			return streamer(withID(ctx), desc, cc, method, opts...)
 		}),
-	}
+	)
 	return append(opts, e.cfg.DialOptions...)
 }
 

@@ -19,12 +19,9 @@ import (
 const rpcTimeout = 30 * time.Second
 
 // dial opens a plaintext client connection to a loopback gRPC address with
-// the envoy's message limits.
+// the envoy's transport options (api.DialOptions).
 func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxMessageSize), grpc.MaxCallSendMsgSize(api.MaxMessageSize)),
-	)
+	return grpc.NewClient(addr, append(api.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 }
 
 // envoyName is the i-th simulated envoy's name; zero-padded so that names

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
 )
@@ -80,7 +81,7 @@ func (b *bench) heartbeatWith(ctx context.Context, n int) (row, error) {
 	go func() { served <- d.Serve(serveCtx, lis, nil) }()
 	defer func() { stopServe(); <-served }()
 
-	noop := grpc.NewServer()
+	noop := grpc.NewServer(api.ServerOptions()...)
 	directorpb.RegisterDirectorServer(noop, newNoopDirector())
 	noopLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
@@ -32,7 +33,7 @@ func serveNoop(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	s := grpc.NewServer()
+	s := grpc.NewServer(api.ServerOptions()...)
 	directorpb.RegisterDirectorServer(s, newNoopDirector())
 	go func() {
 		<-ctx.Done()

@@ -1,0 +1,52 @@
+package api
+
+import "google.golang.org/grpc"
+
+// The HTTP/2 flow-control windows of both ends of fedplane's gRPC port.
+//
+// Fixed windows turn off grpc-go's bandwidth-delay-product estimator. With
+// it on, every DATA frame that arrives on a connection at rest starts a
+// sample: the receiver sends a WINDOW_UPDATE and a PING, and the peer
+// answers with a PING ack. A heartbeat is one small request and one small
+// reply on a connection that is quiet in between, so the estimator turned
+// every heartbeat into three exchanges each way and tripled the syscalls per
+// heartbeat on the director (a 10,000-envoy federation at rest spends its
+// CPU on exactly that). The windows below are what the estimator grows to on
+// a fast link (its limit is 16 MiB), so bulk transfers (experiment archives,
+// models) keep their speed; they bound what a peer may send ahead of the
+// reader, not what is allocated.
+const (
+	// StreamWindowSize is the flow-control window of one stream, in bytes.
+	StreamWindowSize = 4 << 20
+
+	// ConnWindowSize is the flow-control window of one connection, shared by
+	// its streams, in bytes.
+	ConnWindowSize = 8 << 20
+)
+
+// ServerOptions are the transport options of a server on fedplane's gRPC
+// port: OpenFL's message and metadata limits and the fixed windows.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.MaxHeaderListSize(MaxMetadataSize),
+		grpc.StaticStreamWindowSize(StreamWindowSize),
+		grpc.StaticConnWindowSize(ConnWindowSize),
+	}
+}
+
+// DialOptions are the transport options of a client of fedplane's gRPC
+// port (an envoy, a frontend): the same limits and windows as the server's.
+// Credentials are the caller's.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageSize),
+			grpc.MaxCallSendMsgSize(MaxMessageSize),
+		),
+		grpc.WithMaxHeaderListSize(MaxMetadataSize),
+		grpc.WithStaticStreamWindowSize(StreamWindowSize),
+		grpc.WithStaticConnWindowSize(ConnWindowSize),
+	}
+}
