@@ -4,8 +4,6 @@ import (
 	"archive/zip"
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -410,8 +408,9 @@ func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.
 		os.Remove(tmp.Name())
 		return nil, "", err
 	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(rc, int64(entry.UncompressedSize64)+1))
+	hw := job.NewHashWriter(tmp)
+	n, err := io.Copy(hw, io.LimitReader(rc, int64(entry.UncompressedSize64)+1))
+	sum := hw.Sum()
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -431,7 +430,7 @@ func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.
 			return fail(fmt.Errorf("%w: %s: tensor %q is %s; fedplane averages float32 (F32) tensors", job.ErrInvalid, job.ModelFile, t.Name, t.DType))
 		}
 	}
-	return tmp, hex.EncodeToString(h.Sum(nil)), nil
+	return tmp, sum, nil
 }
 
 // metricJSON is a metric as admin replies carry it.

@@ -3,8 +3,6 @@ package director
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -362,8 +361,9 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		tmp.Close()
 		os.Remove(tmp.Name()) // a no-op once renamed
 	}()
-	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(tmp, h), 1<<20)
+	hw := job.NewHashWriter(tmp)
+	defer hw.Sum()
+	bw := bufio.NewWriterSize(hw, 1<<20)
 	exp.modelMu.RLock()
 	if exp.model == nil {
 		exp.modelMu.RUnlock()
@@ -386,7 +386,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	// From here to the model swap, no abort or failure may interleave.
 	d.rt.life.Lock()
 	defer d.rt.life.Unlock()
-	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hex.EncodeToString(h.Sum(nil))}, metrics, final)
+	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum()}, metrics, final)
 	if err != nil {
 		os.Remove(filepath.Join(d.cfg.DataDir, rel))
 		return err

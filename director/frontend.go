@@ -3,8 +3,6 @@ package director
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -390,8 +388,8 @@ func (d *Director) writeModelProto(mp *basepb.ModelProto) (*os.File, string, err
 	if err != nil {
 		return nil, "", err
 	}
-	h := sha256.New()
-	bw := bufio.NewWriter(io.MultiWriter(tmp, h))
+	hw := job.NewHashWriter(tmp)
+	bw := bufio.NewWriter(hw)
 	w, err := tensor.NewSafetensorsWriter(bw, specs, nil)
 	if err == nil {
 		for _, s := range specs {
@@ -406,12 +404,13 @@ func (d *Director) writeModelProto(mp *basepb.ModelProto) (*os.File, string, err
 	if err == nil {
 		err = bw.Flush()
 	}
+	sum := hw.Sum()
 	if err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return nil, "", fmt.Errorf("%w: model_proto: %w", ErrInvalid, err)
 	}
-	return tmp, hex.EncodeToString(h.Sum(nil)), nil
+	return tmp, sum, nil
 }
 
 // clientID is OpenFL's identity header of a caller without TLS.

@@ -2,8 +2,6 @@ package director
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,14 +38,15 @@ func (d *Director) receiveArchive(copyFn func(w io.Writer) (int64, error)) (*upl
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.New()
-	n, err := copyFn(io.MultiWriter(tmp, h))
+	hw := job.NewHashWriter(tmp)
+	n, err := copyFn(hw)
+	sum := hw.Sum()
 	if err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return nil, err
 	}
-	return &upload{f: tmp, size: n, sha256: hex.EncodeToString(h.Sum(nil))}, nil
+	return &upload{f: tmp, size: n, sha256: sum}, nil
 }
 
 // inspectUpload checks an uploaded archive without trusting it and returns

@@ -112,7 +112,8 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 			os.Remove(tmp)
 		}
 	}()
-	h := sha256.New()
+	hw := job.NewHashWriter(f)
+	defer hw.Sum()
 	var total int64
 	for n := 1; ; n++ {
 		msg, err := stream.Recv()
@@ -129,15 +130,14 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 		if total += int64(len(data)); total > size {
 			return 0, fmt.Errorf("broken archive: more than the %d bytes the director announced", size)
 		}
-		h.Write(data)
-		if _, err := f.Write(data); err != nil {
+		if _, err := hw.Write(data); err != nil {
 			return 0, fmt.Errorf("job archive: %w", err)
 		}
 	}
 	if total != size {
 		return 0, fmt.Errorf("broken archive: received %d bytes, the director announced %d", total, size)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+	if got := hw.Sum(); got != sum {
 		return 0, fmt.Errorf("broken archive: its sha256 is %s, the director announced %s", got, sum)
 	}
 	if err := f.Sync(); err != nil {
