@@ -8,13 +8,14 @@ import "google.golang.org/grpc"
 // it on, every DATA frame that arrives on a connection at rest starts a
 // sample: the receiver sends a WINDOW_UPDATE and a PING, and the peer
 // answers with a PING ack. A heartbeat is one small request and one small
-// reply on a connection that is quiet in between, so the estimator turned
-// every heartbeat into three exchanges each way and tripled the syscalls per
-// heartbeat on the director (a 10,000-envoy federation at rest spends its
-// CPU on exactly that). The windows below are what the estimator grows to on
-// a fast link (its limit is 16 MiB), so bulk transfers (experiment archives,
-// models) keep their speed; they bound what a peer may send ahead of the
-// reader, not what is allocated.
+// reply on a connection that is quiet in between, so the estimator made
+// every heartbeat three round trips instead of one and doubled the
+// director's reads and writes per heartbeat (a 10,000-envoy federation at
+// rest spends the director's CPU on exactly that). The windows bound what a peer may send ahead of the
+// reader; they allocate nothing by themselves. The estimator grows them to
+// 16 MiB at most; 4 MiB per stream still lets one stream carry 80 MiB/s
+// over a 50 ms round trip (a window per round trip), and bounds what a
+// director that falls behind holds per uploading envoy to 8 MiB.
 const (
 	// StreamWindowSize is the flow-control window of one stream, in bytes.
 	StreamWindowSize = 4 << 20
