@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 )
@@ -101,5 +102,90 @@ func TestEndExperimentMarksParticipants(t *testing.T) {
 	}
 	if _, err := db.EndExperiment(ctx, id, StatusPending, ""); err == nil {
 		t.Fatal("ending with a non-terminal status succeeded")
+	}
+}
+
+// mustExperiments creates n experiments, every tenth still pending and the
+// rest finished, as a director's history looks, and returns their ids.
+func mustExperiments(tb testing.TB, db *DB, n int) []string {
+	tb.Helper()
+	ctx := context.Background()
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("eeeeeeee-0000-4000-8000-%012d", i)
+		if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: fmt.Sprintf("job-%d", i), Manifest: `{"rounds": 3}`, ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
+			Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
+			tb.Fatal(err)
+		}
+		if i%10 != 0 {
+			if _, err := db.StartExperiment(ctx, id, []string{"a"}); err != nil {
+				tb.Fatal(err)
+			}
+			if _, err := db.EndExperiment(ctx, id, StatusFinished, ""); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// BenchmarkListPending is the scheduler's query, made every half period:
+// the pending jobs of a director that has run 1,000.
+func BenchmarkListPending(b *testing.B) {
+	ctx := context.Background()
+	db := mustOpen(b, filepath.Join(b.TempDir(), "f.db"), newClock())
+	mustExperiments(b, db, 1000)
+	f := ExperimentFilter{Statuses: []string{StatusPending}, NewestLast: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		pending, err := db.ListExperiments(ctx, f)
+		if err != nil || len(pending) != 100 {
+			b.Fatalf("got %d pending, %v; want 100", len(pending), err)
+		}
+	}
+}
+
+// BenchmarkGetExperiment is the lookup behind every GetExperimentData and
+// every results download.
+func BenchmarkGetExperiment(b *testing.B) {
+	ctx := context.Background()
+	db := mustOpen(b, filepath.Join(b.TempDir(), "f.db"), newClock())
+	ids := mustExperiments(b, db, 1000)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := db.GetExperiment(ctx, ids[i%len(ids)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkRecordTaskResult is one envoy's report of a round with four
+// metrics: one write transaction per SendLocalTaskResults.
+func BenchmarkRecordTaskResult(b *testing.B) {
+	ctx := context.Background()
+	db := mustOpen(b, filepath.Join(b.TempDir(), "f.db"), newClock())
+	id := "eeeeeeee-0000-4000-8000-000000000001"
+	if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: "x", Manifest: "{}", ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
+		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.StartExperiment(ctx, id, []string{"a"}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	round := 0
+	for b.Loop() {
+		var metrics []Metric
+		for _, name := range []string{"loss", "accuracy", "n_samples", "seconds"} {
+			metrics = append(metrics, Metric{ExperimentID: id, Round: round, Origin: "a", Task: "train", Name: name, Value: 0.5})
+		}
+		res := TaskResult{ExperimentID: id, Round: round, Envoy: "a", DataSize: 1000, ResultPath: "r"}
+		if err := db.RecordTaskResult(ctx, res, metrics); err != nil {
+			b.Fatal(err)
+		}
+		round++
 	}
 }
