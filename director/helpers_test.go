@@ -61,26 +61,34 @@ type clients struct {
 	agg aggregatorpb.AggregatorClient
 }
 
-// mustServeBufconn serves d in process over bufconn until the test ends.
-func mustServeBufconn(tb testing.TB, d *Director) clients {
+// mustServe serves d in process on a bufconn listener until the test ends,
+// and returns the listener to dial.
+func mustServe(tb testing.TB, d *Director) *bufconn.Listener {
 	tb.Helper()
 	lis := bufconn.Listen(1 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Serve(ctx, lis, nil) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("Serve: %v", err)
+		}
+	})
+	return lis
+}
+
+// mustServeBufconn serves d in process over bufconn until the test ends.
+func mustServeBufconn(tb testing.TB, d *Director) clients {
+	tb.Helper()
+	lis := mustServe(tb, d)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Serve: %v", err)
-		}
-	})
+	tb.Cleanup(func() { conn.Close() })
 	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn)}
 }
 

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedplane/fedplane/api/directorpb"
 )
@@ -26,11 +25,7 @@ var _ encoding.Codec = rawCodec{}
 
 func TestMalformedProtobufs(t *testing.T) {
 	d := mustNew(t, testCfg(t, newFakeClock()))
-	lis := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Serve(ctx, lis, nil) }()
-	t.Cleanup(func() { cancel(); <-done })
+	lis := mustServe(t, d)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))

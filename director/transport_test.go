@@ -10,7 +10,6 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
@@ -87,16 +86,8 @@ func (c *loggedConn) Write(p []byte) (int, error) {
 // syscalls per heartbeat.
 func TestHeartbeatFrames(t *testing.T) {
 	d := mustNew(t, testCfg(t, newFakeClock()))
-	lis := bufconn.Listen(1 << 20)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- d.Serve(ctx, lis, nil) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	lis := mustServe(t, d)
+	ctx := context.Background()
 
 	var conn *loggedConn
 	cc, err := grpc.NewClient("passthrough:///bufnet", append(api.DialOptions(),
