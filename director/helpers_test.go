@@ -81,7 +81,14 @@ func mustServe(tb testing.TB, d *Director) *bufconn.Listener {
 // mustServeBufconn serves d in process over bufconn until the test ends.
 func mustServeBufconn(tb testing.TB, d *Director) clients {
 	tb.Helper()
-	lis := mustServe(tb, d)
+	conn := mustDial(tb, mustServe(tb, d))
+	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn)}
+}
+
+// mustDial opens a plaintext client connection over lis, closed when the
+// test ends.
+func mustDial(tb testing.TB, lis *bufconn.Listener) *grpc.ClientConn {
+	tb.Helper()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -89,7 +96,7 @@ func mustServeBufconn(tb testing.TB, d *Director) clients {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn)}
+	return conn
 }
 
 func shard(name string, samples uint64, sample, target []string) *directorpb.UpdateShardInfoRequest {

@@ -2,12 +2,10 @@ package director
 
 import (
 	"context"
-	"net"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 
@@ -25,14 +23,7 @@ var _ encoding.Codec = rawCodec{}
 
 func TestMalformedProtobufs(t *testing.T) {
 	d := mustNew(t, testCfg(t, newFakeClock()))
-	lis := mustServe(t, d)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := mustDial(t, mustServe(t, d))
 	tests := []struct {
 		name   string
 		method string

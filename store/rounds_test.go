@@ -12,13 +12,7 @@ func TestRoundLifecycle(t *testing.T) {
 	ctx := context.Background()
 	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
 	id := "eeeeeeee-0000-4000-8000-000000000001"
-	if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: "x", Manifest: "{}", ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
-		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.StartExperiment(ctx, id, []string{"b", "a"}); err != nil {
-		t.Fatal(err)
-	}
+	mustRunning(t, db, id, "b", "a")
 	if _, err := db.StartExperiment(ctx, id, []string{"a"}); !errors.Is(err, ErrStatus) {
 		t.Fatalf("second start: got %v, want ErrStatus", err)
 	}
@@ -105,6 +99,20 @@ func TestEndExperimentMarksParticipants(t *testing.T) {
 	}
 }
 
+// mustRunning creates experiment id with its round-0 model and starts it
+// on envoys.
+func mustRunning(tb testing.TB, db *DB, id string, envoys ...string) {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: "x", Manifest: "{}", ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
+		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := db.StartExperiment(ctx, id, envoys); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // mustExperiments creates n experiments, every tenth still pending and the
 // rest finished, as a director's history looks, and returns their ids.
 func mustExperiments(tb testing.TB, db *DB, n int) []string {
@@ -168,13 +176,7 @@ func BenchmarkRecordTaskResult(b *testing.B) {
 	ctx := context.Background()
 	db := mustOpen(b, filepath.Join(b.TempDir(), "f.db"), newClock())
 	id := "eeeeeeee-0000-4000-8000-000000000001"
-	if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: "x", Manifest: "{}", ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
-		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := db.StartExperiment(ctx, id, []string{"a"}); err != nil {
-		b.Fatal(err)
-	}
+	mustRunning(b, db, id, "a")
 	b.ReportAllocs()
 	round := 0
 	for b.Loop() {
