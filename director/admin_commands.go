@@ -410,6 +410,7 @@ func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.
 	}
 	hw := job.NewHashWriter(tmp)
 	n, err := io.Copy(hw, io.LimitReader(rc, int64(entry.UncompressedSize64)+1))
+	hw.Close()
 	sum := hw.Sum()
 	if err != nil {
 		var pe *os.PathError

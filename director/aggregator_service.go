@@ -362,7 +362,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		os.Remove(tmp.Name()) // a no-op once renamed
 	}()
 	hw := job.NewHashWriter(tmp)
-	defer hw.Sum()
+	defer hw.Close()
 	bw := bufio.NewWriterSize(hw, 1<<20)
 	exp.modelMu.RLock()
 	if exp.model == nil {
@@ -377,6 +377,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	if err := bw.Flush(); err != nil {
 		return err
 	}
+	hw.Close()
 	next := round + 1
 	rel := filepath.Join(experimentsDir, exp.id, "models", fmt.Sprintf("round-%04d.safetensors", next))
 	if err := d.commitFile(tmp, rel); err != nil {

@@ -404,6 +404,7 @@ func (d *Director) writeModelProto(mp *basepb.ModelProto) (*os.File, string, err
 	if err == nil {
 		err = bw.Flush()
 	}
+	hw.Close()
 	sum := hw.Sum()
 	if err != nil {
 		tmp.Close()

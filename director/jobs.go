@@ -40,6 +40,7 @@ func (d *Director) receiveArchive(copyFn func(w io.Writer) (int64, error)) (*upl
 	}
 	hw := job.NewHashWriter(tmp)
 	n, err := copyFn(hw)
+	hw.Close()
 	sum := hw.Sum()
 	if err != nil {
 		tmp.Close()

@@ -113,7 +113,7 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 		}
 	}()
 	hw := job.NewHashWriter(f)
-	defer hw.Sum()
+	defer hw.Close()
 	var total int64
 	for n := 1; ; n++ {
 		msg, err := stream.Recv()
@@ -137,6 +137,7 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 	if total != size {
 		return 0, fmt.Errorf("broken archive: received %d bytes, the director announced %d", total, size)
 	}
+	hw.Close()
 	if got := hw.Sum(); got != sum {
 		return 0, fmt.Errorf("broken archive: its sha256 is %s, the director announced %s", got, sum)
 	}

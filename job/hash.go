@@ -23,7 +23,8 @@ const (
 // bytes, then copies them into a buffer for the hasher, so hashing a chunk
 // overlaps reading and writing the next ones.
 //
-// Sum must be called, also after an error, to stop the goroutine. A
+// Close must be called, also after an error, to stop the goroutine; Sum
+// then returns the hash. Close does not close the underlying writer. A
 // HashWriter is not safe for concurrent use.
 type HashWriter struct {
 	w    io.Writer
@@ -32,7 +33,7 @@ type HashWriter struct {
 	free chan []byte
 	full chan []byte
 	done chan struct{}
-	sum  string
+	sum  string // set by Close
 }
 
 // NewHashWriter returns a HashWriter writing to w.
@@ -78,11 +79,10 @@ func (hw *HashWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Sum waits for the hash of everything written, stops the goroutine and
-// returns the hex SHA-256 of the bytes the underlying writer took. Call it
-// also when giving up on the writer, to stop the goroutine; Write must not
-// be called after it. Later calls return the same sum.
-func (hw *HashWriter) Sum() string {
+// Close waits for the hash of everything written and stops the goroutine.
+// Call it also when giving up on the writer; Write must not be called after
+// it. It does not close the underlying writer, and later calls do nothing.
+func (hw *HashWriter) Close() error {
 	if hw.full != nil {
 		if len(hw.cur) > 0 {
 			hw.full <- hw.cur
@@ -92,6 +92,15 @@ func (hw *HashWriter) Sum() string {
 		hw.full = nil
 		<-hw.done
 		hw.sum = hex.EncodeToString(hw.h.Sum(nil))
+	}
+	return nil
+}
+
+// Sum returns the hex SHA-256 of the bytes the underlying writer took. It
+// panics before Close, whose wait it does not hide.
+func (hw *HashWriter) Sum() string {
+	if hw.full != nil {
+		panic("job: HashWriter.Sum called before Close")
 	}
 	return hw.sum
 }

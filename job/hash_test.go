@@ -66,11 +66,17 @@ func TestHashWriter(t *testing.T) {
 				rest = rest[k:]
 			}
 			want := sha256.Sum256(data)
+			if err := hw.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
 			if got := hw.Sum(); got != hex.EncodeToString(want[:]) {
 				t.Errorf("Sum: got %s, want %x", got, want)
 			}
+			if err := hw.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
 			if got := hw.Sum(); got != hex.EncodeToString(want[:]) {
-				t.Errorf("second Sum: got %s, want %x", got, want)
+				t.Errorf("Sum after a second Close: got %s, want %x", got, want)
 			}
 			if !bytes.Equal(out.Bytes(), data) {
 				t.Errorf("underlying writer: got %d bytes, want the %d written", out.Len(), tt.size)
@@ -80,7 +86,7 @@ func TestHashWriter(t *testing.T) {
 }
 
 // TestHashWriterShortWrite: after a failed write the hash describes exactly
-// what the underlying writer took, and Sum still returns.
+// what the underlying writer took, and Close still returns.
 func TestHashWriterShortWrite(t *testing.T) {
 	data := randomBytes(1<<20, 1)
 	w := &limitedWriter{n: 300_000}
@@ -90,6 +96,7 @@ func TestHashWriterShortWrite(t *testing.T) {
 		t.Fatalf("io.Copy: got %v, want %v", err, errFull)
 	}
 	want := sha256.Sum256(data[:300_000])
+	hw.Close()
 	if got := hw.Sum(); got != hex.EncodeToString(want[:]) {
 		t.Errorf("Sum: got %s, want the sha256 of the 300000 bytes written, %x", got, want)
 	}
@@ -128,7 +135,7 @@ func BenchmarkHashWriter(b *testing.B) {
 	b.Run("pipelined", func(b *testing.B) {
 		run(b, func() (io.Writer, func()) {
 			hw := job.NewHashWriter(f)
-			return hw, func() { hw.Sum() }
+			return hw, func() { hw.Close() }
 		})
 	})
 	b.Run("inline", func(b *testing.B) {
@@ -137,4 +144,17 @@ func BenchmarkHashWriter(b *testing.B) {
 			return io.MultiWriter(f, h), func() { h.Sum(nil) }
 		})
 	})
+}
+
+// TestHashWriterSumBeforeClose: Sum before Close is a mistake that panics
+// rather than returning a hash of part of what was written.
+func TestHashWriterSumBeforeClose(t *testing.T) {
+	hw := job.NewHashWriter(io.Discard)
+	defer hw.Close()
+	defer func() {
+		if recover() == nil {
+			t.Error("Sum before Close: got no panic")
+		}
+	}()
+	hw.Sum()
 }
