@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 )
 
 // Defaults of the admin listener.
@@ -197,7 +198,7 @@ func (d *Director) readAdminRequest(br *bufio.Reader, who caller) (*adminRequest
 	}
 	req.name, req.args = words[0], words[1:]
 	// Without TLS a local caller may name itself (fladmin sends $USER).
-	if u, ok := req.msg.Meta["user"].(string); ok && validateName("user", u) == nil && d.cfg.TLS == nil {
+	if u, ok := req.msg.Meta["user"].(string); ok && api.ValidateName("user", u) == nil && d.cfg.TLS == nil {
 		req.caller.Name = u
 	}
 	return req, nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
@@ -48,50 +49,14 @@ func (d *Director) adminCommandNames() []string {
 	return names
 }
 
-// jobJSON is a job as admin replies carry it in meta (stable lowerCamel keys).
-type jobJSON struct {
-	JobID         string          `json:"jobId"`
-	Name          string          `json:"name"`
-	Status        string          `json:"status"`
-	Reason        string          `json:"reason,omitempty"`
-	Submitter     string          `json:"submitter"`
-	SubmitterOrg  string          `json:"submitterOrg,omitempty"`
-	SubmitterRole string          `json:"submitterRole,omitempty"`
-	SubmitTime    time.Time       `json:"submitTime"`
-	StartTime     *time.Time      `json:"startTime,omitempty"`
-	EndTime       *time.Time      `json:"endTime,omitempty"`
-	Duration      string          `json:"duration"`
-	ArchiveSize   int64           `json:"archiveSize"`
-	ArchiveSHA256 string          `json:"archiveSha256"`
-	Manifest      json.RawMessage `json:"manifest,omitempty"`
-	// RoundsDone is how many rounds have been aggregated (get_job_meta only).
-	RoundsDone int               `json:"roundsDone"`
-	Rounds     int               `json:"rounds"`
-	Envoys     []participantJSON `json:"envoys,omitempty"`
-}
-
-// participantJSON is one envoy's state in a job.
-type participantJSON struct {
-	Name    string    `json:"name"`
-	Status  string    `json:"status"`
-	Round   int       `json:"round"`
-	Reason  string    `json:"reason,omitempty"`
-	Updated time.Time `json:"updated"`
-}
-
-func (d *Director) jobJSON(e store.Experiment, withManifest bool) jobJSON {
-	j := jobJSON{
+func (d *Director) jobJSON(e store.Experiment, withManifest bool) api.Job {
+	j := api.Job{
 		JobID: e.ID, Name: e.Name, Status: e.Status, Reason: e.Reason,
 		Submitter: e.Submitter, SubmitterOrg: e.SubmitterOrg, SubmitterRole: e.SubmitterRole,
 		SubmitTime: e.CreatedAt, Duration: d.jobDuration(e),
 		ArchiveSize: e.ArchiveSize, ArchiveSHA256: e.ArchiveSHA256,
 	}
-	if !e.StartedAt.IsZero() {
-		j.StartTime = &e.StartedAt
-	}
-	if !e.FinishedAt.IsZero() {
-		j.EndTime = &e.FinishedAt
-	}
+	j.StartTime, j.EndTime = e.StartedAt, e.FinishedAt
 	if withManifest {
 		j.Manifest = json.RawMessage(e.Manifest)
 	}
@@ -144,7 +109,7 @@ func (d *Director) cmdSubmitJob(ctx context.Context, req *adminRequest) *adminpr
 	if err != nil {
 		return d.jobError(ctx, "store job", err)
 	}
-	return replyOK(map[string]any{"job_id": e.ID, "job": d.jobJSON(e, false)},
+	return replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJob: d.jobJSON(e, false)},
 		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID})
 }
 
@@ -179,13 +144,13 @@ func (d *Director) cmdListJobs(ctx context.Context, req *adminRequest) *adminpro
 		return d.internalError(ctx, err)
 	}
 	rows := [][]string{{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}}
-	jobs := make([]jobJSON, 0, len(exps))
+	jobs := make([]api.Job, 0, len(exps))
 	for _, e := range exps {
 		j := d.jobJSON(e, false)
 		jobs = append(jobs, j)
-		rows = append(rows, []string{e.ID, e.Name, e.Status, e.Submitter, e.CreatedAt.Format(time.RFC3339), j.Duration})
+		rows = append(rows, []string{e.ID, e.Name, string(e.Status), e.Submitter, e.CreatedAt.Format(time.RFC3339), j.Duration})
 	}
-	meta := map[string]any{"jobs": jobs}
+	meta := map[string]any{api.MetaJobs: jobs}
 	if len(exps) == 0 {
 		reply := replyOK(meta, adminproto.Item{Type: adminproto.TypeString, Data: "No jobs."})
 		return reply
@@ -204,9 +169,9 @@ func (d *Director) findJob(ctx context.Context, cmd string, args []string) (stor
 	}
 	e, err := d.db.FindExperiment(ctx, id)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, api.ErrNotFound):
 		return e, replyError(adminproto.StatusInvalidJobID, "no job with id %q", id)
-	case errors.Is(err, store.ErrAmbiguous):
+	case errors.Is(err, api.ErrAmbiguous):
 		return e, replyError(adminproto.StatusInvalidJobID, "job id prefix %q matches more than one job; give more characters", id)
 	case err != nil:
 		return e, d.internalError(ctx, err)
@@ -233,9 +198,9 @@ func (d *Director) cmdGetJobMeta(ctx context.Context, req *adminRequest) *adminp
 		j.RoundsDone = rounds[len(rounds)-1].Round
 	}
 	for _, p := range parts {
-		j.Envoys = append(j.Envoys, participantJSON{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
+		j.Envoys = append(j.Envoys, api.Participant{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
 	}
-	return replyOK(map[string]any{"job": j}, adminproto.Item{Type: adminproto.TypeDict, Data: j})
+	return replyOK(map[string]any{api.MetaJob: j}, adminproto.Item{Type: adminproto.TypeDict, Data: j})
 }
 
 // cmdAbortJob aborts a job that has not ended.
@@ -248,8 +213,8 @@ func (d *Director) cmdAbortJob(ctx context.Context, req *adminRequest) *adminpro
 		return replyError(adminproto.StatusNotAuthorized, "%v", err)
 	}
 	reason := "aborted by " + req.caller.Name
-	aborted, err := d.endExperiment(ctx, e.ID, store.StatusAborted, reason)
-	if errors.Is(err, store.ErrStatus) {
+	aborted, err := d.endExperiment(ctx, e.ID, api.JobAborted, reason)
+	if errors.Is(err, api.ErrConflict) {
 		cur, err := d.db.GetExperiment(ctx, e.ID)
 		if err != nil {
 			return d.internalError(ctx, err)
@@ -259,7 +224,7 @@ func (d *Director) cmdAbortJob(ctx context.Context, req *adminRequest) *adminpro
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	return replyOK(map[string]any{"job": d.jobJSON(aborted, false)},
+	return replyOK(map[string]any{api.MetaJob: d.jobJSON(aborted, false)},
 		adminproto.Item{Type: adminproto.TypeSuccess, Data: "Aborted job " + aborted.ID})
 }
 
@@ -273,30 +238,16 @@ func (d *Director) cmdDeleteJob(ctx context.Context, req *adminRequest) *adminpr
 		return replyError(adminproto.StatusNotAuthorized, "%v", err)
 	}
 	err := d.deleteJob(ctx, e.ID)
-	if errors.Is(err, ErrConflict) {
+	if errors.Is(err, api.ErrConflict) {
 		return replyError(adminproto.StatusJobRunning, "%v", err)
 	}
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, api.ErrNotFound) {
 		return replyError(adminproto.StatusInvalidJobID, "no job with id %q", e.ID)
 	}
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	return replyOK(map[string]any{"jobId": e.ID}, adminproto.Item{Type: adminproto.TypeSuccess, Data: "Deleted job " + e.ID})
-}
-
-// envoyJSON is an envoy as admin replies carry it in meta.
-type envoyJSON struct {
-	Name              string    `json:"name"`
-	Online            bool      `json:"online"`
-	LastSeen          time.Time `json:"lastSeen"`
-	Experiment        string    `json:"experiment"`
-	ExperimentRunning bool      `json:"experimentRunning"`
-	Samples           uint64    `json:"samples"`
-	Shard             string    `json:"shard"`
-	SampleShape       []string  `json:"sampleShape"`
-	TargetShape       []string  `json:"targetShape"`
-	RegisteredAt      time.Time `json:"registeredAt"`
+	return replyOK(map[string]any{api.MetaJobID: e.ID}, adminproto.Item{Type: adminproto.TypeSuccess, Data: "Deleted job " + e.ID})
 }
 
 // cmdListEnvoys lists the federation's envoys.
@@ -316,7 +267,7 @@ func (d *Director) cmdListEnvoys(ctx context.Context, req *adminRequest) *adminp
 		if i > 0 {
 			envoys = append(envoys, ',')
 		}
-		envoys = appendEnvoyJSON(envoys, &envoyJSON{
+		envoys = appendEnvoyJSON(envoys, &api.Envoy{
 			Name: v.Name, Online: v.Online, LastSeen: v.LastSeen, ExperimentRunning: v.ExperimentRunning, Experiment: exp,
 			Samples: v.NSamples, Shard: v.Description, SampleShape: v.SampleShape, TargetShape: v.TargetShape,
 			RegisteredAt: v.RegisteredAt,
@@ -325,7 +276,7 @@ func (d *Director) cmdListEnvoys(ctx context.Context, req *adminRequest) *adminp
 			strconv.FormatUint(v.NSamples, 10), v.Description})
 	}
 	envoys = append(envoys, ']')
-	return replyOK(map[string]any{"envoys": adminproto.RawJSON(envoys)}, adminproto.Item{Type: adminproto.TypeTable, Rows: rows})
+	return replyOK(map[string]any{api.MetaEnvoys: adminproto.RawJSON(envoys)}, adminproto.Item{Type: adminproto.TypeTable, Rows: rows})
 }
 
 // cmdCheckStatus reports the director's version, uptime and counts.
@@ -345,7 +296,7 @@ func (d *Director) cmdCheckStatus(ctx context.Context, req *adminRequest) *admin
 		"jobs":         counts,
 	}
 	text := fmt.Sprintf("fedplane director %s, up %s; envoys: %d (%d online); jobs: %d pending, %d running",
-		d.cfg.Version, uptime, total, online, counts[store.StatusPending], counts[store.StatusInProgress])
+		d.cfg.Version, uptime, total, online, counts[api.JobPending], counts[api.JobInProgress])
 	return replyOK(meta, adminproto.Item{Type: adminproto.TypeString, Data: text})
 }
 
@@ -434,17 +385,6 @@ func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.
 	return tmp, sum, nil
 }
 
-// metricJSON is a metric as admin replies carry it.
-type metricJSON struct {
-	Seq    int64     `json:"seq"`
-	Round  int       `json:"round"`
-	Origin string    `json:"origin"`
-	Task   string    `json:"task"`
-	Name   string    `json:"name"`
-	Value  float64   `json:"value"`
-	Time   time.Time `json:"time"`
-}
-
 // cmdGetMetrics returns a job's metrics (those after a sequence number, for
 // a client that follows them) and its status.
 func (d *Director) cmdGetMetrics(ctx context.Context, req *adminRequest) *adminproto.Message {
@@ -465,11 +405,11 @@ func (d *Director) cmdGetMetrics(ctx context.Context, req *adminRequest) *adminp
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	out := make([]metricJSON, 0, len(ms))
+	out := make([]api.Metric, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, metricJSON{Seq: m.Seq, Round: m.Round, Origin: m.Origin, Task: m.Task, Name: m.Name, Value: m.Value, Time: m.Time})
+		out = append(out, api.Metric{Seq: m.Seq, Round: m.Round, Origin: m.Origin, Task: m.Task, Name: m.Name, Value: m.Value, Time: m.Time})
 	}
-	return replyOK(map[string]any{"jobId": e.ID, "jobStatus": e.Status, "metrics": out})
+	return replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status, api.MetaMetrics: out})
 }
 
 // cmdDownloadJob replies with a binary exchange whose body is a zip of the
@@ -492,7 +432,7 @@ func (d *Director) cmdDownloadJob(ctx context.Context, req *adminRequest) *admin
 	if err != nil {
 		return d.internalError(ctx, err)
 	}
-	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{"job_id": e.ID, "jobStatus": e.Status, "size": a.Size()}))
+	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status, api.MetaSize: a.Size()}))
 	if err != nil {
 		return d.internalError(ctx, err)
 	}

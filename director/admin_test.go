@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
@@ -167,7 +168,7 @@ func TestAdminSubmitAndManageJob(t *testing.T) {
 		t.Fatalf("job %q not stored: %v", id, err)
 	}
 	sum := sha256.Sum256(body)
-	if e.Status != store.StatusPending || e.Name != "mnist" || e.ArchiveSHA256 != hex.EncodeToString(sum[:]) || e.ArchiveSize != int64(len(body)) {
+	if e.Status != api.JobPending || e.Name != "mnist" || e.ArchiveSHA256 != hex.EncodeToString(sum[:]) || e.ArchiveSize != int64(len(body)) {
 		t.Fatalf("stored job: got %+v", e)
 	}
 	onDisk, err := os.ReadFile(filepath.Join(d.cfg.DataDir, e.ArchivePath))

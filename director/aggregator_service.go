@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
@@ -45,7 +46,7 @@ const directorName = "director"
 func (d *Director) participantOf(ctx context.Context, method string, h *aggregatorpb.MessageHeader) (exp *experiment, ended bool, err error) {
 	id, sender := h.GetFederationUuid(), h.GetSender()
 	if id == "" || sender == "" {
-		return nil, false, fmt.Errorf("%w: header.federation_uuid and header.sender are required", ErrInvalid)
+		return nil, false, fmt.Errorf("%w: header.federation_uuid and header.sender are required", api.ErrInvalid)
 	}
 	if err := d.checkEnvoy(ctx, method, sender); err != nil {
 		return nil, false, err
@@ -55,13 +56,13 @@ func (d *Director) participantOf(ctx context.Context, method string, h *aggregat
 		if err != nil {
 			return nil, false, err
 		}
-		if store.Terminal(e.Status) {
+		if e.Status.Terminal() {
 			return nil, true, nil
 		}
-		return nil, false, fmt.Errorf("%w: experiment %s is %s", ErrConflict, id, e.Status)
+		return nil, false, fmt.Errorf("%w: experiment %s is %s", api.ErrConflict, id, e.Status)
 	}
 	if !exp.isParticipant(sender) {
-		return nil, false, fmt.Errorf("%w: %s is not a participant of experiment %s", ErrPermission, sender, id)
+		return nil, false, fmt.Errorf("%w: %s is not a participant of experiment %s", api.ErrNotAllowed, sender, id)
 	}
 	return exp, false, nil
 }
@@ -97,7 +98,7 @@ func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetT
 		return resp, nil
 	}
 	if !known {
-		if err := d.db.SetEnvoyState(ctx, exp.id, name, store.EnvoyTraining, round, ""); err != nil && !errors.Is(err, store.ErrStatus) {
+		if err := d.db.SetEnvoyState(ctx, exp.id, name, api.EnvoyTraining, round, ""); err != nil && !errors.Is(err, api.ErrConflict) {
 			return nil, toStatus(ctx, d.log, "GetTasks", err)
 		}
 	}
@@ -111,7 +112,7 @@ func (s *aggregatorService) GetAggregatedTensor(ctx context.Context, req *aggreg
 	d := s.d
 	exp, ended, err := d.participantOf(ctx, "GetAggregatedTensor", req.GetHeader())
 	if err == nil && ended {
-		err = fmt.Errorf("%w: experiment %s has ended", ErrConflict, req.GetHeader().GetFederationUuid())
+		err = fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, req.GetHeader().GetFederationUuid())
 	}
 	if err != nil {
 		return nil, toStatus(ctx, d.log, "GetAggregatedTensor", err)
@@ -152,7 +153,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 		// Only envoys may make the director store a stream; which envoy
 		// is checked against the results' header once it is parsed.
 		if id, ok := peerIdentity(ctx); !ok || id.Kind != KindEnvoy {
-			return toStatus(ctx, d.log, method, fmt.Errorf("%w: only envoys send task results", ErrPermission))
+			return toStatus(ctx, d.log, method, fmt.Errorf("%w: only envoys send task results", api.ErrNotAllowed))
 		}
 	}
 	tmp, n, err := d.receiveChunks(stream)
@@ -168,19 +169,19 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	}()
 	res, err := tensor.ReadTaskResults(tmp, n)
 	if err != nil {
-		return toStatus(ctx, d.log, method, fmt.Errorf("%w: task results: %w", ErrInvalid, err))
+		return toStatus(ctx, d.log, method, fmt.Errorf("%w: task results: %w", api.ErrInvalid, err))
 	}
 	h := &aggregatorpb.MessageHeader{Sender: res.Header.Sender, FederationUuid: res.Header.FederationUUID}
 	exp, ended, err := d.participantOf(ctx, method, h)
 	if err == nil && ended {
-		err = fmt.Errorf("%w: experiment %s has ended", ErrConflict, h.FederationUuid)
+		err = fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, h.FederationUuid)
 	}
 	if err != nil {
 		return toStatus(ctx, d.log, method, err)
 	}
 	name, round := h.Sender, int(res.Header.Round)
 	if res.Header.DataSize <= 0 {
-		return toStatus(ctx, d.log, method, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", ErrInvalid, res.Header.DataSize))
+		return toStatus(ctx, d.log, method, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", api.ErrInvalid, res.Header.DataSize))
 	}
 	// Claim the report: a retry racing its first attempt, or a round that
 	// moves on meanwhile, must not store it twice or into the next round.
@@ -195,7 +196,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	case closing && !already:
 		return status.Errorf(codes.FailedPrecondition, "round %d closed without %s's results (round_timeout)", round, name)
 	case round != cur:
-		return toStatus(ctx, d.log, method, fmt.Errorf("%w: results are for round %d, the current round is %d", ErrConflict, round, cur))
+		return toStatus(ctx, d.log, method, fmt.Errorf("%w: results are for round %d, the current round is %d", api.ErrConflict, round, cur))
 	case already || busy:
 		return status.Errorf(codes.AlreadyExists, "%s already reported round %d", name, round)
 	}
@@ -211,7 +212,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	}
 	exp.modelMu.RUnlock()
 	if layoutErr != nil {
-		return toStatus(ctx, d.log, method, fmt.Errorf("%w: results of %s do not match the model: %w", ErrInvalid, name, layoutErr))
+		return toStatus(ctx, d.log, method, fmt.Errorf("%w: results of %s do not match the model: %w", api.ErrInvalid, name, layoutErr))
 	}
 
 	rel := filepath.Join(experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round), name+".taskresults")
@@ -226,7 +227,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	err = d.db.RecordTaskResult(ctx, store.TaskResult{ExperimentID: exp.id, Round: round, Envoy: name, DataSize: int64(res.Header.DataSize), ResultPath: rel}, metrics)
 	if err != nil {
 		os.Remove(filepath.Join(d.cfg.DataDir, rel))
-		if errors.Is(err, store.ErrStatus) {
+		if errors.Is(err, api.ErrConflict) {
 			return status.Errorf(codes.AlreadyExists, "%s already reported round %d", name, round)
 		}
 		return toStatus(ctx, d.log, method, err)
@@ -273,18 +274,18 @@ func (d *Director) receiveChunks(stream aggregatorpb.Aggregator_SendLocalTaskRes
 			return fail(err)
 		}
 		if int(chunk.GetSize()) != len(chunk.GetNpbytes()) {
-			return fail(fmt.Errorf("%w: broken stream: chunk %d has size %d but %d bytes", ErrInvalid, i, chunk.GetSize(), len(chunk.GetNpbytes())))
+			return fail(fmt.Errorf("%w: broken stream: chunk %d has size %d but %d bytes", api.ErrInvalid, i, chunk.GetSize(), len(chunk.GetNpbytes())))
 		}
 		n += int64(len(chunk.GetNpbytes()))
 		if n > d.cfg.MaxJobSize {
-			return fail(fmt.Errorf("%w: task results larger than %d bytes", ErrInvalid, d.cfg.MaxJobSize))
+			return fail(fmt.Errorf("%w: task results larger than %d bytes", api.ErrInvalid, d.cfg.MaxJobSize))
 		}
 		if _, err := bw.Write(chunk.GetNpbytes()); err != nil {
 			return fail(err)
 		}
 	}
 	if n == 0 {
-		return fail(fmt.Errorf("%w: empty task results stream", ErrInvalid))
+		return fail(fmt.Errorf("%w: empty task results stream", api.ErrInvalid))
 	}
 	if err := bw.Flush(); err != nil {
 		return fail(err)
@@ -297,11 +298,11 @@ func (d *Director) receiveChunks(stream aggregatorpb.Aggregator_SendLocalTaskRes
 // A failure fails the experiment with the reason.
 func (d *Director) aggregate(ctx context.Context, exp *experiment, round int) {
 	if err := d.aggregateRound(ctx, exp, round); err != nil {
-		if errors.Is(err, store.ErrStatus) {
+		if errors.Is(err, api.ErrConflict) {
 			return // ended while aggregating (aborted, failed): nothing to do
 		}
 		d.log.ErrorContext(ctx, "aggregation failed", keyJob, exp.id, keyRound, round, keyErr, err)
-		d.endExperiment(ctx, exp.id, store.StatusFailed, fmt.Sprintf("aggregation of round %d failed: %v", round, err))
+		d.endExperiment(ctx, exp.id, api.JobFailed, fmt.Sprintf("aggregation of round %d failed: %v", round, err))
 	}
 }
 
@@ -350,7 +351,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		if name == metricSamples {
 			value = totalSamples // a count adds up; its weighted mean means nothing
 		}
-		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: store.OriginAggregator, Task: taskTrain, Name: name, Value: value})
+		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: api.OriginAggregator, Task: taskTrain, Name: name, Value: value})
 	}
 
 	tmp, err := d.createTemp("model-*.safetensors")
@@ -367,7 +368,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	exp.modelMu.RLock()
 	if exp.model == nil {
 		exp.modelMu.RUnlock()
-		return fmt.Errorf("experiment ended: %w", store.ErrStatus)
+		return fmt.Errorf("experiment ended: %w", api.ErrConflict)
 	}
 	err = tensor.FedAvg(bw, exp.model.x, inputs)
 	exp.modelMu.RUnlock()
@@ -403,7 +404,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		delete(d.rt.running, exp.id)
 		d.rt.mu.Unlock()
 		exp.closeModel()
-		d.log.InfoContext(ctx, "experiment ended", keyJob, exp.id, "status", store.StatusFinished)
+		d.log.InfoContext(ctx, "experiment ended", keyJob, exp.id, "status", api.JobFinished)
 		d.kickScheduler()
 		return nil
 	}

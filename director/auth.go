@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -114,13 +115,13 @@ func (d *Director) checkEnvoy(ctx context.Context, method, name string) error {
 	id, ok := peerIdentity(ctx)
 	switch {
 	case !ok:
-		return fmt.Errorf("%w: no client certificate", ErrPermission)
+		return fmt.Errorf("%w: no client certificate", api.ErrNotAllowed)
 	case id.Kind != KindEnvoy:
 		d.log.WarnContext(ctx, "refused: not an envoy certificate", keyMethod, method, "cn", id.Name, "kind", id.Kind)
-		return fmt.Errorf("%w: certificate %q is not an envoy's", ErrPermission, id.Name)
+		return fmt.Errorf("%w: certificate %q is not an envoy's", api.ErrNotAllowed, id.Name)
 	case id.Name != name:
 		d.log.WarnContext(ctx, "refused: name differs from the certificate", keyMethod, method, "cn", id.Name, "claimed", name)
-		return fmt.Errorf("%w: certificate CN %q may not act as envoy %q", ErrPermission, id.Name, name)
+		return fmt.Errorf("%w: certificate CN %q may not act as envoy %q", api.ErrNotAllowed, id.Name, name)
 	}
 	return nil
 }

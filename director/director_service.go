@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/store"
 )
@@ -28,31 +29,6 @@ import (
 type directorService struct {
 	directorpb.UnimplementedDirectorServer
 	d *Director
-}
-
-// maxNameLen bounds envoy and experiment names, which end up in certificates,
-// file names and log lines.
-const maxNameLen = 128
-
-// validateName accepts names made of letters, digits and . _ - @, not
-// starting with a dot, at most maxNameLen bytes.
-func validateName(what, name string) error {
-	if name == "" {
-		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
-	}
-	if len(name) > maxNameLen {
-		return fmt.Errorf("%w: %s is %d bytes long, at most %d allowed", ErrInvalid, what, len(name), maxNameLen)
-	}
-	if name[0] == '.' {
-		return fmt.Errorf("%w: %s %q starts with a dot", ErrInvalid, what, name)
-	}
-	for _, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-' || r == '@'
-		if !ok {
-			return fmt.Errorf("%w: %s %q has %q; use letters, digits, '.', '_', '-' or '@'", ErrInvalid, what, name, r)
-		}
-	}
-	return nil
 }
 
 // cudaDevice is the stored form of directorpb.CudaDeviceInfo.
@@ -115,10 +91,10 @@ func (s *directorService) UpdateShardInfo(ctx context.Context, req *directorpb.U
 	const method = "UpdateShardInfo"
 	si := req.GetShardInfo()
 	if si == nil {
-		return nil, toStatus(ctx, s.d.log, method, fmt.Errorf("%w: shard_info is missing", ErrInvalid))
+		return nil, toStatus(ctx, s.d.log, method, fmt.Errorf("%w: shard_info is missing", api.ErrInvalid))
 	}
 	name := si.GetNodeInfo().GetName()
-	if err := validateName("node_info.name", name); err != nil {
+	if err := api.ValidateName("node_info.name", name); err != nil {
 		return nil, toStatus(ctx, s.d.log, method, err)
 	}
 	if err := s.d.checkEnvoy(ctx, method, name); err != nil {
@@ -128,7 +104,7 @@ func (s *directorService) UpdateShardInfo(ctx context.Context, req *directorpb.U
 		s.d.log.WarnContext(ctx, "shard refused", keyEnvoy, name, keyReason, why)
 		// OpenFL's reply has only accepted=false; fedplane envoys print the
 		// reason from this header.
-		grpc.SetHeader(ctx, metadata.Pairs(mdReason, why))
+		grpc.SetHeader(ctx, metadata.Pairs(api.MDReason, why))
 		return &directorpb.UpdateShardInfoResponse{Accepted: false}, nil
 	}
 	devs, err := encodeDevices(si.GetNodeInfo().GetCudaDevices())
@@ -169,7 +145,7 @@ func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb
 		// The envoy still runs an experiment that has ended (aborted, or
 		// failed elsewhere): tell it to stop, in a header OpenFL peers ignore.
 		if id := s.d.latestOf(name); id != "" && s.d.runningOf(name) == "" {
-			grpc.SetHeader(ctx, metadata.Pairs(mdStop, id))
+			grpc.SetHeader(ctx, metadata.Pairs(api.MDStop, id))
 		}
 	}
 	return &directorpb.UpdateEnvoyStatusResponse{HealthCheckPeriod: s.d.periodPB}, nil
@@ -213,19 +189,6 @@ func shardInfoPB(e store.Envoy) *directorpb.ShardInfo {
 	}
 }
 
-// Response header keys fedplane adds to OpenFL's messages. OpenFL peers
-// ignore them.
-const (
-	// mdReason carries why UpdateShardInfo refused a shard.
-	mdReason = "fedplane-reason"
-	// mdStop names an ended experiment a heartbeating envoy still runs.
-	mdStop = "fedplane-stop"
-	// mdArchiveSize and mdArchiveSHA256 describe GetExperimentData's archive
-	// so the envoy can check what it received.
-	mdArchiveSize   = "fedplane-archive-size"
-	mdArchiveSHA256 = "fedplane-archive-sha256"
-)
-
 // errStopping answers long polls when the director shuts down.
 var errStopping = status.Error(codes.Unavailable, "director is stopping")
 
@@ -234,7 +197,7 @@ var errStopping = status.Error(codes.Unavailable, "director is stopping")
 // after a reconnect), never an ended one.
 func (s *directorService) WaitExperiment(ctx context.Context, req *directorpb.WaitExperimentRequest) (*directorpb.WaitExperimentResponse, error) {
 	name := req.GetCollaboratorName()
-	if err := validateName("collaborator_name", name); err != nil {
+	if err := api.ValidateName("collaborator_name", name); err != nil {
 		return nil, toStatus(ctx, s.d.log, "WaitExperiment", err)
 	}
 	if err := s.d.checkEnvoy(ctx, "WaitExperiment", name); err != nil {
@@ -262,7 +225,7 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 		return status.Errorf(codes.NotFound, "no running experiment %q", id)
 	}
 	if !exp.isParticipant(name) {
-		return toStatus(ctx, s.d.log, method, fmt.Errorf("%w: %s is not a participant of experiment %s", ErrPermission, name, id))
+		return toStatus(ctx, s.d.log, method, fmt.Errorf("%w: %s is not a participant of experiment %s", api.ErrNotAllowed, name, id))
 	}
 	e, err := s.d.db.GetExperiment(ctx, id)
 	if err != nil {
@@ -273,7 +236,7 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 		return toStatus(ctx, s.d.log, method, fmt.Errorf("open archive of %s: %w", id, err))
 	}
 	defer f.Close()
-	if err := stream.SendHeader(metadata.Pairs(mdArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), mdArchiveSHA256, e.ArchiveSHA256)); err != nil {
+	if err := stream.SendHeader(metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256)); err != nil {
 		return err
 	}
 	// Small chunks: gRPC pools its buffers only up to 1 MiB, and each
@@ -314,17 +277,17 @@ func (s *directorService) SetExperimentFailed(ctx context.Context, req *director
 		return &directorpb.SetExperimentFailedResponse{}, nil // already ended
 	}
 	if !exp.isParticipant(name) {
-		return nil, toStatus(ctx, s.d.log, method, fmt.Errorf("%w: %s is not a participant of experiment %s", ErrPermission, name, id))
+		return nil, toStatus(ctx, s.d.log, method, fmt.Errorf("%w: %s is not a participant of experiment %s", api.ErrNotAllowed, name, id))
 	}
 	desc := req.GetErrorDescription()
 	if len(desc) > maxReasonLen {
 		desc = desc[:maxReasonLen] + "..."
 	}
 	reason := fmt.Sprintf("envoy %s failed (code %d): %s", name, req.GetErrorCode(), desc)
-	if err := s.d.db.SetEnvoyState(ctx, id, name, store.EnvoyFailed, s.d.currentRound(id), desc); err != nil && !errors.Is(err, store.ErrStatus) {
+	if err := s.d.db.SetEnvoyState(ctx, id, name, api.EnvoyFailed, s.d.currentRound(id), desc); err != nil && !errors.Is(err, api.ErrConflict) {
 		return nil, toStatus(ctx, s.d.log, method, err)
 	}
-	if _, err := s.d.endExperiment(ctx, id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+	if _, err := s.d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
 		return nil, toStatus(ctx, s.d.log, method, err)
 	}
 	return &directorpb.SetExperimentFailedResponse{}, nil

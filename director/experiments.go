@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
@@ -122,14 +123,14 @@ func (d *Director) loadRunning(ctx context.Context) error {
 		return err
 	}
 	d.rt.assigned = assigned
-	exps, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Statuses: []string{store.StatusInProgress}})
+	exps, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Statuses: []api.JobStatus{api.JobInProgress}})
 	if err != nil {
 		return err
 	}
 	for _, e := range exps {
 		if err := d.resume(ctx, e); err != nil {
 			d.log.Error("cannot resume experiment", keyJob, e.ID, keyErr, err)
-			if _, err := d.db.EndExperiment(ctx, e.ID, store.StatusFailed, "cannot resume after a director restart: "+err.Error()); err != nil {
+			if _, err := d.db.EndExperiment(ctx, e.ID, api.JobFailed, "cannot resume after a director restart: "+err.Error()); err != nil {
 				return err
 			}
 		}
@@ -190,7 +191,7 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 	model, err := d.openModel(ctx, e.ID, 0)
 	if errors.Is(err, errModelUnreadable) {
 		// A job whose model cannot be read can never run.
-		d.endExperiment(ctx, e.ID, store.StatusFailed, "cannot open the initial model: "+err.Error())
+		d.endExperiment(ctx, e.ID, api.JobFailed, "cannot open the initial model: "+err.Error())
 		return err
 	}
 	if err != nil {
@@ -220,9 +221,9 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 }
 
 // endExperiment moves an experiment to a terminal status, once: a second
-// end (an abort racing a failure, say) returns store.ErrStatus and changes
+// end (an abort racing a failure, say) returns api.ErrConflict and changes
 // nothing. Its envoys are told to stop by GetTasks and their heartbeats.
-func (d *Director) endExperiment(ctx context.Context, id, status, reason string) (store.Experiment, error) {
+func (d *Director) endExperiment(ctx context.Context, id string, status api.JobStatus, reason string) (store.Experiment, error) {
 	d.rt.life.Lock()
 	defer d.rt.life.Unlock()
 	e, err := d.db.EndExperiment(ctx, id, status, reason)
@@ -315,10 +316,10 @@ func (d *Director) envoysOffline(ctx context.Context, names []string) {
 			continue
 		}
 		reason := fmt.Sprintf("envoy %s went offline: no health check for %v", name, d.cfg.OfflineAfter)
-		if err := d.db.SetEnvoyState(ctx, id, name, store.EnvoyFailed, d.currentRound(id), reason); err != nil && !errors.Is(err, store.ErrStatus) {
+		if err := d.db.SetEnvoyState(ctx, id, name, api.EnvoyFailed, d.currentRound(id), reason); err != nil && !errors.Is(err, api.ErrConflict) {
 			d.log.ErrorContext(ctx, "record envoy state", keyErr, err)
 		}
-		if _, err := d.endExperiment(ctx, id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+		if _, err := d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
 			d.log.ErrorContext(ctx, "fail experiment of an offline envoy", keyJob, id, keyErr, err)
 		}
 	}
@@ -419,7 +420,7 @@ func (d *Director) roundTimedOut(exp *experiment, round int, timeout time.Durati
 		reason += fmt.Sprintf("; min_envoys_per_round is %d", quorum)
 	}
 	reason += ")"
-	if _, err := d.endExperiment(ctx, exp.id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+	if _, err := d.endExperiment(ctx, exp.id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
 		d.log.Error("fail a timed-out round", keyJob, exp.id, keyErr, err)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/api"
 )
 
 // Layout of the data dir. Rows hold paths relative to it.
@@ -112,7 +112,7 @@ func (d *Director) reconcile(ctx context.Context) error {
 	for _, r := range refs {
 		rel := filepath.Clean(r.Path)
 		referenced[rel] = true
-		if store.Terminal(r.Status) || missing[r.ExperimentID] != "" {
+		if r.Status.Terminal() || missing[r.ExperimentID] != "" {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(d.cfg.DataDir, rel)); errors.Is(err, fs.ErrNotExist) {
@@ -144,7 +144,7 @@ func (d *Director) reconcile(ctx context.Context) error {
 	for id, rel := range missing {
 		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
 		d.log.Error("failing a job whose file is missing", keyJob, id, "path", rel)
-		if _, err := d.db.EndExperiment(ctx, id, store.StatusFailed, reason); err != nil && !errors.Is(err, store.ErrStatus) {
+		if _, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
 			return err
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/api"
 )
 
 // TestReconcileAfterACrash plays the states a kill -9 can leave: a round
@@ -44,11 +44,11 @@ func TestReconcileAfterACrash(t *testing.T) {
 		}
 	}
 	e, _ := d2.db.GetExperiment(ctx, lose)
-	if e.Status != store.StatusFailed || e.Reason == "" {
+	if e.Status != api.JobFailed || e.Reason == "" {
 		t.Fatalf("job whose archive vanished: got %s %q, want failed with the reason", e.Status, e.Reason)
 	}
 	e, _ = d2.db.GetExperiment(ctx, keep)
-	if e.Status != store.StatusInProgress {
+	if e.Status != api.JobInProgress {
 		t.Fatalf("intact job after the restart: %s %q", e.Status, e.Reason)
 	}
 	if exp := d2.runningExperiment(keep); exp == nil || exp.round != 1 {

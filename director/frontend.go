@@ -36,7 +36,7 @@ func (d *Director) visibleExperiment(ctx context.Context, name string) (store.Ex
 		return e, err
 	}
 	if !mayView(d.grpcCaller(ctx), e) {
-		return store.Experiment{}, fmt.Errorf("%w: no experiment %q", ErrNotFound, name)
+		return store.Experiment{}, fmt.Errorf("%w: no experiment %q", api.ErrNotFound, name)
 	}
 	return e, nil
 }
@@ -44,7 +44,7 @@ func (d *Director) visibleExperiment(ctx context.Context, name string) (store.Ex
 // lookupExperiment resolves a frontend's experiment name.
 func (d *Director) lookupExperiment(ctx context.Context, name string) (store.Experiment, error) {
 	if name == "" {
-		return store.Experiment{}, fmt.Errorf("%w: experiment name is empty", ErrInvalid)
+		return store.Experiment{}, fmt.Errorf("%w: experiment name is empty", api.ErrInvalid)
 	}
 	if e, err := d.db.GetExperiment(ctx, name); err == nil {
 		return e, nil
@@ -59,7 +59,7 @@ func (d *Director) lookupExperiment(ctx context.Context, name string) (store.Exp
 		return store.Experiment{}, err
 	}
 	if len(exps) == 0 {
-		return store.Experiment{}, fmt.Errorf("%w: no experiment %q", ErrNotFound, name)
+		return store.Experiment{}, fmt.Errorf("%w: no experiment %q", api.ErrNotFound, name)
 	}
 	return exps[0], nil
 }
@@ -74,7 +74,7 @@ func (d *Director) progress(ctx context.Context, e store.Experiment) (done, tota
 	if err == nil && len(rounds) > 0 {
 		done = rounds[len(rounds)-1].Round
 	}
-	if e.Status == store.StatusFinished {
+	if e.Status == api.JobFinished {
 		done = m.Rounds
 	}
 	return done, m.Rounds, float32(done) / float32(m.Rounds)
@@ -104,7 +104,7 @@ func (s *directorService) GetExperimentsList(ctx context.Context, _ *directorpb.
 		}
 		_, _, frac := s.d.progress(ctx, e)
 		out.Experiments = append(out.Experiments, &directorpb.ExperimentListItem{
-			Name: e.ID, Status: e.Status, CollaboratorsAmount: uint32(n), TasksAmount: 1, Progress: frac,
+			Name: e.ID, Status: string(e.Status), CollaboratorsAmount: uint32(n), TasksAmount: 1, Progress: frac,
 		})
 	}
 	return out, nil
@@ -122,7 +122,7 @@ func (d *Director) describe(ctx context.Context, name string) (*basepb.Experimen
 	}
 	done, total, frac := d.progress(ctx, e)
 	desc := &basepb.ExperimentDescription{
-		Name: e.ID, Status: e.Status, Progress: frac, TotalRounds: uint32(total), CurrentRound: uint32(done),
+		Name: e.ID, Status: string(e.Status), Progress: frac, TotalRounds: uint32(total), CurrentRound: uint32(done),
 		Tasks: []*basepb.TaskDescription{{Name: taskTrain, Description: "runs the job's train.command on the round's global model"}},
 	}
 	modelStatus := "pending"
@@ -133,14 +133,14 @@ func (d *Director) describe(ctx context.Context, name string) (*basepb.Experimen
 		{Name: modelBest, Status: modelStatus}, {Name: modelLast, Status: modelStatus},
 	}}
 	for _, p := range parts {
-		cd := &basepb.CollaboratorDescription{Name: p.Envoy, Status: p.Status, Round: uint32(p.Round)}
+		cd := &basepb.CollaboratorDescription{Name: p.Envoy, Status: string(p.Status), Round: uint32(p.Round)}
 		if total > 0 {
 			cd.Progress = float32(p.Round) / float32(total)
 		}
 		switch p.Status {
-		case store.EnvoyTraining:
+		case api.EnvoyTraining:
 			cd.CurrentTask = taskTrain
-		case store.EnvoyAssigned, store.EnvoyReported:
+		case api.EnvoyAssigned, api.EnvoyReported:
 			cd.NextTask = taskTrain
 		}
 		desc.Collaborators = append(desc.Collaborators, cd)
@@ -164,7 +164,7 @@ func (s *directorService) GetExperimentStatus(ctx context.Context, req *director
 	if err != nil {
 		return nil, toStatus(ctx, s.d.log, "GetExperimentStatus", err)
 	}
-	return &directorpb.GetExperimentStatusResponse{ExperimentStatus: e.Status}, nil
+	return &directorpb.GetExperimentStatusResponse{ExperimentStatus: string(e.Status)}, nil
 }
 
 // modelProto reads a trained model of an experiment as a ModelProto. It
@@ -243,7 +243,7 @@ func (s *directorService) RemoveExperimentData(ctx context.Context, req *directo
 		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", err)
 	}
 	if err := mayManage(s.d.grpcCaller(ctx), e); err != nil {
-		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", fmt.Errorf("%w: %w", ErrPermission, err))
+		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", fmt.Errorf("%w: %w", api.ErrNotAllowed, err))
 	}
 	if err := s.d.deleteJob(ctx, e.ID); err != nil {
 		return nil, toStatus(ctx, s.d.log, "RemoveExperimentData", err)
@@ -254,9 +254,9 @@ func (s *directorService) RemoveExperimentData(ctx context.Context, req *directo
 // deleteJob removes a job that is not running: its rows, then its files (a
 // crash in between leaves files that start-up removes).
 func (d *Director) deleteJob(ctx context.Context, id string) error {
-	err := d.db.DeleteExperiment(ctx, id, store.StatusInProgress)
-	if errors.Is(err, store.ErrStatus) {
-		return fmt.Errorf("%w: job %s is running: abort it before deleting it", ErrConflict, id)
+	err := d.db.DeleteExperiment(ctx, id, api.JobInProgress)
+	if errors.Is(err, api.ErrConflict) {
+		return fmt.Errorf("%w: job %s is running: abort it before deleting it", api.ErrConflict, id)
 	}
 	if err != nil {
 		return err
@@ -281,7 +281,7 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 	ctx := stream.Context()
 	const method = "SetNewExperiment"
 	if err := mayRun(d.grpcCaller(ctx), "submit_job"); err != nil {
-		return toStatus(ctx, d.log, method, fmt.Errorf("%w: %w", ErrPermission, err))
+		return toStatus(ctx, d.log, method, fmt.Errorf("%w: %w", api.ErrNotAllowed, err))
 	}
 	var (
 		name    string
@@ -310,11 +310,11 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 			}
 			chunk := info.GetExperimentData()
 			if int(chunk.GetSize()) != len(chunk.GetNpbytes()) {
-				return n, fmt.Errorf("%w: broken archive: chunk %d has size %d but %d bytes", ErrInvalid, i, chunk.GetSize(), len(chunk.GetNpbytes()))
+				return n, fmt.Errorf("%w: broken archive: chunk %d has size %d but %d bytes", api.ErrInvalid, i, chunk.GetSize(), len(chunk.GetNpbytes()))
 			}
 			n += int64(len(chunk.GetNpbytes()))
 			if n > d.cfg.MaxJobSize {
-				return n, fmt.Errorf("%w: archive larger than --max-job-size (%d bytes)", ErrInvalid, d.cfg.MaxJobSize)
+				return n, fmt.Errorf("%w: archive larger than --max-job-size (%d bytes)", api.ErrInvalid, d.cfg.MaxJobSize)
 			}
 			if _, err := bw.Write(chunk.GetNpbytes()); err != nil {
 				return n, err
@@ -325,7 +325,7 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 		return toStatus(ctx, d.log, method, err)
 	}
 	defer u.discard()
-	if err := validateName("experiment name", name); err != nil {
+	if err := api.ValidateName("experiment name", name); err != nil {
 		return toStatus(ctx, d.log, method, err)
 	}
 	if len(collabs) == 0 {
@@ -356,7 +356,7 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 		modelFile, modelSum, err = d.extractModel(u.f, u.size, info.Root)
 	}
 	if err != nil {
-		if errors.Is(err, job.ErrInvalid) || errors.Is(err, ErrInvalid) {
+		if errors.Is(err, job.ErrInvalid) || errors.Is(err, api.ErrInvalid) {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		return toStatus(ctx, d.log, method, err)
@@ -375,10 +375,10 @@ func (d *Director) writeModelProto(mp *basepb.ModelProto) (*os.File, string, err
 	for _, nt := range mp.GetTensors() {
 		span, err := tensor.FromNamedTensor(nt)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: model_proto: %w", ErrInvalid, err)
+			return nil, "", fmt.Errorf("%w: model_proto: %w", api.ErrInvalid, err)
 		}
 		if _, dup := data[span.Name]; dup {
-			return nil, "", fmt.Errorf("%w: model_proto: tensor %q appears twice", ErrInvalid, span.Name)
+			return nil, "", fmt.Errorf("%w: model_proto: tensor %q appears twice", api.ErrInvalid, span.Name)
 		}
 		specs = append(specs, span)
 		data[span.Name] = nt.GetDataBytes()
@@ -409,7 +409,7 @@ func (d *Director) writeModelProto(mp *basepb.ModelProto) (*os.File, string, err
 	if err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		return nil, "", fmt.Errorf("%w: model_proto: %w", ErrInvalid, err)
+		return nil, "", fmt.Errorf("%w: model_proto: %w", api.ErrInvalid, err)
 	}
 	return tmp, sum, nil
 }

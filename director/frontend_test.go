@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
@@ -111,7 +112,7 @@ func TestBestLastModelsAndMetricStream(t *testing.T) {
 
 	// The rest of the frontend view.
 	st, err := f.c.dir.GetExperimentStatus(ctx, &directorpb.GetExperimentStatusRequest{ExperimentName: "best"})
-	if err != nil || st.GetExperimentStatus() != store.StatusFinished {
+	if err != nil || api.JobStatus(st.GetExperimentStatus()) != api.JobFinished {
 		t.Fatalf("status by name: %v %v", st, err)
 	}
 	desc, err := f.c.dir.GetExperimentDescription(ctx, &directorpb.GetExperimentDescriptionRequest{Name: id[:8]})
@@ -119,7 +120,7 @@ func TestBestLastModelsAndMetricStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := desc.GetExperiment()
-	if e.GetTotalRounds() != 3 || e.GetCurrentRound() != 3 || e.GetProgress() != 1 || len(e.GetCollaborators()) != 1 || e.GetCollaborators()[0].GetStatus() != store.EnvoyFinished {
+	if e.GetTotalRounds() != 3 || e.GetCurrentRound() != 3 || e.GetProgress() != 1 || len(e.GetCollaborators()) != 1 || api.EnvoyState(e.GetCollaborators()[0].GetStatus()) != api.EnvoyFinished {
 		t.Fatalf("description: %v", e)
 	}
 	list, err := f.c.dir.GetExperimentsList(ctx, &directorpb.GetExperimentsListRequest{})
@@ -139,11 +140,11 @@ func TestRoundTimeout(t *testing.T) {
 	tests := []struct {
 		name       string
 		quorum     int
-		wantStatus string
+		wantStatus api.JobStatus
 		wantReason string
 	}{
-		{"closes without the straggler", 2, store.StatusFinished, ""},
-		{"fails without a quorum", 3, store.StatusFailed, "site-c did not report"},
+		{"closes without the straggler", 2, api.JobFinished, ""},
+		{"fails without a quorum", 3, api.JobFailed, "site-c did not report"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,7 +160,7 @@ func TestRoundTimeout(t *testing.T) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				e, _ = f.d.db.GetExperiment(ctx, id)
-				if store.Terminal(e.Status) || time.Now().After(deadline) {
+				if e.Status.Terminal() || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(20 * time.Millisecond)

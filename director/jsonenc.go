@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // This file encodes the envoy list of list_envoys by hand: with 10,000
@@ -88,8 +90,8 @@ func appendJSONStrings(b []byte, ss []string) []byte {
 	return append(b, ']')
 }
 
-// appendEnvoyJSON appends e as encoding/json encodes an envoyJSON.
-func appendEnvoyJSON(b []byte, e *envoyJSON) []byte {
+// appendEnvoyJSON appends e as encoding/json encodes an api.Envoy.
+func appendEnvoyJSON(b []byte, e *api.Envoy) []byte {
 	b = append(b, `{"name":`...)
 	b = appendJSONString(b, e.Name)
 	b = append(b, `,"online":`...)

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // jsonStrings are strings whose escaping differs between naive encoders.
@@ -38,9 +40,9 @@ func TestAppendEnvoyJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	pick := func() string { return jsonStrings[rng.IntN(len(jsonStrings))] }
 	zones := []*time.Location{time.UTC, time.FixedZone("x", -(3*3600 + 30*60)), time.Local}
-	envoys := []envoyJSON{{}, {SampleShape: []string{}, TargetShape: []string{""}}}
+	envoys := []api.Envoy{{}, {SampleShape: []string{}, TargetShape: []string{""}}}
 	for range 200 {
-		e := envoyJSON{
+		e := api.Envoy{
 			Name: pick(), Online: rng.IntN(2) == 0, Experiment: pick(), ExperimentRunning: rng.IntN(2) == 0,
 			Samples: rng.Uint64(), Shard: pick(),
 			LastSeen:     time.Unix(rng.Int64N(1<<34), rng.Int64N(1e9)).In(zones[rng.IntN(len(zones))]),

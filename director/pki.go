@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // This file is the federation's small PKI. One CA signs every certificate;
@@ -121,7 +123,7 @@ type IssueOptions struct {
 // role for admins, the kind for envoys and directors. Director certificates
 // serve (and may also act as clients) and carry Hosts as SANs; envoy and
 // admin certificates are for clients only. It refuses to replace existing
-// files. Invalid options are reported wrapped in ErrInvalid.
+// files. Invalid options are reported wrapped in api.ErrInvalid.
 func Issue(dir string, o IssueOptions) error {
 	if err := o.check(); err != nil {
 		return err
@@ -199,23 +201,23 @@ func Issue(dir string, o IssueOptions) error {
 
 // check validates o before anything touches the disk.
 func (o IssueOptions) check() error {
-	if err := validateName("certificate name", o.Name); err != nil {
+	if err := api.ValidateName("certificate name", o.Name); err != nil {
 		return err
 	}
 	switch o.Kind {
 	case KindAdmin:
 		if o.Role != "" && !isRole(o.Role) {
-			return fmt.Errorf("%w: unknown role %q; want %s, %s or %s", ErrInvalid, o.Role, RoleProjectAdmin, RoleLead, RoleMember)
+			return fmt.Errorf("%w: unknown role %q; want %s, %s or %s", api.ErrInvalid, o.Role, RoleProjectAdmin, RoleLead, RoleMember)
 		}
 	case KindEnvoy, KindDirector:
 		if o.Role != "" {
-			return fmt.Errorf("%w: role %q given for a %s certificate; only admin certificates carry a role", ErrInvalid, o.Role, o.Kind)
+			return fmt.Errorf("%w: role %q given for a %s certificate; only admin certificates carry a role", api.ErrInvalid, o.Role, o.Kind)
 		}
 	default:
-		return fmt.Errorf("%w: unknown kind %q; want %s, %s or %s", ErrInvalid, o.Kind, KindDirector, KindEnvoy, KindAdmin)
+		return fmt.Errorf("%w: unknown kind %q; want %s, %s or %s", api.ErrInvalid, o.Kind, KindDirector, KindEnvoy, KindAdmin)
 	}
 	if o.Kind != KindDirector && len(o.Hosts) > 0 {
-		return fmt.Errorf("%w: hosts given for a %s certificate; only director certificates carry hosts", ErrInvalid, o.Kind)
+		return fmt.Errorf("%w: hosts given for a %s certificate; only director certificates carry hosts", api.ErrInvalid, o.Kind)
 	}
 	for _, h := range o.Hosts {
 		if err := checkHost(h); err != nil {
@@ -427,9 +429,9 @@ func checkDays(days, def int) (int, error) {
 	case days == 0:
 		return def, nil
 	case days < 0:
-		return 0, fmt.Errorf("%w: days %d must be positive", ErrInvalid, days)
+		return 0, fmt.Errorf("%w: days %d must be positive", api.ErrInvalid, days)
 	case days > maxDays:
-		return 0, fmt.Errorf("%w: days %d is more than %d (100 years)", ErrInvalid, days, maxDays)
+		return 0, fmt.Errorf("%w: days %d is more than %d (100 years)", api.ErrInvalid, days, maxDays)
 	}
 	return days, nil
 }
@@ -446,7 +448,7 @@ func checkHost(h string) error {
 		ok = ok && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.')
 	}
 	if !ok {
-		return fmt.Errorf("%w: host %q is neither an IP address nor a DNS name", ErrInvalid, h)
+		return fmt.Errorf("%w: host %q is neither an IP address nor a DNS name", api.ErrInvalid, h)
 	}
 	return nil
 }
@@ -454,14 +456,14 @@ func checkHost(h string) error {
 // checkText accepts a non-empty subject field of printable UTF-8.
 func checkText(what, s string) error {
 	if strings.TrimSpace(s) == "" {
-		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+		return fmt.Errorf("%w: %s is empty", api.ErrInvalid, what)
 	}
-	if len(s) > maxNameLen {
-		return fmt.Errorf("%w: %s is %d bytes long, at most %d allowed", ErrInvalid, what, len(s), maxNameLen)
+	if len(s) > api.MaxNameLen {
+		return fmt.Errorf("%w: %s is %d bytes long, at most %d allowed", api.ErrInvalid, what, len(s), api.MaxNameLen)
 	}
 	for _, r := range s {
 		if r == unicode.ReplacementChar || !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: %s %q has a character that is not printable", ErrInvalid, what, s)
+			return fmt.Errorf("%w: %s %q has a character that is not printable", api.ErrInvalid, what, s)
 		}
 	}
 	return nil

@@ -409,8 +409,8 @@ func TestIssueInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := Issue(dir, tt.o)
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("got %v, want ErrInvalid with %q", err, tt.want)
+			if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want api.ErrInvalid with %q", err, tt.want)
 			}
 		})
 	}
@@ -441,8 +441,8 @@ func TestInitCAInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := InitCA(dir, tt.ca, tt.days); !errors.Is(err, ErrInvalid) {
-				t.Errorf("got %v, want ErrInvalid", err)
+			if err := InitCA(dir, tt.ca, tt.days); !errors.Is(err, api.ErrInvalid) {
+				t.Errorf("got %v, want api.ErrInvalid", err)
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 				t.Errorf("wrote %v", entries)

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // pprofStopGrace is how long a stopping profile server lets requests in
@@ -37,7 +39,7 @@ func CheckPprofListen(addr string) error {
 // serving failed.
 func ServePprof(ctx context.Context, addr string, log *slog.Logger) error {
 	if err := CheckPprofListen(addr); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {

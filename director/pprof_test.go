@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func TestCheckPprofListen(t *testing.T) {
@@ -46,8 +48,8 @@ func TestServePprofRefusesNonLoopback(t *testing.T) {
 	// Refused before listening: the call returns at once instead of serving
 	// until ctx ends.
 	err := ServePprof(ctx, "0.0.0.0:0", nil)
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "must be a loopback address") {
-		t.Fatalf("got %v, want ErrInvalid naming the loopback rule", err)
+	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "must be a loopback address") {
+		t.Fatalf("got %v, want api.ErrInvalid naming the loopback rule", err)
 	}
 }
 

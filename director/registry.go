@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -74,7 +75,7 @@ func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, er
 	return row, nil
 }
 
-// heartbeat records that name is alive. An unknown name is ErrNotFound, which
+// heartbeat records that name is alive. An unknown name is api.ErrNotFound, which
 // tells an envoy to register again. Only a status change writes to SQLite;
 // changed reports one.
 func (r *registry) heartbeat(ctx context.Context, name string, running bool) (changed bool, err error) {
@@ -82,7 +83,7 @@ func (r *registry) heartbeat(ctx context.Context, name string, running bool) (ch
 	e, ok := r.envoys[name]
 	r.mu.RUnlock()
 	if !ok {
-		return false, fmt.Errorf("envoy %q is not registered: %w", name, ErrNotFound)
+		return false, fmt.Errorf("envoy %q is not registered: %w", name, api.ErrNotFound)
 	}
 	now := r.now()
 	e.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -18,8 +19,8 @@ func TestRegistryLiveness(t *testing.T) {
 	r := d.reg
 	offline := 2 * cfg.HealthCheckPeriod
 
-	if _, err := r.heartbeat(ctx, "ghost", false); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("heartbeat of unknown envoy: got %v, want ErrNotFound", err)
+	if _, err := r.heartbeat(ctx, "ghost", false); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("heartbeat of unknown envoy: got %v, want api.ErrNotFound", err)
 	}
 	if _, err := r.register(ctx, store.Envoy{Name: "a", NSamples: 5}); err != nil {
 		t.Fatal(err)
@@ -151,8 +152,8 @@ func TestConfigValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.DataDir = t.TempDir()
-			if _, err := New(context.Background(), tt.cfg); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("got %v, want ErrInvalid", err)
+			if _, err := New(context.Background(), tt.cfg); !errors.Is(err, api.ErrInvalid) {
+				t.Fatalf("got %v, want api.ErrInvalid", err)
 			}
 		})
 	}

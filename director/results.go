@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 )
@@ -66,7 +67,7 @@ func (d *Director) streamMetrics(ctx context.Context, id string, send func(store
 			}
 			seq = m.Seq
 		}
-		if store.Terminal(e.Status) {
+		if e.Status.Terminal() {
 			d.notify(id) // drop the channel taken above: nothing will close it
 			return nil   // e was read before ms: nothing can follow
 		}
@@ -92,7 +93,7 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 		return store.Round{}, err
 	}
 	if len(rounds) == 0 {
-		return store.Round{}, fmt.Errorf("%w: job %s has no model", ErrNotFound, e.ID)
+		return store.Round{}, fmt.Errorf("%w: job %s has no model", api.ErrNotFound, e.ID)
 	}
 	last := rounds[len(rounds)-1]
 	if which == modelLast {
@@ -109,7 +110,7 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 	best, found := 0, false
 	var bestValue float64
 	for _, x := range ms {
-		if x.Origin != store.OriginAggregator || x.Name != m.BestMetric.Name {
+		if x.Origin != api.OriginAggregator || x.Name != m.BestMetric.Name {
 			continue
 		}
 		better := x.Value > bestValue
@@ -129,22 +130,6 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 		}
 	}
 	return last, nil
-}
-
-// statusJSON is a job's status.json in its results.
-type statusJSON struct {
-	JobID      string            `json:"jobId"`
-	Name       string            `json:"name"`
-	Status     string            `json:"status"`
-	Reason     string            `json:"reason,omitempty"`
-	Submitter  string            `json:"submitter"`
-	SubmitTime time.Time         `json:"submitTime"`
-	StartTime  *time.Time        `json:"startTime,omitempty"`
-	EndTime    *time.Time        `json:"endTime,omitempty"`
-	Rounds     int               `json:"rounds"`
-	RoundsDone int               `json:"roundsDone"`
-	BestRound  *int              `json:"bestRound,omitempty"`
-	Envoys     []participantJSON `json:"envoys"`
 }
 
 // writeBundle lays out a job's results in a fresh folder under tmp/ and
@@ -183,19 +168,13 @@ func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string,
 	if err != nil {
 		return fail(err)
 	}
-	st := statusJSON{JobID: e.ID, Name: e.Name, Status: e.Status, Reason: e.Reason, Submitter: e.Submitter,
-		SubmitTime: e.CreatedAt, Rounds: m.Rounds, Envoys: []participantJSON{}}
-	if !e.StartedAt.IsZero() {
-		st.StartTime = &e.StartedAt
-	}
-	if !e.FinishedAt.IsZero() {
-		st.EndTime = &e.FinishedAt
-	}
+	st := d.jobJSON(e, false)
+	st.Envoys = []api.Participant{}
 	if len(rounds) > 0 {
 		st.RoundsDone = rounds[len(rounds)-1].Round
 	}
 	for _, p := range parts {
-		st.Envoys = append(st.Envoys, participantJSON{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
+		st.Envoys = append(st.Envoys, api.Participant{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "models"), 0o700); err != nil {
 		return fail(err)

@@ -21,10 +21,10 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
-	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -194,7 +194,7 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 	}
 	md, _ := stream.Header()
 	sum := sha256.Sum256(archive.Bytes())
-	if got := md.Get(mdArchiveSHA256); len(got) != 1 || got[0] != hex.EncodeToString(sum[:]) {
+	if got := md.Get(api.MDArchiveSHA256); len(got) != 1 || got[0] != hex.EncodeToString(sum[:]) {
 		t.Fatalf("archive sha256 header %v, want %x", got, sum)
 	}
 
@@ -284,7 +284,7 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 		}
 	}
 	e, err := f.d.db.GetExperiment(ctx, id)
-	if err != nil || e.Status != store.StatusFinished {
+	if err != nil || e.Status != api.JobFinished {
 		t.Fatalf("after the last round: %+v %v", e, err)
 	}
 	rounds, _ := f.d.db.Rounds(ctx, id)
@@ -305,7 +305,7 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 	metrics, _ := f.d.db.Metrics(ctx, id)
 	var agg []float64
 	for _, m := range metrics {
-		if m.Origin == store.OriginAggregator && m.Name == "accuracy" {
+		if m.Origin == api.OriginAggregator && m.Name == "accuracy" {
 			agg = append(agg, m.Value)
 		}
 	}
@@ -343,7 +343,7 @@ func TestFailureAbortAndStopSignal(t *testing.T) {
 	}
 	f.c.dir.SetExperimentFailed(ctx, &directorpb.SetExperimentFailedRequest{ExperimentName: first, CollaboratorName: "site-a", ErrorDescription: "second"})
 	e, _ := f.d.db.GetExperiment(ctx, first)
-	if e.Status != store.StatusFailed || !strings.Contains(e.Reason, "site-a") || !strings.Contains(e.Reason, "boom") {
+	if e.Status != api.JobFailed || !strings.Contains(e.Reason, "site-a") || !strings.Contains(e.Reason, "boom") {
 		t.Fatalf("failed experiment: %+v", e)
 	}
 	if tasks, err := f.c.agg.GetTasks(ctx, &aggregatorpb.GetTasksRequest{Header: hdr("site-a", first)}); err != nil || !tasks.GetQuit() {
@@ -360,7 +360,7 @@ func TestFailureAbortAndStopSignal(t *testing.T) {
 	if _, err := f.c.dir.UpdateEnvoyStatus(ctx, &directorpb.UpdateEnvoyStatusRequest{Name: "site-b", IsExperimentRunning: true}, grpc.Header(&md)); err != nil {
 		t.Fatal(err)
 	}
-	if got := md.Get(mdStop); len(got) != 1 || got[0] != second {
+	if got := md.Get(api.MDStop); len(got) != 1 || got[0] != second {
 		t.Fatalf("stop header: got %v, want [%s]", got, second)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
@@ -404,7 +404,7 @@ func TestConcurrentDuplicateReports(t *testing.T) {
 	if err := f.train(t, "site-b", id, 1, 10); err != nil {
 		t.Fatal(err)
 	}
-	if e, _ := f.d.db.GetExperiment(ctx, id); e.Status != store.StatusFinished {
+	if e, _ := f.d.db.GetExperiment(ctx, id); e.Status != api.JobFinished {
 		t.Fatalf("after both reports: %s %q", e.Status, e.Reason)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -40,7 +41,7 @@ func (d *Director) runScheduler(ctx context.Context, interval time.Duration) {
 // disjoint envoys; an envoy is free when no running experiment has it and
 // its heartbeat says no training process of an ended one is still alive.
 func (d *Director) schedule(ctx context.Context) error {
-	pending, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Statuses: []string{store.StatusPending}, NewestLast: true})
+	pending, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Statuses: []api.JobStatus{api.JobPending}, NewestLast: true})
 	if err != nil || len(pending) == 0 {
 		return err
 	}
@@ -58,7 +59,7 @@ func (d *Director) schedule(ctx context.Context) error {
 		}
 		m, err := manifestOf(e)
 		if err != nil {
-			d.endExperiment(ctx, e.ID, store.StatusFailed, err.Error())
+			d.endExperiment(ctx, e.ID, api.JobFailed, err.Error())
 			continue
 		}
 		var chosen []string

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
@@ -55,7 +56,7 @@ func newFlow(tb testing.TB, archive []byte) *flow {
 		defer fl.mu.Unlock()
 		fl.running = append(fl.running, req.GetIsExperimentRunning())
 		if fl.stop && req.GetIsExperimentRunning() {
-			grpc.SetHeader(ctx, metadata.Pairs(mdStop, "other-experiment", mdStop, testID))
+			grpc.SetHeader(ctx, metadata.Pairs(api.MDStop, "other-experiment", api.MDStop, testID))
 		}
 		return &directorpb.UpdateEnvoyStatusResponse{HealthCheckPeriod: fastPeriod}, nil
 	}

@@ -15,16 +15,12 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/job"
 )
 
 const (
-	// mdArchiveSize and mdArchiveSHA256 are the GetExperimentData response
-	// headers that describe the archive: its length in bytes (decimal) and
-	// its sha256 (hex).
-	mdArchiveSize   = "fedplane-archive-size"
-	mdArchiveSHA256 = "fedplane-archive-sha256"
 	// tmpSuffix marks a file being written; it is renamed once complete.
 	tmpSuffix = ".tmp"
 )
@@ -156,17 +152,17 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 
 // archiveHeader reads the archive's size and sha256 from the response header.
 func archiveHeader(md metadata.MD) (size int64, sum string, err error) {
-	sizes, sums := md.Get(mdArchiveSize), md.Get(mdArchiveSHA256)
+	sizes, sums := md.Get(api.MDArchiveSize), md.Get(api.MDArchiveSHA256)
 	if len(sizes) != 1 || len(sums) != 1 {
-		return 0, "", fmt.Errorf("broken archive: the director sent %d %s and %d %s headers, want one of each", len(sizes), mdArchiveSize, len(sums), mdArchiveSHA256)
+		return 0, "", fmt.Errorf("broken archive: the director sent %d %s and %d %s headers, want one of each", len(sizes), api.MDArchiveSize, len(sums), api.MDArchiveSHA256)
 	}
 	size, err = strconv.ParseInt(sizes[0], 10, 64)
 	if err != nil || size < 0 {
-		return 0, "", fmt.Errorf("broken archive: %s %q is not a size", mdArchiveSize, sizes[0])
+		return 0, "", fmt.Errorf("broken archive: %s %q is not a size", api.MDArchiveSize, sizes[0])
 	}
 	sum = strings.ToLower(sums[0])
 	if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size {
-		return 0, "", fmt.Errorf("broken archive: %s %q is not a sha256", mdArchiveSHA256, sums[0])
+		return 0, "", fmt.Errorf("broken archive: %s %q is not a sha256", api.MDArchiveSHA256, sums[0])
 	}
 	return size, sum, nil
 }

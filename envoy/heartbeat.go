@@ -12,13 +12,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
 const (
-	// mdStop is the heartbeat response header naming experiments that are
-	// over on the director while the envoy still reports one running.
-	mdStop = "fedplane-stop"
 	// defaultHealthCheckPeriod is the heartbeat period until the director
 	// names its own.
 	defaultHealthCheckPeriod = 10 * time.Second
@@ -62,7 +60,7 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 					b = newBackoff(min(minBackoff, period), period)
 				}
 			}
-			e.stopNamed(hdr.Get(mdStop))
+			e.stopNamed(hdr.Get(api.MDStop))
 			wait = period
 		case status.Code(err) == codes.NotFound:
 			e.log.Info("director does not know this envoy; registering again")

@@ -320,7 +320,7 @@ func mustJob(tb testing.TB, command []string, scripts map[string]string) []byte 
 // sum and sends chunks.
 func serveArchive(size int64, sum string, chunks []*directorpb.ExperimentData) func(*directorpb.GetExperimentDataRequest, grpc.ServerStreamingServer[directorpb.ExperimentData]) error {
 	return func(_ *directorpb.GetExperimentDataRequest, stream grpc.ServerStreamingServer[directorpb.ExperimentData]) error {
-		if err := stream.SendHeader(metadata.Pairs(mdArchiveSize, strconv.FormatInt(size, 10), mdArchiveSHA256, sum)); err != nil {
+		if err := stream.SendHeader(metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(size, 10), api.MDArchiveSHA256, sum)); err != nil {
 			return err
 		}
 		for _, c := range chunks {

@@ -9,13 +9,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
 const (
-	// mdReason is the response header in which the director says why it
-	// refused a shard. OpenFL peers ignore it.
-	mdReason = "fedplane-reason"
 	// registerTimeout bounds one UpdateShardInfo call.
 	registerTimeout = 10 * time.Second
 )
@@ -50,7 +48,7 @@ func (e *Envoy) register(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("register with director: %w", err)
 	case !resp.GetAccepted():
-		if why := strings.Join(hdr.Get(mdReason), "; "); why != "" {
+		if why := strings.Join(hdr.Get(api.MDReason), "; "); why != "" {
 			return fmt.Errorf("%w: %s", ErrRefused, why)
 		}
 		return ErrRefused

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
@@ -37,7 +38,7 @@ func TestRegisterRefused(t *testing.T) {
 			f.updateShardInfo = func(ctx context.Context, req *directorpb.UpdateShardInfoRequest) (*directorpb.UpdateShardInfoResponse, error) {
 				got = req.GetShardInfo()
 				if tt.reason != "" {
-					grpc.SetHeader(ctx, metadata.Pairs(mdReason, tt.reason))
+					grpc.SetHeader(ctx, metadata.Pairs(api.MDReason, tt.reason))
 				}
 				return &directorpb.UpdateShardInfoResponse{Accepted: false}, nil
 			}
@@ -162,7 +163,7 @@ func TestHeartbeatRefusedOnRegisteringAgain(t *testing.T) {
 		if f.called("UpdateShardInfo") == 1 {
 			return &directorpb.UpdateShardInfoResponse{Accepted: true}, nil
 		}
-		grpc.SetHeader(ctx, metadata.Pairs(mdReason, "target shape [1] differs from the federation's [10]"))
+		grpc.SetHeader(ctx, metadata.Pairs(api.MDReason, "target shape [1] differs from the federation's [10]"))
 		return &directorpb.UpdateShardInfoResponse{Accepted: false}, nil
 	}
 	f.updateEnvoyStatus = func(context.Context, *directorpb.UpdateEnvoyStatusRequest) (*directorpb.UpdateEnvoyStatusResponse, error) {

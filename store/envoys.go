@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // Envoy is a registered data site as the store keeps it.
@@ -75,11 +77,11 @@ func (db *DB) UpsertEnvoy(ctx context.Context, e Envoy) (Envoy, error) {
 	return out, nil
 }
 
-// GetEnvoy returns the envoy of that name, or ErrNotFound.
+// GetEnvoy returns the envoy of that name, or api.ErrNotFound.
 func (db *DB) GetEnvoy(ctx context.Context, name string) (Envoy, error) {
 	e, err := scanEnvoy(db.r.QueryRowContext(ctx, `SELECT `+envoyColumns+` FROM envoys WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Envoy{}, fmt.Errorf("envoy %q: %w", name, ErrNotFound)
+		return Envoy{}, fmt.Errorf("envoy %q: %w", name, api.ErrNotFound)
 	}
 	if err != nil {
 		return Envoy{}, fmt.Errorf("get envoy %q: %w", name, err)
@@ -116,7 +118,7 @@ type EnvoyStatus struct {
 	LastSeen          time.Time
 }
 
-// SetEnvoyStatus writes a status change at once. It returns ErrNotFound for an
+// SetEnvoyStatus writes a status change at once. It returns api.ErrNotFound for an
 // unknown envoy.
 func (db *DB) SetEnvoyStatus(ctx context.Context, s EnvoyStatus) error {
 	var n int64
@@ -134,7 +136,7 @@ func (db *DB) SetEnvoyStatus(ctx context.Context, s EnvoyStatus) error {
 		return fmt.Errorf("set status of envoy %q: %w", s.Name, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("envoy %q: %w", s.Name, ErrNotFound)
+		return fmt.Errorf("envoy %q: %w", s.Name, api.ErrNotFound)
 	}
 	return nil
 }

@@ -8,34 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-)
 
-// Experiment statuses, as OpenFL writes them on the wire.
-const (
-	StatusPending    = "pending"
-	StatusInProgress = "in_progress"
-	StatusFinished   = "finished"
-	StatusFailed     = "failed"
-	StatusAborted    = "aborted"
-	StatusRejected   = "rejected"
-)
-
-// Terminal reports whether status is final: no transition leaves it.
-func Terminal(status string) bool {
-	switch status {
-	case StatusFinished, StatusFailed, StatusAborted, StatusRejected:
-		return true
-	}
-	return false
-}
-
-// More sentinel errors of the experiment queries.
-var (
-	// ErrAmbiguous means an id prefix matches more than one experiment.
-	ErrAmbiguous = errors.New("ambiguous id prefix")
-	// ErrStatus means a status change was refused because the experiment is
-	// not in a state the change may leave (terminal states are final).
-	ErrStatus = errors.New("status does not allow this")
+	"github.com/fedplane/fedplane/api"
 )
 
 // Experiment is a job as the store keeps it.
@@ -46,7 +20,7 @@ type Experiment struct {
 	SubmitterOrg  string
 	SubmitterRole string
 	Manifest      string // job.json as validated, JSON
-	Status        string
+	Status        api.JobStatus
 	Reason        string
 	CreatedAt     time.Time
 	StartedAt     time.Time
@@ -66,7 +40,7 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 		e.CreatedAt = db.now().UTC()
 	}
 	if e.Status == "" {
-		e.Status = StatusPending
+		e.Status = api.JobPending
 	}
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO experiments (`+experimentColumns+`)
@@ -90,11 +64,11 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 	return e, nil
 }
 
-// GetExperiment returns the experiment with that exact id, or ErrNotFound.
+// GetExperiment returns the experiment with that exact id, or api.ErrNotFound.
 func (db *DB) GetExperiment(ctx context.Context, id string) (Experiment, error) {
 	e, err := scanExperiment(db.r.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Experiment{}, fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+		return Experiment{}, fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 	}
 	if err != nil {
 		return Experiment{}, fmt.Errorf("get experiment %s: %w", id, err)
@@ -103,12 +77,12 @@ func (db *DB) GetExperiment(ctx context.Context, id string) (Experiment, error) 
 }
 
 // FindExperiment returns the one experiment whose id starts with prefix:
-// ErrNotFound if none does, ErrAmbiguous if several do.
+// api.ErrNotFound if none does, api.ErrAmbiguous if several do.
 func (db *DB) FindExperiment(ctx context.Context, prefix string) (Experiment, error) {
 	prefix = strings.ToLower(prefix)
 	for _, r := range prefix {
 		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r == '-') {
-			return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, ErrNotFound)
+			return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, api.ErrNotFound)
 		}
 	}
 	rows, err := db.r.QueryContext(ctx, `SELECT `+experimentColumns+` FROM experiments
@@ -130,11 +104,11 @@ func (db *DB) FindExperiment(ctx context.Context, prefix string) (Experiment, er
 	}
 	switch len(found) {
 	case 0:
-		return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, ErrNotFound)
+		return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, api.ErrNotFound)
 	case 1:
 		return found[0], nil
 	default:
-		return Experiment{}, fmt.Errorf("experiment %q: %w: it matches more than one job", prefix, ErrAmbiguous)
+		return Experiment{}, fmt.Errorf("experiment %q: %w: it matches more than one job", prefix, api.ErrAmbiguous)
 	}
 }
 
@@ -142,9 +116,9 @@ func (db *DB) FindExperiment(ctx context.Context, prefix string) (Experiment, er
 type ExperimentFilter struct {
 	Name       string // exactly this name
 	NamePrefix string
-	Statuses   []string // any of these; all when empty
-	Max        int      // 0 means no limit
-	NewestLast bool     // default order is newest first
+	Statuses   []api.JobStatus // any of these; all when empty
+	Max        int             // 0 means no limit
+	NewestLast bool            // default order is newest first
 }
 
 // ListExperiments returns experiments ordered by submit time.
@@ -194,15 +168,15 @@ func (db *DB) ListExperiments(ctx context.Context, f ExperimentFilter) ([]Experi
 }
 
 // CountExperiments returns the number of experiments in each status.
-func (db *DB) CountExperiments(ctx context.Context) (map[string]int, error) {
+func (db *DB) CountExperiments(ctx context.Context) (map[api.JobStatus]int, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT status, COUNT(*) FROM experiments GROUP BY status`)
 	if err != nil {
 		return nil, fmt.Errorf("count experiments: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int{}
+	out := map[api.JobStatus]int{}
 	for rows.Next() {
-		var s string
+		var s api.JobStatus
 		var n int
 		if err := rows.Scan(&s, &n); err != nil {
 			return nil, fmt.Errorf("count experiments: %w", err)
@@ -213,10 +187,10 @@ func (db *DB) CountExperiments(ctx context.Context) (map[string]int, error) {
 }
 
 // SetExperimentStatus moves experiment id to status to, if its current status
-// is one of from; otherwise it returns an error wrapping ErrStatus that names
+// is one of from; otherwise it returns an error wrapping api.ErrConflict that names
 // the current status. Leaving a terminal state is always refused. Entering
 // in_progress sets started_at; entering a terminal state sets finished_at.
-func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []string, to, reason string) (Experiment, error) {
+func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []api.JobStatus, to api.JobStatus, reason string) (Experiment, error) {
 	var out Experiment
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -229,22 +203,22 @@ func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []string,
 	return out, nil
 }
 
-func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from []string, to, reason string) (Experiment, error) {
+func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from []api.JobStatus, to api.JobStatus, reason string) (Experiment, error) {
 	e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Experiment{}, fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+		return Experiment{}, fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 	}
 	if err != nil {
 		return Experiment{}, err
 	}
-	if Terminal(e.Status) || !slices.Contains(from, e.Status) {
-		return Experiment{}, fmt.Errorf("experiment %s is %s: %w", id, e.Status, ErrStatus)
+	if e.Status.Terminal() || !slices.Contains(from, e.Status) {
+		return Experiment{}, fmt.Errorf("experiment %s is %s: %w", id, e.Status, api.ErrConflict)
 	}
 	e.Status, e.Reason = to, reason
-	if to == StatusInProgress {
+	if to == api.JobInProgress {
 		e.StartedAt = now
 	}
-	if Terminal(to) {
+	if to.Terminal() {
 		e.FinishedAt = now
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE experiments SET status = ?, reason = ?, started_at = ?, finished_at = ? WHERE id = ?`,
@@ -253,20 +227,20 @@ func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from
 }
 
 // DeleteExperiment removes experiment id's rows unless its status is one of
-// busy (ErrStatus then). The caller removes its files after this commits.
-func (db *DB) DeleteExperiment(ctx context.Context, id string, busy ...string) error {
+// busy (api.ErrConflict then). The caller removes its files after this commits.
+func (db *DB) DeleteExperiment(ctx context.Context, id string, busy ...api.JobStatus) error {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status string
+		var status api.JobStatus
 		err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, id).Scan(&status)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("experiment %s: %w", id, ErrNotFound)
+			return fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
 		for _, b := range busy {
 			if status == b {
-				return fmt.Errorf("experiment %s is %s: %w", id, status, ErrStatus)
+				return fmt.Errorf("experiment %s is %s: %w", id, status, api.ErrConflict)
 			}
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM experiments WHERE id = ?`, id)
@@ -281,8 +255,8 @@ func (db *DB) DeleteExperiment(ctx context.Context, id string, busy ...string) e
 // FileRef is a file a row points at.
 type FileRef struct {
 	ExperimentID string
-	Status       string // the experiment's
-	Path         string // relative to the data dir
+	Status       api.JobStatus // the experiment's
+	Path         string        // relative to the data dir
 }
 
 // ReferencedFiles returns every file a row points at: archives, round

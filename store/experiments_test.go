@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func mustCreate(tb testing.TB, db *DB, id, name string) Experiment {
@@ -31,7 +33,7 @@ func TestExperimentQueries(t *testing.T) {
 	}
 	for i, id := range ids {
 		e := mustCreate(t, db, id, []string{"mnist", "mnist-big", "cifar"}[i])
-		if e.Status != StatusPending || !e.CreatedAt.Equal(clock.Now()) {
+		if e.Status != api.JobPending || !e.CreatedAt.Equal(clock.Now()) {
 			t.Fatalf("created: got %+v", e)
 		}
 		clock.Add(time.Second)
@@ -45,9 +47,9 @@ func TestExperimentQueries(t *testing.T) {
 		{"bbbbbbbb", ids[2], nil},
 		{ids[0], ids[0], nil},
 		{"AAAAAAAA-0000-4000-8000-000000000002", ids[1], nil},
-		{"aaaaaaaa", "", ErrAmbiguous},
-		{"cccccccc", "", ErrNotFound},
-		{"aaaa%", "", ErrNotFound},
+		{"aaaaaaaa", "", api.ErrAmbiguous},
+		{"cccccccc", "", api.ErrNotFound},
+		{"aaaa%", "", api.ErrNotFound},
 	}
 	for _, tt := range finds {
 		t.Run("find "+tt.prefix, func(t *testing.T) {
@@ -67,7 +69,7 @@ func TestExperimentQueries(t *testing.T) {
 		{"reverse", ExperimentFilter{NewestLast: true}, []string{ids[0], ids[1], ids[2]}},
 		{"name prefix", ExperimentFilter{NamePrefix: "mnist"}, []string{ids[1], ids[0]}},
 		{"max", ExperimentFilter{Max: 1}, []string{ids[2]}},
-		{"status", ExperimentFilter{Statuses: []string{StatusFinished}}, nil},
+		{"status", ExperimentFilter{Statuses: []api.JobStatus{api.JobFinished}}, nil},
 	}
 	for _, tt := range lists {
 		t.Run("list "+tt.name, func(t *testing.T) {
@@ -100,14 +102,14 @@ func TestExperimentStatusTransitions(t *testing.T) {
 
 	steps := []struct {
 		name    string
-		from    []string
-		to      string
+		from    []api.JobStatus
+		to      api.JobStatus
 		wantErr error
 	}{
-		{"start", []string{StatusPending}, StatusInProgress, nil},
-		{"not from pending any more", []string{StatusPending}, StatusAborted, ErrStatus},
-		{"fail", []string{StatusInProgress}, StatusFailed, nil},
-		{"terminal is final", []string{StatusFailed, StatusInProgress}, StatusFinished, ErrStatus},
+		{"start", []api.JobStatus{api.JobPending}, api.JobInProgress, nil},
+		{"not from pending any more", []api.JobStatus{api.JobPending}, api.JobAborted, api.ErrConflict},
+		{"fail", []api.JobStatus{api.JobInProgress}, api.JobFailed, nil},
+		{"terminal is final", []api.JobStatus{api.JobFailed, api.JobInProgress}, api.JobFinished, api.ErrConflict},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -122,14 +124,14 @@ func TestExperimentStatusTransitions(t *testing.T) {
 		})
 	}
 	e, _ := db.GetExperiment(ctx, id)
-	if e.Status != StatusFailed || e.StartedAt.IsZero() || e.FinishedAt.IsZero() || !e.FinishedAt.After(e.StartedAt) {
+	if e.Status != api.JobFailed || e.StartedAt.IsZero() || e.FinishedAt.IsZero() || !e.FinishedAt.After(e.StartedAt) {
 		t.Fatalf("final: got %+v", e)
 	}
-	if _, err := db.SetExperimentStatus(ctx, "nope", []string{StatusPending}, StatusAborted, ""); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("unknown id: got %v, want ErrNotFound", err)
+	if _, err := db.SetExperimentStatus(ctx, "nope", []api.JobStatus{api.JobPending}, api.JobAborted, ""); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("unknown id: got %v, want api.ErrNotFound", err)
 	}
 	counts, err := db.CountExperiments(ctx)
-	if err != nil || counts[StatusFailed] != 1 {
+	if err != nil || counts[api.JobFailed] != 1 {
 		t.Fatalf("counts: got %v %v", counts, err)
 	}
 }
@@ -139,26 +141,26 @@ func TestDeleteExperiment(t *testing.T) {
 	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
 	id := "dddddddd-0000-4000-8000-000000000001"
 	mustCreate(t, db, id, "x")
-	if _, err := db.SetExperimentStatus(ctx, id, []string{StatusPending}, StatusInProgress, ""); err != nil {
+	if _, err := db.SetExperimentStatus(ctx, id, []api.JobStatus{api.JobPending}, api.JobInProgress, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.DeleteExperiment(ctx, id, StatusInProgress); !errors.Is(err, ErrStatus) {
-		t.Fatalf("delete of running: got %v, want ErrStatus", err)
+	if err := db.DeleteExperiment(ctx, id, api.JobInProgress); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("delete of running: got %v, want api.ErrConflict", err)
 	}
-	if _, err := db.SetExperimentStatus(ctx, id, []string{StatusInProgress}, StatusAborted, ""); err != nil {
+	if _, err := db.SetExperimentStatus(ctx, id, []api.JobStatus{api.JobInProgress}, api.JobAborted, ""); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := db.ReferencedFiles(ctx)
-	if len(files) != 1 || files[0].Path != "experiments/"+id+"/archive.zip" || files[0].Status != StatusAborted {
+	if len(files) != 1 || files[0].Path != "experiments/"+id+"/archive.zip" || files[0].Status != api.JobAborted {
 		t.Fatalf("files: got %+v", files)
 	}
-	if err := db.DeleteExperiment(ctx, id, StatusInProgress); err != nil {
+	if err := db.DeleteExperiment(ctx, id, api.JobInProgress); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.GetExperiment(ctx, id); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("after delete: got %v, want ErrNotFound", err)
+	if _, err := db.GetExperiment(ctx, id); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("after delete: got %v, want api.ErrNotFound", err)
 	}
-	if err := db.DeleteExperiment(ctx, id); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("second delete: got %v, want ErrNotFound", err)
+	if err := db.DeleteExperiment(ctx, id); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("second delete: got %v, want api.ErrNotFound", err)
 	}
 }

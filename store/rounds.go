@@ -6,23 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"time"
-)
 
-// Per-envoy states of an experiment.
-const (
-	EnvoyAssigned = "assigned" // chosen, has not asked for a task yet
-	EnvoyTraining = "training" // given the train task of Round
-	EnvoyReported = "reported" // sent its results for Round
-	EnvoyFinished = "finished"
-	EnvoyFailed   = "failed"
-	EnvoyAborted  = "aborted"
+	"github.com/fedplane/fedplane/api"
 )
 
 // ExperimentEnvoy is one participant's state in an experiment.
 type ExperimentEnvoy struct {
 	ExperimentID string
 	Envoy        string
-	Status       string
+	Status       api.EnvoyState
 	Round        int
 	Reason       string
 	UpdatedAt    time.Time
@@ -60,23 +52,20 @@ type Metric struct {
 	Time         time.Time
 }
 
-// OriginAggregator is the origin of metrics the director computes itself.
-const OriginAggregator = "aggregator"
-
 // StartExperiment moves a pending experiment to in_progress with envoys as
 // its participants, in one transaction.
 func (db *DB) StartExperiment(ctx context.Context, id string, envoys []string) (Experiment, error) {
 	var out Experiment
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []string{StatusPending}, StatusInProgress, "")
+		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []api.JobStatus{api.JobPending}, api.JobInProgress, "")
 		if err != nil {
 			return err
 		}
 		now := nanos(db.now())
 		for _, name := range envoys {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO experiment_envoys (experiment_id, envoy, status, round, updated_at)
-				VALUES (?, ?, ?, 0, ?)`, id, name, EnvoyAssigned, now); err != nil {
+				VALUES (?, ?, ?, 0, ?)`, id, name, api.EnvoyAssigned, now); err != nil {
 				return err
 			}
 		}
@@ -90,22 +79,22 @@ func (db *DB) StartExperiment(ctx context.Context, id string, envoys []string) (
 
 // EndExperiment moves experiment id from pending or in_progress to a terminal
 // status, and every participant that has not ended with it. Terminal states
-// are final: ending an ended experiment is ErrStatus.
-func (db *DB) EndExperiment(ctx context.Context, id, status, reason string) (Experiment, error) {
-	if !Terminal(status) {
+// are final: ending an ended experiment is api.ErrConflict.
+func (db *DB) EndExperiment(ctx context.Context, id string, status api.JobStatus, reason string) (Experiment, error) {
+	if !status.Terminal() {
 		return Experiment{}, fmt.Errorf("end experiment %s: %q is not a terminal status", id, status)
 	}
-	envoyStatus := map[string]string{StatusFinished: EnvoyFinished, StatusFailed: EnvoyFailed, StatusAborted: EnvoyAborted, StatusRejected: EnvoyAborted}[status]
+	envoyStatus := map[api.JobStatus]api.EnvoyState{api.JobFinished: api.EnvoyFinished, api.JobFailed: api.EnvoyFailed, api.JobAborted: api.EnvoyAborted, api.JobRejected: api.EnvoyAborted}[status]
 	var out Experiment
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []string{StatusPending, StatusInProgress}, status, reason)
+		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []api.JobStatus{api.JobPending, api.JobInProgress}, status, reason)
 		if err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, updated_at = ?
 			WHERE experiment_id = ? AND status NOT IN (?, ?, ?)`,
-			envoyStatus, nanos(db.now()), id, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+			envoyStatus, nanos(db.now()), id, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
 		return err
 	})
 	if err != nil {
@@ -115,13 +104,13 @@ func (db *DB) EndExperiment(ctx context.Context, id, status, reason string) (Exp
 }
 
 // SetEnvoyState records a participant's state. An envoy that has ended
-// (finished, failed, aborted) keeps that state: ErrStatus.
-func (db *DB) SetEnvoyState(ctx context.Context, id, envoy, status string, round int, reason string) error {
+// (finished, failed, aborted) keeps that state: api.ErrConflict.
+func (db *DB) SetEnvoyState(ctx context.Context, id, envoy string, status api.EnvoyState, round int, reason string) error {
 	var n int64
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, reason = ?, updated_at = ?
 			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?)`,
-			status, round, reason, nanos(db.now()), id, envoy, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+			status, round, reason, nanos(db.now()), id, envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
 		if err != nil {
 			return err
 		}
@@ -132,7 +121,7 @@ func (db *DB) SetEnvoyState(ctx context.Context, id, envoy, status string, round
 		return fmt.Errorf("set state of %s in experiment %s: %w", envoy, id, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("envoy %s in experiment %s: %w", envoy, id, ErrStatus)
+		return fmt.Errorf("envoy %s in experiment %s: %w", envoy, id, api.ErrConflict)
 	}
 	return nil
 }
@@ -180,19 +169,19 @@ func (db *DB) LatestAssignments(ctx context.Context) (map[string]string, error) 
 
 // RecordTaskResult stores an envoy's report for a round with its metrics and
 // marks the envoy reported, in one transaction. A second report for the same
-// round is ErrStatus: results are never counted twice.
+// round is api.ErrAlreadyExists: results are never counted twice.
 func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metric) error {
 	now := db.now()
 	if r.ReceivedAt.IsZero() {
 		r.ReceivedAt = now
 	}
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status string
+		var status api.JobStatus
 		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, r.ExperimentID).Scan(&status); err != nil {
 			return err
 		}
-		if status != StatusInProgress {
-			return fmt.Errorf("experiment %s is %s: %w", r.ExperimentID, status, ErrStatus)
+		if status != api.JobInProgress {
+			return fmt.Errorf("experiment %s is %s: %w", r.ExperimentID, status, api.ErrConflict)
 		}
 		var exists int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM task_results WHERE experiment_id = ? AND round = ? AND envoy = ?`,
@@ -200,7 +189,7 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 			return err
 		}
 		if exists > 0 {
-			return fmt.Errorf("%s already reported round %d: %w", r.Envoy, r.Round, ErrStatus)
+			return fmt.Errorf("%s already reported round %d: %w", r.Envoy, r.Round, api.ErrAlreadyExists)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO task_results (experiment_id, round, envoy, data_size, result_path, received_at)
 			VALUES (?, ?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.Envoy, r.DataSize, r.ResultPath, nanos(r.ReceivedAt)); err != nil {
@@ -211,7 +200,7 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
 			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?)`,
-			EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+			api.EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
 		return err
 	})
 	if err != nil {
@@ -243,20 +232,20 @@ func (db *DB) TaskResults(ctx context.Context, id string, round int) ([]TaskResu
 
 // CompleteRound records next, the aggregated model, and the aggregator's
 // metrics of the round before it, in one transaction. With final set the
-// experiment is finished too (unless it has already ended: ErrStatus).
+// experiment is finished too (unless it has already ended: api.ErrConflict).
 // Participants go back to training for the next round, or finish.
 func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, final bool) error {
 	now := db.now()
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status string
+		var status api.JobStatus
 		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, next.ExperimentID).Scan(&status); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("experiment %s: %w", next.ExperimentID, ErrNotFound)
+				return fmt.Errorf("experiment %s: %w", next.ExperimentID, api.ErrNotFound)
 			}
 			return err
 		}
-		if status != StatusInProgress {
-			return fmt.Errorf("experiment %s is %s: %w", next.ExperimentID, status, ErrStatus)
+		if status != api.JobInProgress {
+			return fmt.Errorf("experiment %s is %s: %w", next.ExperimentID, status, api.ErrConflict)
 		}
 		if err := insertRoundTx(ctx, tx, next, nanos(now)); err != nil {
 			return err
@@ -264,16 +253,16 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 		if err := insertMetricsTx(ctx, tx, metrics, now); err != nil {
 			return err
 		}
-		envoyStatus := EnvoyAssigned
+		envoyStatus := api.EnvoyAssigned
 		if final {
-			envoyStatus = EnvoyFinished
-			if _, err := setStatusTx(ctx, tx, now.UTC(), next.ExperimentID, []string{StatusInProgress}, StatusFinished, ""); err != nil {
+			envoyStatus = api.EnvoyFinished
+			if _, err := setStatusTx(ctx, tx, now.UTC(), next.ExperimentID, []api.JobStatus{api.JobInProgress}, api.JobFinished, ""); err != nil {
 				return err
 			}
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
 			WHERE experiment_id = ? AND status NOT IN (?, ?, ?)`,
-			envoyStatus, next.Round, nanos(now), next.ExperimentID, EnvoyFinished, EnvoyFailed, EnvoyAborted)
+			envoyStatus, next.Round, nanos(now), next.ExperimentID, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func TestRoundLifecycle(t *testing.T) {
@@ -13,10 +15,10 @@ func TestRoundLifecycle(t *testing.T) {
 	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
 	id := "eeeeeeee-0000-4000-8000-000000000001"
 	mustRunning(t, db, id, "b", "a")
-	if _, err := db.StartExperiment(ctx, id, []string{"a"}); !errors.Is(err, ErrStatus) {
-		t.Fatalf("second start: got %v, want ErrStatus", err)
+	if _, err := db.StartExperiment(ctx, id, []string{"a"}); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("second start: got %v, want api.ErrConflict", err)
 	}
-	if err := db.SetEnvoyState(ctx, id, "a", EnvoyTraining, 0, ""); err != nil {
+	if err := db.SetEnvoyState(ctx, id, "a", api.EnvoyTraining, 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	res := TaskResult{ExperimentID: id, Round: 0, Envoy: "a", DataSize: 5, ResultPath: "r"}
@@ -24,30 +26,30 @@ func TestRoundLifecycle(t *testing.T) {
 	if err := db.RecordTaskResult(ctx, res, metrics); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RecordTaskResult(ctx, res, metrics); !errors.Is(err, ErrStatus) {
-		t.Fatalf("duplicate report: got %v, want ErrStatus", err)
+	if err := db.RecordTaskResult(ctx, res, metrics); !errors.Is(err, api.ErrAlreadyExists) {
+		t.Fatalf("duplicate report: got %v, want %v", err, api.ErrAlreadyExists)
 	}
 	got, _ := db.TaskResults(ctx, id, 0)
 	if len(got) != 1 || got[0].DataSize != 5 {
 		t.Fatalf("task results: %+v", got)
 	}
 	parts, _ := db.ExperimentEnvoys(ctx, id)
-	if len(parts) != 2 || parts[0].Envoy != "a" || parts[0].Status != EnvoyReported || parts[1].Status != EnvoyAssigned {
+	if len(parts) != 2 || parts[0].Envoy != "a" || parts[0].Status != api.EnvoyReported || parts[1].Status != api.EnvoyAssigned {
 		t.Fatalf("participants: %+v", parts)
 	}
-	agg := []Metric{{ExperimentID: id, Round: 0, Origin: OriginAggregator, Task: "train", Name: "acc", Value: 0.5}}
+	agg := []Metric{{ExperimentID: id, Round: 0, Origin: api.OriginAggregator, Task: "train", Name: "acc", Value: 0.5}}
 	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 1, ModelPath: "m1", ModelSHA256: "h1"}, agg, true); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := db.GetExperiment(ctx, id)
-	if e.Status != StatusFinished {
+	if e.Status != api.JobFinished {
 		t.Fatalf("after the final round: %s", e.Status)
 	}
-	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 2, ModelPath: "m2"}, nil, false); !errors.Is(err, ErrStatus) {
-		t.Fatalf("round after the end: got %v, want ErrStatus", err)
+	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 2, ModelPath: "m2"}, nil, false); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("round after the end: got %v, want api.ErrConflict", err)
 	}
-	if _, err := db.EndExperiment(ctx, id, StatusFailed, "late"); !errors.Is(err, ErrStatus) {
-		t.Fatalf("failing a finished experiment: got %v, want ErrStatus", err)
+	if _, err := db.EndExperiment(ctx, id, api.JobFailed, "late"); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("failing a finished experiment: got %v, want api.ErrConflict", err)
 	}
 	rounds, _ := db.Rounds(ctx, id)
 	ms, _ := db.Metrics(ctx, id)
@@ -56,7 +58,7 @@ func TestRoundLifecycle(t *testing.T) {
 	}
 	parts, _ = db.ExperimentEnvoys(ctx, id)
 	for _, p := range parts {
-		if p.Status != EnvoyFinished {
+		if p.Status != api.EnvoyFinished {
 			t.Fatalf("participant after finish: %+v", p)
 		}
 	}
@@ -81,20 +83,20 @@ func TestEndExperimentMarksParticipants(t *testing.T) {
 	if _, err := db.StartExperiment(ctx, id, []string{"a", "b"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetEnvoyState(ctx, id, "a", EnvoyFailed, 0, "boom"); err != nil {
+	if err := db.SetEnvoyState(ctx, id, "a", api.EnvoyFailed, 0, "boom"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.EndExperiment(ctx, id, StatusFailed, "envoy a failed"); err != nil {
+	if _, err := db.EndExperiment(ctx, id, api.JobFailed, "envoy a failed"); err != nil {
 		t.Fatal(err)
 	}
 	parts, _ := db.ExperimentEnvoys(ctx, id)
-	if parts[0].Status != EnvoyFailed || parts[0].Reason != "boom" || parts[1].Status != EnvoyFailed {
+	if parts[0].Status != api.EnvoyFailed || parts[0].Reason != "boom" || parts[1].Status != api.EnvoyFailed {
 		t.Fatalf("participants: %+v", parts)
 	}
-	if err := db.SetEnvoyState(ctx, id, "b", EnvoyTraining, 1, ""); !errors.Is(err, ErrStatus) {
-		t.Fatalf("state change after the end: got %v, want ErrStatus", err)
+	if err := db.SetEnvoyState(ctx, id, "b", api.EnvoyTraining, 1, ""); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("state change after the end: got %v, want api.ErrConflict", err)
 	}
-	if _, err := db.EndExperiment(ctx, id, StatusPending, ""); err == nil {
+	if _, err := db.EndExperiment(ctx, id, api.JobPending, ""); err == nil {
 		t.Fatal("ending with a non-terminal status succeeded")
 	}
 }
@@ -129,7 +131,7 @@ func mustExperiments(tb testing.TB, db *DB, n int) []string {
 			if _, err := db.StartExperiment(ctx, id, []string{"a"}); err != nil {
 				tb.Fatal(err)
 			}
-			if _, err := db.EndExperiment(ctx, id, StatusFinished, ""); err != nil {
+			if _, err := db.EndExperiment(ctx, id, api.JobFinished, ""); err != nil {
 				tb.Fatal(err)
 			}
 		}
@@ -144,7 +146,7 @@ func BenchmarkListPending(b *testing.B) {
 	ctx := context.Background()
 	db := mustOpen(b, filepath.Join(b.TempDir(), "f.db"), newClock())
 	mustExperiments(b, db, 1000)
-	f := ExperimentFilter{Statuses: []string{StatusPending}, NewestLast: true}
+	f := ExperimentFilter{Statuses: []api.JobStatus{api.JobPending}, NewestLast: true}
 	b.ReportAllocs()
 	for b.Loop() {
 		pending, err := db.ListExperiments(ctx, f)

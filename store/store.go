@@ -21,10 +21,9 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// Sentinel errors returned by the store. Callers test them with errors.Is.
+// Sentinel errors of the store beside the kinds of package api (a missing
+// row is api.ErrNotFound, a refused status change api.ErrConflict).
 var (
-	// ErrNotFound means the row asked for does not exist.
-	ErrNotFound = errors.New("not found")
 	// ErrSchemaTooNew means the database was migrated by a newer fedplane than
 	// this binary; running on it could corrupt data the binary does not know.
 	ErrSchemaTooNew = errors.New("database schema is newer than this binary")

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"testing/fstest"
 
-	"github.com/fedplane/fedplane/migrations"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/migrations"
 )
 
 // fakeClock is a settable clock for tests.
@@ -176,11 +178,11 @@ func TestEnvoyLifecycle(t *testing.T) {
 	if err := db.SetEnvoyStatus(ctx, EnvoyStatus{Name: "site-a", Online: false, ExperimentRunning: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetEnvoyStatus(ctx, EnvoyStatus{Name: "nobody"}); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("status of unknown envoy: got %v, want ErrNotFound", err)
+	if err := db.SetEnvoyStatus(ctx, EnvoyStatus{Name: "nobody"}); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("status of unknown envoy: got %v, want api.ErrNotFound", err)
 	}
-	if _, err := db.GetEnvoy(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("get unknown envoy: got %v, want ErrNotFound", err)
+	if _, err := db.GetEnvoy(ctx, "nobody"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("get unknown envoy: got %v, want api.ErrNotFound", err)
 	}
 
 	// Everything survives a reopen.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/director"
 )
@@ -167,7 +168,7 @@ func (o *pkiIssueOptions) run(w io.Writer) error {
 
 // pkiError makes invalid options (bad name, kind, role, host) usage errors.
 func pkiError(what string, err error) error {
-	if errors.Is(err, director.ErrInvalid) {
+	if errors.Is(err, api.ErrInvalid) {
 		return &cli.UsageError{Err: err}
 	}
 	return fmt.Errorf("%s: %w", what, err)

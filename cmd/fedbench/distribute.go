@@ -13,13 +13,8 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
-)
-
-// The GetExperimentData response headers that describe the archive.
-const (
-	mdArchiveSize   = "fedplane-archive-size"
-	mdArchiveSHA256 = "fedplane-archive-sha256"
 )
 
 // distPeriod is how often the distribution figure's envoys heartbeat: well
@@ -207,7 +202,7 @@ func fetchArchive(ctx context.Context, c directorpb.DirectorClient, id, name str
 }
 
 func archiveHeader(md metadata.MD) (int64, string, error) {
-	sizes, sums := md.Get(mdArchiveSize), md.Get(mdArchiveSHA256)
+	sizes, sums := md.Get(api.MDArchiveSize), md.Get(api.MDArchiveSHA256)
 	if len(sizes) != 1 || len(sums) != 1 {
 		return 0, "", errors.New("GetExperimentData: no archive size and sha256 in the response header")
 	}

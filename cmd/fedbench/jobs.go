@@ -161,10 +161,10 @@ func (b *bench) submit(ctx context.Context, admin, dir string) (string, time.Dur
 		return "", took, err
 	}
 	var r struct {
-		JobID string `json:"jobId"`
+		JobID string `json:"job_id"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil || r.JobID == "" {
-		return "", took, fmt.Errorf("fladmin submit-job -o json printed %q, want a jobId", out)
+		return "", took, fmt.Errorf("fladmin submit-job -o json printed %q, want a job_id", out)
 	}
 	return r.JobID, took, nil
 }

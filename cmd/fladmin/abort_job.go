@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func newAbortJobCmd(f *factory) *cobra.Command {
@@ -14,16 +16,16 @@ func newAbortJobCmd(f *factory) *cobra.Command {
 prefix of at least 8 characters.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			reply, err := f.do(cmd.Context(), "abort_job "+args[0])
+			reply, err := f.do(cmd.Context(), api.CmdAbortJob+" "+args[0])
 			if err != nil {
 				return err
 			}
-			var j jobInfo
+			var j api.Job
 			if err := reply.Into("job", &j); err != nil {
 				return err
 			}
 			if f.output == "json" {
-				return f.printJSON(map[string]string{"jobId": j.JobID, "status": j.Status})
+				return f.printJSON(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status)})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Aborted job %s\n", j.JobID)
 			return err

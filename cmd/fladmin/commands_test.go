@@ -87,7 +87,7 @@ func ok(meta map[string]any) *adminproto.Message {
 }
 
 var sampleJob = map[string]any{
-	"jobId": "0b5a6a7e-1111-4222-8333-444455556666", "name": "mnist", "status": "pending",
+	"job_id": "0b5a6a7e-1111-4222-8333-444455556666", "name": "mnist", "status": "pending",
 	"submitter": "alice", "submitTime": "2026-01-02T03:04:05Z", "duration": "-",
 	"manifest": map[string]any{"name": "mnist", "rounds": 3},
 }
@@ -120,13 +120,13 @@ func TestCommands(t *testing.T) {
 			wantOut: []string{"JOB ID", "0b5a6a7e-1111-4222-8333-444455556666", "mnist", "pending", "alice"}},
 		{name: "list-jobs json", args: []string{"-o", "json", "list-jobs"},
 			reply: ok(map[string]any{"jobs": []any{sampleJob}}), wantSent: "list_jobs",
-			wantOut: []string{`"jobId": "0b5a6a7e-1111-4222-8333-444455556666"`}},
+			wantOut: []string{`"job_id": "0b5a6a7e-1111-4222-8333-444455556666"`}},
 		{name: "list-jobs empty", args: []string{"list-jobs"}, reply: ok(map[string]any{"jobs": []any{}}), wantSent: "list_jobs", wantOut: []string{"No jobs."}},
 		{name: "show-job", args: []string{"show-job", "0b5a6a7e"}, reply: ok(map[string]any{"job": sampleJob}),
 			wantSent: "get_job_meta 0b5a6a7e", wantOut: []string{"Job ID:", "Status:", "pending", `"rounds": 3`}},
 		{name: "abort-job", args: []string{"abort-job", "0b5a6a7e"}, reply: ok(map[string]any{"job": sampleJob}),
 			wantSent: "abort_job 0b5a6a7e", wantOut: []string{"Aborted job 0b5a6a7e-1111-4222-8333-444455556666"}},
-		{name: "delete-job", args: []string{"delete-job", "0b5a6a7e"}, reply: ok(map[string]any{"jobId": sampleJob["jobId"]}),
+		{name: "delete-job", args: []string{"delete-job", "0b5a6a7e"}, reply: ok(map[string]any{"job_id": sampleJob["job_id"]}),
 			wantSent: "delete_job 0b5a6a7e", wantOut: []string{"Deleted job"}},
 		{name: "list-envoys", args: []string{"list-envoys"},
 			reply:    ok(map[string]any{"envoys": []any{map[string]any{"name": "site-a", "online": true, "lastSeen": "2026-01-02T03:04:05Z", "samples": 42, "shard": "hospital A"}}}),

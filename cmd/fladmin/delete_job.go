@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func newDeleteJobCmd(f *factory) *cobra.Command {
@@ -15,16 +17,16 @@ is refused: abort it first. JOB_ID may be the full id or a unique prefix of
 at least 8 characters.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			reply, err := f.do(cmd.Context(), "delete_job "+args[0])
+			reply, err := f.do(cmd.Context(), api.CmdDeleteJob+" "+args[0])
 			if err != nil {
 				return err
 			}
 			var id string
-			if err := reply.Into("jobId", &id); err != nil {
+			if err := reply.Into(api.MetaJobID, &id); err != nil {
 				return err
 			}
 			if f.output == "json" {
-				return f.printJSON(map[string]string{"jobId": id, "status": "deleted"})
+				return f.printJSON(map[string]string{api.MetaJobID: id, "status": "deleted"})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Deleted job %s\n", id)
 			return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 )
 
@@ -42,7 +43,7 @@ with the same rules the director applies to uploads.`,
 				return err
 			}
 			if f.output == "json" {
-				return f.printJSON(map[string]any{"jobId": reply, "path": dst})
+				return f.printJSON(map[string]any{api.MetaJobID: reply, "path": dst})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Downloaded job %s to %s\n", reply, dst)
 			return err
@@ -68,7 +69,7 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err != nil {
 		return "", "", err
 	}
-	msg, err := c.Download(cmd.Context(), f.request("download_job "+id), maxDownload, tmp)
+	msg, err := c.Download(cmd.Context(), f.request(api.CmdDownloadJob+" "+id), maxDownload, tmp)
 	if err != nil {
 		return "", "", fmt.Errorf("download %s: %w", id, err)
 	}
@@ -76,7 +77,7 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err != nil {
 		return "", "", err
 	}
-	if err := reply.Into("job_id", &jobID); err != nil {
+	if err := reply.Into(api.MetaJobID, &jobID); err != nil {
 		return "", "", err
 	}
 	size, err := tmp.Seek(0, 2)

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 )
 
@@ -112,7 +113,7 @@ func (f *factory) request(command string) *adminproto.Message {
 		req.Meta = map[string]any{}
 	}
 	if u := f.user(); u != "" {
-		req.Meta["user"] = u
+		req.Meta[api.MetaUser] = u
 	}
 	return req
 }

@@ -4,21 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
-)
 
-// envoyInfo is an envoy as the director's list_envoys reply carries it.
-type envoyInfo struct {
-	Name              string    `json:"name"`
-	Online            bool      `json:"online"`
-	LastSeen          time.Time `json:"lastSeen"`
-	Experiment        string    `json:"experiment"`
-	ExperimentRunning bool      `json:"experimentRunning"`
-	Samples           uint64    `json:"samples"`
-	Shard             string    `json:"shard"`
-}
+	"github.com/fedplane/fedplane/api"
+)
 
 func newListEnvoysCmd(f *factory) *cobra.Command {
 	return &cobra.Command{
@@ -27,14 +17,14 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.output == "json" {
-				return f.printList(cmd.Context(), "list_envoys", "envoys")
+				return f.printList(cmd.Context(), api.CmdListEnvoys, api.MetaEnvoys)
 			}
 			// The list is decoded as it arrives, envoy by envoy: with
 			// 10,000 envoys the reply is 3 MiB, and holding it whole
 			// before decoding it doubled fladmin's memory and time.
-			var envoys []envoyInfo
-			err := f.doList(cmd.Context(), "list_envoys", "envoys", func(dec *json.Decoder) error {
-				var e envoyInfo
+			var envoys []api.Envoy
+			err := f.doList(cmd.Context(), api.CmdListEnvoys, api.MetaEnvoys, func(dec *json.Decoder) error {
+				var e api.Envoy
 				if err := dec.Decode(&e); err != nil {
 					return err
 				}

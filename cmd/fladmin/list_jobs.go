@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 )
 
@@ -42,7 +43,7 @@ func newListJobsCmd(f *factory) *cobra.Command {
 }
 
 func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
-	command := "list_jobs"
+	command := api.CmdListJobs
 	if o.namePrefix != "" {
 		command += " -n " + o.namePrefix
 	}
@@ -53,14 +54,14 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 		command += " -r"
 	}
 	if f.output == "json" {
-		return f.printList(cmd.Context(), command, "jobs")
+		return f.printList(cmd.Context(), command, api.MetaJobs)
 	}
 	reply, err := f.do(cmd.Context(), command)
 	if err != nil {
 		return err
 	}
-	var jobs []jobInfo
-	if err := reply.Into("jobs", &jobs); err != nil {
+	var jobs []api.Job
+	if err := reply.Into(api.MetaJobs, &jobs); err != nil {
 		return err
 	}
 	if len(jobs) == 0 {
@@ -69,7 +70,7 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 	}
 	rows := make([][]string, 0, len(jobs))
 	for _, j := range jobs {
-		rows = append(rows, []string{j.JobID, j.Name, j.Status, j.Submitter, fmtTime(j.SubmitTime), j.Duration})
+		rows = append(rows, []string{j.JobID, j.Name, string(j.Status), j.Submitter, fmtTime(j.SubmitTime), j.Duration})
 	}
 	return f.printTable([]string{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}, rows)
 }

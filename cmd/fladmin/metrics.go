@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 )
 
@@ -17,20 +18,6 @@ type metricsOptions struct {
 	follow   bool
 	interval time.Duration
 }
-
-// metric is one metric as the director's get_metrics reply carries it.
-type metric struct {
-	Seq    int64     `json:"seq"`
-	Round  int       `json:"round"`
-	Origin string    `json:"origin"`
-	Task   string    `json:"task"`
-	Name   string    `json:"name"`
-	Value  float64   `json:"value"`
-	Time   time.Time `json:"time"`
-}
-
-// originAggregator marks the sample-weighted means the director computes.
-const originAggregator = "aggregator"
 
 func newMetricsCmd(f *factory) *cobra.Command {
 	o := &metricsOptions{}
@@ -41,7 +28,7 @@ func newMetricsCmd(f *factory) *cobra.Command {
 metric: the sample-weighted mean over the round's envoys (origin
 "aggregator"). A round's metrics describe the global model that round
 started from. With --follow, rows are printed as rounds complete until the
-job ends. -o json prints every metric (each envoy's and the aggregated ones)
+job ends. -o json prints every api.Metric (each envoy's and the aggregated ones)
 as JSON; with --follow, one JSON object per line.`,
 		Example: `  fladmin metrics 3f2a9c1e
   fladmin metrics 3f2a9c1e --follow`,
@@ -62,30 +49,31 @@ as JSON; with --follow, one JSON object per line.`,
 }
 
 // fetchMetrics returns the metrics stored after seq and the job's status.
-func fetchMetrics(ctx context.Context, f *factory, id string, seq int64) ([]metric, string, string, error) {
-	reply, err := f.do(ctx, fmt.Sprintf("get_metrics %s %d", id, seq))
+func fetchMetrics(ctx context.Context, f *factory, id string, seq int64) ([]api.Metric, api.JobStatus, string, error) {
+	reply, err := f.do(ctx, fmt.Sprintf("%s %s %d", api.CmdGetMetrics, id, seq))
 	if err != nil {
 		return nil, "", "", err
 	}
-	var ms []metric
-	var status, jobID string
-	if err := reply.Into("metrics", &ms); err != nil {
+	var ms []api.Metric
+	var status api.JobStatus
+	var jobID string
+	if err := reply.Into(api.MetaMetrics, &ms); err != nil {
 		return nil, "", "", err
 	}
-	if err := reply.Into("jobStatus", &status); err != nil {
+	if err := reply.Into(api.MetaJobStatus, &status); err != nil {
 		return nil, "", "", err
 	}
-	if err := reply.Into("jobId", &jobID); err != nil {
+	if err := reply.Into(api.MetaJobID, &jobID); err != nil {
 		return nil, "", "", err
 	}
 	return ms, status, jobID, nil
 }
 
 // pivot turns aggregated metrics into rows per round and sorted names.
-func pivot(ms []metric) (rounds []int, names []string, values map[int]map[string]float64) {
+func pivot(ms []api.Metric) (rounds []int, names []string, values map[int]map[string]float64) {
 	values = map[int]map[string]float64{}
 	for _, m := range ms {
-		if m.Origin != originAggregator {
+		if m.Origin != api.OriginAggregator {
 			continue
 		}
 		if values[m.Round] == nil {
@@ -121,7 +109,7 @@ func (o *metricsOptions) runOnce(ctx context.Context, f *factory, id string) err
 	}
 	if f.output == "json" {
 		if ms == nil {
-			ms = []metric{}
+			ms = []api.Metric{}
 		}
 		return f.printJSON(ms)
 	}
@@ -143,7 +131,7 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 		seq     int64
 		names   []string
 		printed = map[int]bool{}
-		all     []metric
+		all     []api.Metric
 	)
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
@@ -175,7 +163,7 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 				fmt.Fprintln(f.stdout, fixedRow(row(r, names, values[r])))
 			}
 		}
-		if terminal(status) {
+		if status.Terminal() {
 			if f.output != "json" && len(printed) == 0 {
 				fmt.Fprintln(f.stdout, "No metrics.")
 			}

@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func newShowJobCmd(f *factory) *cobra.Command {
@@ -20,19 +22,19 @@ func newShowJobCmd(f *factory) *cobra.Command {
   fladmin show-job 3f2a9c1e -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			reply, err := f.do(cmd.Context(), "get_job_meta "+args[0])
+			reply, err := f.do(cmd.Context(), api.CmdGetJobMeta+" "+args[0])
 			if err != nil {
 				return err
 			}
 			if f.output == "json" {
 				var raw json.RawMessage
-				if err := reply.Into("job", &raw); err != nil {
+				if err := reply.Into(api.MetaJob, &raw); err != nil {
 					return err
 				}
 				return f.printJSON(raw)
 			}
-			var j jobInfo
-			if err := reply.Into("job", &j); err != nil {
+			var j api.Job
+			if err := reply.Into(api.MetaJob, &j); err != nil {
 				return err
 			}
 			return printJob(f, j)
@@ -40,12 +42,12 @@ func newShowJobCmd(f *factory) *cobra.Command {
 	}
 }
 
-func printJob(f *factory, j jobInfo) error {
+func printJob(f *factory, j api.Job) error {
 	tw := tabwriter.NewWriter(f.stdout, 0, 4, 2, ' ', 0)
 	fields := []struct{ k, v string }{
 		{"Job ID", j.JobID},
 		{"Name", j.Name},
-		{"Status", j.Status},
+		{"Status", string(j.Status)},
 		{"Reason", j.Reason},
 		{"Submitter", j.Submitter},
 		{"Submitted", fmtTime(j.SubmitTime)},
@@ -71,7 +73,7 @@ func printJob(f *factory, j jobInfo) error {
 			if reason == "" {
 				reason = "-"
 			}
-			rows = append(rows, []string{p.Name, p.Status, strconv.Itoa(p.Round), fmtTime(p.Updated), reason})
+			rows = append(rows, []string{p.Name, string(p.Status), strconv.Itoa(p.Round), fmtTime(p.Updated), reason})
 		}
 		fmt.Fprintln(f.stdout, "Envoys:")
 		if err := f.printTable([]string{"ENVOY", "STATE", "ROUND", "UPDATED", "REASON"}, rows); err != nil {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 func newStatusCmd(f *factory) *cobra.Command {
@@ -14,7 +17,7 @@ func newStatusCmd(f *factory) *cobra.Command {
 		Short: "Show the director's version, uptime, envoys and jobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reply, err := f.do(cmd.Context(), "check_status")
+			reply, err := f.do(cmd.Context(), api.CmdCheckStatus)
 			if err != nil {
 				return err
 			}
@@ -23,17 +26,14 @@ func newStatusCmd(f *factory) *cobra.Command {
 			if f.output == "json" {
 				return f.printJSON(meta)
 			}
-			var st struct {
-				Version      string         `json:"version"`
-				Uptime       string         `json:"uptime"`
-				Envoys       int            `json:"envoys"`
-				EnvoysOnline int            `json:"envoysOnline"`
-				Jobs         map[string]int `json:"jobs"`
+			// The reply's meta is a DirectorStatus beside "status".
+			b, err := json.Marshal(meta)
+			if err != nil {
+				return err
 			}
-			for k, dst := range map[string]any{"version": &st.Version, "uptime": &st.Uptime, "envoys": &st.Envoys, "envoysOnline": &st.EnvoysOnline, "jobs": &st.Jobs} {
-				if err := reply.Into(k, dst); err != nil {
-					return err
-				}
+			var st api.DirectorStatus
+			if err := json.Unmarshal(b, &st); err != nil {
+				return fmt.Errorf("check_status reply: %w", err)
 			}
 			fmt.Fprintf(f.stdout, "Director:  %s at %s, up %s\n", st.Version, f.addr, st.Uptime)
 			fmt.Fprintf(f.stdout, "Envoys:    %d registered, %d online\n", st.Envoys, st.EnvoysOnline)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 )
 
@@ -62,7 +63,7 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err != nil {
 		return err
 	}
-	msg, err := c.Upload(ctx, f.request("submit_job"), uint64(a.Size()), body)
+	msg, err := c.Upload(ctx, f.request(api.CmdSubmitJob), uint64(a.Size()), body)
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", dir, err)
 	}
@@ -71,11 +72,11 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 		return err
 	}
 	var id string
-	if err := reply.Into("job_id", &id); err != nil {
+	if err := reply.Into(api.MetaJobID, &id); err != nil {
 		return err
 	}
 	if f.output == "json" {
-		return f.printJSON(map[string]any{"jobId": id, "bytes": a.Size(), "files": a.Files()})
+		return f.printJSON(map[string]any{api.MetaJobID: id, "bytes": a.Size(), "files": a.Files()})
 	}
 	_, err = fmt.Fprintf(f.stdout, "Submitted job %s\n", id)
 	return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 )
 
@@ -51,20 +52,20 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
 	for {
-		reply, err := f.do(ctx, "get_job_meta "+id)
+		reply, err := f.do(ctx, api.CmdGetJobMeta+" "+id)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("job %s has not ended after %v", id, o.timeout)
 			}
 			return err
 		}
-		var j jobInfo
-		if err := reply.Into("job", &j); err != nil {
+		var j api.Job
+		if err := reply.Into(api.MetaJob, &j); err != nil {
 			return err
 		}
-		if terminal(j.Status) {
+		if j.Status.Terminal() {
 			if f.output == "json" {
-				if err := f.printJSON(map[string]string{"jobId": j.JobID, "status": j.Status, "reason": j.Reason}); err != nil {
+				if err := f.printJSON(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status), "reason": j.Reason}); err != nil {
 					return err
 				}
 			} else if j.Reason != "" {
@@ -72,7 +73,7 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 			} else {
 				fmt.Fprintf(f.stdout, "Job %s %s\n", j.JobID, j.Status)
 			}
-			if j.Status != "finished" {
+			if j.Status != api.JobFinished {
 				return fmt.Errorf("%w: %s", errJobNotFinished, j.Status)
 			}
 			return nil
@@ -83,13 +84,4 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 		case <-t.C:
 		}
 	}
-}
-
-// terminal reports whether a job status is final.
-func terminal(status string) bool {
-	switch status {
-	case "finished", "failed", "aborted", "rejected":
-		return true
-	}
-	return false
 }

@@ -62,7 +62,9 @@ func TestAdminJobLifecycle(t *testing.T) {
 	}
 	id := strings.TrimSpace(strings.TrimPrefix(out, "Submitted job "))
 
-	var submitted struct{ JobID string }
+	var submitted struct {
+		JobID string `json:"job_id"`
+	}
 	if err := json.Unmarshal([]byte(mustFladmin(t, d.admin, "-o", "json", "submit-job", writeJob(t, e2eManifest))), &submitted); err != nil || len(submitted.JobID) != 36 {
 		t.Fatalf("submit-job -o json: %v %+v", err, submitted)
 	}
@@ -77,7 +79,7 @@ func TestAdminJobLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustFladmin(t, d.admin, "list-jobs", "-o", "json", "-m", "1")), &jobs); err != nil {
 		t.Fatal(err)
 	}
-	if len(jobs) != 1 || jobs[0]["jobId"] != submitted.JobID || jobs[0]["status"] != "pending" {
+	if len(jobs) != 1 || jobs[0]["job_id"] != submitted.JobID || jobs[0]["status"] != "pending" {
 		t.Fatalf("list-jobs -o json -m 1: got %v", jobs)
 	}
 

@@ -88,7 +88,7 @@ func waitOnline(tb testing.TB, d *director, names ...string) {
 
 // jobState is a job as show-job -o json shows it.
 type jobState struct {
-	JobID  string `json:"jobId"`
+	JobID  string `json:"job_id"`
 	Status string `json:"status"`
 	Reason string `json:"reason"`
 	Envoys []struct {

@@ -397,7 +397,7 @@ func (s *soak) jobCycle(t *testing.T, jobDir, dl string) error {
 		return err
 	}
 	var submitted struct {
-		JobID string `json:"jobId"`
+		JobID string `json:"job_id"`
 	}
 	if err := json.Unmarshal(out, &submitted); err != nil || submitted.JobID == "" {
 		return fmt.Errorf("submit-job printed %q (%v)", out, err)

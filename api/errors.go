@@ -1,0 +1,88 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/job"
+)
+
+// The kinds of failure every part of fedplane reports. A function wraps one
+// with context (fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)); the
+// edges map it through the table below, so a gRPC caller sees the kind's
+// code and an admin caller its reply status, and no handler builds either
+// by hand.
+var (
+	// ErrNotFound means the named envoy, job or model does not exist (or the
+	// caller may not see it).
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists means the thing to be created exists already.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrAmbiguous means a job id prefix matches more than one job.
+	ErrAmbiguous = errors.New("ambiguous id prefix")
+	// ErrInvalid means the request itself is malformed.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrNotAllowed means the caller's identity may not do this.
+	ErrNotAllowed = errors.New("permission denied")
+	// ErrUnauthenticated means the caller has no identity to check.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrConflict means the request clashes with the current state: a status
+	// change that the current status does not allow, results for another
+	// round.
+	ErrConflict = errors.New("conflict")
+	// ErrRunning means the job runs, and the request needs it stopped.
+	ErrRunning = errors.New("job is running")
+	// ErrNotRunning means the job has ended (or never started), and the
+	// request needs it pending or running.
+	ErrNotRunning = errors.New("job is not running")
+	// ErrTooLarge means a request is over a size cap.
+	ErrTooLarge = errors.New("too large")
+	// ErrUnavailable means the director cannot serve the request now (it is
+	// stopping); the caller may try again.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// kinds is the one table of error kinds: each with the gRPC code and the
+// admin reply status (admin-wire.md) it becomes. job.ErrInvalid, the kind
+// of a bad job folder, and the context errors are kinds too. The first row
+// that errors.Is matches wins; anything else is internal.
+var kinds = []struct {
+	err   error
+	code  codes.Code
+	admin string
+}{
+	{ErrNotFound, codes.NotFound, adminproto.StatusInvalidJobID},
+	{ErrAmbiguous, codes.InvalidArgument, adminproto.StatusInvalidJobID},
+	{ErrAlreadyExists, codes.AlreadyExists, adminproto.StatusError},
+	{job.ErrInvalid, codes.InvalidArgument, adminproto.StatusInvalidJobDef},
+	{ErrInvalid, codes.InvalidArgument, adminproto.StatusSyntaxError},
+	{ErrNotAllowed, codes.PermissionDenied, adminproto.StatusNotAuthorized},
+	{ErrUnauthenticated, codes.Unauthenticated, adminproto.StatusNotAuthenticated},
+	{ErrRunning, codes.FailedPrecondition, adminproto.StatusJobRunning},
+	{ErrNotRunning, codes.FailedPrecondition, adminproto.StatusJobNotRunning},
+	{ErrConflict, codes.FailedPrecondition, adminproto.StatusError},
+	{ErrTooLarge, codes.ResourceExhausted, adminproto.StatusError},
+	{ErrUnavailable, codes.Unavailable, adminproto.StatusError},
+	{context.Canceled, codes.Canceled, adminproto.StatusError},
+	{context.DeadlineExceeded, codes.DeadlineExceeded, adminproto.StatusError},
+}
+
+// Codes returns the gRPC code and the admin reply status of err's kind.
+// internal is true when err is of no kind: a failure of the director
+// itself (a database or disk error), whose message must be logged, not
+// shown to the caller.
+func Codes(err error) (code codes.Code, admin string, internal bool) {
+	for _, k := range kinds {
+		if errors.Is(err, k.err) {
+			return k.code, k.admin, false
+		}
+	}
+	return codes.Internal, adminproto.StatusInternalError, true
+}
+
+// InternalMessage is what a caller is told of an internal error; the
+// details go to the director's log.
+const InternalMessage = "internal error; see the director's log"

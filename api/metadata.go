@@ -1,0 +1,19 @@
+package api
+
+// gRPC metadata keys fedplane adds to OpenFL's messages. OpenFL peers ignore
+// them; fedplane's envoy reads them.
+const (
+	// MDReason, a response header of UpdateShardInfo, says why a shard was
+	// refused (OpenFL's reply has only accepted=false).
+	MDReason = "fedplane-reason"
+	// MDStop, a response header of UpdateEnvoyStatus, names an ended
+	// experiment that the heartbeating envoy still runs: it should stop it.
+	MDStop = "fedplane-stop"
+	// MDArchiveSize and MDArchiveSHA256, response headers of
+	// GetExperimentData, describe the archive so the envoy can check what it
+	// received.
+	MDArchiveSize   = "fedplane-archive-size"
+	MDArchiveSHA256 = "fedplane-archive-sha256"
+	// MDClientID is OpenFL's identity header of a frontend without TLS.
+	MDClientID = "client_id"
+)
