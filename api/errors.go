@@ -7,7 +7,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/fedplane/fedplane/adminproto"
-	"github.com/fedplane/fedplane/job"
 )
 
 // The kinds of failure every part of fedplane reports. A function wraps one
@@ -23,6 +22,9 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrAmbiguous means a job id prefix matches more than one job.
 	ErrAmbiguous = errors.New("ambiguous id prefix")
+	// ErrInvalidJob means a job folder, archive or job.json breaks a rule or
+	// a limit: the submitter is at fault (package job's ErrInvalid).
+	ErrInvalidJob = errors.New("invalid job")
 	// ErrInvalid means the request itself is malformed.
 	ErrInvalid = errors.New("invalid argument")
 	// ErrNotAllowed means the caller's identity may not do this.
@@ -40,14 +42,17 @@ var (
 	ErrNotRunning = errors.New("job is not running")
 	// ErrTooLarge means a request is over a size cap.
 	ErrTooLarge = errors.New("too large")
+	// ErrDataLoss means a transfer broke off or arrived corrupt: a short
+	// body, a checksum that does not match.
+	ErrDataLoss = errors.New("data loss")
 	// ErrUnavailable means the director cannot serve the request now (it is
 	// stopping); the caller may try again.
 	ErrUnavailable = errors.New("unavailable")
 )
 
 // kinds is the one table of error kinds: each with the gRPC code and the
-// admin reply status (admin-wire.md) it becomes. job.ErrInvalid, the kind
-// of a bad job folder, and the context errors are kinds too. The first row
+// admin reply status (admin-wire.md) it becomes. The context errors are
+// kinds too. The first row
 // that errors.Is matches wins; anything else is internal.
 var kinds = []struct {
 	err   error
@@ -57,7 +62,7 @@ var kinds = []struct {
 	{ErrNotFound, codes.NotFound, adminproto.StatusInvalidJobID},
 	{ErrAmbiguous, codes.InvalidArgument, adminproto.StatusInvalidJobID},
 	{ErrAlreadyExists, codes.AlreadyExists, adminproto.StatusError},
-	{job.ErrInvalid, codes.InvalidArgument, adminproto.StatusInvalidJobDef},
+	{ErrInvalidJob, codes.InvalidArgument, adminproto.StatusInvalidJobDef},
 	{ErrInvalid, codes.InvalidArgument, adminproto.StatusSyntaxError},
 	{ErrNotAllowed, codes.PermissionDenied, adminproto.StatusNotAuthorized},
 	{ErrUnauthenticated, codes.Unauthenticated, adminproto.StatusNotAuthenticated},
@@ -65,6 +70,7 @@ var kinds = []struct {
 	{ErrNotRunning, codes.FailedPrecondition, adminproto.StatusJobNotRunning},
 	{ErrConflict, codes.FailedPrecondition, adminproto.StatusError},
 	{ErrTooLarge, codes.ResourceExhausted, adminproto.StatusError},
+	{ErrDataLoss, codes.DataLoss, adminproto.StatusError},
 	{ErrUnavailable, codes.Unavailable, adminproto.StatusError},
 	{context.Canceled, codes.Canceled, adminproto.StatusError},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, adminproto.StatusError},

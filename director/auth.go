@@ -1,185 +1,104 @@
 package director
 
 import (
-	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
-	"net/netip"
 	"slices"
-	"time"
-
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/store"
 )
 
-// This file decides who a caller is and what it may do.
-//
-// With TLS, identity is the verified client certificate: its CN names the
-// envoy or the admin, its OU carries the kind (envoy, director) or an
-// admin's role, its O the organisation (see pki.go). Without TLS the
-// director listens on loopback only, and every local caller is trusted as
-// project_admin; OpenFL's client_id header then names frontend callers.
+// This file decides what a caller may do. Who the caller is comes from the
+// adapters: the verified client certificate with TLS (CN the name, OU the
+// role, O the organisation), or, without TLS, a trusted local caller (the
+// director then listens on loopback only).
 
-// Admin rights, after NVIDIA FLARE's default authorization policy.
-type right int
+// Caller is who makes an admin or frontend request.
+type Caller struct {
+	Name string
+	Org  string
+	Role string
+}
+
+// Right is what an action needs, after NVIDIA FLARE's default
+// authorization policy.
+type Right int
 
 const (
-	rightView      right = iota // list and read anything
-	rightSubmit                 // submit jobs
-	rightManageOwn              // abort, delete, download: own jobs (project_admin: any)
+	// RightView lists and reads jobs, envoys and metrics.
+	RightView Right = iota
+	// RightSubmit submits jobs.
+	RightSubmit
+	// RightManageOwn aborts, deletes and downloads jobs: its own for a lead,
+	// any for a project_admin.
+	RightManageOwn
 )
 
-// adminRights is what each admin command needs.
-var adminRights = map[string]right{
-	"submit_job":   rightSubmit,
-	"list_jobs":    rightView,
-	"get_job_meta": rightView,
-	"get_metrics":  rightView,
-	"list_envoys":  rightView,
-	"check_status": rightView,
-	"abort_job":    rightManageOwn,
-	"delete_job":   rightManageOwn,
-	"download_job": rightManageOwn,
+// Frontend actions of OpenFL's Director service, named in the table
+// beside the admin commands.
+const (
+	ActionSetNewExperiment     = "SetNewExperiment"
+	ActionRemoveExperimentData = "RemoveExperimentData"
+)
+
+// rights is the one authorization table: what each admin command and each
+// frontend call that changes a job needs. Frontend calls that only read
+// show the jobs a caller may view (canView) and need no row.
+var rights = map[string]Right{
+	api.CmdSubmitJob:           RightSubmit,
+	api.CmdListJobs:            RightView,
+	api.CmdGetJobMeta:          RightView,
+	api.CmdGetMetrics:          RightView,
+	api.CmdListEnvoys:          RightView,
+	api.CmdCheckStatus:         RightView,
+	api.CmdAbortJob:            RightManageOwn,
+	api.CmdDeleteJob:           RightManageOwn,
+	api.CmdDownloadJob:         RightManageOwn,
+	ActionSetNewExperiment:     RightSubmit,
+	ActionRemoveExperimentData: RightManageOwn,
+}
+
+// NeedsRight reports the right an action needs, if the table names it.
+func NeedsRight(action string) (Right, bool) {
+	r, ok := rights[action]
+	return r, ok
 }
 
 // adminRoles are the roles an admin certificate may carry.
 var adminRoles = []string{RoleProjectAdmin, RoleLead, RoleMember}
 
-// mayRun says whether a caller's role allows a command at all; jobs owned by
-// others are checked again by mayManage.
-func mayRun(c caller, command string) error {
-	need, ok := adminRights[command]
+// Authorize says whether c's role allows action at all; jobs owned by
+// others are checked again where the job is known (canManage). Actions the
+// table does not name are allowed here: an adapter refuses unknown
+// commands itself. Refusals wrap api.ErrNotAllowed.
+func Authorize(c Caller, action string) error {
+	need, ok := rights[action]
 	if !ok {
-		return nil // unknown commands get their own syntax error
+		return nil
 	}
 	switch {
 	case !slices.Contains(adminRoles, c.Role):
-		return fmt.Errorf("%s has no admin role in its certificate: only project_admin, lead and member may use the admin port", c.Name)
-	case need == rightSubmit && c.Role == RoleMember:
-		return fmt.Errorf("%s is a member: members may only view; submitting needs the lead or project_admin role", c.Name)
-	case need == rightManageOwn && c.Role == RoleMember:
-		return fmt.Errorf("%s is a member: members may only view", c.Name)
+		return fmt.Errorf("%w: %s has no admin role in its certificate: only project_admin, lead and member may use the admin port", api.ErrNotAllowed, c.Name)
+	case need == RightSubmit && c.Role == RoleMember:
+		return fmt.Errorf("%w: %s is a member: members may only view; submitting needs the lead or project_admin role", api.ErrNotAllowed, c.Name)
+	case need == RightManageOwn && c.Role == RoleMember:
+		return fmt.Errorf("%w: %s is a member: members may only view", api.ErrNotAllowed, c.Name)
 	}
 	return nil
 }
 
-// mayManage says whether a caller may abort, delete or download job e: a
+// canManage says whether c may abort, delete or download job e: a
 // project_admin any job, a lead the jobs it submitted (same name and org).
-func mayManage(c caller, e store.Experiment) error {
+func canManage(c Caller, e store.Experiment) error {
 	if c.Role == RoleProjectAdmin || (c.Role == RoleLead && c.Name == e.Submitter && c.Org == e.SubmitterOrg) {
 		return nil
 	}
-	return fmt.Errorf("%s (%s) may not manage job %s, submitted by %s: a lead manages only its own jobs", c.Name, c.Role, e.ID, e.Submitter)
+	return fmt.Errorf("%w: %s (%s) may not manage job %s, submitted by %s: a lead manages only its own jobs",
+		api.ErrNotAllowed, c.Name, c.Role, e.ID, e.Submitter)
 }
 
-// mayView says whether a caller sees jobs: admins (any role) see every job;
-// other identities (an envoy's certificate, say), which cannot submit, see
-// none.
-func mayView(c caller, _ store.Experiment) bool {
+// CanView says whether c sees jobs: admins (any role) see every job; other
+// identities (an envoy's certificate, say), which cannot submit, see none.
+func (c Caller) CanView() bool {
 	return slices.Contains(adminRoles, c.Role)
-}
-
-// tlsIdentity reads the verified client certificate of a TLS connection.
-func tlsIdentity(st tls.ConnectionState) (Identity, bool) {
-	if len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
-		return Identity{}, false
-	}
-	return IdentityOf(st.VerifiedChains[0][0]), true
-}
-
-// peerIdentity is the certificate identity of a gRPC caller; ok is false
-// without TLS.
-func peerIdentity(ctx context.Context) (Identity, bool) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return Identity{}, false
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return Identity{}, false
-	}
-	return tlsIdentity(info.State)
-}
-
-// checkEnvoy refuses an envoy RPC whose claimed name is not the caller's
-// certificate CN (and whose certificate is not an envoy's). Without TLS
-// names are trusted: the director listens on loopback only.
-func (d *Director) checkEnvoy(ctx context.Context, method, name string) error {
-	if d.cfg.TLS == nil {
-		return nil
-	}
-	id, ok := peerIdentity(ctx)
-	switch {
-	case !ok:
-		return fmt.Errorf("%w: no client certificate", api.ErrNotAllowed)
-	case id.Kind != KindEnvoy:
-		d.log.WarnContext(ctx, "refused: not an envoy certificate", keyMethod, method, "cn", id.Name, "kind", id.Kind)
-		return fmt.Errorf("%w: certificate %q is not an envoy's", api.ErrNotAllowed, id.Name)
-	case id.Name != name:
-		d.log.WarnContext(ctx, "refused: name differs from the certificate", keyMethod, method, "cn", id.Name, "claimed", name)
-		return fmt.Errorf("%w: certificate CN %q may not act as envoy %q", api.ErrNotAllowed, id.Name, name)
-	}
-	return nil
-}
-
-// grpcCaller names the caller of a frontend RPC: the certificate with TLS,
-// OpenFL's client_id header (default "__default__") without.
-func (d *Director) grpcCaller(ctx context.Context) caller {
-	if d.cfg.TLS == nil {
-		return caller{Name: clientID(ctx), Role: RoleProjectAdmin}
-	}
-	id, _ := peerIdentity(ctx)
-	return caller{Name: id.Name, Org: id.Org, Role: id.Role}
-}
-
-// adminCaller identifies the peer of an admin connection. With TLS it
-// completes the handshake (bounded by the idle timeout) and reads the
-// certificate; without, the caller is a local project_admin named by the
-// request (see readAdminRequest).
-func (d *Director) adminCaller(c net.Conn) (caller, error) {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return caller{Name: anonymous, Role: RoleProjectAdmin}, nil
-	}
-	tc.SetDeadline(time.Now().Add(d.cfg.AdminIdleTimeout))
-	if err := tc.Handshake(); err != nil {
-		return caller{}, fmt.Errorf("tls handshake: %w", err)
-	}
-	tc.SetDeadline(time.Time{})
-	id, ok := tlsIdentity(tc.ConnectionState())
-	if !ok {
-		return caller{}, fmt.Errorf("no verified client certificate")
-	}
-	return caller{Name: id.Name, Org: id.Org, Role: id.Role}, nil
-}
-
-// checkLoopback refuses to serve without TLS anywhere but on loopback
-// addresses, unless told --insecure.
-func (c *Config) checkLoopback() error {
-	if c.TLS != nil || c.Insecure {
-		return nil
-	}
-	for _, a := range []struct{ flag, addr string }{{"grpc-listen", c.GRPCListen}, {"admin-listen", c.AdminListen}} {
-		host, _, err := net.SplitHostPort(a.addr)
-		if err != nil {
-			return fmt.Errorf("--%s %q: %w", a.flag, a.addr, err)
-		}
-		if !isLoopback(host) {
-			return fmt.Errorf("--%s %s is not a loopback address and no TLS certificates are set: "+
-				"give --tls-ca, --tls-cert and --tls-key (see `director pki`), or --insecure to serve in the clear anyway", a.flag, a.addr)
-		}
-	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

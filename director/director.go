@@ -1,55 +1,46 @@
-// Package director is fedplane's coordinating service.
+// Package director is fedplane's coordinating service, as a domain: the
+// envoy registry and its liveness (registry.go, envoys.go), the scheduler
+// (scheduler.go), the experiment lifecycle (experiments.go), rounds and their
+// aggregation (rounds.go), job submission and results (jobs.go,
+// results.go), and who may do what (auth.go). State lives in SQLite
+// (package store) and files under the data dir (files.go).
 //
-// A Director keeps the federation's envoys and experiments in SQLite (package
-// store), serves OpenFL's openfl.director.Director and openfl.aggregator.Aggregator
-// gRPC services on one port, and answers fladmin on the admin port. Inside the
-// package each concern has its own file: the envoy registry (registry.go), the
-// Director service (director_service.go), the Aggregator service
-// (aggregator_service.go), and the error mapping (errors.go).
+// The director speaks no protocol itself. Its adapters are subpackages that
+// parse a request, authorize the caller, call the domain and format the
+// reply: director/openfl serves OpenFL's Director and Aggregator gRPC
+// services, director/admin the admin channel of fladmin; director/server
+// puts them together on their listeners.
 package director
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"github.com/fedplane/fedplane/api"
-	"github.com/fedplane/fedplane/api/aggregatorpb"
-	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/store"
 )
 
 // Defaults of Config.
 const (
 	DefaultDataDir           = "./fedplane-data"
-	DefaultGRPCListen        = "127.0.0.1:50051"
-	DefaultAdminListen       = "127.0.0.1:8003"
 	DefaultHealthCheckPeriod = 10 * time.Second
-	// DefaultStopGrace is how long Run waits for in-flight RPCs to finish
-	// before it cuts them off; long polls never finish by themselves.
-	DefaultStopGrace = 3 * time.Second
+	// DefaultMaxJobSize caps a job archive upload (--max-job-size).
+	DefaultMaxJobSize = 10 << 30
+	// DefaultMaxUnpackedSize caps a job archive's unpacked total.
+	DefaultMaxUnpackedSize = 20 << 30
 	// dbFile is the SQLite file's name inside the data dir.
 	dbFile = "fedplane.db"
 )
 
 // Config configures a Director. Zero fields take the Default values.
 type Config struct {
-	DataDir     string
-	GRPCListen  string
-	AdminListen string
+	DataDir string
 	// SampleShape and TargetShape are the federation's dataset shapes. A shard
 	// must match them to be accepted; when both are empty any shard is.
 	SampleShape []string
@@ -59,22 +50,12 @@ type Config struct {
 	// OfflineAfter is how long after its last heartbeat an envoy counts as
 	// offline; 2×HealthCheckPeriod when zero (OpenFL's valid_duration).
 	OfflineAfter time.Duration
-	// StopGrace bounds the graceful part of a stop.
-	StopGrace time.Duration
-	// MaxJobSize caps a job archive upload, MaxUnpackedSize its unpacked total.
+	// MaxJobSize caps a job archive upload and an envoy's task results,
+	// MaxUnpackedSize a job archive's unpacked total.
 	MaxJobSize      int64
 	MaxUnpackedSize int64
-	// AdminMaxConns caps concurrent admin connections.
-	AdminMaxConns int
-	// AdminIdleTimeout cuts off an admin connection on which nothing moved.
-	AdminIdleTimeout time.Duration
-	// TLS, when set, serves both ports with mutual TLS (see ServerTLS):
-	// identities and roles then come from client certificates.
-	TLS *tls.Config
-	// Insecure allows serving without TLS on addresses other than loopback.
-	Insecure bool
-	Version  string
-	Logger   *slog.Logger
+	Version         string
+	Logger          *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -83,32 +64,17 @@ func (c *Config) setDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
-	if c.GRPCListen == "" {
-		c.GRPCListen = DefaultGRPCListen
-	}
-	if c.AdminListen == "" {
-		c.AdminListen = DefaultAdminListen
-	}
 	if c.HealthCheckPeriod == 0 {
 		c.HealthCheckPeriod = DefaultHealthCheckPeriod
 	}
 	if c.OfflineAfter == 0 {
 		c.OfflineAfter = 2 * c.HealthCheckPeriod
 	}
-	if c.StopGrace == 0 {
-		c.StopGrace = DefaultStopGrace
-	}
 	if c.MaxJobSize == 0 {
 		c.MaxJobSize = DefaultMaxJobSize
 	}
 	if c.MaxUnpackedSize == 0 {
 		c.MaxUnpackedSize = DefaultMaxUnpackedSize
-	}
-	if c.AdminMaxConns == 0 {
-		c.AdminMaxConns = DefaultAdminMaxConns
-	}
-	if c.AdminIdleTimeout == 0 {
-		c.AdminIdleTimeout = DefaultAdminIdleTimeout
 	}
 	if c.Version == "" {
 		c.Version = "dev"
@@ -122,17 +88,14 @@ func (c *Config) setDefaults() {
 }
 
 func (c *Config) validate() error {
-	if c.HealthCheckPeriod < 0 || c.HealthCheckPeriod < 10*time.Millisecond {
+	if c.HealthCheckPeriod < 10*time.Millisecond {
 		return fmt.Errorf("health check period %v: must be at least 10ms", c.HealthCheckPeriod)
 	}
 	if c.OfflineAfter < c.HealthCheckPeriod {
 		return fmt.Errorf("offline-after %v: must be at least the health check period (%v)", c.OfflineAfter, c.HealthCheckPeriod)
 	}
-	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 || c.AdminMaxConns < 0 || c.AdminIdleTimeout < 0 {
-		return errors.New("size caps, connection caps and timeouts must not be negative")
-	}
-	if err := c.checkLoopback(); err != nil {
-		return err
+	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 {
+		return errors.New("size caps must not be negative")
 	}
 	for _, s := range [][]string{c.SampleShape, c.TargetShape} {
 		for _, d := range s {
@@ -144,24 +107,65 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Director is the coordinating service. New opens its state; Run serves.
+// Director is the coordinating service's domain. New opens its state, Run
+// runs its background work, Drain begins a stop, Close releases it.
 type Director struct {
-	cfg Config
-	log *slog.Logger
-	db  *store.DB
-	reg *registry
-	// periodPB is the heartbeat period as every UpdateEnvoyStatus reply carries it.
-	periodPB *durationpb.Duration
-	started  time.Time
+	cfg     Config
+	log     *slog.Logger
+	db      *store.DB
+	reg     *registry
+	started time.Time
 
-	rt       *runtime
+	lc       *lifecycle
 	kick     chan struct{} // wakes the scheduler
-	stopping chan struct{} // closed when Serve begins to stop: ends long polls
-
-	adminDone atomic.Int64 // admin exchanges handled, for tests to wait on
+	stopping chan struct{} // closed by Drain: ends long polls
+	drain    sync.Once
+	// work tracks goroutines the director starts on its own (aggregations),
+	// so Close and WaitIdle wait for them.
+	work background
 }
 
-// New opens the data dir and the database and loads the registry.
+// background counts goroutines in flight. Unlike a sync.WaitGroup it may be
+// waited on while new ones start: a wait returns once the count is zero.
+type background struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero; nil while n is zero
+}
+
+// Go runs f on a goroutine of its own, counted until it returns.
+func (b *background) Go(f func()) {
+	b.mu.Lock()
+	if b.n == 0 {
+		b.idle = make(chan struct{})
+	}
+	b.n++
+	b.mu.Unlock()
+	go func() {
+		defer func() {
+			b.mu.Lock()
+			if b.n--; b.n == 0 {
+				close(b.idle)
+				b.idle = nil
+			}
+			b.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// Wait returns once no goroutine started by Go is running.
+func (b *background) Wait() {
+	b.mu.Lock()
+	idle := b.idle
+	b.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
+}
+
+// New opens the data dir and the database, loads the registry, and puts
+// the experiments that were running back to work.
 func New(ctx context.Context, cfg Config) (*Director, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -180,9 +184,8 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		return nil, err
 	}
 	d := &Director{
-		cfg: cfg, log: cfg.Logger, db: db, reg: reg,
-		periodPB: durationpb.New(cfg.HealthCheckPeriod), started: cfg.Now(),
-		rt: newRuntime(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
+		cfg: cfg, log: cfg.Logger, db: db, reg: reg, started: cfg.Now(),
+		lc: newLifecycle(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
 	}
 	if err := d.reconcile(ctx); err != nil {
 		db.Close()
@@ -195,126 +198,54 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 	return d, nil
 }
 
-// Close closes the database and open models. Call it after Run has returned.
+// Config returns the director's configuration, defaults filled in.
+func (d *Director) Config() Config { return d.cfg }
+
+// Close waits for the aggregations in flight, then closes open models and
+// the database. Call it after Run has returned.
 func (d *Director) Close() error {
+	d.Drain()
+	d.work.Wait()
 	d.stopAll()
 	return d.db.Close()
 }
 
-// NewGRPCServer returns a gRPC server with fedplane's options (OpenFL's
-// message size limits, fixed flow-control windows: api.ServerOptions) and
-// both OpenFL services registered.
-func (d *Director) NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
-	opts = append(append(api.ServerOptions(),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	), opts...)
-	if d.cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(d.cfg.TLS)))
-	}
-	opts = append(opts, grpc.ChainUnaryInterceptor(capUnary), grpc.ChainStreamInterceptor(capStream))
-	s := grpc.NewServer(opts...)
-	directorpb.RegisterDirectorServer(s, &directorService{d: d})
-	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{d: d})
-	return s
-}
+// WaitIdle returns once no aggregation the director started on its own is
+// in flight: after the last report of a round, the round's model is then
+// stored and the experiment has moved on (or ended).
+func (d *Director) WaitIdle() { d.work.Wait() }
 
-// Run listens on the configured gRPC and admin addresses and serves until ctx
-// ends.
+// Run does the director's background work until ctx ends: it sweeps envoy
+// liveness, flushes it to the store, and schedules pending jobs. It flushes
+// once more before it returns, so a clean stop loses no liveness.
 func (d *Director) Run(ctx context.Context) error {
-	lis, err := net.Listen("tcp", d.cfg.GRPCListen)
-	if err != nil {
-		return fmt.Errorf("grpc listen: %w", err)
-	}
-	adminLis, err := net.Listen("tcp", d.cfg.AdminListen)
-	if err != nil {
-		lis.Close()
-		return fmt.Errorf("admin listen: %w", err)
-	}
-	return d.Serve(ctx, lis, adminLis)
-}
-
-// Serve serves gRPC on lis and the admin exchange on adminLis (if not nil)
-// until ctx ends, then stops: gracefully for StopGrace, then by cutting off
-// what is left (long polls, streams, uploads). It owns both listeners and the
-// background loops, and returns once all are done.
-func (d *Director) Serve(ctx context.Context, lis, adminLis net.Listener) error {
-	s := d.NewGRPCServer()
-	if adminLis != nil && d.cfg.TLS != nil {
-		adminLis = tls.NewListener(adminLis, d.cfg.TLS)
-	}
-	if d.cfg.TLS == nil {
-		d.log.Warn("serving without TLS: anyone who can reach the ports is trusted; use director pki and --tls-* beyond loopback")
-	}
-	adminAddr := "off"
-	if adminLis != nil {
-		adminAddr = adminLis.Addr().String()
-	}
-	d.log.Info("director serving",
-		keyGRPC, lis.Addr().String(), "admin", adminAddr, keyDataDir, d.cfg.DataDir, keyVersion, d.cfg.Version,
-		"health_check_period", d.cfg.HealthCheckPeriod, "offline_after", d.cfg.OfflineAfter)
+	d.log.Info("director running", api.LogDataDir, d.cfg.DataDir, api.LogVersion, d.cfg.Version,
+		api.LogHealth, d.cfg.HealthCheckPeriod, api.LogOffline, d.cfg.OfflineAfter)
 	if len(d.cfg.SampleShape) == 0 && len(d.cfg.TargetShape) == 0 {
 		d.log.Warn("no --sample-shape or --target-shape set: accepting shards of any shape")
 	}
-
-	loopCtx, stopLoop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		d.reg.run(loopCtx, tickInterval(d.cfg.HealthCheckPeriod), flushInterval(d.cfg.HealthCheckPeriod), d.envoysOffline)
+		d.reg.run(ctx, tickInterval(d.cfg.HealthCheckPeriod), flushInterval(d.cfg.HealthCheckPeriod), d.envoysOffline)
 	})
-	wg.Go(func() { d.runScheduler(loopCtx, tickInterval(d.cfg.HealthCheckPeriod)) })
-	adminErr := make(chan error, 1)
-	if adminLis != nil {
-		wg.Go(func() { adminErr <- d.serveAdmin(loopCtx, adminLis) })
-	}
+	wg.Go(func() { d.runScheduler(ctx, tickInterval(d.cfg.HealthCheckPeriod)) })
+	wg.Wait()
+	return nil
+}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.Serve(lis) }()
-
-	var err error
-	select {
-	case err = <-serveErr:
-		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
-			err = errors.New("grpc server stopped unexpectedly")
-		}
-		err = fmt.Errorf("grpc serve: %w", err)
-	case err = <-adminErr:
-		// The admin listener never stops by itself: treat it as fatal.
-		if err == nil {
-			err = errors.New("admin listener stopped unexpectedly")
-		}
-		stopWithGrace(s, d.cfg.StopGrace)
-		<-serveErr
-	case <-ctx.Done():
-		d.log.Info("director stopping")
+// Drain begins a stop: long polls (WaitExperiment, metric streams) end with
+// api.ErrUnavailable, and round timers stop, since a timer that fired
+// while envoys cannot reach the director would fail a job a restart
+// resumes. Call it before the servers stop; later calls do nothing.
+func (d *Director) Drain() {
+	d.drain.Do(func() {
 		close(d.stopping)
 		d.disarmAll()
-		stopWithGrace(s, d.cfg.StopGrace)
-		<-serveErr
-	}
-	stopLoop()
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-adminErr:
-		default:
-		}
-	}
-	return err
+	})
 }
 
-// stopWithGrace stops s gracefully, cutting off what is left after grace.
-func stopWithGrace(s *grpc.Server, grace time.Duration) {
-	done := make(chan struct{})
-	go func() { s.GracefulStop(); close(done) }()
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		s.Stop()
-		<-done
-	}
-}
+// errStopping answers long polls once the director drains.
+var errStopping = fmt.Errorf("director is stopping: %w", api.ErrUnavailable)
 
 // tickInterval is how often the registry flushes liveness and sweeps: half a
 // period, so an offline transition is written at most half a period late.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,10 +16,10 @@ import (
 	"github.com/fedplane/fedplane/tensor"
 )
 
-// runtime is the in-memory side of the experiment lifecycle: the running
+// lifecycle is the in-memory side of the experiment lifecycle: the running
 // experiments, which envoy was last given which experiment, and who waits
-// for work. SQLite holds the truth; runtime is rebuilt from it at start-up.
-type runtime struct {
+// for work. SQLite holds the truth; lifecycle is rebuilt from it at start-up.
+type lifecycle struct {
 	// life serialises the status changes of experiments with their
 	// in-memory side (start, end, a round's completion), so an abort can
 	// never land between a change in SQLite and its in-memory half.
@@ -33,8 +32,8 @@ type runtime struct {
 	changed  map[string]chan struct{} // experiment -> closed at its next change
 }
 
-func newRuntime() *runtime {
-	return &runtime{running: map[string]*experiment{}, assigned: map[string]string{},
+func newLifecycle() *lifecycle {
+	return &lifecycle{running: map[string]*experiment{}, assigned: map[string]string{},
 		wake: map[string]chan struct{}{}, changed: map[string]chan struct{}{}}
 }
 
@@ -122,14 +121,14 @@ func (d *Director) loadRunning(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.rt.assigned = assigned
+	d.lc.assigned = assigned
 	exps, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Statuses: []api.JobStatus{api.JobInProgress}})
 	if err != nil {
 		return err
 	}
 	for _, e := range exps {
 		if err := d.resume(ctx, e); err != nil {
-			d.log.Error("cannot resume experiment", keyJob, e.ID, keyErr, err)
+			d.log.Error("cannot resume experiment", api.LogJob, e.ID, api.LogErr, err)
 			if _, err := d.db.EndExperiment(ctx, e.ID, api.JobFailed, "cannot resume after a director restart: "+err.Error()); err != nil {
 				return err
 			}
@@ -172,14 +171,14 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 	for _, r := range results {
 		exp.reported[r.Envoy] = true
 	}
-	d.rt.mu.Lock()
-	d.rt.running[e.ID] = exp
-	d.rt.mu.Unlock()
-	d.log.Info("experiment resumed", keyJob, e.ID, keyRound, cur, "reported", len(results))
+	d.lc.mu.Lock()
+	d.lc.running[e.ID] = exp
+	d.lc.mu.Unlock()
+	d.log.Info("experiment resumed", api.LogJob, e.ID, api.LogRound, cur, api.LogReports, len(results))
 	if len(results) == len(exp.participants) {
 		// Every report of the round arrived before the stop: aggregate now.
 		exp.aggregating = true
-		go d.aggregate(context.WithoutCancel(ctx), exp, cur)
+		d.aggregateAsync(exp, cur)
 		return nil
 	}
 	d.armRound(exp, cur)
@@ -197,25 +196,25 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 	if err != nil {
 		return err
 	}
-	d.rt.life.Lock()
-	defer d.rt.life.Unlock()
+	d.lc.life.Lock()
+	defer d.lc.life.Unlock()
 	if _, err := d.db.StartExperiment(ctx, e.ID, envoys); err != nil {
 		model.close()
 		return err
 	}
 	exp := newExperiment(e.ID, m, envoys, 0, model)
-	d.rt.mu.Lock()
-	d.rt.running[e.ID] = exp
+	d.lc.mu.Lock()
+	d.lc.running[e.ID] = exp
 	for _, name := range envoys {
-		d.rt.assigned[name] = e.ID
-		if ch, ok := d.rt.wake[name]; ok {
+		d.lc.assigned[name] = e.ID
+		if ch, ok := d.lc.wake[name]; ok {
 			close(ch)
-			delete(d.rt.wake, name)
+			delete(d.lc.wake, name)
 		}
 	}
-	d.rt.mu.Unlock()
+	d.lc.mu.Unlock()
 	d.armRound(exp, 0)
-	d.log.InfoContext(ctx, "experiment started", keyJob, e.ID, "name", e.Name, "envoys", envoys, "rounds", m.Rounds)
+	d.log.InfoContext(ctx, "experiment started", api.LogJob, e.ID, api.LogJobName, e.Name, api.LogEnvoys, envoys, api.LogRounds, m.Rounds)
 	d.notify(e.ID)
 	return nil
 }
@@ -224,21 +223,21 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 // end (an abort racing a failure, say) returns api.ErrConflict and changes
 // nothing. Its envoys are told to stop by GetTasks and their heartbeats.
 func (d *Director) endExperiment(ctx context.Context, id string, status api.JobStatus, reason string) (store.Experiment, error) {
-	d.rt.life.Lock()
-	defer d.rt.life.Unlock()
+	d.lc.life.Lock()
+	defer d.lc.life.Unlock()
 	e, err := d.db.EndExperiment(ctx, id, status, reason)
 	if err != nil {
 		return e, err
 	}
-	d.rt.mu.Lock()
-	exp := d.rt.running[id]
-	delete(d.rt.running, id)
-	d.rt.mu.Unlock()
+	d.lc.mu.Lock()
+	exp := d.lc.running[id]
+	delete(d.lc.running, id)
+	d.lc.mu.Unlock()
 	if exp != nil {
 		exp.disarm()
 		exp.closeModel()
 	}
-	d.log.InfoContext(ctx, "experiment ended", keyJob, id, "status", status, keyReason, reason)
+	d.log.InfoContext(ctx, "experiment ended", api.LogJob, id, api.LogStatus, status, api.LogReason, reason)
 	d.notify(id)
 	d.kickScheduler()
 	return e, nil
@@ -246,17 +245,17 @@ func (d *Director) endExperiment(ctx context.Context, id string, status api.JobS
 
 // runningExperiment returns the running experiment id, or nil.
 func (d *Director) runningExperiment(id string) *experiment {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	return d.rt.running[id]
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	return d.lc.running[id]
 }
 
 // runningOf returns the running experiment envoy takes part in, or "".
 func (d *Director) runningOf(envoy string) string {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	id := d.rt.assigned[envoy]
-	if _, ok := d.rt.running[id]; ok {
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	id := d.lc.assigned[envoy]
+	if _, ok := d.lc.running[id]; ok {
 		return id
 	}
 	return ""
@@ -265,11 +264,11 @@ func (d *Director) runningOf(envoy string) string {
 // runningByEnvoy returns the running experiment of every envoy that has one,
 // in one look at the runtime (runningOf for a whole list).
 func (d *Director) runningByEnvoy() map[string]string {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	out := make(map[string]string, len(d.rt.running))
-	for envoy, id := range d.rt.assigned {
-		if _, ok := d.rt.running[id]; ok {
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	out := make(map[string]string, len(d.lc.running))
+	for envoy, id := range d.lc.assigned {
+		if _, ok := d.lc.running[id]; ok {
 			out[envoy] = id
 		}
 	}
@@ -278,26 +277,27 @@ func (d *Director) runningByEnvoy() map[string]string {
 
 // latestOf returns the experiment envoy was last given, running or ended.
 func (d *Director) latestOf(envoy string) string {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	return d.rt.assigned[envoy]
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	return d.lc.assigned[envoy]
 }
 
-// waitForWork blocks until envoy has a running experiment, ctx ends, or the
-// director stops.
-func (d *Director) waitForWork(ctx context.Context, envoy string) (string, error) {
+// WaitForWork blocks until envoy has a running experiment and returns its
+// id (at once when it has one, as after a reconnect; never an ended one),
+// or until ctx ends or the director drains.
+func (d *Director) WaitForWork(ctx context.Context, envoy string) (string, error) {
 	for {
-		d.rt.mu.Lock()
-		if id := d.rt.assigned[envoy]; id != "" && d.rt.running[id] != nil {
-			d.rt.mu.Unlock()
+		d.lc.mu.Lock()
+		if id := d.lc.assigned[envoy]; id != "" && d.lc.running[id] != nil {
+			d.lc.mu.Unlock()
 			return id, nil
 		}
-		ch, ok := d.rt.wake[envoy]
+		ch, ok := d.lc.wake[envoy]
 		if !ok {
 			ch = make(chan struct{})
-			d.rt.wake[envoy] = ch
+			d.lc.wake[envoy] = ch
 		}
-		d.rt.mu.Unlock()
+		d.lc.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -317,10 +317,10 @@ func (d *Director) envoysOffline(ctx context.Context, names []string) {
 		}
 		reason := fmt.Sprintf("envoy %s went offline: no health check for %v", name, d.cfg.OfflineAfter)
 		if err := d.db.SetEnvoyState(ctx, id, name, api.EnvoyFailed, d.currentRound(id), reason); err != nil && !errors.Is(err, api.ErrConflict) {
-			d.log.ErrorContext(ctx, "record envoy state", keyErr, err)
+			d.log.ErrorContext(ctx, "record envoy state", api.LogErr, err)
 		}
 		if _, err := d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
-			d.log.ErrorContext(ctx, "fail experiment of an offline envoy", keyJob, id, keyErr, err)
+			d.log.ErrorContext(ctx, "fail experiment of an offline envoy", api.LogJob, id, api.LogErr, err)
 		}
 	}
 }
@@ -340,18 +340,18 @@ func (d *Director) currentRound(id string) int {
 // timer firing while envoys cannot reach the director would fail a job a
 // restart resumes.
 func (d *Director) disarmAll() {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	for _, exp := range d.rt.running {
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	for _, exp := range d.lc.running {
 		exp.disarm()
 	}
 }
 
 // stopAll closes the models of running experiments at shutdown.
 func (d *Director) stopAll() {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	for _, exp := range d.rt.running {
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	for _, exp := range d.lc.running {
 		exp.disarm()
 		exp.closeModel()
 	}
@@ -361,66 +361,4 @@ func (d *Director) stopAll() {
 func newExperiment(id string, m *job.Manifest, participants []string, round int, model *roundModel) *experiment {
 	return &experiment{id: id, manifest: m, participants: participants, round: round, model: model,
 		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{}}
-}
-
-// armRound starts round's round_timeout, if job.json sets one.
-func (d *Director) armRound(exp *experiment, round int) {
-	timeout := time.Duration(exp.manifest.RoundTimeout)
-	if timeout <= 0 {
-		return
-	}
-	exp.mu.Lock()
-	defer exp.mu.Unlock()
-	if exp.deadline != nil {
-		exp.deadline.Stop()
-	}
-	exp.deadline = time.AfterFunc(timeout, func() { d.roundTimedOut(exp, round, timeout) })
-}
-
-// disarm stops the round's timer.
-func (e *experiment) disarm() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.deadline != nil {
-		e.deadline.Stop()
-		e.deadline = nil
-	}
-}
-
-// roundTimedOut closes a round that ran out of time: without its stragglers
-// when at least min_envoys_per_round reported, else by failing the job.
-func (d *Director) roundTimedOut(exp *experiment, round int, timeout time.Duration) {
-	ctx := context.Background()
-	exp.mu.Lock()
-	if exp.round != round || exp.aggregating || d.runningExperiment(exp.id) == nil {
-		exp.mu.Unlock()
-		return
-	}
-	var missing []string
-	for _, p := range exp.participants {
-		if !exp.reported[p] {
-			missing = append(missing, p)
-		}
-	}
-	reported := len(exp.participants) - len(missing)
-	quorum := exp.manifest.MinEnvoysPerRound
-	closeIt := quorum > 0 && reported >= quorum
-	if closeIt {
-		exp.aggregating = true
-	}
-	exp.mu.Unlock()
-	if closeIt {
-		d.log.Warn("round closes without stragglers", keyJob, exp.id, keyRound, round, "missing", missing, "reported", reported)
-		d.aggregate(ctx, exp, round)
-		return
-	}
-	reason := fmt.Sprintf("round %d timed out after %v: %s did not report (%d of %d reported", round, timeout,
-		strings.Join(missing, ", "), reported, len(exp.participants))
-	if quorum > 0 {
-		reason += fmt.Sprintf("; min_envoys_per_round is %d", quorum)
-	}
-	reason += ")"
-	if _, err := d.endExperiment(ctx, exp.id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
-		d.log.Error("fail a timed-out round", keyJob, exp.id, keyErr, err)
-	}
 }

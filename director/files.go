@@ -143,7 +143,7 @@ func (d *Director) reconcile(ctx context.Context) error {
 	removeEmptyDirs(root)
 	for id, rel := range missing {
 		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
-		d.log.Error("failing a job whose file is missing", keyJob, id, "path", rel)
+		d.log.Error("failing a job whose file is missing", api.LogJob, id, "path", rel)
 		if _, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
 			return err
 		}

@@ -1,28 +1,39 @@
 package director
 
 import (
+	"archive/zip"
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
 )
 
-// upload is a job archive received into a temp file, not yet stored.
-type upload struct {
+// Upload is a job archive received into a temp file, not yet stored.
+// Discard it once done with it, stored or not.
+type Upload struct {
 	f      *os.File
 	size   int64
 	sha256 string
 }
 
-// discard removes the temp file of an upload that will not be stored.
-func (u *upload) discard() {
+// Discard removes the temp file of an upload that was not stored; after a
+// store it does nothing.
+func (u *Upload) Discard() {
 	if u.f != nil {
 		u.f.Close()
 		os.Remove(u.f.Name())
@@ -30,16 +41,17 @@ func (u *upload) discard() {
 	}
 }
 
-// receiveArchive streams an archive into a temp file, hashing it as it goes.
-// copyFn writes the archive's bytes into the writer it is given. On error
-// nothing is left behind.
-func (d *Director) receiveArchive(copyFn func(w io.Writer) (int64, error)) (*upload, error) {
+// ReceiveArchive streams a job archive into a temp file, hashing it as it
+// goes. copyFn writes the archive's bytes into the writer it is given; more
+// than MaxJobSize bytes are refused with api.ErrTooLarge. On error nothing
+// is left behind.
+func (d *Director) ReceiveArchive(copyFn func(w io.Writer) (int64, error)) (*Upload, error) {
 	tmp, err := d.createTemp("upload-*.zip")
 	if err != nil {
 		return nil, err
 	}
 	hw := job.NewHashWriter(tmp)
-	n, err := copyFn(hw)
+	n, err := copyFn(&capWriter{w: hw, left: d.cfg.MaxJobSize, what: "job archive"})
 	hw.Close()
 	sum := hw.Sum()
 	if err != nil {
@@ -47,12 +59,12 @@ func (d *Director) receiveArchive(copyFn func(w io.Writer) (int64, error)) (*upl
 		os.Remove(tmp.Name())
 		return nil, err
 	}
-	return &upload{f: tmp, size: n, sha256: sum}, nil
+	return &Upload{f: tmp, size: n, sha256: sum}, nil
 }
 
 // inspectUpload checks an uploaded archive without trusting it and returns
 // its job.json. Problems of the job wrap job.ErrInvalid.
-func (d *Director) inspectUpload(u *upload) (*job.Info, error) {
+func (d *Director) inspectUpload(u *Upload) (*job.Info, error) {
 	lim := job.DefaultLimits()
 	lim.MaxUnpacked = d.cfg.MaxUnpackedSize
 	return job.Inspect(u.f, u.size, lim)
@@ -61,8 +73,8 @@ func (d *Director) inspectUpload(u *upload) (*job.Info, error) {
 // storeJob stores a validated job: the initial model and the archive are
 // committed (fsync, rename) into the experiment's folder, then the row. It
 // owns u and model: each is either stored or removed.
-func (d *Director) storeJob(ctx context.Context, u *upload, m *job.Manifest, model *os.File, modelSum string, who caller) (store.Experiment, error) {
-	defer u.discard()
+func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, model *os.File, modelSum string, who Caller) (store.Experiment, error) {
+	defer u.Discard()
 	manifest, err := json.Marshal(m)
 	if err != nil {
 		model.Close()
@@ -93,6 +105,195 @@ func (d *Director) storeJob(ctx context.Context, u *upload, m *job.Manifest, mod
 		return store.Experiment{}, err
 	}
 	d.kickScheduler()
-	d.log.InfoContext(ctx, "job submitted", keyJob, id, "name", e.Name, "bytes", u.size, "submitter", e.Submitter)
+	d.log.InfoContext(ctx, "job submitted", api.LogJob, id, api.LogJobName, e.Name, api.LogBytes, u.size, api.LogCaller, e.Submitter)
 	return e, nil
+}
+
+// Submission is what a submitter sends besides the archive. The admin
+// channel sends nothing else: job.json says it all. An OpenFL frontend
+// names the experiment and its collaborators, which replace job.json's
+// name and envoys, and may send the initial model as a ModelProto.
+type Submission struct {
+	Name   string
+	Envoys []string
+	Model  *basepb.ModelProto
+	// Frontend marks an OpenFL frontend's submission: its name must be new
+	// and it must name its collaborators.
+	Frontend bool
+}
+
+// SubmitJob checks an uploaded job without trusting it (job.json, the
+// envoys it names, the initial model) and stores it as a pending job. It
+// owns u. A bad job is refused with an error wrapping job.ErrInvalid or
+// api.ErrInvalid that names the problem.
+func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Submission) (store.Experiment, error) {
+	defer u.Discard()
+	if sub.Frontend {
+		if err := api.ValidateName("experiment name", sub.Name); err != nil {
+			return store.Experiment{}, err
+		}
+		if len(sub.Envoys) == 0 {
+			return store.Experiment{}, fmt.Errorf("%w: collaborator_names is empty", api.ErrInvalid)
+		}
+		if why := d.unknownEnvoys(sub.Envoys); why != "" {
+			return store.Experiment{}, fmt.Errorf("%w: collaborator_names: %s", api.ErrInvalid, why)
+		}
+		same, err := d.db.ListExperiments(ctx, store.ExperimentFilter{Name: sub.Name, Max: 1})
+		if err != nil {
+			return store.Experiment{}, err
+		}
+		if len(same) > 0 {
+			return store.Experiment{}, fmt.Errorf("%w: an experiment named %q exists (%s)", api.ErrAlreadyExists, sub.Name, same[0].ID)
+		}
+	}
+	info, err := d.inspectUpload(u)
+	if err != nil {
+		return store.Experiment{}, err
+	}
+	m := info.Manifest
+	if sub.Frontend {
+		m.Name, m.Envoys, m.MinEnvoys = sub.Name, slices.Clone(sub.Envoys), 0
+		if err := m.Validate(); err != nil {
+			return store.Experiment{}, err
+		}
+	} else if why := d.unknownEnvoys(m.Envoys); why != "" {
+		return store.Experiment{}, fmt.Errorf("%w: job.json: \"envoys\" %s", job.ErrInvalid, why)
+	}
+	var model *os.File
+	var modelSum string
+	if sub.Model != nil {
+		model, modelSum, err = d.writeModelProto(sub.Model)
+	} else {
+		model, modelSum, err = d.extractModel(u.f, u.size, info.Root)
+	}
+	if err != nil {
+		return store.Experiment{}, err
+	}
+	return d.storeJob(ctx, u, m, model, modelSum, who)
+}
+
+// unknownEnvoys explains why a job naming envoys that never registered is
+// refused, or returns "".
+func (d *Director) unknownEnvoys(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	known := map[string]bool{}
+	for _, v := range d.reg.list() {
+		known[v.Name] = true
+	}
+	var missing []string
+	for _, name := range names {
+		if !known[name] {
+			missing = append(missing, strconv.Quote(name))
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("names %s, which never registered with this director", strings.Join(missing, ", "))
+}
+
+// extractModel copies the job's model.safetensors out of the archive into a
+// temp file and checks it: a valid safetensors file of float32 tensors. It
+// returns the open temp file and its sha256.
+func (d *Director) extractModel(archive *os.File, size int64, root string) (*os.File, string, error) {
+	zr, err := zip.NewReader(archive, size)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: job archive: %w", job.ErrInvalid, err)
+	}
+	var entry *zip.File
+	for _, f := range zr.File {
+		if f.Name == root+job.ModelFile {
+			entry = f
+		}
+	}
+	if entry == nil {
+		return nil, "", fmt.Errorf("%w: job archive: no %s next to job.json: the job needs its initial model", job.ErrInvalid, job.ModelFile)
+	}
+	rc, err := entry.Open()
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: job archive: %s: %w", job.ErrInvalid, job.ModelFile, err)
+	}
+	defer rc.Close()
+	tmp, err := d.createTemp("model-*.safetensors")
+	if err != nil {
+		return nil, "", err
+	}
+	fail := func(err error) (*os.File, string, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, "", err
+	}
+	hw := job.NewHashWriter(tmp)
+	n, err := io.Copy(hw, io.LimitReader(rc, int64(entry.UncompressedSize64)+1))
+	hw.Close()
+	sum := hw.Sum()
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return fail(err)
+		}
+		return fail(fmt.Errorf("%w: job archive: %s: %w", job.ErrInvalid, job.ModelFile, err))
+	}
+	x, _, err := tensor.ReadSafetensors(tmp, n)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s: %w", job.ErrInvalid, job.ModelFile, err))
+	}
+	if len(x.Tensors) == 0 {
+		return fail(fmt.Errorf("%w: %s holds no tensors", job.ErrInvalid, job.ModelFile))
+	}
+	for _, t := range x.Tensors {
+		if t.DType != "F32" {
+			return fail(fmt.Errorf("%w: %s: tensor %q is %s; fedplane averages float32 (F32) tensors", job.ErrInvalid, job.ModelFile, t.Name, t.DType))
+		}
+	}
+	return tmp, sum, nil
+}
+
+// writeModelProto writes a frontend's initial model as safetensors into a
+// temp file, after checking each tensor's encoding.
+func (d *Director) writeModelProto(mp *basepb.ModelProto) (*os.File, string, error) {
+	var specs []tensor.Span
+	data := map[string][]byte{}
+	for _, nt := range mp.GetTensors() {
+		span, err := tensor.FromNamedTensor(nt)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: model_proto: %w", api.ErrInvalid, err)
+		}
+		if _, dup := data[span.Name]; dup {
+			return nil, "", fmt.Errorf("%w: model_proto: tensor %q appears twice", api.ErrInvalid, span.Name)
+		}
+		specs = append(specs, span)
+		data[span.Name] = nt.GetDataBytes()
+	}
+	slices.SortFunc(specs, func(a, b tensor.Span) int { return strings.Compare(a.Name, b.Name) })
+	tmp, err := d.createTemp("model-*.safetensors")
+	if err != nil {
+		return nil, "", err
+	}
+	hw := job.NewHashWriter(tmp)
+	bw := bufio.NewWriter(hw)
+	w, err := tensor.NewSafetensorsWriter(bw, specs, nil)
+	if err == nil {
+		for _, s := range specs {
+			if _, err = w.Write(data[s.Name]); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	hw.Close()
+	sum := hw.Sum()
+	if err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, "", fmt.Errorf("%w: model_proto: %w", api.ErrInvalid, err)
+	}
+	return tmp, sum, nil
 }

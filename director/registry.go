@@ -32,7 +32,13 @@ type registry struct {
 
 // envoyEntry is one envoy's in-memory state. persisted mirrors the row, so
 // a heartbeat can tell a status change (written at once) from plain liveness.
+//
+// mu guards the fields and is never held across a write to SQLite, so
+// listings never wait on the disk; write serialises one envoy's status
+// writes (a heartbeat's online, a sweep's offline), so they land in the
+// order they were decided.
 type envoyEntry struct {
+	write     sync.Mutex
 	mu        sync.Mutex
 	persisted store.Envoy
 	lastSeen  time.Time
@@ -58,11 +64,15 @@ func newRegistry(ctx context.Context, db *store.DB, now func() time.Time, offlin
 	return r, nil
 }
 
-// register stores e's shard info and marks it online and seen now.
+// register stores e's shard info and marks it online and seen now. The
+// SQLite write happens outside the registry's lock, so heartbeats and
+// listings never wait on the disk; a heartbeat of e that lands meanwhile
+// is folded in by the entry swap below.
 func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if old, ok := r.envoys[e.Name]; ok {
+	r.mu.RLock()
+	old, ok := r.envoys[e.Name]
+	r.mu.RUnlock()
+	if ok {
 		old.mu.Lock()
 		e.ExperimentRunning = old.running
 		old.mu.Unlock()
@@ -71,7 +81,17 @@ func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, er
 	if err != nil {
 		return store.Envoy{}, err
 	}
-	r.envoys[e.Name] = &envoyEntry{persisted: row, lastSeen: row.LastSeen, running: row.ExperimentRunning}
+	entry := &envoyEntry{persisted: row, lastSeen: row.LastSeen, running: row.ExperimentRunning}
+	r.mu.Lock()
+	if cur, ok := r.envoys[e.Name]; ok {
+		cur.mu.Lock()
+		if cur.lastSeen.After(entry.lastSeen) {
+			entry.lastSeen, entry.dirty = cur.lastSeen, true
+		}
+		cur.mu.Unlock()
+	}
+	r.envoys[e.Name] = entry
+	r.mu.Unlock()
 	return row, nil
 }
 
@@ -87,25 +107,56 @@ func (r *registry) heartbeat(ctx context.Context, name string, running bool) (ch
 	}
 	now := r.now()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if now.After(e.lastSeen) {
 		e.lastSeen = now
 	}
 	e.running = running
 	if e.persisted.Online && e.persisted.ExperimentRunning == running {
 		e.dirty = true
+		e.mu.Unlock()
 		return false, nil
 	}
-	if !e.persisted.Online {
-		r.log.InfoContext(ctx, "envoy online", keyEnvoy, name)
+	e.mu.Unlock()
+	return r.writeStatus(ctx, name, e, true)
+}
+
+// writeStatus writes e's status change (to online or to offline) and folds
+// it into e. It decides again under e.write, since another write may have
+// landed while it waited, and reports whether it wrote.
+func (r *registry) writeStatus(ctx context.Context, name string, e *envoyEntry, online bool) (bool, error) {
+	e.write.Lock()
+	defer e.write.Unlock()
+	e.mu.Lock()
+	var st store.EnvoyStatus
+	if online {
+		if e.persisted.Online && e.persisted.ExperimentRunning == e.running {
+			e.mu.Unlock()
+			return false, nil
+		}
+	} else if !e.persisted.Online || r.online(e.lastSeen, r.now()) {
+		e.mu.Unlock()
+		return false, nil
 	}
-	st := store.EnvoyStatus{Name: name, Online: true, ExperimentRunning: running, LastSeen: e.lastSeen}
+	wasOnline := e.persisted.Online
+	st = store.EnvoyStatus{Name: name, Online: online, ExperimentRunning: e.running, LastSeen: e.lastSeen}
+	e.mu.Unlock()
+
 	if err := r.db.SetEnvoyStatus(ctx, st); err != nil {
+		e.mu.Lock()
 		e.dirty = true
+		e.mu.Unlock()
 		return false, err
 	}
-	e.persisted.Online, e.persisted.ExperimentRunning, e.persisted.LastSeen = true, running, e.lastSeen
-	e.dirty = false
+	e.mu.Lock()
+	e.persisted.Online, e.persisted.ExperimentRunning, e.persisted.LastSeen = st.Online, st.ExperimentRunning, st.LastSeen
+	e.dirty = e.lastSeen.After(st.LastSeen) // a heartbeat landed during the write
+	e.mu.Unlock()
+	switch {
+	case online && !wasOnline:
+		r.log.InfoContext(ctx, "envoy online", api.LogEnvoy, name)
+	case !online:
+		r.log.WarnContext(ctx, "envoy offline", api.LogEnvoy, name, api.LogLastSeen, st.LastSeen)
+	}
 	return true, nil
 }
 
@@ -208,18 +259,18 @@ func (r *registry) sweep(ctx context.Context) ([]string, error) {
 	r.mu.RUnlock()
 	for name, e := range entries {
 		e.mu.Lock()
-		if e.persisted.Online && !r.online(e.lastSeen, now) {
-			st := store.EnvoyStatus{Name: name, Online: false, ExperimentRunning: e.running, LastSeen: e.lastSeen}
-			if err := r.db.SetEnvoyStatus(ctx, st); err != nil {
-				e.mu.Unlock()
-				return gone, err
-			}
-			e.persisted.Online, e.persisted.LastSeen = false, e.lastSeen
-			e.dirty = false
-			gone = append(gone, name)
-			r.log.WarnContext(ctx, "envoy offline", keyEnvoy, name, keyLastSeen, e.lastSeen)
-		}
+		due := e.persisted.Online && !r.online(e.lastSeen, now)
 		e.mu.Unlock()
+		if !due {
+			continue
+		}
+		wrote, err := r.writeStatus(ctx, name, e, false)
+		if err != nil {
+			return gone, err
+		}
+		if wrote {
+			gone = append(gone, name)
+		}
 	}
 	return gone, nil
 }
@@ -235,17 +286,17 @@ func (r *registry) run(ctx context.Context, sweepEvery, flushEvery time.Duration
 		select {
 		case <-ctx.Done():
 			if err := r.flush(context.WithoutCancel(ctx)); err != nil {
-				r.log.Error("flush envoy liveness", keyErr, err)
+				r.log.Error("flush envoy liveness", api.LogErr, err)
 			}
 			return
 		case <-flushT.C:
 			if err := r.flush(ctx); err != nil {
-				r.log.ErrorContext(ctx, "flush envoy liveness", keyErr, err)
+				r.log.ErrorContext(ctx, "flush envoy liveness", api.LogErr, err)
 			}
 		case <-sweepT.C:
 			gone, err := r.sweep(ctx)
 			if err != nil {
-				r.log.ErrorContext(ctx, "sweep envoy liveness", keyErr, err)
+				r.log.ErrorContext(ctx, "sweep envoy liveness", api.LogErr, err)
 			}
 			if len(gone) > 0 && offline != nil {
 				offline(ctx, gone)

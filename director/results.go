@@ -14,41 +14,51 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
 )
 
 // Which trained model a caller wants.
 const (
-	modelBest = "best"
-	modelLast = "last"
+	ModelBest = "best"
+	ModelLast = "last"
 )
 
 // changes returns a channel closed at the next change (a metric, a round, a
 // status) of experiment id. Take it before reading the state it guards, so
 // no change falls between the read and the wait.
 func (d *Director) changes(id string) <-chan struct{} {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	ch, ok := d.rt.changed[id]
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	ch, ok := d.lc.changed[id]
 	if !ok {
 		ch = make(chan struct{})
-		d.rt.changed[id] = ch
+		d.lc.changed[id] = ch
 	}
 	return ch
 }
 
 // notify wakes whoever waits for a change of experiment id.
 func (d *Director) notify(id string) {
-	d.rt.mu.Lock()
-	defer d.rt.mu.Unlock()
-	if ch, ok := d.rt.changed[id]; ok {
+	d.lc.mu.Lock()
+	defer d.lc.mu.Unlock()
+	if ch, ok := d.lc.changed[id]; ok {
 		close(ch)
-		delete(d.rt.changed, id)
+		delete(d.lc.changed, id)
 	}
 }
 
-// streamMetrics sends experiment id's metrics, those stored so far and then
-// each as it arrives, until the experiment has ended and everything it
-// stored was sent.
+// StreamMetrics sends the metrics of the experiment an OpenFL frontend
+// names (see LookupExperiment), those stored so far and then each as it
+// arrives, until the experiment has ended and everything it stored was
+// sent, ctx ends, or the director drains.
+func (d *Director) StreamMetrics(ctx context.Context, who Caller, name string, send func(store.Metric) error) error {
+	e, err := d.LookupExperiment(ctx, who, name)
+	if err != nil {
+		return err
+	}
+	return d.streamMetrics(ctx, e.ID, send)
+}
+
 func (d *Director) streamMetrics(ctx context.Context, id string, send func(store.Metric) error) error {
 	var seq int64
 	for {
@@ -96,7 +106,7 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 		return store.Round{}, fmt.Errorf("%w: job %s has no model", api.ErrNotFound, e.ID)
 	}
 	last := rounds[len(rounds)-1]
-	if which == modelLast {
+	if which == ModelLast {
 		return last, nil
 	}
 	m, err := manifestOf(e)
@@ -130,6 +140,42 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 		}
 	}
 	return last, nil
+}
+
+// OpenTrainedModel opens the best or the last model of the experiment an
+// OpenFL frontend names (see trainedModel). The caller closes the file.
+func (d *Director) OpenTrainedModel(ctx context.Context, who Caller, name string, which string) (*tensor.Index, *os.File, error) {
+	e, err := d.LookupExperiment(ctx, who, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := d.trainedModel(ctx, e, which)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.ModelPath))
+}
+
+// Metrics returns job e's metrics stored after the sequence number after.
+func (d *Director) Metrics(ctx context.Context, e store.Experiment, after int64) ([]api.Metric, error) {
+	ms, err := d.db.MetricsAfter(ctx, e.ID, after)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Metric, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, api.Metric{Seq: m.Seq, Round: m.Round, Origin: m.Origin, Task: m.Task, Name: m.Name, Value: m.Value, Time: m.Time})
+	}
+	return out, nil
+}
+
+// ResultsBundle lays out job e's results for who, if who may manage it,
+// in a fresh folder (see writeBundle) that the caller removes.
+func (d *Director) ResultsBundle(ctx context.Context, who Caller, e store.Experiment) (string, error) {
+	if err := canManage(who, e); err != nil {
+		return "", err
+	}
+	return d.writeBundle(ctx, e)
 }
 
 // writeBundle lays out a job's results in a fresh folder under tmp/ and
@@ -168,11 +214,8 @@ func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string,
 	if err != nil {
 		return fail(err)
 	}
-	st := d.jobJSON(e, false)
+	st := d.JobInfo(e, false)
 	st.Envoys = []api.Participant{}
-	if len(rounds) > 0 {
-		st.RoundsDone = rounds[len(rounds)-1].Round
-	}
 	for _, p := range parts {
 		st.Envoys = append(st.Envoys, api.Participant{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
 	}
@@ -180,7 +223,7 @@ func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string,
 		return fail(err)
 	}
 	if len(rounds) > 0 {
-		last, err := d.trainedModel(ctx, e, modelLast)
+		last, err := d.trainedModel(ctx, e, ModelLast)
 		if err != nil {
 			return fail(err)
 		}
@@ -188,7 +231,7 @@ func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string,
 			return fail(err)
 		}
 		if m.BestMetric != nil {
-			best, err := d.trainedModel(ctx, e, modelBest)
+			best, err := d.trainedModel(ctx, e, ModelBest)
 			if err != nil {
 				return fail(err)
 			}

@@ -30,7 +30,7 @@ func (d *Director) runScheduler(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		if err := d.schedule(ctx); err != nil && ctx.Err() == nil {
-			d.log.ErrorContext(ctx, "schedule", keyErr, err)
+			d.log.ErrorContext(ctx, "schedule", api.LogErr, err)
 		}
 	}
 }
@@ -79,7 +79,7 @@ func (d *Director) schedule(ctx context.Context) error {
 			chosen = append([]string(nil), freeNames[:m.MinEnvoys]...)
 		}
 		if err := d.startExperiment(ctx, e, m, chosen); err != nil {
-			d.log.ErrorContext(ctx, "start experiment", keyJob, e.ID, keyErr, err)
+			d.log.ErrorContext(ctx, "start experiment", api.LogJob, e.ID, api.LogErr, err)
 			continue
 		}
 		for _, name := range chosen {

@@ -162,7 +162,7 @@ func New(cfg Config) (*Envoy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Envoy{cfg: cfg, log: log.With(keyEnvoy, cfg.Name)}, nil
+	return &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name)}, nil
 }
 
 // checkName accepts what the director accepts as an envoy name.
@@ -222,7 +222,7 @@ func (e *Envoy) Run(ctx context.Context) error {
 	e.aggc = aggregatorpb.NewAggregatorClient(conn)
 
 	e.cleanStale()
-	e.log.Info("envoy starting", keyDirector, e.cfg.Director, keyShard, e.cfg.ShardDir, keyWorkDir, e.cfg.WorkDir)
+	e.log.Info("envoy starting", api.LogDirector, e.cfg.Director, api.LogShard, e.cfg.ShardDir, api.LogWorkDir, e.cfg.WorkDir)
 	if err := e.register(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

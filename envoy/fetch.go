@@ -46,7 +46,7 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	if err != nil {
 		return nil, err
 	}
-	x.log.Info("job archive received", keyBytes, size, keyTook, time.Since(start).Round(time.Millisecond))
+	x.log.Info("job archive received", api.LogBytes, size, api.LogTook, time.Since(start).Round(time.Millisecond))
 
 	dir := filepath.Join(x.dir, jobDirName)
 	if err := os.RemoveAll(dir); err != nil {

@@ -55,7 +55,7 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 			b.reset()
 			if p := resp.GetHealthCheckPeriod(); p != nil && p.IsValid() && p.AsDuration() > 0 {
 				if np := max(p.AsDuration(), minHealthCheckPeriod); np != period {
-					e.log.Debug("health check period set by director", keyPeriod, np)
+					e.log.Debug("health check period set by director", api.LogPeriod, np)
 					period = np
 					b = newBackoff(min(minBackoff, period), period)
 				}
@@ -75,10 +75,10 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 				return err
 			}
 			wait = b.delay()
-			e.log.Warn("registering again failed", keyErr, err, keyRetryIn, wait)
+			e.log.Warn("registering again failed", api.LogErr, err, api.LogRetryIn, wait)
 		default:
 			wait = b.delay()
-			e.log.Warn("heartbeat failed", keyErr, err, keyRetryIn, wait)
+			e.log.Warn("heartbeat failed", api.LogErr, err, api.LogRetryIn, wait)
 		}
 		if !sleep(ctx, wait) {
 			return nil
@@ -109,7 +109,7 @@ func (e *Envoy) stopNamed(ids []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.cur != nil && slices.Contains(names, e.cur.id) {
-		e.log.Info("director says the experiment is over; stopping it", keyExperiment, e.cur.id)
+		e.log.Info("director says the experiment is over; stopping it", api.LogJob, e.cur.id)
 		e.cur.cancel(errStopped)
 	}
 }

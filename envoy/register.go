@@ -53,6 +53,6 @@ func (e *Envoy) register(ctx context.Context) error {
 		}
 		return ErrRefused
 	}
-	e.log.Info("registered with director", keyDirector, e.cfg.Director)
+	e.log.Info("registered with director", api.LogDirector, e.cfg.Director)
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // Backoff between attempts to reach the director: jittered, starting at
@@ -81,7 +83,7 @@ func retry(ctx context.Context, log *slog.Logger, rpc string, fn func(context.Co
 			return err
 		}
 		d := b.delay()
-		log.Warn("director unreachable; retrying", keyRPC, rpc, keyErr, err, keyRetryIn, d)
+		log.Warn("director unreachable; retrying", api.LogRPC, rpc, api.LogErr, err, api.LogRetryIn, d)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}

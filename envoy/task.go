@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/job"
@@ -63,7 +64,7 @@ func (e *Envoy) participate(ctx context.Context, x *experiment) error {
 		return fmt.Errorf("job model: %w", err)
 	}
 	defer f.Close()
-	x.log.Info("job unpacked", keyTensors, len(model.Tensors), keyJob, j.manifest.Name)
+	x.log.Info("job unpacked", api.LogTensors, len(model.Tensors), api.LogJobName, j.manifest.Name)
 	return e.rounds(ctx, x, j, model)
 }
 
@@ -93,13 +94,13 @@ func (e *Envoy) rounds(ctx context.Context, x *experiment, j *fetched, model *te
 			return nil
 		case resp.GetSleepTime() > 0:
 			d := min(time.Duration(resp.GetSleepTime())*time.Second, maxSleep)
-			x.log.Debug("director says wait", keySleep, d)
+			x.log.Debug("director says wait", api.LogSleep, d)
 			if !sleep(ctx, d) {
 				return ctx.Err()
 			}
 			continue
 		case len(resp.GetTasks()) == 0:
-			x.log.Warn("director sent no task, no sleep time and no quit; asking again", keyRetryIn, idlePause)
+			x.log.Warn("director sent no task, no sleep time and no quit; asking again", api.LogRetryIn, idlePause)
 			if !sleep(ctx, idlePause) {
 				return ctx.Err()
 			}
@@ -122,7 +123,7 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	if r < 0 {
 		return fmt.Errorf("director asked for round %d", r)
 	}
-	log := x.log.With(keyRound, r)
+	log := x.log.With(api.LogRound, r)
 	start := time.Now()
 	dir := filepath.Join(x.dir, roundPrefix+strconv.Itoa(int(r)))
 	if err := os.RemoveAll(dir); err != nil {
@@ -150,7 +151,7 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	if c.Timeout <= 0 {
 		c.Timeout = job.DefaultTrainTimeout
 	}
-	log.Info("training", keyLog, c.LogPath)
+	log.Info("training", api.LogLog, c.LogPath)
 	trainStart := time.Now()
 	tail, err := c.run(ctx)
 	if ctx.Err() != nil {
@@ -159,7 +160,7 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	if err := trainingError(r, tail, err); err != nil {
 		return err
 	}
-	log.Info("training done", keyTook, time.Since(trainStart).Round(time.Millisecond))
+	log.Info("training done", api.LogTook, time.Since(trainStart).Round(time.Millisecond))
 
 	trained, f, err := tensor.OpenSafetensors(output)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -191,11 +192,11 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	if err := e.sendResults(ctx, x, h, trained, wireMetrics(ms)); err != nil {
 		return err
 	}
-	log.Info("round done", keyDataSize, ds, keyMetrics, len(ms), keyTook, time.Since(start).Round(time.Millisecond))
+	log.Info("round done", api.LogDataSize, ds, api.LogMetrics, len(ms), api.LogTook, time.Since(start).Round(time.Millisecond))
 	f.Close()
 	// The results are the director's now; only the log stays.
 	if err := os.RemoveAll(dir); err != nil {
-		log.Warn("removing the round folder failed", keyErr, err)
+		log.Warn("removing the round folder failed", api.LogErr, err)
 	}
 	return nil
 }
@@ -310,7 +311,7 @@ func (e *Envoy) downloadModel(ctx context.Context, x *experiment, r int32, model
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("global model: %w", err)
 	}
-	x.log.Info("global model received", keyRound, r, keyTensors, len(model.Tensors), keyBytes, total, keyTook, time.Since(start).Round(time.Millisecond))
+	x.log.Info("global model received", api.LogRound, r, api.LogTensors, len(model.Tensors), api.LogBytes, total, api.LogTook, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -346,7 +347,7 @@ func (e *Envoy) sendResults(ctx context.Context, x *experiment, h tensor.TaskRes
 		return err
 	})
 	if status.Code(err) == codes.AlreadyExists {
-		x.log.Info("director already has this round's results", keyRound, h.Round)
+		x.log.Info("director already has this round's results", api.LogRound, h.Round)
 		return nil
 	}
 	return err

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
@@ -64,7 +65,7 @@ func (e *Envoy) work(ctx context.Context) {
 		}
 		if err != nil || resp.GetExperimentName() == "" {
 			d := b.delay()
-			e.log.Warn("waiting for an experiment failed", keyErr, err, keyRetryIn, d)
+			e.log.Warn("waiting for an experiment failed", api.LogErr, err, api.LogRetryIn, d)
 			sleep(ctx, d)
 			continue
 		}
@@ -87,7 +88,7 @@ func (e *Envoy) work(ctx context.Context) {
 // and cleans up. The envoy counts as running the experiment from the moment
 // it is taken until its training command is gone and its workspace cleaned.
 func (e *Envoy) runExperiment(ctx context.Context, id string) {
-	log := e.log.With(keyExperiment, id)
+	log := e.log.With(api.LogJob, id)
 	xctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	x := &experiment{id: id, dir: filepath.Join(e.cfg.WorkDir, id), log: log, cancel: cancel}
@@ -100,7 +101,7 @@ func (e *Envoy) runExperiment(ctx context.Context, id string) {
 	if err == nil {
 		err = e.participate(xctx, x)
 		if cerr := cleanWorkspace(x.dir); cerr != nil {
-			log.Error("cleaning up the experiment's workspace failed", keyErr, cerr)
+			log.Error("cleaning up the experiment's workspace failed", api.LogErr, cerr)
 		}
 	}
 	var f *failure
@@ -110,17 +111,17 @@ func (e *Envoy) runExperiment(ctx context.Context, id string) {
 	case errors.Is(context.Cause(xctx), errStopped):
 		log.Info("experiment stopped by the director")
 	case err == nil:
-		log.Info("experiment over", keyTook, time.Since(start).Round(time.Millisecond))
+		log.Info("experiment over", api.LogTook, time.Since(start).Round(time.Millisecond))
 	case errors.As(err, &f):
-		log.Error("experiment failed", keyErr, err)
+		log.Error("experiment failed", api.LogErr, err)
 		e.reportFailure(xctx, x, f)
 	case !isStatus(err):
 		// Something of the envoy's own (a full disk, say): the experiment
 		// cannot go on here, and the director must hear of it.
-		log.Error("experiment failed", keyErr, err)
+		log.Error("experiment failed", api.LogErr, err)
 		e.reportFailure(xctx, x, &failure{code: codeFailed, err: err})
 	default:
-		log.Warn("giving up on the experiment", keyErr, err, keyCode, status.Code(err).String())
+		log.Warn("giving up on the experiment", api.LogErr, err, api.LogCode, status.Code(err).String())
 	}
 }
 
@@ -156,9 +157,9 @@ func (e *Envoy) reportFailure(ctx context.Context, x *experiment, f *failure) {
 	switch {
 	case ctx.Err() != nil:
 	case err != nil:
-		x.log.Warn("reporting the failure to the director failed", keyErr, err)
+		x.log.Warn("reporting the failure to the director failed", api.LogErr, err)
 	default:
-		x.log.Info("failure reported to the director", keyCode, f.code)
+		x.log.Info("failure reported to the director", api.LogCode, f.code)
 	}
 }
 
@@ -203,7 +204,7 @@ func cleanWorkspace(dir string) error {
 func (e *Envoy) cleanStale() {
 	entries, err := os.ReadDir(e.cfg.WorkDir)
 	if err != nil {
-		e.log.Warn("listing the work dir failed", keyErr, err)
+		e.log.Warn("listing the work dir failed", api.LogErr, err)
 		return
 	}
 	for _, d := range entries {
@@ -211,10 +212,10 @@ func (e *Envoy) cleanStale() {
 			continue
 		}
 		if pgid, killed := killOrphans(filepath.Join(e.cfg.WorkDir, d.Name(), pgidFile)); killed {
-			e.log.Warn("killed a training process left by a killed envoy", keyPath, d.Name(), "pgid", pgid)
+			e.log.Warn("killed a training process left by a killed envoy", api.LogPath, d.Name(), "pgid", pgid)
 		}
 		if err := cleanWorkspace(filepath.Join(e.cfg.WorkDir, d.Name())); err != nil {
-			e.log.Warn("cleaning a stale workspace failed", keyPath, filepath.Join(e.cfg.WorkDir, d.Name()), keyErr, err)
+			e.log.Warn("cleaning a stale workspace failed", api.LogPath, filepath.Join(e.cfg.WorkDir, d.Name()), api.LogErr, err)
 		}
 	}
 }

@@ -1,6 +1,10 @@
 package job
 
-import "testing"
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
 
 func TestFormatSize(t *testing.T) {
 	tests := []struct {
@@ -49,6 +53,59 @@ func TestCheckName(t *testing.T) {
 	for _, tt := range tests {
 		if got := checkName(tt.name); got != tt.want {
 			t.Errorf("checkName(%q): got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestManifestKeysMatchStructTags checks the hand-written key list of
+// checkJSON against the json tags of Manifest, so a field added to one is
+// never missing from the other: every tagged field, by dotted path, with
+// the kind its Go type takes.
+func TestManifestKeysMatchStructTags(t *testing.T) {
+	want := map[string]jsonKind{}
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for f := range typ.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				t.Fatalf("field %s.%s has no json name", typ.Name(), f.Name)
+			}
+			path := name
+			if prefix != "" {
+				path = prefix + "." + name
+			}
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			switch {
+			case ft == reflect.TypeFor[Duration]():
+				want[path] = kindDuration
+			case ft.Kind() == reflect.Struct:
+				want[path] = kindObject
+				walk(path, ft)
+			case ft.Kind() == reflect.String:
+				want[path] = kindString
+			case ft.Kind() == reflect.Int:
+				want[path] = kindInt
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.String:
+				want[path] = kindStrings
+			default:
+				t.Fatalf("field %q has type %v, which checkJSON has no kind for", path, ft)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[Manifest]())
+	if !reflect.DeepEqual(manifestKeys, want) {
+		for k, v := range want {
+			if got, ok := manifestKeys[k]; !ok || got != v {
+				t.Errorf("key %q: manifestKeys has %v (listed: %v), the struct tags say %v", k, got, ok, v)
+			}
+		}
+		for k := range manifestKeys {
+			if _, ok := want[k]; !ok {
+				t.Errorf("key %q is in manifestKeys but no struct field has that tag", k)
+			}
 		}
 	}
 }

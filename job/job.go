@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // ErrInvalid is wrapped by every error that reports a bad job: a job.json
@@ -18,7 +20,7 @@ import (
 // a limit. Errors from the caller's side (a failing disk or connection) do not
 // wrap it, so the director can answer "invalid_job_def" exactly when the
 // submitter is at fault.
-var ErrInvalid = errors.New("invalid job")
+var ErrInvalid = api.ErrInvalidJob
 
 // invalidError marks err as a bad-job error without changing its message.
 type invalidError struct{ err error }

@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 const (
@@ -24,8 +25,7 @@ const (
 )
 
 const (
-	maxNameLen = 128
-	maxRounds  = 1_000_000
+	maxRounds = 1_000_000
 )
 
 // Manifest is job.json: what to train, where, and for how long.
@@ -175,14 +175,8 @@ func (m *Manifest) Validate() error {
 	}
 	seen := make(map[string]int, len(m.Envoys))
 	for i, e := range m.Envoys {
-		if e == "" {
-			return manifestErrf(nil, `"envoys[%d]" is empty`, i)
-		}
-		if j := strings.IndexFunc(e, func(r rune) bool { return !isEnvoyNameChar(r) }); j >= 0 {
-			return manifestErrf(nil, `"envoys[%d]" %q may contain only letters, digits, '.', '_', '@' and '-'`, i, e)
-		}
-		if len(e) > maxNameLen {
-			return manifestErrf(nil, `"envoys[%d]" is longer than %d bytes`, i, maxNameLen)
+		if err := api.ValidateName(fmt.Sprintf(`"envoys[%d]"`, i), e); err != nil {
+			return manifestErrf(err, "%v", err)
 		}
 		if j, ok := seen[e]; ok {
 			return manifestErrf(nil, `"envoys[%d]" %q repeats "envoys[%d]"`, i, e, j)
@@ -235,8 +229,8 @@ func checkJobName(name string) error {
 	switch {
 	case name == "":
 		return manifestErrf(nil, `"name" is empty`)
-	case len(name) > maxNameLen:
-		return manifestErrf(nil, `"name" is longer than %d bytes`, maxNameLen)
+	case len(name) > api.MaxNameLen:
+		return manifestErrf(nil, `"name" is longer than %d bytes`, api.MaxNameLen)
 	}
 	for _, r := range name {
 		if !isJobNameChar(r) {
@@ -258,10 +252,6 @@ func isAlnum(r rune) bool {
 
 func isJobNameChar(r rune) bool {
 	return isAlnum(r) || r == '.' || r == '_' || r == ' ' || r == '-'
-}
-
-func isEnvoyNameChar(r rune) bool {
-	return isAlnum(r) || r == '.' || r == '_' || r == '@' || r == '-'
 }
 
 // jsonKind is what a key of job.json must hold.

@@ -121,7 +121,7 @@ var manifestErrorCases = []struct {
 	{"neither", `{"name":"x","rounds":3,"train":{"command":["a"]}}`, `job.json: neither "envoys" nor "min_envoys" is set`},
 	{"envoys empty", `{"name":"x","envoys":[],"rounds":3,"train":{"command":["a"]}}`, `job.json: "envoys" is empty`},
 	{"envoy empty", `{"name":"x","envoys":["a",""],"rounds":3,"train":{"command":["a"]}}`, `job.json: "envoys[1]" is empty`},
-	{"envoy chars", `{"name":"x","envoys":["a b"],"rounds":3,"train":{"command":["a"]}}`, `job.json: "envoys[0]" "a b" may contain only`},
+	{"envoy chars", `{"name":"x","envoys":["a b"],"rounds":3,"train":{"command":["a"]}}`, `job.json: "envoys[0]" "a b" has ' '; use letters`},
 	{"envoy twice", `{"name":"x","envoys":["a","b","a"],"rounds":3,"train":{"command":["a"]}}`, `job.json: "envoys[2]" "a" repeats "envoys[0]"`},
 	{"min envoys negative", `{"name":"x","min_envoys":-1,"rounds":3,"train":{"command":["a"]}}`, `job.json: "min_envoys" must be at least 1, got -1`},
 	{"rounds zero", `{"name":"x","min_envoys":2,"rounds":0,"train":{"command":["a"]}}`, `job.json: "rounds" must be at least 1, got 0`},

@@ -28,10 +28,22 @@ type Experiment struct {
 	ArchivePath   string // relative to the data dir
 	ArchiveSHA256 string
 	ArchiveSize   int64
+
+	// Derived when read, not stored: how many rounds have been aggregated
+	// (the newest global model's round) and how many envoys take part.
+	RoundsDone   int
+	Participants int
 }
 
 const experimentColumns = `id, name, submitter, submitter_org, submitter_role, manifest, status, reason,
 	created_at, started_at, finished_at, archive_path, archive_sha256, archive_size`
+
+// experimentSelect reads experimentColumns and the derived fields, each an
+// index lookup by the primary keys of rounds and experiment_envoys, so a
+// listing of jobs costs one query however many there are.
+const experimentSelect = experimentColumns + `,
+	(SELECT COALESCE(MAX(r.round), 0) FROM rounds r WHERE r.experiment_id = experiments.id),
+	(SELECT COUNT(*) FROM experiment_envoys p WHERE p.experiment_id = experiments.id)`
 
 // CreateExperiment inserts e, and with it rounds (the initial model), in one
 // transaction. CreatedAt defaults to now and Status to pending.
@@ -66,7 +78,7 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 
 // GetExperiment returns the experiment with that exact id, or api.ErrNotFound.
 func (db *DB) GetExperiment(ctx context.Context, id string) (Experiment, error) {
-	e, err := scanExperiment(db.r.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
+	e, err := scanExperiment(db.r.QueryRowContext(ctx, `SELECT `+experimentSelect+` FROM experiments WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Experiment{}, fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 	}
@@ -85,7 +97,7 @@ func (db *DB) FindExperiment(ctx context.Context, prefix string) (Experiment, er
 			return Experiment{}, fmt.Errorf("experiment %q: %w", prefix, api.ErrNotFound)
 		}
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+experimentColumns+` FROM experiments
+	rows, err := db.r.QueryContext(ctx, `SELECT `+experimentSelect+` FROM experiments
 		WHERE id >= ? AND id < ? ORDER BY id LIMIT 2`, prefix, prefix+"\x7f")
 	if err != nil {
 		return Experiment{}, fmt.Errorf("find experiment %q: %w", prefix, err)
@@ -123,7 +135,7 @@ type ExperimentFilter struct {
 
 // ListExperiments returns experiments ordered by submit time.
 func (db *DB) ListExperiments(ctx context.Context, f ExperimentFilter) ([]Experiment, error) {
-	q := `SELECT ` + experimentColumns + ` FROM experiments WHERE 1 = 1`
+	q := `SELECT ` + experimentSelect + ` FROM experiments WHERE 1 = 1`
 	var args []any
 	if f.Name != "" {
 		q += ` AND name = ?`
@@ -204,7 +216,7 @@ func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []api.Job
 }
 
 func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from []api.JobStatus, to api.JobStatus, reason string) (Experiment, error) {
-	e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentColumns+` FROM experiments WHERE id = ?`, id))
+	e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentSelect+` FROM experiments WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Experiment{}, fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 	}
@@ -290,7 +302,7 @@ func scanExperiment(s rowScanner) (Experiment, error) {
 		created, started, finished int64
 	)
 	if err := s.Scan(&e.ID, &e.Name, &e.Submitter, &e.SubmitterOrg, &e.SubmitterRole, &e.Manifest, &e.Status, &e.Reason,
-		&created, &started, &finished, &e.ArchivePath, &e.ArchiveSHA256, &e.ArchiveSize); err != nil {
+		&created, &started, &finished, &e.ArchivePath, &e.ArchiveSHA256, &e.ArchiveSize, &e.RoundsDone, &e.Participants); err != nil {
 		return Experiment{}, err
 	}
 	e.CreatedAt, e.StartedAt, e.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/director/admin"
+	"github.com/fedplane/fedplane/director/server"
 )
 
 // serveOptions are the flags of `director serve`.
@@ -57,16 +59,16 @@ flag's name (for example "grpc-listen: 127.0.0.1:50051" or
 	f := cmd.Flags()
 	cli.AddConfigFlag(cmd, &o.config)
 	f.StringVar(&o.dataDir, "data-dir", director.DefaultDataDir, "directory for the database and stored files (created if missing)")
-	f.StringVar(&o.grpcListen, "grpc-listen", director.DefaultGRPCListen, "address of the OpenFL gRPC services")
-	f.StringVar(&o.adminListen, "admin-listen", director.DefaultAdminListen, "address of the admin port for fladmin")
+	f.StringVar(&o.grpcListen, "grpc-listen", server.DefaultGRPCListen, "address of the OpenFL gRPC services")
+	f.StringVar(&o.adminListen, "admin-listen", server.DefaultAdminListen, "address of the admin port for fladmin")
 	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "the federation's sample shape, comma-separated (e.g. 28,28); empty accepts any")
 	f.StringSliceVar(&o.targetShape, "target-shape", nil, "the federation's target shape, comma-separated (e.g. 1); empty accepts any")
 	f.DurationVar(&o.healthCheckPeriod, "health-check-period", director.DefaultHealthCheckPeriod, "heartbeat period handed to envoys")
 	f.DurationVar(&o.offlineAfter, "offline-after", 0, "an envoy is offline this long after its last heartbeat (default 2 health check periods)")
 	f.Var(&o.maxJobSize, "max-job-size", "largest job archive an upload may send (e.g. 10GiB)")
 	f.Var(&o.maxUnpackedSize, "max-unpacked-size", "largest unpacked total of a job archive")
-	f.IntVar(&o.adminMaxConns, "admin-max-conns", director.DefaultAdminMaxConns, "concurrent admin connections; more are told to retry")
-	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", director.DefaultAdminIdleTimeout, "cut off an admin connection on which nothing moved this long")
+	f.IntVar(&o.adminMaxConns, "admin-max-conns", admin.DefaultMaxConns, "concurrent admin connections; more are told to retry")
+	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", admin.DefaultIdleTimeout, "cut off an admin connection on which nothing moved this long")
 	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
@@ -92,7 +94,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
 	}
 	if o.pprofListen != "" {
-		if err := director.CheckPprofListen(o.pprofListen); err != nil {
+		if err := checkPprofListen(o.pprofListen); err != nil {
 			return cli.Usagef("%v", err)
 		}
 	}
@@ -104,20 +106,24 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	// stops the director with its error.
 	ctx, stop := context.WithCancel(cmd.Context())
 	defer stop()
+	srv := server.Config{
+		GRPCListen:  o.grpcListen,
+		AdminListen: o.adminListen,
+		TLS:         tlsCfg,
+		Insecure:    o.insecure,
+		Admin:       admin.Config{MaxConns: o.adminMaxConns, IdleTimeout: o.adminIdleTimeout},
+	}
+	if err := srv.Check(); err != nil {
+		return err
+	}
 	d, err := director.New(ctx, director.Config{
-		TLS:               tlsCfg,
-		Insecure:          o.insecure,
 		DataDir:           o.dataDir,
-		GRPCListen:        o.grpcListen,
-		AdminListen:       o.adminListen,
 		SampleShape:       cli.TrimAll(o.sampleShape),
 		TargetShape:       cli.TrimAll(o.targetShape),
 		HealthCheckPeriod: o.healthCheckPeriod,
 		OfflineAfter:      o.offlineAfter,
 		MaxJobSize:        int64(o.maxJobSize),
 		MaxUnpackedSize:   int64(o.maxUnpackedSize),
-		AdminMaxConns:     o.adminMaxConns,
-		AdminIdleTimeout:  o.adminIdleTimeout,
 		Version:           cli.Version,
 		Logger:            log,
 	})
@@ -128,12 +134,12 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	var pprofErr error
 	if o.pprofListen != "" {
 		pprofWG.Go(func() {
-			if pprofErr = director.ServePprof(ctx, o.pprofListen, log); pprofErr != nil {
+			if pprofErr = listenAndServePprof(ctx, o.pprofListen, log); pprofErr != nil {
 				stop()
 			}
 		})
 	}
-	runErr := d.Run(ctx)
+	runErr := server.Run(ctx, d, srv)
 	stop()
 	pprofWG.Wait()
 	if runErr == nil {

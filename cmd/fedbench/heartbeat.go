@@ -18,6 +18,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/director/server"
 )
 
 // hbPeriod is the health-check period of the heartbeat figure's director.
@@ -43,7 +44,7 @@ func (n *noopDirector) UpdateShardInfo(context.Context, *directorpb.UpdateShardI
 }
 
 // heartbeat is figure 1: heartbeats/s through an in-process director
-// (director.New, Serve on a loopback listener) with N registered envoys,
+// (director.New, server.Serve on a loopback listener) with N registered envoys,
 // hbInflight calls in flight, against a no-op handler of the same method
 // over loopback. Floor and director windows alternate so that both see the
 // same machine.
@@ -78,7 +79,7 @@ func (b *bench) heartbeatWith(ctx context.Context, n int) (row, error) {
 	}
 	serveCtx, stopServe := context.WithCancel(ctx)
 	served := make(chan error, 1)
-	go func() { served <- d.Serve(serveCtx, lis, nil) }()
+	go func() { served <- server.Serve(serveCtx, d, server.Config{}, lis, nil) }()
 	defer func() { stopServe(); <-served }()
 
 	noop := grpc.NewServer(api.ServerOptions()...)

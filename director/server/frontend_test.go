@@ -1,4 +1,4 @@
-package director
+package server
 
 import (
 	"archive/zip"
@@ -25,7 +25,7 @@ import (
 func (f *fed) trainWithAccuracy(t *testing.T, envoy, id string, delta float32, dataSize int32, acc float32) {
 	t.Helper()
 	ctx := context.Background()
-	tasks, err := f.c.agg.GetTasks(ctx, &aggregatorpb.GetTasksRequest{Header: hdr(envoy, id)})
+	tasks, err := f.nextTask(t, envoy, id)
 	if err != nil || len(tasks.GetTasks()) != 1 {
 		t.Fatalf("GetTasks: %v %v", tasks, err)
 	}
@@ -159,7 +159,7 @@ func TestRoundTimeout(t *testing.T) {
 			var e store.Experiment
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				e, _ = f.d.db.GetExperiment(ctx, id)
+				e, _ = f.db.GetExperiment(ctx, id)
 				if e.Status.Terminal() || time.Now().After(deadline) {
 					break
 				}
@@ -239,7 +239,7 @@ func TestSetNewExperiment(t *testing.T) {
 	if !bytes.Equal(resp.GetTensor().GetDataBytes(), []byte{0, 0, 128, 63, 0, 0, 0, 64}) {
 		t.Fatalf("initial model: got %v", resp.GetTensor().GetDataBytes())
 	}
-	e, _ := f.d.db.GetExperiment(ctx, id)
+	e, _ := f.db.GetExperiment(ctx, id)
 	if e.Name != "frontend-exp" || e.Submitter != "__default__" {
 		t.Fatalf("stored: %+v", e)
 	}
@@ -251,6 +251,7 @@ func TestDownloadJobBundle(t *testing.T) {
 	id := f.submitJob(t, `{"name": "dl", "envoys": ["site-a"], "rounds": 1, "train": {"command": ["true"]}, "best_metric": {"name": "accuracy", "mode": "max"}}`)
 	f.waitFor(t, "site-a")
 	f.trainWithAccuracy(t, "site-a", id, 1, 10, 0.8)
+	f.settle(t)
 	var body bytes.Buffer
 	reply, err := f.admin.Download(context.Background(), adminproto.NewRequest("download_job "+id[:8]), 1<<30, &body)
 	if err != nil || reply.Status() != adminproto.StatusOK {

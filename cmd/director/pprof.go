@@ -1,4 +1,4 @@
-package director
+package main
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director/server"
 )
 
 // pprofStopGrace is how long a stopping profile server lets requests in
@@ -18,27 +19,27 @@ import (
 // so whatever is left after it is cut off.
 const pprofStopGrace = time.Second
 
-// CheckPprofListen refuses a profile address that is not on loopback: the
+// checkPprofListen refuses a profile address that is not on loopback: the
 // profiles show the director's memory, goroutine stacks and command line to
 // anyone who reaches the port, and the port has no authentication.
-func CheckPprofListen(addr string) error {
+func checkPprofListen(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--pprof-listen %q: %w", addr, err)
 	}
-	if !isLoopback(host) {
+	if !server.IsLoopback(host) {
 		return fmt.Errorf("--pprof-listen must be a loopback address: profiles expose internals (got %q)", addr)
 	}
 	return nil
 }
 
-// ServePprof serves net/http/pprof's profiles (/debug/pprof/heap,
+// listenAndServePprof serves net/http/pprof's profiles (/debug/pprof/heap,
 // /debug/pprof/goroutine, /debug/pprof/profile, ...) on addr, which must be a
 // loopback address, until ctx ends. It then shuts the server down and returns
 // once it has stopped; the error is nil unless it could not listen or
 // serving failed.
-func ServePprof(ctx context.Context, addr string, log *slog.Logger) error {
-	if err := CheckPprofListen(addr); err != nil {
+func listenAndServePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	if err := checkPprofListen(addr); err != nil {
 		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
 	}
 	lis, err := net.Listen("tcp", addr)

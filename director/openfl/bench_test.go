@@ -1,4 +1,4 @@
-package director
+package openfl
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
-	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/director/directortest"
 )
 
 // noopDirector answers UpdateEnvoyStatus with a constant: the floor that
@@ -31,17 +31,9 @@ func (n *noopDirector) UpdateEnvoyStatus(context.Context, *directorpb.UpdateEnvo
 const benchEnvoys = 1000
 
 // benchDirector is a director with n registered envoys on the real clock.
-func benchDirector(b *testing.B, n int) *Director {
+func benchDirector(b *testing.B, n int) *director.Director {
 	b.Helper()
-	d := mustNew(b, Config{DataDir: b.TempDir(), HealthCheckPeriod: 10 * time.Second})
-	for i := range n {
-		e := store.Envoy{Name: fmt.Sprintf("envoy-%05d", i), Description: "benchmark shard", NSamples: 1000,
-			SampleShape: []string{"28", "28"}, TargetShape: []string{"1"}}
-		if _, err := d.reg.register(context.Background(), e); err != nil {
-			b.Fatal(err)
-		}
-	}
-	return d
+	return directortest.WithEnvoys(b, n)
 }
 
 // serveTCP serves s on a loopback port and returns a client connection.
@@ -89,7 +81,8 @@ func runHeartbeats(b *testing.B, beat func(ctx context.Context, req *directorpb.
 // tcp with tcp-noop: the goal is at least 0.8 of the floor.
 func BenchmarkHeartbeat(b *testing.B) {
 	b.Run("inprocess", func(b *testing.B) {
-		svc := &directorService{d: benchDirector(b, benchEnvoys)}
+		d := benchDirector(b, benchEnvoys)
+		svc := &directorService{service: &service{d: d, log: d.Config().Logger, period: durationpb.New(d.Config().HealthCheckPeriod)}}
 		runHeartbeats(b, func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error {
 			_, err := svc.UpdateEnvoyStatus(ctx, req)
 			return err
@@ -97,7 +90,7 @@ func BenchmarkHeartbeat(b *testing.B) {
 	})
 	b.Run("tcp", func(b *testing.B) {
 		d := benchDirector(b, benchEnvoys)
-		c := directorpb.NewDirectorClient(serveTCP(b, d.NewGRPCServer()))
+		c := directorpb.NewDirectorClient(serveTCP(b, NewServer(d, Config{})))
 		runHeartbeats(b, func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error {
 			_, err := c.UpdateEnvoyStatus(ctx, req)
 			return err
@@ -113,26 +106,3 @@ func BenchmarkHeartbeat(b *testing.B) {
 		})
 	})
 }
-
-// BenchmarkAdminListEnvoys is the director's side of `make bench` figure 6:
-// the list_envoys reply for 10,000 envoys, built and written as the admin
-// port sends it.
-func BenchmarkAdminListEnvoys(b *testing.B) {
-	d := benchDirector(b, 10_000)
-	req := &adminRequest{name: "list_envoys", caller: caller{Name: "admin", Role: RoleProjectAdmin}}
-	var size int64
-	b.ReportAllocs()
-	for b.Loop() {
-		reply := d.cmdListEnvoys(context.Background(), req)
-		cw := &countWriter{}
-		if err := adminproto.WriteMessage(cw, reply); err != nil {
-			b.Fatal(err)
-		}
-		size = cw.n
-	}
-	b.ReportMetric(float64(size), "reply-bytes")
-}
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

@@ -1,11 +1,10 @@
-package director
+package openfl
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedplane/fedplane/api"
@@ -27,7 +26,7 @@ const (
 func capUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if m, ok := req.(proto.Message); ok {
 		if n := proto.Size(m); n > maxUnaryRequest {
-			return nil, status.Errorf(codes.ResourceExhausted, "%s: request of %d bytes exceeds the cap of %d", info.FullMethod, n, maxUnaryRequest)
+			return nil, fmt.Errorf("%w: %s: request of %d bytes exceeds the cap of %d", api.ErrTooLarge, info.FullMethod, n, maxUnaryRequest)
 		}
 	}
 	return handler(ctx, req)
@@ -59,7 +58,7 @@ func (s *cappedStream) RecvMsg(m any) error {
 	}
 	if pm, ok := m.(proto.Message); ok {
 		if n := proto.Size(pm); n > s.limit {
-			return status.Errorf(codes.ResourceExhausted, "%s: message of %d bytes exceeds the cap of %d", s.method, n, s.limit)
+			return fmt.Errorf("%w: %s: message of %d bytes exceeds the cap of %d", api.ErrTooLarge, s.method, n, s.limit)
 		}
 	}
 	return nil

@@ -1,7 +1,6 @@
-package director
+package admin
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -17,126 +16,56 @@ import (
 
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
-	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/director/directortest"
 	"github.com/fedplane/fedplane/store"
-	"github.com/fedplane/fedplane/tensor"
 )
 
-// mustServeAdmin serves d's admin exchange (and gRPC) on loopback until the
-// test ends and returns a client of the admin port.
-func mustServeAdmin(tb testing.TB, d *Director) *adminproto.Client {
+// Layout of the data dir the tests look into.
+const (
+	tmpDir         = "tmp"
+	experimentsDir = "experiments"
+	archiveFile    = "archive.zip"
+)
+
+var (
+	newFakeClock    = directortest.NewClock
+	testCfg         = directortest.Config
+	mustNew         = directortest.New
+	testManifest    = directortest.Manifest
+	writeJobDir     = directortest.JobDir
+	testModel       = directortest.Model
+	zipOf           = directortest.Zip
+	zipWithManifest = directortest.ZipWithManifest
+	submit          = directortest.Submit
+	do              = directortest.Do
+)
+
+// mustServeAdmin serves d's admin channel on loopback until the test ends
+// and returns a client of it and the server.
+func mustServeAdmin(tb testing.TB, d *director.Director, cfg Config) (*adminproto.Client, *Server) {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	adminLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	srv := New(d, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Serve(ctx, lis, adminLis) }()
+	go func() { done <- srv.Serve(ctx, lis) }()
 	tb.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			tb.Errorf("Serve: %v", err)
 		}
 	})
-	return &adminproto.Client{Addr: adminLis.Addr().String(), Timeout: 5 * time.Second}
-}
-
-const testManifest = `{"name": "mnist", "min_envoys": 1, "rounds": 2, "train": {"command": ["python3", "train.py"]}}`
-
-// writeJobDir writes a job folder with manifest as job.json.
-func writeJobDir(tb testing.TB, manifest string) string {
-	tb.Helper()
-	dir := tb.TempDir()
-	files := map[string]string{
-		"job.json":          manifest,
-		"model.safetensors": string(testModel(tb)),
-		"train.py":          "print('hi')\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// testModel is a small float32 model in safetensors form.
-func testModel(tb testing.TB) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	err := tensor.WriteFloat32Safetensors(&buf,
-		map[string][]float32{"w": {1, 2, 3, 4, 5, 6}, "b": {0.5, -0.5}},
-		map[string][]int64{"w": {2, 3}, "b": {2}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// zipOf returns the zip bytes of a job folder.
-func zipOf(tb testing.TB, dir string) []byte {
-	tb.Helper()
-	a, err := job.NewArchive(dir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := a.WriteTo(&buf); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// zipWithManifest builds a zip holding only job.json = manifest, bypassing
-// fladmin's own check, as a hostile or older client would.
-func zipWithManifest(tb testing.TB, manifest string, extra ...string) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	files := map[string]string{"job.json": manifest, "train.py": "print(1)\n"}
-	for i := 0; i+1 < len(extra); i += 2 {
-		files[extra[i]] = extra[i+1]
-	}
-	for name, body := range files {
-		w, err := zw.Create(name)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		io.WriteString(w, body)
-	}
-	if err := zw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func submit(tb testing.TB, c *adminproto.Client, body []byte) *adminproto.Message {
-	tb.Helper()
-	reply, err := c.Upload(context.Background(), adminproto.NewRequest("submit_job"), uint64(len(body)), bytes.NewReader(body))
-	if err != nil {
-		tb.Fatalf("upload: %v", err)
-	}
-	return reply
-}
-
-func do(tb testing.TB, c *adminproto.Client, command string) *adminproto.Message {
-	tb.Helper()
-	reply, err := c.Do(context.Background(), adminproto.NewRequest(command))
-	if err != nil {
-		tb.Fatalf("%s: %v", command, err)
-	}
-	return reply
+	return &adminproto.Client{Addr: lis.Addr().String(), Timeout: 5 * time.Second}, srv
 }
 
 // assertNoUploadLeft checks that neither a job nor a temp file was left.
-func assertNoUploadLeft(tb testing.TB, d *Director) {
+func assertNoUploadLeft(tb testing.TB, d *director.Director) {
 	tb.Helper()
-	exps, err := d.db.ListExperiments(context.Background(), store.ExperimentFilter{})
+	exps, err := d.ListJobs(context.Background(), store.ExperimentFilter{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -144,7 +73,7 @@ func assertNoUploadLeft(tb testing.TB, d *Director) {
 		tb.Fatalf("jobs: got %d, want none", len(exps))
 	}
 	for _, sub := range []string{tmpDir, experimentsDir} {
-		entries, _ := os.ReadDir(filepath.Join(d.cfg.DataDir, sub))
+		entries, _ := os.ReadDir(filepath.Join(d.Config().DataDir, sub))
 		if len(entries) != 0 {
 			tb.Fatalf("%s/ holds %d entries, want none", sub, len(entries))
 		}
@@ -155,7 +84,7 @@ func TestAdminSubmitAndManageJob(t *testing.T) {
 	ctx := context.Background()
 	clock := newFakeClock()
 	d := mustNew(t, testCfg(t, clock))
-	c := mustServeAdmin(t, d)
+	c, _ := mustServeAdmin(t, d, Config{})
 	body := zipOf(t, writeJobDir(t, testManifest))
 
 	reply := submit(t, c, body)
@@ -163,7 +92,7 @@ func TestAdminSubmitAndManageJob(t *testing.T) {
 		t.Fatalf("submit: got %s %q, want ok", reply.Status(), reply.Info())
 	}
 	id, _ := reply.Meta["job_id"].(string)
-	e, err := d.db.GetExperiment(ctx, id)
+	e, err := d.FindJob(ctx, id)
 	if err != nil {
 		t.Fatalf("job %q not stored: %v", id, err)
 	}
@@ -171,11 +100,11 @@ func TestAdminSubmitAndManageJob(t *testing.T) {
 	if e.Status != api.JobPending || e.Name != "mnist" || e.ArchiveSHA256 != hex.EncodeToString(sum[:]) || e.ArchiveSize != int64(len(body)) {
 		t.Fatalf("stored job: got %+v", e)
 	}
-	onDisk, err := os.ReadFile(filepath.Join(d.cfg.DataDir, e.ArchivePath))
+	onDisk, err := os.ReadFile(filepath.Join(d.Config().DataDir, e.ArchivePath))
 	if err != nil || !bytes.Equal(onDisk, body) {
 		t.Fatalf("archive on disk differs from the upload (%v)", err)
 	}
-	if fi, _ := os.Stat(filepath.Join(d.cfg.DataDir, e.ArchivePath)); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(filepath.Join(d.Config().DataDir, e.ArchivePath)); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("archive mode: got %v, want 0600", fi.Mode().Perm())
 	}
 	clock.Add(time.Second) // list_jobs orders by submit time
@@ -218,14 +147,14 @@ func TestAdminSubmitAndManageJob(t *testing.T) {
 			}
 		})
 	}
-	if _, err := os.Stat(filepath.Join(d.cfg.DataDir, experimentsDir, id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(d.Config().DataDir, experimentsDir, id)); !os.IsNotExist(err) {
 		t.Fatalf("files of the deleted job still exist: %v", err)
 	}
 }
 
 func TestAdminRefusesInvalidJobs(t *testing.T) {
 	d := mustNew(t, testCfg(t, newFakeClock()))
-	c := mustServeAdmin(t, d)
+	c, _ := mustServeAdmin(t, d, Config{})
 	tests := []struct {
 		name     string
 		body     []byte
@@ -269,10 +198,8 @@ func rawFrame(meta, body []byte, crc uint32) []byte {
 }
 
 func TestAdminBrokenUploads(t *testing.T) {
-	cfg := testCfg(t, newFakeClock())
-	cfg.AdminIdleTimeout = 300 * time.Millisecond
-	d := mustNew(t, cfg)
-	c := mustServeAdmin(t, d)
+	d := mustNew(t, testCfg(t, newFakeClock()))
+	c, srv := mustServeAdmin(t, d, Config{IdleTimeout: 300 * time.Millisecond})
 	meta, _ := adminproto.EncodeMessage(adminproto.NewRequest("submit_job"))
 	body := zipOf(t, writeJobDir(t, testManifest))
 
@@ -293,7 +220,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		assertNoUploadLeft(t, d)
 	})
 	t.Run("truncated then closed", func(t *testing.T) {
-		before := d.adminDone.Load()
+		before := srv.done.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -301,10 +228,10 @@ func TestAdminBrokenUploads(t *testing.T) {
 		frame := rawFrame(meta, body, 0)
 		conn.Write(frame[:len(frame)/2])
 		conn.Close()
-		eventuallyDir(t, d, before)
+		eventuallyDir(t, d, srv, before)
 	})
 	t.Run("stalled mid-body", func(t *testing.T) {
-		before := d.adminDone.Load()
+		before := srv.done.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -318,11 +245,13 @@ func TestAdminBrokenUploads(t *testing.T) {
 		if _, err := io.ReadAll(conn); err != nil {
 			t.Fatalf("connection not closed by the idle timeout: %v", err)
 		}
-		eventuallyDir(t, d, before)
+		eventuallyDir(t, d, srv, before)
 	})
 	t.Run("too large", func(t *testing.T) {
-		d.cfg.MaxJobSize = 16
-		defer func() { d.cfg.MaxJobSize = DefaultMaxJobSize }()
+		small := testCfg(t, newFakeClock())
+		small.MaxJobSize = 16
+		d := mustNew(t, small)
+		c, _ := mustServeAdmin(t, d, Config{})
 		reply := submit(t, c, body)
 		if reply.Status() != adminproto.StatusError || !strings.Contains(reply.Info(), "max-job-size") {
 			t.Fatalf("got %s %q, want a refusal naming --max-job-size", reply.Status(), reply.Info())
@@ -351,12 +280,12 @@ func TestAdminBrokenUploads(t *testing.T) {
 }
 
 // eventuallyDir waits until the director has cleaned up an aborted upload.
-func eventuallyDir(t *testing.T, d *Director, before int64) {
+func eventuallyDir(t *testing.T, d *director.Director, srv *Server, before int64) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		entries, _ := os.ReadDir(filepath.Join(d.cfg.DataDir, tmpDir))
-		if len(entries) == 0 && d.adminDone.Load() > before {
+		entries, _ := os.ReadDir(filepath.Join(d.Config().DataDir, tmpDir))
+		if len(entries) == 0 && srv.done.Load() > before {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -368,10 +297,8 @@ func eventuallyDir(t *testing.T, d *Director, before int64) {
 }
 
 func TestAdminConnectionCap(t *testing.T) {
-	cfg := testCfg(t, newFakeClock())
-	cfg.AdminMaxConns = 1
-	d := mustNew(t, cfg)
-	c := mustServeAdmin(t, d)
+	d := mustNew(t, testCfg(t, newFakeClock()))
+	c, _ := mustServeAdmin(t, d, Config{MaxConns: 1})
 	hold, err := net.Dial("tcp", c.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -403,7 +330,7 @@ func TestRemoveOrphansAtStart(t *testing.T) {
 	clock := newFakeClock()
 	cfg := testCfg(t, clock)
 	d := mustNew(t, cfg)
-	c := mustServeAdmin(t, d)
+	c, _ := mustServeAdmin(t, d, Config{})
 	reply := submit(t, c, zipOf(t, writeJobDir(t, testManifest)))
 	id, _ := reply.Meta["job_id"].(string)
 	orphan := filepath.Join(cfg.DataDir, experimentsDir, "11111111-2222-4333-8444-555555555555")
@@ -412,7 +339,7 @@ func TestRemoveOrphansAtStart(t *testing.T) {
 	os.MkdirAll(filepath.Join(cfg.DataDir, tmpDir), 0o700)
 	os.WriteFile(filepath.Join(cfg.DataDir, tmpDir, "upload-1.zip"), []byte("x"), 0o600)
 
-	d2, err := New(context.Background(), cfg)
+	d2, err := director.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

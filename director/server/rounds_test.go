@@ -1,4 +1,4 @@
-package director
+package server
 
 import (
 	"bytes"
@@ -25,17 +25,21 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
 
-// fed is a director served in process: gRPC over bufconn, admin on loopback.
+// fed is a director served in process: gRPC over bufconn, admin on
+// loopback, and a second handle on its database for the tests to read.
 type fed struct {
-	d     *Director
+	d     *director.Director
+	db    *store.DB
 	c     clients
 	admin *adminproto.Client
 }
 
-func startFed(t *testing.T, cfg Config) *fed {
+func startFed(t *testing.T, cfg director.Config) *fed {
 	t.Helper()
 	d := mustNew(t, cfg)
 	lis := bufconn.Listen(1 << 20)
@@ -45,7 +49,7 @@ func startFed(t *testing.T, cfg Config) *fed {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Serve(ctx, lis, adminLis) }()
+	go func() { done <- Serve(ctx, d, Config{}, lis, adminLis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -59,7 +63,7 @@ func startFed(t *testing.T, cfg Config) *fed {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &fed{d: d, c: clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn)},
+	return &fed{d: d, db: mustStore(t, cfg.DataDir), c: clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn)},
 		admin: &adminproto.Client{Addr: adminLis.Addr().String(), Timeout: 5 * time.Second}}
 }
 
@@ -80,7 +84,7 @@ func (f *fed) submitJob(t *testing.T, manifest string) string {
 	if reply.Status() != adminproto.StatusOK {
 		t.Fatalf("submit: %s %s", reply.Status(), reply.Info())
 	}
-	return reply.Meta["job_id"].(string)
+	return reply.Meta[api.MetaJobID].(string)
 }
 
 // waitFor asks WaitExperiment for envoy's work with a deadline.
@@ -104,7 +108,7 @@ func hdr(envoy, id string) *aggregatorpb.MessageHeader {
 func (f *fed) train(t *testing.T, envoy, id string, delta float32, dataSize int32) error {
 	t.Helper()
 	ctx := context.Background()
-	tasks, err := f.c.agg.GetTasks(ctx, &aggregatorpb.GetTasksRequest{Header: hdr(envoy, id)})
+	tasks, err := f.nextTask(t, envoy, id)
 	if err != nil {
 		return err
 	}
@@ -134,6 +138,39 @@ func (f *fed) train(t *testing.T, envoy, id string, delta float32, dataSize int3
 		model[name], shapes[name] = vals, span.Shape
 	}
 	return f.send(t, envoy, id, round, dataSize, model, shapes)
+}
+
+// nextTask asks GetTasks until the answer is not "sleep": the previous
+// round's aggregation runs after its last report returned, as a real envoy
+// sees it.
+func (f *fed) nextTask(t *testing.T, envoy, id string) (*aggregatorpb.GetTasksResponse, error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, err := f.c.agg.GetTasks(context.Background(), &aggregatorpb.GetTasksRequest{Header: hdr(envoy, id)})
+		if err != nil || tasks.GetSleepTime() == 0 || time.Now().After(deadline) {
+			return tasks, err
+		}
+		f.settle(t)
+	}
+}
+
+// settle waits until the round in flight, if any, has been aggregated:
+// until the director's background work is done.
+func (f *fed) settle(t *testing.T) {
+	t.Helper()
+	f.d.WaitIdle()
+}
+
+// waitStatus waits until job id has status want, and returns it.
+func (f *fed) waitStatus(t *testing.T, id string, want api.JobStatus) store.Experiment {
+	t.Helper()
+	f.settle(t)
+	e, err := f.db.GetExperiment(context.Background(), id)
+	if err != nil || e.Status != want {
+		t.Fatalf("job %s: got %s (%v), want %s", id, e.Status, err, want)
+	}
+	return e
 }
 
 // send streams TaskResults for a model.
@@ -283,15 +320,16 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e, err := f.d.db.GetExperiment(ctx, id)
+	f.settle(t)
+	e, err := f.db.GetExperiment(ctx, id)
 	if err != nil || e.Status != api.JobFinished {
 		t.Fatalf("after the last round: %+v %v", e, err)
 	}
-	rounds, _ := f.d.db.Rounds(ctx, id)
+	rounds, _ := f.db.Rounds(ctx, id)
 	if len(rounds) != 3 {
 		t.Fatalf("rounds stored: got %d, want 3", len(rounds))
 	}
-	x, file, err := tensor.OpenSafetensors(filepath.Join(f.d.cfg.DataDir, rounds[2].ModelPath))
+	x, file, err := tensor.OpenSafetensors(filepath.Join(f.d.Config().DataDir, rounds[2].ModelPath))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +340,7 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 			t.Fatalf("final w: got %v, want start + 4 + 2", w)
 		}
 	}
-	metrics, _ := f.d.db.Metrics(ctx, id)
+	metrics, _ := f.db.Metrics(ctx, id)
 	var agg []float64
 	for _, m := range metrics {
 		if m.Origin == api.OriginAggregator && m.Name == "accuracy" {
@@ -317,8 +355,8 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 	if err != nil || !tasks.GetQuit() {
 		t.Fatalf("GetTasks after the end: %v %v, want quit", tasks, err)
 	}
-	if _, err := os.Stat(filepath.Join(f.d.cfg.DataDir, experimentsDir, id, "results")); err == nil {
-		entries, _ := os.ReadDir(filepath.Join(f.d.cfg.DataDir, experimentsDir, id, "results"))
+	if _, err := os.Stat(filepath.Join(f.d.Config().DataDir, experimentsDir, id, "results")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(f.d.Config().DataDir, experimentsDir, id, "results"))
 		if len(entries) != 0 {
 			t.Fatalf("reports kept after aggregation: %d", len(entries))
 		}
@@ -342,7 +380,7 @@ func TestFailureAbortAndStopSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.c.dir.SetExperimentFailed(ctx, &directorpb.SetExperimentFailedRequest{ExperimentName: first, CollaboratorName: "site-a", ErrorDescription: "second"})
-	e, _ := f.d.db.GetExperiment(ctx, first)
+	e, _ := f.db.GetExperiment(ctx, first)
 	if e.Status != api.JobFailed || !strings.Contains(e.Reason, "site-a") || !strings.Contains(e.Reason, "boom") {
 		t.Fatalf("failed experiment: %+v", e)
 	}
@@ -404,7 +442,8 @@ func TestConcurrentDuplicateReports(t *testing.T) {
 	if err := f.train(t, "site-b", id, 1, 10); err != nil {
 		t.Fatal(err)
 	}
-	if e, _ := f.d.db.GetExperiment(ctx, id); e.Status != api.JobFinished {
+	f.settle(t)
+	if e, _ := f.db.GetExperiment(ctx, id); e.Status != api.JobFinished {
 		t.Fatalf("after both reports: %s %q", e.Status, e.Reason)
 	}
 }

@@ -1,4 +1,4 @@
-package director
+package main
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func TestCheckPprofListen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
-			err := CheckPprofListen(tt.addr)
+			err := checkPprofListen(tt.addr)
 			if (err == nil) != tt.ok {
 				t.Fatalf("got %v, want ok=%v", err, tt.ok)
 			}
@@ -47,13 +47,13 @@ func TestServePprofRefusesNonLoopback(t *testing.T) {
 	defer cancel()
 	// Refused before listening: the call returns at once instead of serving
 	// until ctx ends.
-	err := ServePprof(ctx, "0.0.0.0:0", nil)
+	err := listenAndServePprof(ctx, "0.0.0.0:0", nil)
 	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "must be a loopback address") {
 		t.Fatalf("got %v, want api.ErrInvalid naming the loopback rule", err)
 	}
 }
 
-func TestServePprof(t *testing.T) {
+func TestListenAndServePprof(t *testing.T) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

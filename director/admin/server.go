@@ -1,0 +1,320 @@
+// Package admin serves the director's admin channel for fladmin: NVIDIA
+// FLARE 2.5/2.6's binary and text exchange (spec/admin-wire.md), one
+// request and one reply per connection. Each command handler parses its
+// arguments, calls the domain (director.Director) and formats the reply;
+// the dispatcher authorizes the caller through the domain's table and
+// turns the domain's errors into admin statuses through api's table of
+// error kinds.
+package admin
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director"
+)
+
+// Defaults of Config.
+const (
+	// DefaultMaxConns caps concurrent admin connections; more are answered
+	// "busy" and closed.
+	DefaultMaxConns = 64
+	// DefaultIdleTimeout cuts off an admin connection on which no byte
+	// moved for this long. A slow upload that keeps moving is never cut off.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultStopGrace is how long exchanges in flight may finish once the
+	// server stops.
+	DefaultStopGrace = 3 * time.Second
+)
+
+// Config configures the admin server. Zero fields take the Default values.
+type Config struct {
+	// TLS, when set, serves mutual TLS: callers and their roles come from
+	// client certificates. Without it every caller is a local
+	// project_admin named by the request, as a director without TLS
+	// listens on loopback only.
+	TLS         *tls.Config
+	MaxConns    int
+	IdleTimeout time.Duration
+	StopGrace   time.Duration
+}
+
+// Server answers admin connections for a director.
+type Server struct {
+	d   *director.Director
+	cfg Config
+	log *slog.Logger
+	// done counts exchanges handled, for tests to wait on.
+	done atomic.Int64
+}
+
+// New returns an admin server for d.
+func New(d *director.Director, cfg Config) *Server {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	return &Server{d: d, cfg: cfg, log: d.Config().Logger}
+}
+
+// maxDrain bounds how much of a refused upload is read and thrown away.
+const maxDrain = 64 << 20
+
+// request is one decoded admin request.
+type request struct {
+	msg    *adminproto.Message
+	name   string   // command name, e.g. "list_jobs"
+	args   []string // the words after the name
+	caller director.Caller
+	// body is the binary exchange's body (submit_job), nil for text requests.
+	body *adminproto.Binary
+	// w receives a binary reply (download_job); handlers that use it return nil.
+	w io.Writer
+}
+
+// command is a handler and what it needs. A handler returns its reply,
+// nil when it wrote a binary reply itself, or an error, which the
+// dispatcher turns into a reply.
+type command struct {
+	run    func(ctx context.Context, req *request) (*adminproto.Message, error)
+	binary bool   // the request must be a binary exchange
+	usage  string // shown on syntax errors
+}
+
+// Serve accepts admin connections on lis until ctx ends: one request and
+// one reply per connection, as FLARE 2.6. With TLS it wraps lis itself. It
+// owns lis and returns once every connection it started is done.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if s.cfg.TLS != nil {
+		lis = tls.NewListener(lis, s.cfg.TLS)
+	}
+	sem := make(chan struct{}, s.cfg.MaxConns)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
+	stop := context.AfterFunc(ctx, func() {
+		lis.Close()
+		// Give exchanges in flight the grace, then cut them off.
+		time.AfterFunc(s.cfg.StopGrace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for c := range conns {
+				c.Close()
+			}
+		})
+	})
+	defer stop()
+	var err error
+	for {
+		var c net.Conn
+		c, err = lis.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = nil
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			wg.Go(func() { s.refuseBusy(c) })
+			continue
+		}
+		mu.Lock()
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Go(func() {
+			defer func() { <-sem; s.done.Add(1) }()
+			s.handle(ctx, c)
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("admin accept: %w", err)
+	}
+	return nil
+}
+
+// refuseBusy answers a connection over the cap without reading its request.
+func (s *Server) refuseBusy(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	adminproto.WriteMessage(c, replyError(adminproto.StatusError,
+		"director is busy: %d admin connections are open; try again", s.cfg.MaxConns))
+}
+
+// handle reads one request from c, runs it, and writes the reply.
+func (s *Server) handle(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	log := s.log.With(api.LogRemote, raw.RemoteAddr().String())
+	who, err := s.caller(raw)
+	if err != nil {
+		log.Warn("admin connection refused", api.LogErr, err)
+		return
+	}
+	c := adminproto.NewIdleConn(raw, s.cfg.IdleTimeout)
+	br := bufio.NewReaderSize(c, 64<<10)
+	req, reply := s.read(br, who)
+	if req != nil {
+		req.w = c
+		reply = s.dispatch(ctx, log, req)
+		if req.body != nil && reply != nil {
+			// A handler that refused before reading the body leaves it
+			// unread; drain some of it so a client still sending can read
+			// our reply rather than a connection reset.
+			io.CopyN(io.Discard, req.body.Body(), maxDrain)
+		}
+	}
+	if reply == nil {
+		return // the handler wrote a binary reply itself
+	}
+	bw := bufio.NewWriter(c)
+	if err := adminproto.WriteMessage(bw, reply); err == nil {
+		err = bw.Flush()
+		if err != nil {
+			log.Debug("admin reply not delivered", api.LogErr, err)
+		}
+	}
+}
+
+// read decodes the request: text, or binary whose meta is the request
+// envelope. It returns either a request or an error reply.
+func (s *Server) read(br *bufio.Reader, who director.Caller) (*request, *adminproto.Message) {
+	kind, err := adminproto.PeekKind(br)
+	if err != nil {
+		return nil, replyError(adminproto.StatusError, "read request: %v", err)
+	}
+	req := &request{caller: who}
+	switch kind {
+	case adminproto.KindBinary:
+		maxJob := s.d.Config().MaxJobSize
+		b, err := adminproto.ReadBinary(br, uint64(maxJob))
+		if err != nil {
+			if errors.Is(err, adminproto.ErrTooLarge) {
+				return nil, replyError(adminproto.StatusError, "request refused: %v (--max-job-size is %d bytes)", err, maxJob)
+			}
+			return nil, replyError(adminproto.StatusError, "read binary request: %v", err)
+		}
+		req.body = b
+		req.msg, err = adminproto.DecodeMessage(b.Meta)
+		if err != nil {
+			return nil, replyError(adminproto.StatusSyntaxError, "binary request meta is not a request envelope: %v", err)
+		}
+	default:
+		req.msg, err = adminproto.ReadMessage(br, adminproto.MaxTextSize)
+		if err != nil {
+			return nil, replyError(adminproto.StatusSyntaxError, "read request: %v", err)
+		}
+	}
+	line, err := req.msg.Command()
+	if err != nil {
+		return nil, replyError(adminproto.StatusSyntaxError, "request has no command: %v", err)
+	}
+	words := strings.Fields(line)
+	if len(words) == 0 {
+		return nil, replyError(adminproto.StatusSyntaxError, "empty command")
+	}
+	req.name, req.args = words[0], words[1:]
+	// Without TLS a local caller may name itself (fladmin sends $USER).
+	if u, ok := req.msg.Meta[api.MetaUser].(string); ok && api.ValidateName("user", u) == nil && s.cfg.TLS == nil {
+		req.caller.Name = u
+	}
+	return req, nil
+}
+
+// anonymous is the caller name of a plaintext request that names no user.
+const anonymous = "anonymous"
+
+// dispatch authorizes req's caller, runs its handler and logs the outcome.
+// A handler's error becomes the reply whose status api's table gives its
+// kind; an internal error is logged and told as api.InternalMessage.
+func (s *Server) dispatch(ctx context.Context, log *slog.Logger, req *request) *adminproto.Message {
+	t0 := time.Now()
+	cmd, ok := s.commands()[req.name]
+	var reply *adminproto.Message
+	var err error
+	switch {
+	case !ok:
+		err = fmt.Errorf("%w: unknown command %q; known: %s", api.ErrInvalid, req.name, strings.Join(s.commandNames(), ", "))
+	case cmd.binary && req.body == nil:
+		err = fmt.Errorf("%w: %s needs a binary request whose body is the job archive", api.ErrInvalid, req.name)
+	case !cmd.binary && req.body != nil:
+		err = fmt.Errorf("%w: %s takes a text request, not a binary one", api.ErrInvalid, req.name)
+	default:
+		if err = director.Authorize(req.caller, req.name); err == nil {
+			reply, err = cmd.run(ctx, req)
+		}
+	}
+	if err != nil {
+		reply = s.errorReply(ctx, req.name, err)
+	}
+	attrs := []any{api.LogMethod, req.name, api.LogCaller, req.caller.Name, api.LogTook, time.Since(t0)}
+	if reply != nil {
+		attrs = append(attrs, api.LogStatus, reply.Status())
+		if st := reply.Status(); st != adminproto.StatusOK {
+			attrs = append(attrs, api.LogReason, reply.Info())
+		}
+	}
+	log.Info("admin command", attrs...)
+	return reply
+}
+
+// errorReply is the reply to a command that failed with err: the status
+// of err's kind and its message, or, for an internal error, a logged
+// error and api.InternalMessage.
+func (s *Server) errorReply(ctx context.Context, command string, err error) *adminproto.Message {
+	_, status, internal := api.Codes(err)
+	if internal {
+		s.log.ErrorContext(ctx, "admin command failed", api.LogMethod, command, api.LogErr, err)
+		return replyError(status, "%s", api.InternalMessage)
+	}
+	return replyError(status, "%v", err)
+}
+
+// replyOK is a successful reply with meta (status "ok" added) and items.
+func replyOK(meta map[string]any, items ...adminproto.Item) *adminproto.Message {
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["status"] = adminproto.StatusOK
+	if items == nil {
+		items = []adminproto.Item{}
+	}
+	return &adminproto.Message{Time: time.Now().UTC().Format(time.RFC3339Nano), Data: items, Meta: meta}
+}
+
+// replyError is a refusal with a status from the spec and a message that
+// says what was wrong.
+func replyError(status, format string, args ...any) *adminproto.Message {
+	msg := fmt.Sprintf(format, args...)
+	return &adminproto.Message{
+		Time: time.Now().UTC().Format(time.RFC3339Nano),
+		Data: []adminproto.Item{{Type: adminproto.TypeError, Data: msg}},
+		Meta: map[string]any{"status": status, "info": msg},
+	}
+}

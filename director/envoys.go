@@ -1,0 +1,140 @@
+package director
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/store"
+)
+
+// This file is what envoys do outside rounds: register, heartbeat, wait for
+// work, fetch it, report a failure; and what the federation's listings show
+// of them.
+
+// maxReasonLen bounds a failure description kept with an experiment.
+const maxReasonLen = 8 << 10
+
+// RegisterEnvoy registers an envoy, or updates the shard info of a known
+// one, if its shapes are the federation's. A shard of other shapes is not
+// an error: refused says why, and nothing is stored.
+func (d *Director) RegisterEnvoy(ctx context.Context, e store.Envoy) (refused string, err error) {
+	if err := api.ValidateName("node_info.name", e.Name); err != nil {
+		return "", err
+	}
+	if why := d.shapeMismatch(e.SampleShape, e.TargetShape); why != "" {
+		d.log.WarnContext(ctx, "shard refused", api.LogEnvoy, e.Name, api.LogReason, why)
+		return why, nil
+	}
+	if _, err := d.reg.register(ctx, e); err != nil {
+		return "", err
+	}
+	d.log.InfoContext(ctx, "envoy registered", api.LogEnvoy, e.Name, api.LogSamples, e.NSamples)
+	d.kickScheduler()
+	return "", nil
+}
+
+// shapeMismatch explains why a shard's shapes are refused, or returns "".
+func (d *Director) shapeMismatch(sample, target []string) string {
+	if len(d.cfg.SampleShape) == 0 && len(d.cfg.TargetShape) == 0 {
+		return ""
+	}
+	if !slices.Equal(sample, d.cfg.SampleShape) {
+		return fmt.Sprintf("sample shape %v differs from the federation's %v", sample, d.cfg.SampleShape)
+	}
+	if !slices.Equal(target, d.cfg.TargetShape) {
+		return fmt.Sprintf("target shape %v differs from the federation's %v", target, d.cfg.TargetShape)
+	}
+	return ""
+}
+
+// Heartbeat records that envoy name is alive and whether it runs an
+// experiment. An unknown name is api.ErrNotFound, which tells the envoy to
+// register again. stop names an ended experiment the envoy still runs (an
+// abort, a failure elsewhere): the envoy should stop it.
+func (d *Director) Heartbeat(ctx context.Context, name string, running bool) (stop string, err error) {
+	changed, err := d.reg.heartbeat(ctx, name, running)
+	if err != nil {
+		return "", err
+	}
+	if changed {
+		d.kickScheduler()
+	}
+	if running {
+		if id := d.latestOf(name); id != "" && d.runningOf(name) == "" {
+			return id, nil
+		}
+	}
+	return "", nil
+}
+
+// EnvoyView is one envoy as listings show it.
+type EnvoyView struct {
+	store.Envoy
+	Online bool
+	// Experiment is the running experiment the envoy takes part in, or "".
+	Experiment string
+}
+
+// Envoys lists every envoy by name, with liveness judged now and the
+// running experiment of each.
+func (d *Director) Envoys() []EnvoyView {
+	views := d.reg.list()
+	running := d.runningByEnvoy()
+	out := make([]EnvoyView, len(views))
+	for i, v := range views {
+		out[i] = EnvoyView{Envoy: v.Envoy, Online: v.Online, Experiment: running[v.Name]}
+	}
+	return out
+}
+
+// OpenArchive opens the archive of running experiment id for envoy, one of
+// its participants. The caller closes the file.
+func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*os.File, store.Experiment, error) {
+	exp := d.runningExperiment(id)
+	if exp == nil {
+		return nil, store.Experiment{}, fmt.Errorf("%w: no running experiment %q", api.ErrNotFound, id)
+	}
+	if !exp.isParticipant(envoy) {
+		return nil, store.Experiment{}, fmt.Errorf("%w: %s is not a participant of experiment %s", api.ErrNotAllowed, envoy, id)
+	}
+	e, err := d.db.GetExperiment(ctx, id)
+	if err != nil {
+		return nil, store.Experiment{}, err
+	}
+	f, err := os.Open(filepath.Join(d.cfg.DataDir, e.ArchivePath))
+	if err != nil {
+		return nil, store.Experiment{}, fmt.Errorf("open archive of %s: %w", id, err)
+	}
+	return f, e, nil
+}
+
+// EnvoyFailed fails running experiment id on behalf of envoy, one of its
+// participants, with the envoy's code and description as the reason.
+// Terminal states are final: a report for an ended experiment changes
+// nothing.
+func (d *Director) EnvoyFailed(ctx context.Context, id, envoy string, code uint32, desc string) error {
+	exp := d.runningExperiment(id)
+	if exp == nil {
+		_, err := d.db.GetExperiment(ctx, id)
+		return err // nil: already ended
+	}
+	if !exp.isParticipant(envoy) {
+		return fmt.Errorf("%w: %s is not a participant of experiment %s", api.ErrNotAllowed, envoy, id)
+	}
+	if len(desc) > maxReasonLen {
+		desc = desc[:maxReasonLen] + "..."
+	}
+	reason := fmt.Sprintf("envoy %s failed (code %d): %s", envoy, code, desc)
+	if err := d.db.SetEnvoyState(ctx, id, envoy, api.EnvoyFailed, d.currentRound(id), desc); err != nil && !errors.Is(err, api.ErrConflict) {
+		return err
+	}
+	if _, err := d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
+		return err
+	}
+	return nil
+}

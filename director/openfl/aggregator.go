@@ -1,0 +1,151 @@
+package openfl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/pki"
+	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
+)
+
+// aggregatorService implements openfl.aggregator.Aggregator for every
+// experiment at once, told apart by MessageHeader.federation_uuid (the
+// experiment id). RPCs fedplane does not serve answer Unimplemented.
+type aggregatorService struct {
+	aggregatorpb.UnimplementedAggregatorServer
+	*service
+}
+
+// waitSeconds is GetTasks' sleep_time for an envoy that reported its round
+// while others have not yet.
+const waitSeconds = 1
+
+// directorName is MessageHeader.sender of the director's replies.
+const directorName = "director"
+
+func replyHeader(h *aggregatorpb.MessageHeader) *aggregatorpb.MessageHeader {
+	return &aggregatorpb.MessageHeader{Sender: directorName, Receiver: h.GetSender(), FederationUuid: h.GetFederationUuid()}
+}
+
+// GetTasks hands an envoy the train task of the current round, tells it to
+// wait while others finish the round, or to quit once the experiment ended.
+func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetTasksRequest) (*aggregatorpb.GetTasksResponse, error) {
+	h := req.GetHeader()
+	if err := s.checkEnvoy(ctx, "GetTasks", h.GetSender()); err != nil {
+		return nil, err
+	}
+	task, err := s.d.NextTask(ctx, h.GetFederationUuid(), h.GetSender())
+	if err != nil {
+		return nil, err
+	}
+	resp := &aggregatorpb.GetTasksResponse{Header: replyHeader(h), RoundNumber: int32(task.Round)}
+	switch {
+	case task.Quit:
+		resp.Quit = true
+	case task.Wait:
+		resp.SleepTime = waitSeconds
+	case task.Train:
+		t := director.TaskTrain
+		resp.Tasks = []*aggregatorpb.Task{{Name: t, FunctionName: t, TaskType: t}}
+	}
+	return resp, nil
+}
+
+// GetAggregatedTensor returns one tensor of the global model of the round
+// being trained, in OpenFL's tensor encoding.
+func (s *aggregatorService) GetAggregatedTensor(ctx context.Context, req *aggregatorpb.GetAggregatedTensorRequest) (*aggregatorpb.GetAggregatedTensorResponse, error) {
+	h := req.GetHeader()
+	if err := s.checkEnvoy(ctx, "GetAggregatedTensor", h.GetSender()); err != nil {
+		return nil, err
+	}
+	round := int(req.GetRoundNumber())
+	span, data, err := s.d.GlobalTensor(ctx, h.GetFederationUuid(), h.GetSender(), round, req.GetTensorName())
+	if err != nil {
+		return nil, err
+	}
+	return &aggregatorpb.GetAggregatedTensorResponse{
+		Header:      replyHeader(h),
+		RoundNumber: int32(round),
+		Tensor:      tensor.NamedTensor(span, data, []string{"model"}, false),
+	}, nil
+}
+
+// SendLocalTaskResults receives an envoy's serialized TaskResults as a
+// stream of chunks and hands them to the domain, which checks, stores and
+// records them; the round's aggregation, when this report completes it,
+// runs in the background.
+func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_SendLocalTaskResultsServer) error {
+	ctx := stream.Context()
+	const method = "SendLocalTaskResults"
+	if s.tls {
+		// Only envoys may make the director store a stream; which envoy
+		// is checked against the results' header once it is parsed.
+		if id, ok := pki.FromContext(ctx); !ok || id.Kind != pki.KindEnvoy {
+			return fmt.Errorf("%w: only envoys send task results", api.ErrNotAllowed)
+		}
+	}
+	rep, err := s.d.ReportResults(ctx, func(w io.Writer) (int64, error) { return copyChunks(stream, w) },
+		func(envoy string) error { return s.checkEnvoy(ctx, method, envoy) })
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&aggregatorpb.SendLocalTaskResultsResponse{
+		Header: replyHeader(&aggregatorpb.MessageHeader{Sender: rep.Envoy, FederationUuid: rep.Experiment}),
+	})
+}
+
+// copyChunks writes a DataStream's bytes to w, refusing a chunk whose size
+// differs from its bytes.
+func copyChunks(stream aggregatorpb.Aggregator_SendLocalTaskResultsServer, w io.Writer) (int64, error) {
+	var n int64
+	for i := 0; ; i++ {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if int(chunk.GetSize()) != len(chunk.GetNpbytes()) {
+			return n, fmt.Errorf("%w: broken stream: chunk %d has size %d but %d bytes", api.ErrInvalid, i, chunk.GetSize(), len(chunk.GetNpbytes()))
+		}
+		k, err := w.Write(chunk.GetNpbytes())
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// GetMetricStream is the Director service's, on the aggregator's wire.
+func (s *aggregatorService) GetMetricStream(req *aggregatorpb.GetMetricStreamRequest, stream aggregatorpb.Aggregator_GetMetricStreamServer) error {
+	return s.d.StreamMetrics(stream.Context(), s.caller(stream.Context()), req.GetExperimentName(), func(m store.Metric) error {
+		return stream.Send(&aggregatorpb.GetMetricStreamResponse{
+			MetricOrigin: m.Origin, TaskName: m.Task, MetricName: m.Name, MetricValue: float32(m.Value), Round: uint32(m.Round),
+		})
+	})
+}
+
+// GetTrainedModel is the Director service's, on the aggregator's wire.
+func (s *aggregatorService) GetTrainedModel(ctx context.Context, req *aggregatorpb.GetTrainedModelRequest) (*aggregatorpb.TrainedModelResponse, error) {
+	mp, err := s.modelProto(ctx, req.GetExperimentName(), req.GetModelType() == aggregatorpb.GetTrainedModelRequest_BEST_MODEL)
+	if err != nil {
+		return nil, err
+	}
+	return &aggregatorpb.TrainedModelResponse{ModelProto: mp}, nil
+}
+
+// GetExperimentDescription is the Director service's, on the aggregator's wire.
+func (s *aggregatorService) GetExperimentDescription(ctx context.Context, req *aggregatorpb.GetExperimentDescriptionRequest) (*aggregatorpb.GetExperimentDescriptionResponse, error) {
+	desc, err := s.describe(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return &aggregatorpb.GetExperimentDescriptionResponse{Experiment: desc}, nil
+}

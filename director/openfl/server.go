@@ -1,0 +1,100 @@
+// Package openfl serves OpenFL's openfl.director.Director and
+// openfl.aggregator.Aggregator gRPC services (spec/openfl-wire.md) for a
+// director.Director, both on one port. Its handlers parse a request, check
+// who the caller is, call the domain and format the reply; they return the
+// domain's errors, and one interceptor turns them into gRPC statuses
+// through api's table of error kinds.
+package openfl
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/director"
+)
+
+// Config configures the services.
+type Config struct {
+	// TLS, when set, serves mutual TLS: identities and roles then come from
+	// client certificates. Without it every caller is trusted, envoys by
+	// the names they give and frontends by OpenFL's client_id header, as
+	// a director without TLS listens on loopback only.
+	TLS *tls.Config
+}
+
+// NewServer returns a gRPC server with fedplane's transport options
+// (api.ServerOptions), the request caps, the error mapping, and both OpenFL
+// services registered for d; opts come last.
+func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grpc.Server {
+	log := d.Config().Logger
+	opts = append(append(api.ServerOptions(),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	), opts...)
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(errorsUnary(log), capUnary),
+		grpc.ChainStreamInterceptor(errorsStream(log), capStream))
+	s := grpc.NewServer(opts...)
+	svc := &service{d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod)}
+	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
+	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})
+	return s
+}
+
+// service is what both OpenFL services share: the domain and how callers
+// are identified.
+type service struct {
+	d   *director.Director
+	log *slog.Logger
+	tls bool
+	// period is the heartbeat period as every UpdateEnvoyStatus reply
+	// carries it.
+	period *durationpb.Duration
+}
+
+// errorsUnary maps a unary handler's error to a gRPC status on the way out.
+func errorsUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		return resp, toStatus(ctx, log, info.FullMethod, err)
+	}
+}
+
+// errorsStream maps a stream handler's error to a gRPC status on the way out.
+func errorsStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return toStatus(ss.Context(), log, info.FullMethod, handler(srv, ss))
+	}
+}
+
+// toStatus maps an error to a gRPC status through api's table of error
+// kinds. Statuses pass unchanged (a broken stream's, or the caps'). Errors
+// of no kind are logged and returned as Internal, so no internal detail
+// leaks to callers.
+func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code, _, internal := api.Codes(err)
+	if internal {
+		log.ErrorContext(ctx, "internal error", api.LogMethod, method, api.LogErr, err)
+		return status.Error(code, api.InternalMessage)
+	}
+	return status.Error(code, err.Error())
+}

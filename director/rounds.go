@@ -1,0 +1,474 @@
+package director
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/tensor"
+)
+
+// This file is the round state machine of a running experiment: which task
+// an envoy gets, the global model it trains from, its report, and the
+// round's close (every participant reported, or the deadline passed with a
+// quorum), aggregation and move to the next round.
+
+// TaskTrain is the one task of fedplane's rounds.
+const TaskTrain = "train"
+
+// MetricSamples is the metric a training command reports its sample count in.
+const MetricSamples = "n_samples"
+
+// Task is what an envoy is to do next in an experiment.
+type Task struct {
+	// Round is the round being trained.
+	Round int
+	// Train: train Round. Wait: the envoy reported Round and waits for the
+	// others. Quit: the experiment is over.
+	Train, Wait, Quit bool
+}
+
+// participant resolves the running experiment id and checks that envoy
+// takes part in it. ended is set (and exp nil) when the experiment exists
+// but is over.
+func (d *Director) participant(ctx context.Context, id, envoy string) (exp *experiment, ended bool, err error) {
+	if id == "" || envoy == "" {
+		return nil, false, fmt.Errorf("%w: the experiment and the envoy must be named", api.ErrInvalid)
+	}
+	if exp = d.runningExperiment(id); exp == nil {
+		e, err := d.db.GetExperiment(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if e.Status.Terminal() {
+			return nil, true, nil
+		}
+		return nil, false, fmt.Errorf("%w: experiment %s is %s", api.ErrConflict, id, e.Status)
+	}
+	if !exp.isParticipant(envoy) {
+		return nil, false, fmt.Errorf("%w: %s is not a participant of experiment %s", api.ErrNotAllowed, envoy, id)
+	}
+	return exp, false, nil
+}
+
+// running is participant for calls that need the experiment still running.
+func (d *Director) running(ctx context.Context, id, envoy string) (*experiment, error) {
+	exp, ended, err := d.participant(ctx, id, envoy)
+	if err == nil && ended {
+		err = fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, id)
+	}
+	return exp, err
+}
+
+// NextTask tells envoy what to do in experiment id: train the current
+// round, wait while others finish it, or quit once the experiment ended.
+func (d *Director) NextTask(ctx context.Context, id, envoy string) (Task, error) {
+	exp, ended, err := d.participant(ctx, id, envoy)
+	if err != nil {
+		return Task{}, err
+	}
+	if ended {
+		return Task{Quit: true}, nil
+	}
+	exp.mu.Lock()
+	round, reported, known := exp.round, exp.reported[envoy], exp.training[envoy]
+	if !reported {
+		exp.training[envoy] = true
+	}
+	exp.mu.Unlock()
+	if reported {
+		return Task{Round: round, Wait: true}, nil
+	}
+	if !known {
+		if err := d.db.SetEnvoyState(ctx, exp.id, envoy, api.EnvoyTraining, round, ""); err != nil && !errors.Is(err, api.ErrConflict) {
+			return Task{}, err
+		}
+	}
+	return Task{Round: round, Train: true}, nil
+}
+
+// GlobalTensor returns the tensor name of the global model that round of
+// experiment id trains from, for one of its envoys: its layout and bytes.
+func (d *Director) GlobalTensor(ctx context.Context, id, envoy string, round int, name string) (tensor.Span, []byte, error) {
+	exp, err := d.running(ctx, id, envoy)
+	if err != nil {
+		return tensor.Span{}, nil, err
+	}
+	exp.modelMu.RLock()
+	defer exp.modelMu.RUnlock()
+	m := exp.model
+	if m == nil {
+		return tensor.Span{}, nil, fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, id)
+	}
+	if round != m.round {
+		return tensor.Span{}, nil, fmt.Errorf("%w: round %d is not the current round %d", api.ErrConflict, round, m.round)
+	}
+	span, ok := m.x.Lookup(name)
+	if !ok {
+		return tensor.Span{}, nil, fmt.Errorf("%w: the model has no tensor %q", api.ErrNotFound, name)
+	}
+	data := make([]byte, span.Size)
+	if _, err := m.x.Section(span).ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && len(data) == 0) {
+		return tensor.Span{}, nil, fmt.Errorf("read tensor %q: %w", span.Name, err)
+	}
+	return span, data, nil
+}
+
+// Report is an envoy's task results as the director took them.
+type Report struct {
+	Experiment string
+	Envoy      string
+	Round      int
+}
+
+// ReportResults takes an envoy's serialized TaskResults: copyFn writes
+// them into the writer it is given, at most MaxJobSize bytes. The results
+// are checked against the experiment and its model, stored and recorded;
+// verify, if not nil, is asked whether the caller may report as the envoy
+// the results name. The report that completes a round starts its
+// aggregation in the background: no envoy's call waits for it.
+func (d *Director) ReportResults(ctx context.Context, copyFn func(w io.Writer) (int64, error), verify func(envoy string) error) (Report, error) {
+	tmp, n, err := d.receiveResults(copyFn)
+	if err != nil {
+		return Report{}, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	res, err := tensor.ReadTaskResults(tmp, n)
+	if err != nil {
+		return Report{}, fmt.Errorf("%w: task results: %w", api.ErrInvalid, err)
+	}
+	name, round := res.Header.Sender, int(res.Header.Round)
+	if verify != nil {
+		if err := verify(name); err != nil {
+			return Report{}, err
+		}
+	}
+	exp, err := d.running(ctx, res.Header.FederationUUID, name)
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{Experiment: exp.id, Envoy: name, Round: round}
+	if res.Header.DataSize <= 0 {
+		return rep, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", api.ErrInvalid, res.Header.DataSize)
+	}
+	// Claim the report: a retry racing its first attempt, or a round that
+	// moves on meanwhile, must not store it twice or into the next round.
+	exp.mu.Lock()
+	cur, already, closing, busy := exp.round, exp.reported[name], exp.aggregating, exp.receiving[name]
+	claimed := round == cur && !already && !closing && !busy
+	if claimed {
+		exp.receiving[name] = true
+	}
+	exp.mu.Unlock()
+	switch {
+	case closing && !already:
+		return rep, fmt.Errorf("%w: round %d closed without %s's results (round_timeout)", api.ErrConflict, round, name)
+	case round != cur:
+		return rep, fmt.Errorf("%w: results are for round %d, the current round is %d", api.ErrConflict, round, cur)
+	case already || busy:
+		return rep, fmt.Errorf("%w: %s already reported round %d", api.ErrAlreadyExists, name, round)
+	}
+	defer func() {
+		exp.mu.Lock()
+		delete(exp.receiving, name)
+		exp.mu.Unlock()
+	}()
+	exp.modelMu.RLock()
+	layoutErr := errors.New("experiment has ended")
+	if exp.model != nil {
+		layoutErr = tensor.SameLayout(exp.model.x, res.Model)
+	}
+	exp.modelMu.RUnlock()
+	if layoutErr != nil {
+		return rep, fmt.Errorf("%w: results of %s do not match the model: %w", api.ErrInvalid, name, layoutErr)
+	}
+
+	rel := filepath.Join(experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round), name+".taskresults")
+	if err := d.commitFile(tmp, rel); err != nil {
+		return rep, err
+	}
+	committed = true
+	metrics := make([]store.Metric, 0, len(res.Metrics))
+	for _, m := range res.Metrics {
+		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: name, Task: TaskTrain, Name: m.Name, Value: float64(m.Value)})
+	}
+	err = d.db.RecordTaskResult(ctx, store.TaskResult{ExperimentID: exp.id, Round: round, Envoy: name, DataSize: int64(res.Header.DataSize), ResultPath: rel}, metrics)
+	if err != nil {
+		os.Remove(filepath.Join(d.cfg.DataDir, rel))
+		return rep, err
+	}
+	d.log.InfoContext(ctx, "task results received", api.LogJob, exp.id, api.LogEnvoy, name, api.LogRound, round, api.LogDataSize, res.Header.DataSize, api.LogBytes, n)
+	d.notify(exp.id)
+
+	exp.mu.Lock()
+	all := false
+	if exp.round == round { // the round cannot move on while a claim is open, but be sure
+		exp.reported[name] = true
+		all = len(exp.reported) == len(exp.participants) && !exp.aggregating
+		if all {
+			exp.aggregating = true
+		}
+	}
+	exp.mu.Unlock()
+	if all {
+		d.aggregateAsync(exp, round)
+	}
+	return rep, nil
+}
+
+// receiveResults writes task results into a temp file through copyFn,
+// refusing more than MaxJobSize bytes and an empty stream.
+func (d *Director) receiveResults(copyFn func(w io.Writer) (int64, error)) (*os.File, int64, error) {
+	tmp, err := d.createTemp("results-*.pb")
+	if err != nil {
+		return nil, 0, err
+	}
+	fail := func(err error) (*os.File, int64, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, 0, err
+	}
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	n, err := copyFn(&capWriter{w: bw, left: d.cfg.MaxJobSize, what: "task results"})
+	if err != nil {
+		return fail(err)
+	}
+	if n == 0 {
+		return fail(fmt.Errorf("%w: empty task results stream", api.ErrInvalid))
+	}
+	if err := bw.Flush(); err != nil {
+		return fail(err)
+	}
+	return tmp, n, nil
+}
+
+// capWriter refuses to write past a size cap, before the bytes land.
+type capWriter struct {
+	w    io.Writer
+	left int64
+	what string
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		return 0, fmt.Errorf("%w: %s larger than the director's cap", api.ErrTooLarge, c.what)
+	}
+	c.left -= int64(len(p))
+	return c.w.Write(p)
+}
+
+// aggregateAsync aggregates round in the background, owned by the
+// director: Close waits for it.
+func (d *Director) aggregateAsync(exp *experiment, round int) {
+	d.work.Go(func() { d.aggregate(context.Background(), exp, round) })
+}
+
+// aggregate averages the reports of round into the next round's model,
+// weighted by data_size, and moves the experiment on (or finishes it).
+// A failure fails the experiment with the reason.
+func (d *Director) aggregate(ctx context.Context, exp *experiment, round int) {
+	if err := d.aggregateRound(ctx, exp, round); err != nil {
+		if errors.Is(err, api.ErrConflict) {
+			return // ended while aggregating (aborted, failed): nothing to do
+		}
+		d.log.ErrorContext(ctx, "aggregation failed", api.LogJob, exp.id, api.LogRound, round, api.LogErr, err)
+		d.endExperiment(ctx, exp.id, api.JobFailed, fmt.Sprintf("aggregation of round %d failed: %v", round, err))
+	}
+}
+
+func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round int) error {
+	defer func() {
+		exp.mu.Lock()
+		exp.aggregating = false
+		exp.mu.Unlock()
+	}()
+	results, err := d.db.TaskResults(ctx, exp.id, round)
+	if err != nil {
+		return err
+	}
+	inputs := make([]tensor.Input, 0, len(results))
+	var metrics []store.Metric
+	sums := map[string][2]float64{} // metric name -> weighted sum, weight
+	var totalSamples float64
+	var order []string
+	for _, r := range results {
+		f, err := os.Open(filepath.Join(d.cfg.DataDir, r.ResultPath))
+		if err != nil {
+			return fmt.Errorf("results of %s: %w", r.Envoy, err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		res, err := tensor.ReadTaskResults(f, fi.Size())
+		if err != nil {
+			return fmt.Errorf("results of %s: %w", r.Envoy, err)
+		}
+		inputs = append(inputs, tensor.Input{X: res.Model, Weight: float64(r.DataSize)})
+		totalSamples += float64(r.DataSize)
+		for _, m := range res.Metrics {
+			s, seen := sums[m.Name]
+			if !seen {
+				order = append(order, m.Name)
+			}
+			sums[m.Name] = [2]float64{s[0] + float64(m.Value)*float64(r.DataSize), s[1] + float64(r.DataSize)}
+		}
+	}
+	for _, name := range order {
+		s := sums[name]
+		value := s[0] / s[1]
+		if name == MetricSamples {
+			value = totalSamples // a count adds up; its weighted mean means nothing
+		}
+		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: api.OriginAggregator, Task: TaskTrain, Name: name, Value: value})
+	}
+
+	tmp, err := d.createTemp("model-*.safetensors")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name()) // a no-op once renamed
+	}()
+	hw := job.NewHashWriter(tmp)
+	defer hw.Close()
+	bw := bufio.NewWriterSize(hw, 1<<20)
+	exp.modelMu.RLock()
+	if exp.model == nil {
+		exp.modelMu.RUnlock()
+		return fmt.Errorf("experiment ended: %w", api.ErrConflict)
+	}
+	err = tensor.FedAvg(bw, exp.model.x, inputs)
+	exp.modelMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	hw.Close()
+	next := round + 1
+	rel := filepath.Join(experimentsDir, exp.id, "models", fmt.Sprintf("round-%04d.safetensors", next))
+	if err := d.commitFile(tmp, rel); err != nil {
+		return err
+	}
+	final := next >= exp.manifest.Rounds
+	// From here to the model swap, no abort or failure may interleave.
+	d.lc.life.Lock()
+	defer d.lc.life.Unlock()
+	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum()}, metrics, final)
+	if err != nil {
+		os.Remove(filepath.Join(d.cfg.DataDir, rel))
+		return err
+	}
+	// The reports are folded into the new model: they are no longer needed.
+	os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
+	d.log.InfoContext(ctx, "round aggregated", api.LogJob, exp.id, api.LogRound, round, api.LogReports, len(inputs), api.LogFinal, final)
+	defer d.notify(exp.id)
+
+	exp.disarm()
+	if final {
+		d.lc.mu.Lock()
+		delete(d.lc.running, exp.id)
+		d.lc.mu.Unlock()
+		exp.closeModel()
+		d.log.InfoContext(ctx, "experiment ended", api.LogJob, exp.id, api.LogStatus, api.JobFinished)
+		d.kickScheduler()
+		return nil
+	}
+	model, err := d.openModel(ctx, exp.id, next)
+	if err != nil {
+		return err
+	}
+	exp.modelMu.Lock()
+	old := exp.model
+	exp.model = model
+	exp.modelMu.Unlock()
+	old.close()
+	exp.mu.Lock()
+	exp.round = next
+	exp.reported = map[string]bool{}
+	exp.training = map[string]bool{}
+	exp.mu.Unlock()
+	d.armRound(exp, next)
+	return nil
+}
+
+// armRound starts round's round_timeout, if job.json sets one.
+func (d *Director) armRound(exp *experiment, round int) {
+	timeout := time.Duration(exp.manifest.RoundTimeout)
+	if timeout <= 0 {
+		return
+	}
+	exp.mu.Lock()
+	defer exp.mu.Unlock()
+	if exp.deadline != nil {
+		exp.deadline.Stop()
+	}
+	exp.deadline = time.AfterFunc(timeout, func() { d.roundTimedOut(exp, round, timeout) })
+}
+
+// disarm stops the round's timer.
+func (e *experiment) disarm() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.deadline != nil {
+		e.deadline.Stop()
+		e.deadline = nil
+	}
+}
+
+// roundTimedOut closes a round that ran out of time: without its stragglers
+// when at least min_envoys_per_round reported, else by failing the job.
+func (d *Director) roundTimedOut(exp *experiment, round int, timeout time.Duration) {
+	ctx := context.Background()
+	exp.mu.Lock()
+	if exp.round != round || exp.aggregating || d.runningExperiment(exp.id) == nil {
+		exp.mu.Unlock()
+		return
+	}
+	var missing []string
+	for _, p := range exp.participants {
+		if !exp.reported[p] {
+			missing = append(missing, p)
+		}
+	}
+	reported := len(exp.participants) - len(missing)
+	quorum := exp.manifest.MinEnvoysPerRound
+	closeIt := quorum > 0 && reported >= quorum
+	if closeIt {
+		exp.aggregating = true
+	}
+	exp.mu.Unlock()
+	if closeIt {
+		d.log.Warn("round closes without stragglers", api.LogJob, exp.id, api.LogRound, round, api.LogMissing, missing, api.LogReports, reported)
+		d.aggregateAsync(exp, round)
+		return
+	}
+	reason := fmt.Sprintf("round %d timed out after %v: %s did not report (%d of %d reported", round, timeout,
+		strings.Join(missing, ", "), reported, len(exp.participants))
+	if quorum > 0 {
+		reason += fmt.Sprintf("; min_envoys_per_round is %d", quorum)
+	}
+	reason += ")"
+	if _, err := d.endExperiment(ctx, exp.id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
+		d.log.Error("fail a timed-out round", api.LogJob, exp.id, api.LogErr, err)
+	}
+}

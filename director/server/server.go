@@ -1,0 +1,189 @@
+// Package server runs a director.Director with its adapters on their
+// listeners: the OpenFL gRPC services (director/openfl) on the gRPC port
+// and the admin channel (director/admin) on the admin port. It owns the
+// order of a stop: drain the domain (long polls end), stop gRPC gracefully
+// for a grace period and then cut off what is left, stop the admin
+// listener, stop the domain's background work.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/director/admin"
+	"github.com/fedplane/fedplane/director/openfl"
+)
+
+// Defaults of Config.
+const (
+	DefaultGRPCListen  = "127.0.0.1:50051"
+	DefaultAdminListen = "127.0.0.1:8003"
+	// DefaultStopGrace is how long a stop waits for in-flight RPCs and
+	// admin exchanges before it cuts them off; long polls never finish by
+	// themselves.
+	DefaultStopGrace = 3 * time.Second
+)
+
+// Config configures where and how a director is served. Zero fields take
+// the Default values.
+type Config struct {
+	GRPCListen  string
+	AdminListen string
+	// TLS, when set, serves both ports with mutual TLS (see pki.ServerTLS).
+	TLS *tls.Config
+	// Insecure allows serving without TLS on addresses other than loopback.
+	Insecure bool
+	// StopGrace bounds the graceful part of a stop.
+	StopGrace time.Duration
+	// Admin configures the admin channel; its TLS and StopGrace are taken
+	// from this Config.
+	Admin admin.Config
+}
+
+func (c *Config) setDefaults() {
+	if c.GRPCListen == "" {
+		c.GRPCListen = DefaultGRPCListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	c.Admin.TLS, c.Admin.StopGrace = c.TLS, c.StopGrace
+}
+
+// Check refuses to serve without TLS anywhere but on loopback addresses,
+// unless told Insecure. The error wraps api.ErrInvalid and names the flag.
+func (c Config) Check() error {
+	c.setDefaults()
+	if c.TLS != nil || c.Insecure {
+		return nil
+	}
+	for _, a := range []struct{ flag, addr string }{{"grpc-listen", c.GRPCListen}, {"admin-listen", c.AdminListen}} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("%w: --%s %q: %w", api.ErrInvalid, a.flag, a.addr, err)
+		}
+		if !IsLoopback(host) {
+			return fmt.Errorf("%w: --%s %s is not a loopback address and no TLS certificates are set: "+
+				"give --tls-ca, --tls-cert and --tls-key (see `director pki`), or --insecure to serve in the clear anyway",
+				api.ErrInvalid, a.flag, a.addr)
+		}
+	}
+	return nil
+}
+
+// IsLoopback reports whether host is "localhost" or a loopback address.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// Run listens on the configured gRPC and admin addresses and serves d
+// until ctx ends (see Serve).
+func Run(ctx context.Context, d *director.Director, cfg Config) error {
+	cfg.setDefaults()
+	if err := cfg.Check(); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	return Serve(ctx, d, cfg, lis, adminLis)
+}
+
+// Serve serves d's gRPC services on lis and its admin channel on adminLis
+// (if not nil), and runs d's background work, until ctx ends; then it
+// stops in order (see the package comment). It owns both listeners and
+// returns once everything it started is done. The caller closes d.
+func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis net.Listener) error {
+	cfg.setDefaults()
+	log := d.Config().Logger
+	s := openfl.NewServer(d, openfl.Config{TLS: cfg.TLS})
+	if cfg.TLS == nil {
+		log.Warn("serving without TLS: anyone who can reach the ports is trusted; use director pki and --tls-* beyond loopback")
+	}
+	adminAddr := "off"
+	if adminLis != nil {
+		adminAddr = adminLis.Addr().String()
+	}
+	// Tests and scripts read the bound addresses from this line.
+	log.Info("director serving", api.LogGRPC, lis.Addr().String(), api.LogAdmin, adminAddr)
+
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { d.Run(loopCtx) })
+	adminErr := make(chan error, 1)
+	if adminLis != nil {
+		srv := admin.New(d, cfg.Admin)
+		wg.Go(func() { adminErr <- srv.Serve(loopCtx, adminLis) })
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(lis) }()
+
+	var err error
+	select {
+	case err = <-serveErr:
+		if err == nil || errors.Is(err, grpc.ErrServerStopped) {
+			err = errors.New("grpc server stopped unexpectedly")
+		}
+		err = fmt.Errorf("grpc serve: %w", err)
+		d.Drain()
+	case err = <-adminErr:
+		// The admin listener never stops by itself: treat it as fatal.
+		if err == nil {
+			err = errors.New("admin listener stopped unexpectedly")
+		}
+		d.Drain()
+		stopWithGrace(s, cfg.StopGrace)
+		<-serveErr
+	case <-ctx.Done():
+		log.Info("director stopping")
+		d.Drain()
+		stopWithGrace(s, cfg.StopGrace)
+		<-serveErr
+	}
+	stopLoop()
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-adminErr:
+		default:
+		}
+	}
+	return err
+}
+
+// stopWithGrace stops s gracefully, cutting off what is left after grace.
+func stopWithGrace(s *grpc.Server, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.Stop()
+		<-done
+	}
+}
