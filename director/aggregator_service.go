@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -151,7 +152,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	if d.cfg.TLS != nil {
 		// Only envoys may make the director store a stream; which envoy
 		// is checked against the results' header once it is parsed.
-		if id, ok := peerIdentity(ctx); !ok || id.Kind != KindEnvoy {
+		if id, ok := pki.FromContext(ctx); !ok || id.Kind != pki.KindEnvoy {
 			return toStatus(ctx, d.log, method, fmt.Errorf("%w: only envoys send task results", ErrPermission))
 		}
 	}

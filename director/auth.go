@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"time"
 
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
-
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -19,7 +16,7 @@ import (
 //
 // With TLS, identity is the verified client certificate: its CN names the
 // envoy or the admin, its OU carries the kind (envoy, director) or an
-// admin's role, its O the organisation (see pki.go). Without TLS the
+// admin's role, its O the organisation (see package pki). Without TLS the
 // director listens on loopback only, and every local caller is trusted as
 // project_admin; OpenFL's client_id header then names frontend callers.
 
@@ -45,9 +42,6 @@ var adminRights = map[string]right{
 	"download_job": rightManageOwn,
 }
 
-// adminRoles are the roles an admin certificate may carry.
-var adminRoles = []string{RoleProjectAdmin, RoleLead, RoleMember}
-
 // mayRun says whether a caller's role allows a command at all; jobs owned by
 // others are checked again by mayManage.
 func mayRun(c caller, command string) error {
@@ -56,11 +50,11 @@ func mayRun(c caller, command string) error {
 		return nil // unknown commands get their own syntax error
 	}
 	switch {
-	case !slices.Contains(adminRoles, c.Role):
+	case !pki.IsAdminRole(c.Role):
 		return fmt.Errorf("%s has no admin role in its certificate: only project_admin, lead and member may use the admin port", c.Name)
-	case need == rightSubmit && c.Role == RoleMember:
+	case need == rightSubmit && c.Role == pki.RoleMember:
 		return fmt.Errorf("%s is a member: members may only view; submitting needs the lead or project_admin role", c.Name)
-	case need == rightManageOwn && c.Role == RoleMember:
+	case need == rightManageOwn && c.Role == pki.RoleMember:
 		return fmt.Errorf("%s is a member: members may only view", c.Name)
 	}
 	return nil
@@ -69,7 +63,7 @@ func mayRun(c caller, command string) error {
 // mayManage says whether a caller may abort, delete or download job e: a
 // project_admin any job, a lead the jobs it submitted (same name and org).
 func mayManage(c caller, e store.Experiment) error {
-	if c.Role == RoleProjectAdmin || (c.Role == RoleLead && c.Name == e.Submitter && c.Org == e.SubmitterOrg) {
+	if c.Role == pki.RoleProjectAdmin || (c.Role == pki.RoleLead && c.Name == e.Submitter && c.Org == e.SubmitterOrg) {
 		return nil
 	}
 	return fmt.Errorf("%s (%s) may not manage job %s, submitted by %s: a lead manages only its own jobs", c.Name, c.Role, e.ID, e.Submitter)
@@ -79,29 +73,7 @@ func mayManage(c caller, e store.Experiment) error {
 // other identities (an envoy's certificate, say), which cannot submit, see
 // none.
 func mayView(c caller, _ store.Experiment) bool {
-	return slices.Contains(adminRoles, c.Role)
-}
-
-// tlsIdentity reads the verified client certificate of a TLS connection.
-func tlsIdentity(st tls.ConnectionState) (Identity, bool) {
-	if len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
-		return Identity{}, false
-	}
-	return IdentityOf(st.VerifiedChains[0][0]), true
-}
-
-// peerIdentity is the certificate identity of a gRPC caller; ok is false
-// without TLS.
-func peerIdentity(ctx context.Context) (Identity, bool) {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return Identity{}, false
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return Identity{}, false
-	}
-	return tlsIdentity(info.State)
+	return pki.IsAdminRole(c.Role)
 }
 
 // checkEnvoy refuses an envoy RPC whose claimed name is not the caller's
@@ -111,11 +83,11 @@ func (d *Director) checkEnvoy(ctx context.Context, method, name string) error {
 	if d.cfg.TLS == nil {
 		return nil
 	}
-	id, ok := peerIdentity(ctx)
+	id, ok := pki.FromContext(ctx)
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: no client certificate", ErrPermission)
-	case id.Kind != KindEnvoy:
+	case id.Kind != pki.KindEnvoy:
 		d.log.WarnContext(ctx, "refused: not an envoy certificate", keyMethod, method, "cn", id.Name, "kind", id.Kind)
 		return fmt.Errorf("%w: certificate %q is not an envoy's", ErrPermission, id.Name)
 	case id.Name != name:
@@ -129,9 +101,9 @@ func (d *Director) checkEnvoy(ctx context.Context, method, name string) error {
 // OpenFL's client_id header (default "__default__") without.
 func (d *Director) grpcCaller(ctx context.Context) caller {
 	if d.cfg.TLS == nil {
-		return caller{Name: clientID(ctx), Role: RoleProjectAdmin}
+		return caller{Name: clientID(ctx), Role: pki.RoleProjectAdmin}
 	}
-	id, _ := peerIdentity(ctx)
+	id, _ := pki.FromContext(ctx)
 	return caller{Name: id.Name, Org: id.Org, Role: id.Role}
 }
 
@@ -142,14 +114,14 @@ func (d *Director) grpcCaller(ctx context.Context) caller {
 func (d *Director) adminCaller(c net.Conn) (caller, error) {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
-		return caller{Name: anonymous, Role: RoleProjectAdmin}, nil
+		return caller{Name: anonymous, Role: pki.RoleProjectAdmin}, nil
 	}
 	tc.SetDeadline(time.Now().Add(d.cfg.AdminIdleTimeout))
 	if err := tc.Handshake(); err != nil {
 		return caller{}, fmt.Errorf("tls handshake: %w", err)
 	}
 	tc.SetDeadline(time.Time{})
-	id, ok := tlsIdentity(tc.ConnectionState())
+	id, ok := pki.FromConnState(tc.ConnectionState())
 	if !ok {
 		return caller{}, fmt.Errorf("no verified client certificate")
 	}

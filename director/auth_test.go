@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -20,21 +21,21 @@ func TestRoleTable(t *testing.T) {
 		run     bool // mayRun
 		manage  bool // mayManage(job), for commands that manage a job
 	}{
-		{caller{Name: "boss", Role: RoleProjectAdmin}, "submit_job", true, false},
-		{caller{Name: "boss", Role: RoleProjectAdmin}, "abort_job", true, true},
-		{caller{Name: "boss", Role: RoleProjectAdmin}, "delete_job", true, true},
-		{caller{Name: "lead1", Role: RoleLead}, "submit_job", true, false},
-		{caller{Name: "lead1", Role: RoleLead}, "abort_job", true, true},
-		{caller{Name: "lead1", Role: RoleLead}, "download_job", true, true},
-		{caller{Name: "lead2", Role: RoleLead}, "abort_job", true, false},
-		{caller{Name: "lead2", Role: RoleLead}, "delete_job", true, false},
-		{caller{Name: "lead2", Role: RoleLead}, "list_jobs", true, false},
-		{caller{Name: "viewer", Role: RoleMember}, "list_jobs", true, false},
-		{caller{Name: "viewer", Role: RoleMember}, "get_job_meta", true, false},
-		{caller{Name: "viewer", Role: RoleMember}, "list_envoys", true, false},
-		{caller{Name: "viewer", Role: RoleMember}, "submit_job", false, false},
-		{caller{Name: "viewer", Role: RoleMember}, "abort_job", false, false},
-		{caller{Name: "viewer", Role: RoleMember}, "download_job", false, false},
+		{caller{Name: "boss", Role: pki.RoleProjectAdmin}, "submit_job", true, false},
+		{caller{Name: "boss", Role: pki.RoleProjectAdmin}, "abort_job", true, true},
+		{caller{Name: "boss", Role: pki.RoleProjectAdmin}, "delete_job", true, true},
+		{caller{Name: "lead1", Role: pki.RoleLead}, "submit_job", true, false},
+		{caller{Name: "lead1", Role: pki.RoleLead}, "abort_job", true, true},
+		{caller{Name: "lead1", Role: pki.RoleLead}, "download_job", true, true},
+		{caller{Name: "lead2", Role: pki.RoleLead}, "abort_job", true, false},
+		{caller{Name: "lead2", Role: pki.RoleLead}, "delete_job", true, false},
+		{caller{Name: "lead2", Role: pki.RoleLead}, "list_jobs", true, false},
+		{caller{Name: "viewer", Role: pki.RoleMember}, "list_jobs", true, false},
+		{caller{Name: "viewer", Role: pki.RoleMember}, "get_job_meta", true, false},
+		{caller{Name: "viewer", Role: pki.RoleMember}, "list_envoys", true, false},
+		{caller{Name: "viewer", Role: pki.RoleMember}, "submit_job", false, false},
+		{caller{Name: "viewer", Role: pki.RoleMember}, "abort_job", false, false},
+		{caller{Name: "viewer", Role: pki.RoleMember}, "download_job", false, false},
 		{caller{Name: "site-a"}, "check_status", false, false},
 	}
 	for _, tt := range tests {
@@ -49,10 +50,10 @@ func TestRoleTable(t *testing.T) {
 			}
 		})
 	}
-	if !mayView(caller{Name: "viewer", Role: RoleMember}, job) || mayView(caller{Name: "lead1"}, job) {
+	if !mayView(caller{Name: "viewer", Role: pki.RoleMember}, job) || mayView(caller{Name: "lead1"}, job) {
 		t.Fatal("mayView: admins see every job; a certificate without an admin role (an envoy's named like the submitter) sees none")
 	}
-	if err := mayManage(caller{Name: "lead1", Org: "other-org", Role: RoleLead}, store.Experiment{ID: "j", Submitter: "lead1", SubmitterOrg: "org-a"}); err == nil {
+	if err := mayManage(caller{Name: "lead1", Org: "other-org", Role: pki.RoleLead}, store.Experiment{ID: "j", Submitter: "lead1", SubmitterOrg: "org-a"}); err == nil {
 		t.Fatal("mayManage: a lead of another org with the same name manages the job")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -119,7 +120,7 @@ func BenchmarkHeartbeat(b *testing.B) {
 // port sends it.
 func BenchmarkAdminListEnvoys(b *testing.B) {
 	d := benchDirector(b, 10_000)
-	req := &adminRequest{name: "list_envoys", caller: caller{Name: "admin", Role: RoleProjectAdmin}}
+	req := &adminRequest{name: "list_envoys", caller: caller{Name: "admin", Role: pki.RoleProjectAdmin}}
 	var size int64
 	b.ReportAllocs()
 	for b.Loop() {

@@ -68,7 +68,7 @@ type Config struct {
 	AdminMaxConns int
 	// AdminIdleTimeout cuts off an admin connection on which nothing moved.
 	AdminIdleTimeout time.Duration
-	// TLS, when set, serves both ports with mutual TLS (see ServerTLS):
+	// TLS, when set, serves both ports with mutual TLS (see pki.ServerTLS):
 	// identities and roles then come from client certificates.
 	TLS *tls.Config
 	// Insecure allows serving without TLS on addresses other than loopback.
