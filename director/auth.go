@@ -2,9 +2,9 @@ package director
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -64,9 +64,6 @@ func NeedsRight(action string) (Right, bool) {
 	return r, ok
 }
 
-// adminRoles are the roles an admin certificate may carry.
-var adminRoles = []string{RoleProjectAdmin, RoleLead, RoleMember}
-
 // Authorize says whether c's role allows action at all; jobs owned by
 // others are checked again where the job is known (canManage). Actions the
 // table does not name are allowed here: an adapter refuses unknown
@@ -77,11 +74,11 @@ func Authorize(c Caller, action string) error {
 		return nil
 	}
 	switch {
-	case !slices.Contains(adminRoles, c.Role):
+	case !pki.IsAdminRole(c.Role):
 		return fmt.Errorf("%w: %s has no admin role in its certificate: only project_admin, lead and member may use the admin port", api.ErrNotAllowed, c.Name)
-	case need == RightSubmit && c.Role == RoleMember:
+	case need == RightSubmit && c.Role == pki.RoleMember:
 		return fmt.Errorf("%w: %s is a member: members may only view; submitting needs the lead or project_admin role", api.ErrNotAllowed, c.Name)
-	case need == RightManageOwn && c.Role == RoleMember:
+	case need == RightManageOwn && c.Role == pki.RoleMember:
 		return fmt.Errorf("%w: %s is a member: members may only view", api.ErrNotAllowed, c.Name)
 	}
 	return nil
@@ -90,7 +87,7 @@ func Authorize(c Caller, action string) error {
 // canManage says whether c may abort, delete or download job e: a
 // project_admin any job, a lead the jobs it submitted (same name and org).
 func canManage(c Caller, e store.Experiment) error {
-	if c.Role == RoleProjectAdmin || (c.Role == RoleLead && c.Name == e.Submitter && c.Org == e.SubmitterOrg) {
+	if c.Role == pki.RoleProjectAdmin || (c.Role == pki.RoleLead && c.Name == e.Submitter && c.Org == e.SubmitterOrg) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s (%s) may not manage job %s, submitted by %s: a lead manages only its own jobs",
@@ -100,5 +97,5 @@ func canManage(c Caller, e store.Experiment) error {
 // CanView says whether c sees jobs: admins (any role) see every job; other
 // identities (an envoy's certificate, say), which cannot submit, see none.
 func (c Caller) CanView() bool {
-	return slices.Contains(adminRoles, c.Role)
+	return pki.IsAdminRole(c.Role)
 }

@@ -3,6 +3,7 @@ package director
 import (
 	"testing"
 
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -14,21 +15,21 @@ func TestRoleTable(t *testing.T) {
 		run     bool // mayRun
 		manage  bool // canManage(job), for commands that manage a job
 	}{
-		{Caller{Name: "boss", Role: RoleProjectAdmin}, "submit_job", true, false},
-		{Caller{Name: "boss", Role: RoleProjectAdmin}, "abort_job", true, true},
-		{Caller{Name: "boss", Role: RoleProjectAdmin}, "delete_job", true, true},
-		{Caller{Name: "lead1", Role: RoleLead}, "submit_job", true, false},
-		{Caller{Name: "lead1", Role: RoleLead}, "abort_job", true, true},
-		{Caller{Name: "lead1", Role: RoleLead}, "download_job", true, true},
-		{Caller{Name: "lead2", Role: RoleLead}, "abort_job", true, false},
-		{Caller{Name: "lead2", Role: RoleLead}, "delete_job", true, false},
-		{Caller{Name: "lead2", Role: RoleLead}, "list_jobs", true, false},
-		{Caller{Name: "viewer", Role: RoleMember}, "list_jobs", true, false},
-		{Caller{Name: "viewer", Role: RoleMember}, "get_job_meta", true, false},
-		{Caller{Name: "viewer", Role: RoleMember}, "list_envoys", true, false},
-		{Caller{Name: "viewer", Role: RoleMember}, "submit_job", false, false},
-		{Caller{Name: "viewer", Role: RoleMember}, "abort_job", false, false},
-		{Caller{Name: "viewer", Role: RoleMember}, "download_job", false, false},
+		{Caller{Name: "boss", Role: pki.RoleProjectAdmin}, "submit_job", true, false},
+		{Caller{Name: "boss", Role: pki.RoleProjectAdmin}, "abort_job", true, true},
+		{Caller{Name: "boss", Role: pki.RoleProjectAdmin}, "delete_job", true, true},
+		{Caller{Name: "lead1", Role: pki.RoleLead}, "submit_job", true, false},
+		{Caller{Name: "lead1", Role: pki.RoleLead}, "abort_job", true, true},
+		{Caller{Name: "lead1", Role: pki.RoleLead}, "download_job", true, true},
+		{Caller{Name: "lead2", Role: pki.RoleLead}, "abort_job", true, false},
+		{Caller{Name: "lead2", Role: pki.RoleLead}, "delete_job", true, false},
+		{Caller{Name: "lead2", Role: pki.RoleLead}, "list_jobs", true, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "list_jobs", true, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "get_job_meta", true, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "list_envoys", true, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "submit_job", false, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "abort_job", false, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "download_job", false, false},
 		{Caller{Name: "site-a"}, "check_status", false, false},
 	}
 	for _, tt := range tests {
@@ -43,10 +44,10 @@ func TestRoleTable(t *testing.T) {
 			}
 		})
 	}
-	if !(Caller{Name: "viewer", Role: RoleMember}).CanView() || (Caller{Name: "lead1"}).CanView() {
+	if !(Caller{Name: "viewer", Role: pki.RoleMember}).CanView() || (Caller{Name: "lead1"}).CanView() {
 		t.Fatal("CanView: admins see every job; a certificate without an admin role (an envoy's named like the submitter) sees none")
 	}
-	if err := canManage(Caller{Name: "lead1", Org: "other-org", Role: RoleLead}, store.Experiment{ID: "j", Submitter: "lead1", SubmitterOrg: "org-a"}); err == nil {
+	if err := canManage(Caller{Name: "lead1", Org: "other-org", Role: pki.RoleLead}, store.Experiment{ID: "j", Submitter: "lead1", SubmitterOrg: "org-a"}); err == nil {
 		t.Fatal("canManage: a lead of another org with the same name manages the job")
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
-	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/pki"
 )
 
 func newPKICmd() *cobra.Command {
@@ -69,8 +69,8 @@ CA, which would lock out every certificate it issued.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dir, "dir", "", "directory for the CA's files (required)")
-	f.StringVar(&o.name, "name", director.DefaultCAName, "the CA's common name")
-	f.IntVar(&o.days, "days", director.DefaultCADays, "days the CA is valid")
+	f.StringVar(&o.name, "name", pki.DefaultCAName, "the CA's common name")
+	f.IntVar(&o.days, "days", pki.DefaultCADays, "days the CA is valid")
 	return cmd
 }
 
@@ -81,11 +81,11 @@ func (o *pkiInitOptions) run(w io.Writer) error {
 	if o.days <= 0 {
 		return cli.Usagef("--days %d: must be positive", o.days)
 	}
-	if err := director.InitCA(o.dir, o.name, o.days); err != nil {
+	if err := pki.InitCA(o.dir, o.name, o.days); err != nil {
 		return pkiError("create CA", err)
 	}
-	fmt.Fprintf(w, "wrote %s\n", filepath.Join(o.dir, director.CACertFile))
-	fmt.Fprintf(w, "wrote %s (private key, mode 0600)\n", filepath.Join(o.dir, director.CAKeyFile))
+	fmt.Fprintf(w, "wrote %s\n", filepath.Join(o.dir, pki.CACertFile))
+	fmt.Fprintf(w, "wrote %s (private key, mode 0600)\n", filepath.Join(o.dir, pki.CAKeyFile))
 	return nil
 }
 
@@ -135,7 +135,7 @@ with a dot, at most 128 bytes.
 	f.StringSliceVar(&o.hosts, "host", nil, "director only: DNS name or IP the director is reached at (repeatable)")
 	f.StringVar(&o.role, "role", "", "admin only: project_admin, lead or member (default member)")
 	f.StringVar(&o.org, "org", "", "organisation, written as the certificate's O")
-	f.IntVar(&o.days, "days", director.DefaultCertDays, "days the certificate is valid (never past the CA's expiry)")
+	f.IntVar(&o.days, "days", pki.DefaultCertDays, "days the certificate is valid (never past the CA's expiry)")
 	return cmd
 }
 
@@ -150,7 +150,7 @@ func (o *pkiIssueOptions) run(w io.Writer) error {
 	case o.days <= 0:
 		return cli.Usagef("--days %d: must be positive", o.days)
 	}
-	err := director.Issue(o.dir, director.IssueOptions{
+	err := pki.Issue(o.dir, pki.IssueOptions{
 		Kind:  o.kind,
 		Name:  o.name,
 		Hosts: o.hosts,

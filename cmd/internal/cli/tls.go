@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/pki"
 )
 
 // TLSFlags are --tls-ca, --tls-cert and --tls-key: the federation's CA and
@@ -43,22 +43,22 @@ func (t *TLSFlags) enabled() (bool, error) {
 }
 
 // Server returns a server config requiring and verifying client
-// certificates from the CA (api.ServerTLS); nil without the flags.
+// certificates from the CA (pki.ServerTLS); nil without the flags.
 func (t *TLSFlags) Server() (*tls.Config, error) {
 	on, err := t.enabled()
 	if !on || err != nil {
 		return nil, err
 	}
-	return api.ServerTLS(t.CA, t.Cert, t.Key)
+	return pki.ServerTLS(t.CA, t.Cert, t.Key)
 }
 
 // Client returns a client config presenting the certificate and verifying
-// the server against the CA (api.ClientTLS); nil without the flags. The
+// the server against the CA (pki.ClientTLS); nil without the flags. The
 // server name comes from the dialled address unless serverName is set.
 func (t *TLSFlags) Client(serverName string) (*tls.Config, error) {
 	on, err := t.enabled()
 	if !on || err != nil {
 		return nil, err
 	}
-	return api.ClientTLS(t.CA, t.Cert, t.Key, serverName)
+	return pki.ClientTLS(t.CA, t.Cert, t.Key, serverName)
 }

@@ -1,4 +1,16 @@
-package director
+// Package pki is the federation's public-key infrastructure. One CA signs
+// every certificate, and a certificate's subject says who its holder is: CN
+// the name (an envoy's name, an admin's name, the director), OU its kind
+// ("director", "envoy") or, for an admin, its role (project_admin, lead,
+// member), O its organisation.
+//
+// It is the only place that creates the CA and issues certificates
+// (InitCA, Issue; `director pki`), loads TLS material and builds tls.Config
+// for servers and clients (ServerTLS, ClientTLS), and reads a caller's
+// identity back from a verified chain (IdentityOf, FromConnState,
+// FromContext). Authorization, what an identity may do, stays with the
+// component that serves the request.
+package pki
 
 import (
 	"crypto"
@@ -22,29 +34,41 @@ import (
 	"github.com/fedplane/fedplane/api"
 )
 
-// This file is the federation's small PKI. One CA signs every certificate;
-// a peer's identity is in its certificate's subject: CN the envoy's or
-// admin's name, OU its kind ("envoy", "director") or, for admins, its role,
-// O its organisation. The director reads it back with IdentityOf.
-
-// Certificate kinds and admin roles.
+// Certificate kinds: what a certificate's holder is. The kind of a director
+// or envoy certificate is its OU; an admin's OU is its role instead.
 const (
-	KindDirector = "director" // the director's server certificate
-	KindEnvoy    = "envoy"    // an envoy's client certificate; CN is the envoy name
-	KindAdmin    = "admin"    // a person using fladmin; OU is the role
-
-	RoleProjectAdmin = "project_admin" // may do anything
-	RoleLead         = "lead"          // may submit jobs and manage its own
-	RoleMember       = "member"        // may only view
+	// KindDirector is the director's server certificate, which may also
+	// act as a client.
+	KindDirector = "director"
+	// KindEnvoy is an envoy's client certificate; its CN is the envoy's name.
+	KindEnvoy = "envoy"
+	// KindAdmin is a person using fladmin; its OU is one of the roles.
+	KindAdmin = "admin"
 )
 
-// Defaults and files of the PKI.
+// Admin roles, carried in an admin certificate's OU.
 const (
-	DefaultCAName   = "fedplane CA"
-	DefaultCADays   = 3650
+	// RoleProjectAdmin may do anything.
+	RoleProjectAdmin = "project_admin"
+	// RoleLead may submit jobs and manage the jobs it submitted.
+	RoleLead = "lead"
+	// RoleMember may only view.
+	RoleMember = "member"
+)
+
+// Defaults and file names of the PKI.
+const (
+	// DefaultCAName is the CA's common name when InitCA is given none.
+	DefaultCAName = "fedplane CA"
+	// DefaultCADays is the CA's validity in days when InitCA is given 0.
+	DefaultCADays = 3650
+	// DefaultCertDays is a certificate's validity in days when Issue is
+	// given 0.
 	DefaultCertDays = 825
-	CACertFile      = "ca.crt"
-	CAKeyFile       = "ca.key"
+	// CACertFile is the CA certificate's file name in the PKI directory.
+	CACertFile = "ca.crt"
+	// CAKeyFile is the CA key's file name in the PKI directory.
+	CAKeyFile = "ca.key"
 )
 
 // maxDays bounds validity periods (100 years), far from where time
@@ -206,7 +230,7 @@ func (o IssueOptions) check() error {
 	}
 	switch o.Kind {
 	case KindAdmin:
-		if o.Role != "" && !isRole(o.Role) {
+		if o.Role != "" && !IsAdminRole(o.Role) {
 			return fmt.Errorf("%w: unknown role %q; want %s, %s or %s", api.ErrInvalid, o.Role, RoleProjectAdmin, RoleLead, RoleMember)
 		}
 	case KindEnvoy, KindDirector:
@@ -230,40 +254,6 @@ func (o IssueOptions) check() error {
 		}
 	}
 	return nil
-}
-
-// Identity is who a verified client certificate says the peer is.
-type Identity struct {
-	Name string // CN
-	Org  string // first O, if any
-	Kind string // KindDirector, KindEnvoy, KindAdmin, or "" if the OU names none
-	Role string // an admin's role; "" for other kinds
-}
-
-// IdentityOf reads the Identity of a verified leaf certificate. Its first
-// OU that names a role makes it an admin with that role; "envoy" or
-// "director" make it that kind. Callers must pass only certificates that
-// chain to the federation's CA: the subject is what the CA vouched for.
-func IdentityOf(cert *x509.Certificate) Identity {
-	id := Identity{Name: cert.Subject.CommonName}
-	if len(cert.Subject.Organization) > 0 {
-		id.Org = cert.Subject.Organization[0]
-	}
-	for _, ou := range cert.Subject.OrganizationalUnit {
-		switch {
-		case isRole(ou):
-			id.Kind, id.Role = KindAdmin, ou
-			return id
-		case ou == KindEnvoy || ou == KindDirector:
-			id.Kind = ou
-			return id
-		}
-	}
-	return id
-}
-
-func isRole(s string) bool {
-	return s == RoleProjectAdmin || s == RoleLead || s == RoleMember
 }
 
 // loadCA reads the CA certificate and key from dir and checks they belong
@@ -465,6 +455,19 @@ func checkText(what, s string) error {
 		if r == unicode.ReplacementChar || !unicode.IsPrint(r) {
 			return fmt.Errorf("%w: %s %q has a character that is not printable", api.ErrInvalid, what, s)
 		}
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory so a link or rename in it survives a crash.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
-package director
+package pki
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"github.com/fedplane/fedplane/api"
 )
@@ -51,7 +55,7 @@ func mustReadCert(tb testing.TB, path string) *x509.Certificate {
 
 func mustServerTLS(tb testing.TB, dir, name string) *tls.Config {
 	tb.Helper()
-	cfg, err := api.ServerTLS(filepath.Join(dir, CACertFile), filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+	cfg, err := ServerTLS(filepath.Join(dir, CACertFile), filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -60,7 +64,7 @@ func mustServerTLS(tb testing.TB, dir, name string) *tls.Config {
 
 func mustClientTLS(tb testing.TB, caDir, dir, name, serverName string) *tls.Config {
 	tb.Helper()
-	cfg, err := api.ClientTLS(filepath.Join(caDir, CACertFile), filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), serverName)
+	cfg, err := ClientTLS(filepath.Join(caDir, CACertFile), filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"), serverName)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -477,13 +481,13 @@ func TestTLSConfigErrorsNameTheFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := api.ServerTLS(tt.ca, tt.crt, tt.key)
+			_, err := ServerTLS(tt.ca, tt.crt, tt.key)
 			if err == nil || !strings.Contains(err.Error(), tt.wantInMessage) {
 				t.Errorf("got %v, want an error with %q", err, tt.wantInMessage)
 			}
 		})
 	}
-	if _, err := api.ClientTLS(ca, filepath.Join(dir, "env_one.crt"), garbage, ""); err == nil || !strings.Contains(err.Error(), garbage) {
+	if _, err := ClientTLS(ca, filepath.Join(dir, "env_one.crt"), garbage, ""); err == nil || !strings.Contains(err.Error(), garbage) {
 		t.Errorf("client: got %v, want an error naming %s", err, garbage)
 	}
 }
@@ -524,6 +528,90 @@ func TestIdentityOf(t *testing.T) {
 			c.Subject.CommonName, c.Subject.Organization, c.Subject.OrganizationalUnit = tt.cn, tt.o, tt.ou
 			if got := IdentityOf(c); got != tt.want {
 				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFromConnState(t *testing.T) {
+	leaf := func(cn string, ou ...string) *x509.Certificate {
+		c := &x509.Certificate{}
+		c.Subject.CommonName, c.Subject.OrganizationalUnit = cn, ou
+		return c
+	}
+	ca := leaf("fedplane CA")
+	tests := []struct {
+		name   string
+		st     tls.ConnectionState
+		want   Identity
+		wantOK bool
+	}{
+		{"no handshake", tls.ConnectionState{}, Identity{}, false},
+		{"unverified certificate", tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf("env_one", KindEnvoy)}}, Identity{}, false},
+		{"empty chain", tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{}}}, Identity{}, false},
+		{"envoy", tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf("env_one", KindEnvoy), ca}}}, Identity{Name: "env_one", Kind: KindEnvoy}, true},
+		{"admin", tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf("alice", RoleLead), ca}}}, Identity{Name: "alice", Kind: KindAdmin, Role: RoleLead}, true},
+		{"first chain counts", tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf("director", KindDirector), ca}, {leaf("other", KindEnvoy), ca}}}, Identity{Name: "director", Kind: KindDirector}, true},
+		{"no kind", tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf("eve")}}}, Identity{Name: "eve"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := FromConnState(tt.st)
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("got %+v, %v, want %+v, %v", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+// plainAuth is the AuthInfo of a connection without TLS.
+type plainAuth struct{}
+
+func (plainAuth) AuthType() string { return "plain" }
+
+func TestFromContext(t *testing.T) {
+	c := &x509.Certificate{}
+	c.Subject.CommonName, c.Subject.OrganizationalUnit = "env_one", []string{KindEnvoy}
+	verified := tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c}}}
+	tests := []struct {
+		name   string
+		ctx    context.Context
+		want   Identity
+		wantOK bool
+	}{
+		{"no peer", context.Background(), Identity{}, false},
+		{"no TLS", peer.NewContext(context.Background(), &peer.Peer{AuthInfo: plainAuth{}}), Identity{}, false},
+		{"no auth info", peer.NewContext(context.Background(), &peer.Peer{}), Identity{}, false},
+		{"TLS without a client certificate", peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{}}), Identity{}, false},
+		{"verified envoy", peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: verified}}), Identity{Name: "env_one", Kind: KindEnvoy}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := FromContext(tt.ctx)
+			if got != tt.want || ok != tt.wantOK {
+				t.Errorf("got %+v, %v, want %+v, %v", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestIsAdminRole(t *testing.T) {
+	tests := []struct {
+		role string
+		want bool
+	}{
+		{RoleProjectAdmin, true},
+		{RoleLead, true},
+		{RoleMember, true},
+		{KindAdmin, false},
+		{KindEnvoy, false},
+		{"", false},
+		{"Lead", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.role, func(t *testing.T) {
+			if got := IsAdminRole(tt.role); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package api
+package pki
 
 import (
 	"crypto/tls"
@@ -11,8 +11,8 @@ import (
 
 // fedplane speaks mutual TLS on every port when given certificates from the
 // federation's CA (`director pki`): TLS 1.2 or newer, the CA as the only
-// trust root, client certificates required. These builders are shared by
-// the director, the envoy and fladmin.
+// trust root, client certificates required. These builders are the only
+// ones: the director, the envoy and fladmin all get their tls.Config here.
 
 // ServerTLS builds the tls.Config of a server that requires a client
 // certificate signed by the CA in caFile (the only trust root) and presents
