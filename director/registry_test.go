@@ -2,8 +2,11 @@ package director
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"path/filepath"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 
@@ -156,5 +159,64 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("got %v, want api.ErrInvalid", err)
 			}
 		})
+	}
+}
+
+// TestListingDoesNotWaitOnTheDisk holds SQLite's write lock from another
+// connection while a heartbeat writes a status change (the envoy comes
+// back online): listings and counts must answer while that write waits,
+// so the heartbeat must still be waiting when they return.
+func TestListingDoesNotWaitOnTheDisk(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock()
+	cfg := testCfg(t, clock)
+	d := mustNew(t, cfg)
+	r := d.reg
+	if _, err := r.register(ctx, store.Envoy{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(d.cfg.OfflineAfter + time.Second)
+	r.loaded = time.Time{} // past the start-up grace
+	if gone, err := r.sweep(ctx); err != nil || len(gone) != 1 {
+		t.Fatalf("sweep: got %v, %v; want a gone", gone, err)
+	}
+
+	raw, err := sql.Open("sqlite", filepath.Join(cfg.DataDir, dbFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := r.heartbeat(ctx, "a", false); done <- err }()
+	// The heartbeat has reached its write once its liveness is in memory.
+	for {
+		if views := r.list(); len(views) == 1 && views[0].Online {
+			break
+		}
+		runtime.Gosched()
+	}
+	r.list()
+	r.count()
+	select {
+	case err := <-done:
+		t.Fatalf("the heartbeat's write finished while another connection held the write lock (%v): the listing waited for it", err)
+	default:
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("heartbeat after the lock was released: %v", err)
+	}
+	if row, _ := d.db.GetEnvoy(ctx, "a"); !row.Online {
+		t.Fatal("the envoy's row is not back online")
 	}
 }
