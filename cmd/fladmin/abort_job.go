@@ -24,8 +24,8 @@ prefix of at least 8 characters.`,
 			if err := reply.Into("job", &j); err != nil {
 				return err
 			}
-			if f.output == "json" {
-				return f.printJSON(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status)})
+			if f.structured() {
+				return f.print(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status)})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Aborted job %s\n", j.JobID)
 			return err

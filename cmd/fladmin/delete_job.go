@@ -25,8 +25,8 @@ at least 8 characters.`,
 			if err := reply.Into(api.MetaJobID, &id); err != nil {
 				return err
 			}
-			if f.output == "json" {
-				return f.printJSON(map[string]string{api.MetaJobID: id, "status": "deleted"})
+			if f.structured() {
+				return f.print(map[string]string{api.MetaJobID: id, "status": "deleted"})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Deleted job %s\n", id)
 			return err

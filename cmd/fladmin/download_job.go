@@ -42,8 +42,8 @@ with the same rules the director applies to uploads.`,
 			if err != nil {
 				return err
 			}
-			if f.output == "json" {
-				return f.printJSON(map[string]any{api.MetaJobID: reply, "path": dst})
+			if f.structured() {
+				return f.print(map[string]any{api.MetaJobID: reply, "path": dst})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Downloaded job %s to %s\n", reply, dst)
 			return err

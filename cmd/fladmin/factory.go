@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
@@ -36,20 +35,17 @@ type factory struct {
 	tls     cli.TLSFlags
 
 	stdout, stderr io.Writer
-	// stderrIsTerminal decides whether progress is drawn.
-	stderrIsTerminal func() bool
+	// stdoutIsTerminal decides between a boxed table and tab-separated
+	// lines, stderrIsTerminal whether progress is drawn. Tests set them.
+	stdoutIsTerminal, stderrIsTerminal func() bool
 	// user names the caller to a director without TLS.
 	user func() string
 }
 
 func newFactory() *factory {
-	return &factory{
+	f := &factory{
 		stdout: os.Stdout,
 		stderr: os.Stderr,
-		stderrIsTerminal: func() bool {
-			fi, err := os.Stderr.Stat()
-			return err == nil && fi.Mode()&os.ModeCharDevice != 0
-		},
 		user: func() string {
 			if u, err := user.Current(); err == nil {
 				return u.Username
@@ -57,6 +53,17 @@ func newFactory() *factory {
 			return os.Getenv("USER")
 		},
 	}
+	f.stdoutIsTerminal = func() bool { return isTerminal(f.stdout) }
+	f.stderrIsTerminal = func() bool { return isTerminal(f.stderr) }
+	return f
+}
+
+// isTerminal reports whether w is a terminal. This is fladmin's one
+// terminal test: term.IsTerminal asks the terminal driver (isatty), where
+// a check for a character device would also take /dev/null for one.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func (f *factory) addFlags(root *cobra.Command) {
@@ -66,7 +73,7 @@ func (f *factory) addFlags(root *cobra.Command) {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.addr, "addr", addr, "director admin address HOST:PORT (env "+addrEnv+")")
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&f.output, "output", "o", outputTable, outputUsage)
 	pf.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up when the director sends nothing for this long")
 	f.tls.AddPersistent(root, "your admin")
 	for flag, env := range map[string]string{"tls-ca": "FLADMIN_TLS_CA", "tls-cert": "FLADMIN_TLS_CERT", "tls-key": "FLADMIN_TLS_KEY"} {
@@ -79,8 +86,10 @@ func (f *factory) addFlags(root *cobra.Command) {
 }
 
 func (f *factory) validate() error {
-	if f.output != "table" && f.output != "json" {
-		return cli.Usagef("--output %q: want table or json", f.output)
+	switch f.output {
+	case outputTable, outputJSON, outputYAML:
+	default:
+		return cli.Usagef("--output %q: want table, json or yaml", f.output)
 	}
 	if f.timeout <= 0 {
 		return cli.Usagef("--timeout %v: must be positive", f.timeout)
@@ -197,45 +206,6 @@ func (f *factory) doList(ctx context.Context, command, key string, each func(dec
 	return nil
 }
 
-// printList prints the list under key in command's reply as indented JSON,
-// objects unchanged (the director's stable lowerCamel keys), [] when empty.
-// It streams: each element is re-indented and written as it arrives, so a
-// list of 10,000 envoys is never held whole. Should the exchange break
-// midway, what was printed is cut short and the error says why.
-func (f *factory) printList(ctx context.Context, command, key string) error {
-	bw := bufio.NewWriterSize(f.stdout, 64<<10)
-	var raw json.RawMessage
-	var buf bytes.Buffer
-	n := 0
-	err := f.doList(ctx, command, key, func(dec *json.Decoder) error {
-		if err := dec.Decode(&raw); err != nil {
-			return err
-		}
-		buf.Reset()
-		if n == 0 {
-			buf.WriteString("[\n  ")
-		} else {
-			buf.WriteString(",\n  ")
-		}
-		n++
-		if err := json.Indent(&buf, raw, "  ", "  "); err != nil {
-			return err
-		}
-		_, err := bw.Write(buf.Bytes())
-		return err
-	})
-	if err != nil {
-		bw.Flush()
-		return err
-	}
-	if n == 0 {
-		bw.WriteString("[]\n")
-	} else {
-		bw.WriteString("\n]\n")
-	}
-	return bw.Flush()
-}
-
 // replyMeta returns the meta of an upload's or download's reply, or an
 // error if the director refused.
 func replyMeta(reply *adminproto.Message) (adminproto.Meta, error) {
@@ -244,18 +214,6 @@ func replyMeta(reply *adminproto.Message) (adminproto.Meta, error) {
 		return nil, err
 	}
 	return meta, refusal(meta)
-}
-
-// printJSONLine writes v as one line of JSON.
-func (f *factory) printJSONLine(v any) error {
-	return json.NewEncoder(f.stdout).Encode(v)
-}
-
-// printJSON writes v as indented JSON.
-func (f *factory) printJSON(v any) error {
-	enc := json.NewEncoder(f.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // fmtTime formats a time for tables: local time, seconds, "-" when zero.

@@ -16,7 +16,7 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 		Short: "List the federation's envoys and whether they are online",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.output == "json" {
+			if f.structured() {
 				return f.printList(cmd.Context(), api.CmdListEnvoys, api.MetaEnvoys)
 			}
 			// The list is decoded as it arrives, envoy by envoy: with
@@ -34,6 +34,7 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			header := []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"}
 			if len(envoys) == 0 {
 				_, err := fmt.Fprintln(f.stdout, "No envoys registered.")
 				return err
@@ -46,7 +47,7 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 				}
 				rows = append(rows, []string{e.Name, yesNo(e.Online), fmtTime(e.LastSeen), exp, strconv.FormatUint(e.Samples, 10), e.Shard})
 			}
-			return f.printTable([]string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"}, rows)
+			return f.printTable(header, rows)
 		},
 	}
 }

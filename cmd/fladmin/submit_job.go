@@ -75,8 +75,8 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err := reply.Into(api.MetaJobID, &id); err != nil {
 		return err
 	}
-	if f.output == "json" {
-		return f.printJSON(map[string]any{api.MetaJobID: id, "bytes": a.Size(), "files": a.Files()})
+	if f.structured() {
+		return f.print(map[string]any{api.MetaJobID: id, "bytes": a.Size(), "files": a.Files()})
 	}
 	_, err = fmt.Fprintf(f.stdout, "Submitted job %s\n", id)
 	return err

@@ -64,8 +64,8 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 			return err
 		}
 		if j.Status.Terminal() {
-			if f.output == "json" {
-				if err := f.printJSON(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status), "reason": j.Reason}); err != nil {
+			if f.structured() {
+				if err := f.print(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status), "reason": j.Reason}); err != nil {
 					return err
 				}
 			} else if j.Reason != "" {

@@ -127,7 +127,7 @@ func TestFladminErrors(t *testing.T) {
 		{"unknown job", d.admin, []string{"show-job", "abcdef12"}, 1, "no job"},
 		{"short id", d.admin, []string{"abort-job", "abc"}, 1, "too short"},
 		{"no args", d.admin, []string{"show-job"}, 2, "arg"},
-		{"bad output", d.admin, []string{"-o", "yaml", "list-jobs"}, 2, "--output"},
+		{"bad output", d.admin, []string{"-o", "xml", "list-jobs"}, 2, "--output"},
 		{"unknown command", d.admin, []string{"frobnicate"}, 2, "unknown command"},
 	}
 	for _, tt := range tests {
