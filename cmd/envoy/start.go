@@ -64,7 +64,7 @@ command, and 1 if the director refuses the shard.`,
 	f := cmd.Flags()
 	cli.AddConfigFlag(cmd, &o.config)
 	f.StringVar(&o.name, "name", "", "the envoy's name in the federation (required): letters, digits, '.', '_', '-', '@'")
-	f.StringVar(&o.director, "director", envoy.DefaultDirector, "the director's gRPC address, HOST:PORT")
+	f.StringVar(&o.director, "director", envoy.DefaultDirector, "the director's gRPC port (its --grpc-listen, not the admin port), HOST:PORT")
 	f.StringVar(&o.shardDir, "shard-dir", "", "the local data shard, handed to the training command as FEDPLANE_DATA (required)")
 	f.Uint64Var(&o.samples, "samples", 0, "number of samples in the shard: the FedAvg weight unless the training command reports n_samples")
 	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "shape of one sample, comma-separated (e.g. 28,28)")

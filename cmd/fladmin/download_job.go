@@ -25,15 +25,17 @@ func newDownloadJobCmd(f *factory) *cobra.Command {
 	o := &downloadJobOptions{}
 	cmd := &cobra.Command{
 		Use:   "download-job JOB_ID",
-		Short: "Download a job's results into DIR/<job id>/",
-		Long: `Download a job's results and unpack them into DIR/<job id>/:
+		Short: "Download a job's results into <job id>/ under --dir",
+		Long: `Download a job's results and unpack them into DIR/<job id>/, where DIR is
+--dir (default: the current folder):
   job.json                  the job's definition
   status.json               status, reason, times, rounds and each envoy's state
   metrics.csv               round,origin,task,name,value,time
   models/last.safetensors   the newest global model (the final one when finished)
   models/best.safetensors   the best round's model (when job.json sets best_metric)
 The download streams into a temp file in DIR, is checked, and is unpacked
-with the same rules the director applies to uploads.`,
+with the same rules the director applies to uploads. An existing
+DIR/<job id>/ is never overwritten.`,
 		Example: `  fladmin download-job 3f2a9c1e
   fladmin download-job 3f2a9c1e -d ./results`,
 		Args: cobra.ExactArgs(1),

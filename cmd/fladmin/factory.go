@@ -72,7 +72,7 @@ func (f *factory) addFlags(root *cobra.Command) {
 		addr = defaultAddr
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&f.addr, "addr", addr, "director admin address HOST:PORT (env "+addrEnv+")")
+	pf.StringVar(&f.addr, "addr", addr, "the director's admin port (its --admin-listen), HOST:PORT (env "+addrEnv+")")
 	pf.StringVarP(&f.output, "output", "o", outputTable, outputUsage)
 	pf.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up when the director sends nothing for this long")
 	f.tls.AddPersistent(root, "your admin")

@@ -14,7 +14,12 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list-envoys",
 		Short: "List the federation's envoys and whether they are online",
-		Args:  cobra.NoArgs,
+		Long: `List the federation's envoys: whether each is online, when the director
+last heard from it, the experiment it runs, and its shard.`,
+		Example: `  fladmin list-envoys
+  fladmin list-envoys | awk -F'\t' '$2 == "no" { print $1 }'   # the offline ones
+  fladmin list-envoys -o yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.structured() {
 				return f.printList(cmd.Context(), api.CmdListEnvoys, api.MetaEnvoys)

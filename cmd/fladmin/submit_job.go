@@ -25,8 +25,8 @@ func newSubmitJobCmd(f *factory) *cobra.Command {
 		Long: `Submit the job folder DIR. fladmin checks DIR's job.json first, then streams
 the folder as a zip straight to the director (no temporary copy): files that
 compress are deflated, the rest stored. A progress bar is drawn on stderr when
-stderr is a terminal. On success the job's id is printed.`,
-		Example: `  fladmin submit-job ./examples/logreg
+stderr is a terminal (and -o is table). On success the job's id is printed.`,
+		Example: `  fladmin submit-job ./examples/logreg/job
   fladmin submit-job ./my-job -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -36,7 +36,7 @@ func TestFederatedConstants(t *testing.T) {
 	if follow.code != 0 || !strings.Contains(follow.stdout, "CONSTANT") || !strings.Contains(follow.stderr, "finished") {
 		t.Fatalf("metrics --follow: exit %d\n%s\n%s", follow.code, follow.stdout, follow.stderr)
 	}
-	if r := fladmin(t, d.admin, "wait-job", id, "--timeout", "60s"); r.code != 0 {
+	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s"); r.code != 0 {
 		t.Fatalf("wait-job: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	table := mustFladmin(t, d.admin, "metrics", id)
