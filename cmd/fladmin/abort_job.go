@@ -14,7 +14,7 @@ func newAbortJobCmd(f *factory) *cobra.Command {
 		Short: "Abort a pending or running job",
 		Long: `Abort a job that has not ended. JOB_ID may be the full id or a unique
 prefix of at least 8 characters.`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, err := f.do(cmd.Context(), api.CmdAbortJob+" "+args[0])
 			if err != nil {

@@ -38,7 +38,7 @@ with the same rules the director applies to uploads. An existing
 DIR/<job id>/ is never overwritten.`,
 		Example: `  fladmin download-job 3f2a9c1e
   fladmin download-job 3f2a9c1e -d ./results`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, dst, err := o.run(cmd, f, args[0])
 			if err != nil {

@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -96,6 +98,23 @@ func (f *factory) validate() error {
 	}
 	if f.addr == "" {
 		return cli.Usagef("--addr is empty")
+	}
+	return cli.CheckHostPort("addr", f.addr)
+}
+
+// jobIDArg is the Args of a command that takes one JOB_ID: the full id or
+// a prefix of at least api.MinIDPrefix characters, one word (it travels as
+// a word of the command line the director parses).
+func jobIDArg(cmd *cobra.Command, args []string) error {
+	if err := cobra.ExactArgs(1)(cmd, args); err != nil {
+		return err
+	}
+	id := args[0]
+	if i := strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
+		return fmt.Errorf("JOB_ID %q has %q: an id is one word", id, id[i:i+1])
+	}
+	if len(id) < api.MinIDPrefix {
+		return fmt.Errorf("JOB_ID %q is too short: give the id or at least its first %d characters", id, api.MinIDPrefix)
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ one line per row) when stdout is not a terminal; -o json and -o yaml print
 the director's replies with the same keys.
 
 Exit status: 0 on success, 1 on an error (including a refusal by the
-director), 2 on a usage error.`,
+director), 2 on a usage error, 130 on ^C.`,
 		Version: cli.Version,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return f.validate()

@@ -44,10 +44,10 @@ YAML document a metric.`,
 		Example: `  fladmin metrics 3f2a9c1e
   fladmin metrics 3f2a9c1e --follow
   fladmin metrics 3f2a9c1e | cut -f1,3`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.interval <= 0 {
-				return cli.Usagef("--interval must be positive")
+				return cli.Usagef("--interval %v: must be positive", o.interval)
 			}
 			if o.follow {
 				return o.runFollow(cmd.Context(), f, args[0])

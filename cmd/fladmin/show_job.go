@@ -21,7 +21,7 @@ func newShowJobCmd(f *factory) *cobra.Command {
 8 characters.`,
 		Example: `  fladmin show-job 3f2a9c1e
   fladmin show-job 3f2a9c1e -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, err := f.do(cmd.Context(), api.CmdGetJobMeta+" "+args[0])
 			if err != nil {

@@ -38,7 +38,7 @@ Exit status: 0 only when the job finished; 1 when it failed, was aborted or
 rejected, or --wait-timeout passed first; 130 on ^C.`,
 		Example: `  fladmin wait-job 3f2a9c1e
   fladmin wait-job 3f2a9c1e --wait-timeout 2h -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.waitTimeout < 0 {
 				return cli.Usagef("--wait-timeout %v: must not be negative", o.waitTimeout)
