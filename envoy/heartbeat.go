@@ -78,7 +78,11 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 			e.log.Warn("registering again failed", keyErr, err, keyRetryIn, wait)
 		default:
 			wait = b.delay()
-			e.log.Warn("heartbeat failed", keyErr, err, keyRetryIn, wait)
+			attrs := []any{keyErr, err, keyRetryIn, wait}
+			if hint := dialHint(err); hint != "" {
+				attrs = append(attrs, keyHint, hint)
+			}
+			e.log.Warn("heartbeat failed", attrs...)
 		}
 		if !sleep(ctx, wait) {
 			return nil

@@ -23,4 +23,5 @@ const (
 	keyTask       = "task"
 	keySleep      = "sleep"
 	keyJob        = "job"
+	keyHint       = "hint" // what to do about an error
 )

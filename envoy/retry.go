@@ -81,7 +81,11 @@ func retry(ctx context.Context, log *slog.Logger, rpc string, fn func(context.Co
 			return err
 		}
 		d := b.delay()
-		log.Warn("director unreachable; retrying", keyRPC, rpc, keyErr, err, keyRetryIn, d)
+		attrs := []any{keyRPC, rpc, keyErr, err, keyRetryIn, d}
+		if hint := dialHint(err); hint != "" {
+			attrs = append(attrs, keyHint, hint)
+		}
+		log.Warn("director unreachable; retrying", attrs...)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}

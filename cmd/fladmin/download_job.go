@@ -73,7 +73,7 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	}
 	msg, err := c.Download(cmd.Context(), f.request(api.CmdDownloadJob+" "+id), maxDownload, tmp)
 	if err != nil {
-		return "", "", fmt.Errorf("download %s: %w", id, err)
+		return "", "", fmt.Errorf("download %s: %w", id, f.explain(err))
 	}
 	reply, err := replyMeta(msg)
 	if err != nil {

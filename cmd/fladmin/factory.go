@@ -128,10 +128,31 @@ func (f *factory) client() (*adminproto.Client, error) {
 		return nil, err
 	}
 	if cfg != nil {
+		// Offering the admin port's protocol makes a gRPC port refuse
+		// the handshake: see adminproto.ALPN.
+		cfg.NextProtos = []string{adminproto.ALPN}
 		d := &tls.Dialer{Config: cfg}
 		c.Dial = d.DialContext
 	}
 	return c, nil
+}
+
+// explain adds what to do to an error of the admin client that shows
+// fladmin pointed at something other than the director's admin port, or
+// with TLS where the port has none or without where it has.
+func (f *factory) explain(err error) error {
+	var wp *adminproto.WrongPortError
+	switch {
+	case errors.As(err, &wp) && wp.Peer == adminproto.PeerGRPC:
+		return fmt.Errorf("%w; fladmin talks to the director's admin port (director serve --admin-listen, default %s): fix --addr or %s", err, defaultAddr, addrEnv)
+	case errors.As(err, &wp) && wp.Peer == adminproto.PeerTLS:
+		return fmt.Errorf("%w; the director serves TLS there: give --tls-ca, --tls-cert and --tls-key (or FLADMIN_TLS_*), an admin certificate from \"director pki issue --kind admin\"", err)
+	case errors.As(err, &wp) && wp.Peer == adminproto.PeerPlaintext:
+		return fmt.Errorf("%w; the director serves that port without TLS: leave out --tls-ca, --tls-cert and --tls-key (and FLADMIN_TLS_*), or check --addr", err)
+	case errors.Is(err, adminproto.ErrNoReply) && f.tls.CA == "":
+		return fmt.Errorf("%w; if the director serves TLS, give --tls-ca, --tls-cert and --tls-key: it hangs up on a client without them", err)
+	}
+	return err
 }
 
 // request builds a request envelope for command, naming the user.
@@ -163,7 +184,7 @@ func (f *factory) doStream(ctx context.Context, command string, stream adminprot
 	}
 	reply, err := c.DoMeta(ctx, f.request(command), stream)
 	if err != nil {
-		return nil, err
+		return nil, f.explain(err)
 	}
 	return reply, refusal(reply)
 }

@@ -65,7 +65,7 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	}
 	msg, err := c.Upload(ctx, f.request(api.CmdSubmitJob), uint64(a.Size()), body)
 	if err != nil {
-		return fmt.Errorf("submit %s: %w", dir, err)
+		return fmt.Errorf("submit %s: %w", dir, f.explain(err))
 	}
 	reply, err := replyMeta(msg)
 	if err != nil {
