@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -246,6 +249,7 @@ type exchange struct {
 	timeout time.Duration
 	conn    net.Conn // with the idle timeout
 	br      *bufio.Reader
+	head    *headReader // the first bytes of the reply, to tell what answered
 	stop    func() bool // stops closing conn when ctx is done
 }
 
@@ -264,16 +268,20 @@ func (c *Client) open(ctx context.Context) (*exchange, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
+		} else if peer := peerOfHandshake(err); peer != 0 {
+			err = &WrongPortError{Addr: c.Addr, Peer: peer, Err: dialCause(err)}
 		}
 		return nil, fmt.Errorf("connect to director admin port %s: %w", c.Addr, dialCause(err))
 	}
 	conn := NewIdleConn(raw, timeout)
+	head := &headReader{r: conn}
 	return &exchange{
 		ctx:     ctx,
 		addr:    c.Addr,
 		timeout: timeout,
 		conn:    conn,
-		br:      bufio.NewReaderSize(conn, replyBufferSize),
+		head:    head,
+		br:      bufio.NewReaderSize(head, replyBufferSize),
 		// Closing the connection is what interrupts a blocked Read or Write.
 		stop: context.AfterFunc(ctx, func() { raw.Close() }),
 	}, nil
@@ -299,10 +307,14 @@ func (x *exchange) close() {
 }
 
 // fail describes err, met during op. Cancellation and stalls are reported as
-// such rather than by the errors of the closed or timed-out connection.
+// such rather than by the errors of the closed or timed-out connection; a
+// reply whose first bytes are another protocol's as a WrongPortError.
 func (x *exchange) fail(op string, err error) error {
 	if x.ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", op, context.Cause(x.ctx))
+	}
+	if peer := peerOfReply(x.head.first()); peer != 0 {
+		return fmt.Errorf("%s: %w", op, &WrongPortError{Addr: x.addr, Peer: peer, Err: err})
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("%s: director admin port %s stalled, nothing moved for %v: %w", op, x.addr, x.timeout, os.ErrDeadlineExceeded)
@@ -331,10 +343,18 @@ func (x *exchange) readText() (*Message, error) {
 	return ReadMessage(x.br, MaxTextSize)
 }
 
+// ErrNoReply means the server closed or reset the connection before a byte
+// of the reply came: a director that serves TLS does so to a client that
+// does not (see WrongPortError for what can be told apart).
+var ErrNoReply = errors.New("director closed the connection without replying")
+
 // noReply reports a connection that ended before the reply began.
 func noReply(err error) error {
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("director closed the connection without replying: %w", io.ErrUnexpectedEOF)
+	switch {
+	case errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: %w", ErrNoReply, io.ErrUnexpectedEOF)
+	case errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("%w: %w", ErrNoReply, dialCause(err))
 	}
 	return err
 }
@@ -353,3 +373,119 @@ func (cw *connWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ALPN is the application protocol a Client that speaks TLS offers in its
+// handshake (tls.Config.NextProtos). The director's admin port, which
+// selects no protocol, ignores it; a gRPC server, which speaks "h2" only,
+// refuses the handshake, and the client can say that it dialled the
+// director's gRPC port rather than failing after the handshake with
+// nothing to go on. A server that selects protocols must list it.
+const ALPN = "fedplane-admin"
+
+// Peer is what answered a Client where an admin port was expected.
+type Peer int
+
+// What can answer instead of an admin port, told from the handshake's
+// error or the first bytes of the reply.
+const (
+	// PeerGRPC is an HTTP/2 server, in the clear or behind TLS: the
+	// director's gRPC port, most likely.
+	PeerGRPC Peer = iota + 1
+	// PeerTLS is a server that speaks TLS, to a client that does not.
+	PeerTLS
+	// PeerPlaintext is a server that does not speak TLS, to a client that
+	// does.
+	PeerPlaintext
+)
+
+// WrongPortError is the error of an exchange with a server that is not an
+// admin port the client can talk to: another protocol's server, or an
+// admin port on the other side of TLS.
+type WrongPortError struct {
+	Addr string
+	Peer Peer
+	Err  error // what the exchange met
+}
+
+func (e *WrongPortError) Error() string {
+	switch e.Peer {
+	case PeerGRPC:
+		return fmt.Sprintf("%s is not an admin port: it speaks HTTP/2, as the director's gRPC port does", e.Addr)
+	case PeerTLS:
+		return fmt.Sprintf("%s speaks TLS and this client does not", e.Addr)
+	default:
+		return fmt.Sprintf("%s does not speak TLS and this client does", e.Addr)
+	}
+}
+
+func (e *WrongPortError) Unwrap() error { return e.Err }
+
+// peerOfHandshake tells, from the error of a client's TLS handshake, a
+// server that does not speak TLS (its first bytes, which crypto/tls keeps,
+// are no TLS record) or speaks HTTP/2 only (it refused ALPN).
+func peerOfHandshake(err error) Peer {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) {
+		if isHTTP2Frame(rh.RecordHeader[:]) {
+			return PeerGRPC // a gRPC port without TLS
+		}
+		return PeerPlaintext
+	}
+	// crypto/tls reports the peer's alert only as text.
+	if strings.Contains(err.Error(), "tls: no application protocol") {
+		return PeerGRPC
+	}
+	return 0
+}
+
+// peerOfReply tells another protocol from the first bytes of a reply: an
+// admin reply starts with JSON or the binary marker, never with these.
+func peerOfReply(first []byte) Peer {
+	switch {
+	case isHTTP2Frame(first):
+		return PeerGRPC
+	case len(first) >= 2 && (first[0] == tlsAlert || first[0] == tlsHandshake) && first[1] == 3:
+		return PeerTLS // a TLS record: an alert, or a server's hello
+	}
+	return 0
+}
+
+// The TLS record types a TLS server answers a client in the clear with.
+const (
+	tlsAlert     = 0x15
+	tlsHandshake = 0x16
+)
+
+// isHTTP2Frame reports whether b starts like the first frame an HTTP/2
+// server sends, a SETTINGS frame (type 4) on stream 0, or a GOAWAY (7);
+// the first 5 bytes are enough: a 3-byte length, the type and the flags.
+func isHTTP2Frame(b []byte) bool {
+	if len(b) < 5 || b[0] != 0 {
+		return false
+	}
+	switch b[3] {
+	case 0x4: // SETTINGS: no flags but ACK
+		return b[4]&^0x1 == 0
+	case 0x7: // GOAWAY: no flags
+		return b[4] == 0
+	}
+	return false
+}
+
+// headReader keeps the first bytes read through it.
+type headReader struct {
+	r    io.Reader
+	head [16]byte
+	n    int
+}
+
+func (h *headReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if h.n < len(h.head) {
+		h.n += copy(h.head[h.n:], p[:n])
+	}
+	return n, err
+}
+
+// first returns the bytes read so far, up to 16.
+func (h *headReader) first() []byte { return h.head[:h.n] }

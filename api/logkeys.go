@@ -34,6 +34,7 @@ const (
 	LogLog      = "log"       // a log file's path
 	LogTask     = "task"      // an OpenFL task name
 	LogSleep    = "sleep"     // a wait the director asked for
+	LogHint     = "hint"      // what to do about an error
 	LogGRPC     = "grpc"      // the address of the gRPC port
 	LogAdmin    = "admin"     // the address of the admin port
 	LogSamples  = "samples"   // a shard's sample count

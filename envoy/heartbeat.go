@@ -78,7 +78,11 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 			e.log.Warn("registering again failed", api.LogErr, err, api.LogRetryIn, wait)
 		default:
 			wait = b.delay()
-			e.log.Warn("heartbeat failed", api.LogErr, err, api.LogRetryIn, wait)
+			attrs := []any{api.LogErr, err, api.LogRetryIn, wait}
+			if hint := dialHint(err); hint != "" {
+				attrs = append(attrs, api.LogHint, hint)
+			}
+			e.log.Warn("heartbeat failed", attrs...)
 		}
 		if !sleep(ctx, wait) {
 			return nil

@@ -83,7 +83,11 @@ func retry(ctx context.Context, log *slog.Logger, rpc string, fn func(context.Co
 			return err
 		}
 		d := b.delay()
-		log.Warn("director unreachable; retrying", api.LogRPC, rpc, api.LogErr, err, api.LogRetryIn, d)
+		attrs := []any{api.LogRPC, rpc, api.LogErr, err, api.LogRetryIn, d}
+		if hint := dialHint(err); hint != "" {
+			attrs = append(attrs, api.LogHint, hint)
+		}
+		log.Warn("director unreachable; retrying", attrs...)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}

@@ -185,7 +185,7 @@ step "7. Metrics, round by round (fladmin metrics --follow)"
 run bin/fladmin metrics "$JOB" --follow
 
 step "8. Waiting for the job to finish"
-run bin/fladmin wait-job "$JOB" --timeout 10m
+run bin/fladmin wait-job "$JOB" --wait-timeout 10m
 
 step "9. Downloading the results"
 bin/fladmin download-job "$JOB" -d "$WS/results"

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
@@ -49,7 +52,12 @@ func newServeCmd() *cobra.Command {
 
 Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "grpc-listen: 127.0.0.1:50051" or
-"sample-shape: [28, 28]"); flags on the command line win over the file.`,
+"sample-shape: [28, 28]"); flags on the command line win over the file.
+
+The director stops gracefully on SIGTERM or SIGINT (^C). Exit status: 0
+after SIGTERM, 130 after SIGINT, 1 if it cannot start or fails while
+serving, 2 on a usage error (including a flag value it refuses, in flags
+or in --config).`,
 		Example: `  director serve
   director serve --sample-shape 28,28 --target-shape 1 --health-check-period 5s
   director serve --config director.yaml`,
@@ -81,22 +89,8 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	if o.healthCheckPeriod <= 0 {
-		return cli.Usagef("--health-check-period %v: must be positive", o.healthCheckPeriod)
-	}
-	if o.offlineAfter < 0 {
-		return cli.Usagef("--offline-after %v: must not be negative", o.offlineAfter)
-	}
-	if o.maxJobSize <= 0 || o.maxUnpackedSize <= 0 {
-		return cli.Usagef("--max-job-size and --max-unpacked-size must be positive")
-	}
-	if o.adminMaxConns <= 0 || o.adminIdleTimeout <= 0 {
-		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
-	}
-	if o.pprofListen != "" {
-		if err := checkPprofListen(o.pprofListen); err != nil {
-			return cli.Usagef("%v", err)
-		}
+	if err := o.check(); err != nil {
+		return err
 	}
 	tlsCfg, err := o.tls.Server()
 	if err != nil {
@@ -114,7 +108,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		Admin:       admin.Config{MaxConns: o.adminMaxConns, IdleTimeout: o.adminIdleTimeout},
 	}
 	if err := srv.Check(); err != nil {
-		return err
+		return &cli.UsageError{Err: err} // an address in flags (or --config)
 	}
 	d, err := director.New(ctx, director.Config{
 		DataDir:           o.dataDir,
@@ -127,6 +121,11 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		Version:           cli.Version,
 		Logger:            log,
 	})
+	if errors.Is(err, api.ErrInvalid) {
+		// director.New refuses a configuration with api.ErrInvalid before
+		// it opens anything: a value given in flags (or --config).
+		return &cli.UsageError{Err: fmt.Errorf("start director: %w", err)}
+	}
 	if err != nil {
 		return fmt.Errorf("start director: %w", err)
 	}
@@ -152,4 +151,45 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		log.Info("director stopped")
 	}
 	return runErr
+}
+
+// check refuses flag values the director cannot serve with, as usage
+// errors.
+func (o *serveOptions) check() error {
+	if o.dataDir == "" {
+		return cli.Usagef("--data-dir must not be empty")
+	}
+	if err := cli.CheckHostPort("grpc-listen", o.grpcListen); err != nil {
+		return err
+	}
+	if err := cli.CheckHostPort("admin-listen", o.adminListen); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(o.grpcListen); o.grpcListen == o.adminListen && port != "0" {
+		return cli.Usagef("--grpc-listen and --admin-listen are both %s: the ports need an address each", o.grpcListen)
+	}
+	if err := cli.CheckShape("sample-shape", o.sampleShape); err != nil {
+		return err
+	}
+	if err := cli.CheckShape("target-shape", o.targetShape); err != nil {
+		return err
+	}
+	if o.healthCheckPeriod <= 0 {
+		return cli.Usagef("--health-check-period %v: must be positive", o.healthCheckPeriod)
+	}
+	if o.offlineAfter < 0 {
+		return cli.Usagef("--offline-after %v: must not be negative", o.offlineAfter)
+	}
+	if o.maxJobSize <= 0 || o.maxUnpackedSize <= 0 {
+		return cli.Usagef("--max-job-size and --max-unpacked-size must be positive")
+	}
+	if o.adminMaxConns <= 0 || o.adminIdleTimeout <= 0 {
+		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
+	}
+	if o.pprofListen != "" {
+		if err := checkPprofListen(o.pprofListen); err != nil {
+			return cli.Usagef("%v", err)
+		}
+	}
+	return nil
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -52,8 +54,10 @@ Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "name: site-1" or "sample-shape: [28, 28]"); flags
 on the command line win over the file.
 
-The envoy exits 0 on SIGINT or SIGTERM, after stopping a running training
-command, and 1 if the director refuses the shard.`,
+The envoy stops on SIGTERM or SIGINT (^C), after stopping a running
+training command. Exit status: 0 after SIGTERM, 130 after SIGINT, 1 if the
+director refuses the shard or the envoy cannot start, 2 on a usage error
+(including a flag value it refuses, such as a --name with a space).`,
 		Example: `  envoy start --name site-1 --shard-dir /data/mnist --samples 6000 \
       --sample-shape 28,28 --target-shape 1
   envoy start --name site-2 --director director.example.org:50051 --shard-dir ./shard
@@ -64,7 +68,7 @@ command, and 1 if the director refuses the shard.`,
 	f := cmd.Flags()
 	cli.AddConfigFlag(cmd, &o.config)
 	f.StringVar(&o.name, "name", "", "the envoy's name in the federation (required): letters, digits, '.', '_', '-', '@'")
-	f.StringVar(&o.director, "director", envoy.DefaultDirector, "the director's gRPC address, HOST:PORT")
+	f.StringVar(&o.director, "director", envoy.DefaultDirector, "the director's gRPC port (its --grpc-listen, not the admin port), HOST:PORT")
 	f.StringVar(&o.shardDir, "shard-dir", "", "the local data shard, handed to the training command as FEDPLANE_DATA (required)")
 	f.Uint64Var(&o.samples, "samples", 0, "number of samples in the shard: the FedAvg weight unless the training command reports n_samples")
 	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "shape of one sample, comma-separated (e.g. 28,28)")
@@ -78,11 +82,8 @@ command, and 1 if the director refuses the shard.`,
 	return cmd
 }
 
-func (o *startOptions) run(cmd *cobra.Command) error {
-	log, err := cli.NewLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
-	if err != nil {
-		return err
-	}
+// check refuses flag values the envoy cannot run with, as usage errors.
+func (o *startOptions) check() error {
 	switch {
 	case o.name == "":
 		return cli.Usagef("--name is required")
@@ -92,6 +93,32 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		return cli.Usagef("--director must not be empty")
 	case o.killGrace <= 0:
 		return cli.Usagef("--kill-grace %v: must be positive", o.killGrace)
+	case !utf8.ValidString(o.description):
+		return cli.Usagef("--description is not UTF-8 text")
+	}
+	if err := cli.CheckName("name", o.name); err != nil {
+		return err
+	}
+	// A gRPC target with a scheme ("dns:///host:port", "unix:path") is
+	// grpc-go's to check.
+	if !strings.Contains(o.director, "://") && !strings.HasPrefix(o.director, "unix:") {
+		if err := cli.CheckHostPort("director", o.director); err != nil {
+			return err
+		}
+	}
+	if err := cli.CheckShape("sample-shape", o.sampleShape); err != nil {
+		return err
+	}
+	return cli.CheckShape("target-shape", o.targetShape)
+}
+
+func (o *startOptions) run(cmd *cobra.Command) error {
+	log, err := cli.NewLogger(cmd.ErrOrStderr(), o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	if err := o.check(); err != nil {
+		return err
 	}
 	if o.samples == 0 {
 		log.Warn("--samples is 0: results weigh nothing in FedAvg unless the training command reports n_samples")

@@ -60,9 +60,18 @@ func TestStartUsage(t *testing.T) {
 		{name: "bad log format", args: []string{"start", "--name", "a", "--shard-dir", shard, "--log-format", "xml"}, wantCode: cli.ExitUsage, wantErr: `--log-format "xml"`},
 		{name: "unknown flag", args: []string{"start", "--nmae", "a"}, wantCode: cli.ExitUsage, wantErr: "unknown flag: --nmae"},
 		{name: "arguments", args: []string{"start", "extra"}, wantCode: cli.ExitUsage, wantErr: "unknown command"},
-		{name: "bad name", args: []string{"start", "--name", "a b", "--shard-dir", shard}, wantCode: cli.ExitError, wantErr: `Error: start envoy: name "a b" has ' '`},
+		{name: "name with a space", args: []string{"start", "--name", "site a", "--shard-dir", shard}, wantCode: cli.ExitUsage, wantErr: `--name "site a" has ' '`},
+		{name: "name with a dot first", args: []string{"start", "--name", ".a", "--shard-dir", shard}, wantCode: cli.ExitUsage, wantErr: `--name ".a" starts with a dot`},
+		{name: "name too long", args: []string{"start", "--name", strings.Repeat("a", 129), "--shard-dir", shard}, wantCode: cli.ExitUsage, wantErr: "at most 128"},
+		{name: "director without port", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "localhost"}, wantCode: cli.ExitUsage, wantErr: `--director "localhost": want HOST:PORT`},
+		{name: "director with a bad port", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "localhost:http2"}, wantCode: cli.ExitUsage, wantErr: `port "http2" is not a number`},
+		{name: "empty shape dimension", args: []string{"start", "--name", "a", "--shard-dir", shard, "--sample-shape", "28,,28"}, wantCode: cli.ExitUsage, wantErr: "--sample-shape"},
+		{name: "trailing comma in shape", args: []string{"start", "--name", "a", "--shard-dir", shard, "--target-shape", "1,"}, wantCode: cli.ExitUsage, wantErr: "--target-shape"},
+		{name: "bad samples", args: []string{"start", "--name", "a", "--shard-dir", shard, "--samples", "-5"}, wantCode: cli.ExitUsage, wantErr: `invalid argument "-5" for "--samples"`},
+		{name: "bad kill grace value", args: []string{"start", "--name", "a", "--shard-dir", shard, "--kill-grace", "soon"}, wantCode: cli.ExitUsage, wantErr: `invalid argument "soon" for "--kill-grace"`},
+		{name: "half the tls flags", args: []string{"start", "--name", "a", "--shard-dir", shard, "--tls-ca", "ca.crt"}, wantCode: cli.ExitUsage, wantErr: "go together"},
 		{name: "missing shard dir", args: []string{"start", "--name", "a", "--shard-dir", filepath.Join(shard, "nope")}, wantCode: cli.ExitError, wantErr: "Error: start envoy: shard dir: "},
-		{name: "bad director", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "localhost"}, wantCode: cli.ExitError, wantErr: `director address "localhost": want host:port`},
+		{name: "director target with a scheme", args: []string{"start", "--name", "a", "--shard-dir", filepath.Join(shard, "nope"), "--director", "dns:///localhost:50051"}, wantCode: cli.ExitError, wantErr: "Error: start envoy: shard dir: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +129,17 @@ func TestStartConfigFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, stderr = run("start", "--config", config)
-	if code != cli.ExitError || !strings.Contains(stderr, `unknown key "nmae"`) {
-		t.Errorf("exit %d, stderr %q; want an unknown key error", code, stderr)
+	if code != cli.ExitUsage || !strings.Contains(stderr, `unknown key "nmae"`) {
+		t.Errorf("exit %d, stderr %q; want exit 2 and an unknown key error", code, stderr)
+	}
+
+	// A value the envoy refuses is a usage error from the file as from a flag.
+	yaml = "name: site a\nshard-dir: " + dir + "\n"
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = run("start", "--config", config)
+	if code != cli.ExitUsage || !strings.Contains(stderr, `--name "site a"`) {
+		t.Errorf("exit %d, stderr %q; want exit 2 naming --name", code, stderr)
 	}
 }

@@ -14,7 +14,7 @@ func newAbortJobCmd(f *factory) *cobra.Command {
 		Short: "Abort a pending or running job",
 		Long: `Abort a job that has not ended. JOB_ID may be the full id or a unique
 prefix of at least 8 characters.`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, err := f.do(cmd.Context(), api.CmdAbortJob+" "+args[0])
 			if err != nil {
@@ -24,8 +24,8 @@ prefix of at least 8 characters.`,
 			if err := reply.Into("job", &j); err != nil {
 				return err
 			}
-			if f.output == "json" {
-				return f.printJSON(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status)})
+			if f.structured() {
+				return f.print(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status)})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Aborted job %s\n", j.JobID)
 			return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,17 +35,21 @@ func envoysReply(n int) *adminproto.Message {
 
 // BenchmarkListEnvoys is fladmin's side of `make bench` figure 6: one
 // list-envoys of 10,000 envoys from a loopback server with a canned reply,
-// through the real command, printing to io.Discard.
+// through the real command, printing to io.Discard: "table" as on a pipe
+// (tab-separated lines), "table-tty" as on a terminal (tablewriter's box).
 func BenchmarkListEnvoys(b *testing.B) {
 	srv := startFakeAdmin(b, envoysReply(10_000))
-	for _, output := range []string{"table", "json"} {
+	for _, output := range []string{"table", "table-tty", "json", "yaml"} {
+		tty := output == "table-tty"
+		format := strings.TrimSuffix(output, "-tty")
 		b.Run(output, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				f := newFactory()
 				f.stdout, f.stderr = io.Discard, io.Discard
 				f.user = func() string { return "bench" }
-				if code := cli.Main(newRootCmd(f), []string{"--addr", srv.addr, "-o", output, "list-envoys"}, io.Discard); code != 0 {
+				f.stdoutIsTerminal = func() bool { return tty }
+				if code := cli.Main(newRootCmd(f), []string{"--addr", srv.addr, "-o", format, "list-envoys"}, io.Discard); code != 0 {
 					b.Fatalf("list-envoys exit %s", strconv.Itoa(code))
 				}
 			}

@@ -15,7 +15,7 @@ func newDeleteJobCmd(f *factory) *cobra.Command {
 		Long: `Delete a job and everything the director stored for it. A running job
 is refused: abort it first. JOB_ID may be the full id or a unique prefix of
 at least 8 characters.`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, err := f.do(cmd.Context(), api.CmdDeleteJob+" "+args[0])
 			if err != nil {
@@ -25,8 +25,8 @@ at least 8 characters.`,
 			if err := reply.Into(api.MetaJobID, &id); err != nil {
 				return err
 			}
-			if f.output == "json" {
-				return f.printJSON(map[string]string{api.MetaJobID: id, "status": "deleted"})
+			if f.structured() {
+				return f.print(map[string]string{api.MetaJobID: id, "status": "deleted"})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Deleted job %s\n", id)
 			return err

@@ -25,25 +25,27 @@ func newDownloadJobCmd(f *factory) *cobra.Command {
 	o := &downloadJobOptions{}
 	cmd := &cobra.Command{
 		Use:   "download-job JOB_ID",
-		Short: "Download a job's results into DIR/<job id>/",
-		Long: `Download a job's results and unpack them into DIR/<job id>/:
+		Short: "Download a job's results into <job id>/ under --dir",
+		Long: `Download a job's results and unpack them into DIR/<job id>/, where DIR is
+--dir (default: the current folder):
   job.json                  the job's definition
   status.json               status, reason, times, rounds and each envoy's state
   metrics.csv               round,origin,task,name,value,time
   models/last.safetensors   the newest global model (the final one when finished)
   models/best.safetensors   the best round's model (when job.json sets best_metric)
 The download streams into a temp file in DIR, is checked, and is unpacked
-with the same rules the director applies to uploads.`,
+with the same rules the director applies to uploads. An existing
+DIR/<job id>/ is never overwritten.`,
 		Example: `  fladmin download-job 3f2a9c1e
   fladmin download-job 3f2a9c1e -d ./results`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, dst, err := o.run(cmd, f, args[0])
 			if err != nil {
 				return err
 			}
-			if f.output == "json" {
-				return f.printJSON(map[string]any{api.MetaJobID: reply, "path": dst})
+			if f.structured() {
+				return f.print(map[string]any{api.MetaJobID: reply, "path": dst})
 			}
 			_, err = fmt.Fprintf(f.stdout, "Downloaded job %s to %s\n", reply, dst)
 			return err
@@ -71,7 +73,7 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	}
 	msg, err := c.Download(cmd.Context(), f.request(api.CmdDownloadJob+" "+id), maxDownload, tmp)
 	if err != nil {
-		return "", "", fmt.Errorf("download %s: %w", id, err)
+		return "", "", fmt.Errorf("download %s: %w", id, f.explain(err))
 	}
 	reply, err := replyMeta(msg)
 	if err != nil {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -11,9 +9,12 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
@@ -36,20 +37,17 @@ type factory struct {
 	tls     cli.TLSFlags
 
 	stdout, stderr io.Writer
-	// stderrIsTerminal decides whether progress is drawn.
-	stderrIsTerminal func() bool
+	// stdoutIsTerminal decides between a boxed table and tab-separated
+	// lines, stderrIsTerminal whether progress is drawn. Tests set them.
+	stdoutIsTerminal, stderrIsTerminal func() bool
 	// user names the caller to a director without TLS.
 	user func() string
 }
 
 func newFactory() *factory {
-	return &factory{
+	f := &factory{
 		stdout: os.Stdout,
 		stderr: os.Stderr,
-		stderrIsTerminal: func() bool {
-			fi, err := os.Stderr.Stat()
-			return err == nil && fi.Mode()&os.ModeCharDevice != 0
-		},
 		user: func() string {
 			if u, err := user.Current(); err == nil {
 				return u.Username
@@ -57,6 +55,17 @@ func newFactory() *factory {
 			return os.Getenv("USER")
 		},
 	}
+	f.stdoutIsTerminal = func() bool { return isTerminal(f.stdout) }
+	f.stderrIsTerminal = func() bool { return isTerminal(f.stderr) }
+	return f
+}
+
+// isTerminal reports whether w is a terminal. This is fladmin's one
+// terminal test: term.IsTerminal asks the terminal driver (isatty), where
+// a check for a character device would also take /dev/null for one.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func (f *factory) addFlags(root *cobra.Command) {
@@ -65,8 +74,8 @@ func (f *factory) addFlags(root *cobra.Command) {
 		addr = defaultAddr
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&f.addr, "addr", addr, "director admin address HOST:PORT (env "+addrEnv+")")
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&f.addr, "addr", addr, "the director's admin port (its --admin-listen), HOST:PORT (env "+addrEnv+")")
+	pf.StringVarP(&f.output, "output", "o", outputTable, outputUsage)
 	pf.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up when the director sends nothing for this long")
 	f.tls.AddPersistent(root, "your admin")
 	for flag, env := range map[string]string{"tls-ca": "FLADMIN_TLS_CA", "tls-cert": "FLADMIN_TLS_CERT", "tls-key": "FLADMIN_TLS_KEY"} {
@@ -79,14 +88,33 @@ func (f *factory) addFlags(root *cobra.Command) {
 }
 
 func (f *factory) validate() error {
-	if f.output != "table" && f.output != "json" {
-		return cli.Usagef("--output %q: want table or json", f.output)
+	switch f.output {
+	case outputTable, outputJSON, outputYAML:
+	default:
+		return cli.Usagef("--output %q: want table, json or yaml", f.output)
 	}
 	if f.timeout <= 0 {
 		return cli.Usagef("--timeout %v: must be positive", f.timeout)
 	}
 	if f.addr == "" {
 		return cli.Usagef("--addr is empty")
+	}
+	return cli.CheckHostPort("addr", f.addr)
+}
+
+// jobIDArg is the Args of a command that takes one JOB_ID: the full id or
+// a prefix of at least api.MinIDPrefix characters, one word (it travels as
+// a word of the command line the director parses).
+func jobIDArg(cmd *cobra.Command, args []string) error {
+	if err := cobra.ExactArgs(1)(cmd, args); err != nil {
+		return err
+	}
+	id := args[0]
+	if i := strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
+		return fmt.Errorf("JOB_ID %q has %q: an id is one word", id, id[i:i+1])
+	}
+	if len(id) < api.MinIDPrefix {
+		return fmt.Errorf("JOB_ID %q is too short: give the id or at least its first %d characters", id, api.MinIDPrefix)
 	}
 	return nil
 }
@@ -100,10 +128,31 @@ func (f *factory) client() (*adminproto.Client, error) {
 		return nil, err
 	}
 	if cfg != nil {
+		// Offering the admin port's protocol makes a gRPC port refuse
+		// the handshake: see adminproto.ALPN.
+		cfg.NextProtos = []string{adminproto.ALPN}
 		d := &tls.Dialer{Config: cfg}
 		c.Dial = d.DialContext
 	}
 	return c, nil
+}
+
+// explain adds what to do to an error of the admin client that shows
+// fladmin pointed at something other than the director's admin port, or
+// with TLS where the port has none or without where it has.
+func (f *factory) explain(err error) error {
+	var wp *adminproto.WrongPortError
+	switch {
+	case errors.As(err, &wp) && wp.Peer == adminproto.PeerGRPC:
+		return fmt.Errorf("%w; fladmin talks to the director's admin port (director serve --admin-listen, default %s): fix --addr or %s", err, defaultAddr, addrEnv)
+	case errors.As(err, &wp) && wp.Peer == adminproto.PeerTLS:
+		return fmt.Errorf("%w; the director serves TLS there: give --tls-ca, --tls-cert and --tls-key (or FLADMIN_TLS_*), an admin certificate from \"director pki issue --kind admin\"", err)
+	case errors.As(err, &wp) && wp.Peer == adminproto.PeerPlaintext:
+		return fmt.Errorf("%w; the director serves that port without TLS: leave out --tls-ca, --tls-cert and --tls-key (and FLADMIN_TLS_*), or check --addr", err)
+	case errors.Is(err, adminproto.ErrNoReply) && f.tls.CA == "":
+		return fmt.Errorf("%w; if the director serves TLS, give --tls-ca, --tls-cert and --tls-key: it hangs up on a client without them", err)
+	}
+	return err
 }
 
 // request builds a request envelope for command, naming the user.
@@ -135,7 +184,7 @@ func (f *factory) doStream(ctx context.Context, command string, stream adminprot
 	}
 	reply, err := c.DoMeta(ctx, f.request(command), stream)
 	if err != nil {
-		return nil, err
+		return nil, f.explain(err)
 	}
 	return reply, refusal(reply)
 }
@@ -197,45 +246,6 @@ func (f *factory) doList(ctx context.Context, command, key string, each func(dec
 	return nil
 }
 
-// printList prints the list under key in command's reply as indented JSON,
-// objects unchanged (the director's stable lowerCamel keys), [] when empty.
-// It streams: each element is re-indented and written as it arrives, so a
-// list of 10,000 envoys is never held whole. Should the exchange break
-// midway, what was printed is cut short and the error says why.
-func (f *factory) printList(ctx context.Context, command, key string) error {
-	bw := bufio.NewWriterSize(f.stdout, 64<<10)
-	var raw json.RawMessage
-	var buf bytes.Buffer
-	n := 0
-	err := f.doList(ctx, command, key, func(dec *json.Decoder) error {
-		if err := dec.Decode(&raw); err != nil {
-			return err
-		}
-		buf.Reset()
-		if n == 0 {
-			buf.WriteString("[\n  ")
-		} else {
-			buf.WriteString(",\n  ")
-		}
-		n++
-		if err := json.Indent(&buf, raw, "  ", "  "); err != nil {
-			return err
-		}
-		_, err := bw.Write(buf.Bytes())
-		return err
-	})
-	if err != nil {
-		bw.Flush()
-		return err
-	}
-	if n == 0 {
-		bw.WriteString("[]\n")
-	} else {
-		bw.WriteString("\n]\n")
-	}
-	return bw.Flush()
-}
-
 // replyMeta returns the meta of an upload's or download's reply, or an
 // error if the director refused.
 func replyMeta(reply *adminproto.Message) (adminproto.Meta, error) {
@@ -244,18 +254,6 @@ func replyMeta(reply *adminproto.Message) (adminproto.Meta, error) {
 		return nil, err
 	}
 	return meta, refusal(meta)
-}
-
-// printJSONLine writes v as one line of JSON.
-func (f *factory) printJSONLine(v any) error {
-	return json.NewEncoder(f.stdout).Encode(v)
-}
-
-// printJSON writes v as indented JSON.
-func (f *factory) printJSON(v any) error {
-	enc := json.NewEncoder(f.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // fmtTime formats a time for tables: local time, seconds, "-" when zero.

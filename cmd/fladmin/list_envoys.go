@@ -14,9 +14,14 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list-envoys",
 		Short: "List the federation's envoys and whether they are online",
-		Args:  cobra.NoArgs,
+		Long: `List the federation's envoys: whether each is online, when the director
+last heard from it, the experiment it runs, and its shard.`,
+		Example: `  fladmin list-envoys
+  fladmin list-envoys | awk -F'\t' '$2 == "no" { print $1 }'   # the offline ones
+  fladmin list-envoys -o yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.output == "json" {
+			if f.structured() {
 				return f.printList(cmd.Context(), api.CmdListEnvoys, api.MetaEnvoys)
 			}
 			// The list is decoded as it arrives, envoy by envoy: with
@@ -34,6 +39,7 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			header := []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"}
 			if len(envoys) == 0 {
 				_, err := fmt.Fprintln(f.stdout, "No envoys registered.")
 				return err
@@ -46,7 +52,7 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 				}
 				rows = append(rows, []string{e.Name, yesNo(e.Online), fmtTime(e.LastSeen), exp, strconv.FormatUint(e.Samples, 10), e.Shard})
 			}
-			return f.printTable([]string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"}, rows)
+			return f.printTable(header, rows)
 		},
 	}
 }

@@ -53,7 +53,7 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 	if o.reverse {
 		command += " -r"
 	}
-	if f.output == "json" {
+	if f.structured() {
 		return f.printList(cmd.Context(), command, api.MetaJobs)
 	}
 	reply, err := f.do(cmd.Context(), command)
@@ -64,6 +64,7 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 	if err := reply.Into(api.MetaJobs, &jobs); err != nil {
 		return err
 	}
+	header := []string{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}
 	if len(jobs) == 0 {
 		_, err := fmt.Fprintln(f.stdout, "No jobs.")
 		return err
@@ -72,5 +73,5 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 	for _, j := range jobs {
 		rows = append(rows, []string{j.JobID, j.Name, string(j.Status), j.Submitter, fmtTime(j.SubmitTime), j.Duration})
 	}
-	return f.printTable([]string{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}, rows)
+	return f.printTable(header, rows)
 }

@@ -23,13 +23,18 @@ func newRootCmd(f *factory) *cobra.Command {
 (NVIDIA FLARE's admin exchange): it submits job folders, lists and manages
 jobs, and shows the envoys.
 
+Tables are boxed on a terminal and tab-separated lines (a header line, then
+one line per row) when stdout is not a terminal; -o json and -o yaml print
+the director's replies with the same keys.
+
 Exit status: 0 on success, 1 on an error (including a refusal by the
-director), 2 on a usage error.`,
+director), 2 on a usage error, 130 on ^C.`,
 		Version: cli.Version,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return f.validate()
 		},
 	}
+	root.SetOut(f.stdout)
 	f.addFlags(root)
 	root.AddCommand(
 		newSubmitJobCmd(f),

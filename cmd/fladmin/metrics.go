@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,15 +28,26 @@ func newMetricsCmd(f *factory) *cobra.Command {
 		Long: `Print a job's metrics as a table with one row per round and one column per
 metric: the sample-weighted mean over the round's envoys (origin
 "aggregator"). A round's metrics describe the global model that round
-started from. With --follow, rows are printed as rounds complete until the
-job ends. -o json prints every api.Metric (each envoy's and the aggregated ones)
-as JSON; with --follow, one JSON object per line.`,
+started from.
+
+A value that is a whole number prints as an integer and any other with four
+decimals, so a count such as n_samples reads 6000 and a loss 0.6931.
+
+With --follow, each round's row is printed as soon as the round is in, until
+the job ends; the header and the rows are those the table without --follow
+prints, and the columns are the metrics of the first round. The job's final
+status follows the table (on stderr when stdout is not a terminal).
+
+-o json prints every metric (each envoy's and the aggregated ones) as a JSON
+list, -o yaml as a YAML list; with --follow, one JSON object a line, or one
+YAML document a metric.`,
 		Example: `  fladmin metrics 3f2a9c1e
-  fladmin metrics 3f2a9c1e --follow`,
-		Args: cobra.ExactArgs(1),
+  fladmin metrics 3f2a9c1e --follow
+  fladmin metrics 3f2a9c1e | cut -f1,3`,
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.interval <= 0 {
-				return cli.Usagef("--interval must be positive")
+				return cli.Usagef("--interval %v: must be positive", o.interval)
 			}
 			if o.follow {
 				return o.runFollow(cmd.Context(), f, args[0])
@@ -90,11 +102,19 @@ func pivot(ms []api.Metric) (rounds []int, names []string, values map[int]map[st
 	return rounds, names, values
 }
 
-func row(round int, names []string, vals map[string]float64) []string {
+// metricsHeader is the header of a table of rounds: ROUND, then the
+// metric names in upper case.
+func metricsHeader(names []string) []string {
+	return append([]string{"ROUND"}, upper(names)...)
+}
+
+// metricsRow formats one round's values in the order of names, "-" for a
+// metric the round lacks. The table and --follow both print rows made here.
+func metricsRow(round int, names []string, vals map[string]float64) []string {
 	r := []string{strconv.Itoa(round)}
 	for _, n := range names {
 		if v, ok := vals[n]; ok {
-			r = append(r, strconv.FormatFloat(v, 'f', 4, 64))
+			r = append(r, formatMetric(v))
 		} else {
 			r = append(r, "-")
 		}
@@ -102,16 +122,58 @@ func row(round int, names []string, vals map[string]float64) []string {
 	return r
 }
 
+// formatMetric prints a whole number as an integer, so that a count such
+// as n_samples reads 6000, and any other value with four decimals. The
+// rule looks at one value only, so that --follow, which prints a round
+// before it has seen the next, formats every row as the one-shot table does.
+func formatMetric(v float64) string {
+	if v == 0 {
+		return "0" // and not "-0"
+	}
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 4, 64)
+}
+
+// minMetricWidth is the narrowest a metric's column is drawn on a terminal,
+// so that --follow, whose columns are fixed by the first round, has room
+// for later values: four decimals and five digits before the point.
+const minMetricWidth = 10
+
+// metricsWidths are the column widths of a table of rounds on a terminal:
+// each column's widest cell among header and rows, and at least
+// minMetricWidth for a metric. The one-shot table passes all its rows,
+// --follow the first rounds it prints; where later values fit, both draw
+// the same table.
+func metricsWidths(header []string, rows [][]string) []int {
+	w := columnWidths(header, rows)
+	for i := 1; i < len(w); i++ {
+		w[i] = max(w[i], minMetricWidth)
+	}
+	return w
+}
+
+// newMetricsTable starts the table of rounds whose first rows are rows.
+func (f *factory) newMetricsTable(names []string, rows [][]string, flush bool) (*table, error) {
+	header := metricsHeader(names)
+	var widths []int
+	if f.stdoutIsTerminal() {
+		widths = metricsWidths(header, rows)
+	}
+	return f.newTable(header, widths, flush)
+}
+
 func (o *metricsOptions) runOnce(ctx context.Context, f *factory, id string) error {
 	ms, _, _, err := fetchMetrics(ctx, f, id, 0)
 	if err != nil {
 		return err
 	}
-	if f.output == "json" {
+	if f.structured() {
 		if ms == nil {
 			ms = []api.Metric{}
 		}
-		return f.printJSON(ms)
+		return f.print(ms)
 	}
 	rounds, names, values := pivot(ms)
 	if len(rounds) == 0 {
@@ -120,19 +182,40 @@ func (o *metricsOptions) runOnce(ctx context.Context, f *factory, id string) err
 	}
 	rows := make([][]string, 0, len(rounds))
 	for _, r := range rounds {
-		rows = append(rows, row(r, names, values[r]))
+		rows = append(rows, metricsRow(r, names, values[r]))
 	}
-	return f.printTable(append([]string{"ROUND"}, upper(names)...), rows)
+	t, err := f.newMetricsTable(names, rows, false)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if err := t.append(r); err != nil {
+			t.close()
+			return err
+		}
+	}
+	return t.close()
 }
 
-// runFollow prints rounds as their aggregated metrics arrive.
-func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) error {
+// runFollow prints rounds as their aggregated metrics arrive: the same
+// header and rows as runOnce, each row as soon as its round is in, under
+// the columns of the first round printed.
+func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) (err error) {
 	var (
 		seq     int64
 		names   []string
 		printed = map[int]bool{}
 		all     []api.Metric
+		tab     *table
 	)
+	defer func() {
+		// The bottom border, also when the director breaks off or ^C.
+		if tab != nil {
+			if cerr := tab.close(); err == nil {
+				err = cerr
+			}
+		}
+	}()
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
 	for {
@@ -142,34 +225,51 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 		}
 		for _, m := range ms {
 			seq = max(seq, m.Seq)
-			if f.output == "json" {
-				if err := f.printJSONLine(m); err != nil {
+			if f.structured() {
+				if err := f.printRecord(m); err != nil {
 					return err
 				}
 			}
 		}
 		all = append(all, ms...)
-		if f.output != "json" {
+		if !f.structured() {
 			rounds, ns, values := pivot(all)
+			var rows [][]string
 			for _, r := range rounds {
 				if printed[r] {
 					continue
 				}
 				if names == nil {
 					names = ns
-					fmt.Fprintln(f.stdout, fixedRow(append([]string{"ROUND"}, upper(names)...)))
 				}
 				printed[r] = true
-				fmt.Fprintln(f.stdout, fixedRow(row(r, names, values[r])))
+				rows = append(rows, metricsRow(r, names, values[r]))
+			}
+			if tab == nil && len(rows) > 0 {
+				if tab, err = f.newMetricsTable(names, rows, true); err != nil {
+					return err
+				}
+			}
+			for _, r := range rows {
+				if err := tab.append(r); err != nil {
+					return err
+				}
 			}
 		}
 		if status.Terminal() {
-			if f.output != "json" && len(printed) == 0 {
+			if f.structured() {
+				return nil
+			}
+			if tab != nil {
+				err := tab.close()
+				tab = nil
+				if err != nil {
+					return err
+				}
+			} else {
 				fmt.Fprintln(f.stdout, "No metrics.")
 			}
-			if f.output != "json" {
-				fmt.Fprintf(f.stdout, "Job %s %s\n", id, status)
-			}
+			f.notice("Job %s %s", id, status)
 			return nil
 		}
 		select {
@@ -178,20 +278,6 @@ func (o *metricsOptions) runFollow(ctx context.Context, f *factory, id string) e
 		case <-t.C:
 		}
 	}
-}
-
-// fixedRow lays cells out in columns of a fixed width, so rows printed one
-// at a time as rounds complete line up under the header.
-func fixedRow(cells []string) string {
-	var b strings.Builder
-	for i, c := range cells {
-		w := 7
-		if i > 0 {
-			w = 12
-		}
-		fmt.Fprintf(&b, "%-*s ", max(w, len(c)), c)
-	}
-	return strings.TrimRight(b.String(), " ")
 }
 
 func upper(names []string) []string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"text/tabwriter"
 
@@ -20,18 +21,18 @@ func newShowJobCmd(f *factory) *cobra.Command {
 8 characters.`,
 		Example: `  fladmin show-job 3f2a9c1e
   fladmin show-job 3f2a9c1e -o json`,
-		Args: cobra.ExactArgs(1),
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			reply, err := f.do(cmd.Context(), api.CmdGetJobMeta+" "+args[0])
 			if err != nil {
 				return err
 			}
-			if f.output == "json" {
+			if f.structured() {
 				var raw json.RawMessage
 				if err := reply.Into(api.MetaJob, &raw); err != nil {
 					return err
 				}
-				return f.printJSON(raw)
+				return f.print(raw)
 			}
 			var j api.Job
 			if err := reply.Into(api.MetaJob, &j); err != nil {
@@ -43,7 +44,12 @@ func newShowJobCmd(f *factory) *cobra.Command {
 }
 
 func printJob(f *factory, j api.Job) error {
+	// Aligned on a terminal; "Key:<tab>value" lines on a pipe, like tables.
+	var w io.Writer = f.stdout
 	tw := tabwriter.NewWriter(f.stdout, 0, 4, 2, ' ', 0)
+	if f.stdoutIsTerminal() {
+		w = tw
+	}
 	fields := []struct{ k, v string }{
 		{"Job ID", j.JobID},
 		{"Name", j.Name},
@@ -61,7 +67,7 @@ func printJob(f *factory, j api.Job) error {
 		if kv.v == "" {
 			continue
 		}
-		fmt.Fprintf(tw, "%s:\t%s\n", kv.k, kv.v)
+		fmt.Fprintf(w, "%s:\t%s\n", kv.k, kv.v)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

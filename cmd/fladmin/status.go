@@ -23,8 +23,8 @@ func newStatusCmd(f *factory) *cobra.Command {
 			}
 			meta := maps.Clone(reply)
 			delete(meta, "status")
-			if f.output == "json" {
-				return f.printJSON(meta)
+			if f.structured() {
+				return f.print(meta)
 			}
 			// The reply's meta is a DirectorStatus beside "status".
 			b, err := json.Marshal(meta)

@@ -25,8 +25,8 @@ func newSubmitJobCmd(f *factory) *cobra.Command {
 		Long: `Submit the job folder DIR. fladmin checks DIR's job.json first, then streams
 the folder as a zip straight to the director (no temporary copy): files that
 compress are deflated, the rest stored. A progress bar is drawn on stderr when
-stderr is a terminal. On success the job's id is printed.`,
-		Example: `  fladmin submit-job ./examples/logreg
+stderr is a terminal (and -o is table). On success the job's id is printed.`,
+		Example: `  fladmin submit-job ./examples/logreg/job
   fladmin submit-job ./my-job -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -65,7 +65,7 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	}
 	msg, err := c.Upload(ctx, f.request(api.CmdSubmitJob), uint64(a.Size()), body)
 	if err != nil {
-		return fmt.Errorf("submit %s: %w", dir, err)
+		return fmt.Errorf("submit %s: %w", dir, f.explain(err))
 	}
 	reply, err := replyMeta(msg)
 	if err != nil {
@@ -75,8 +75,8 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err := reply.Into(api.MetaJobID, &id); err != nil {
 		return err
 	}
-	if f.output == "json" {
-		return f.printJSON(map[string]any{api.MetaJobID: id, "bytes": a.Size(), "files": a.Files()})
+	if f.structured() {
+		return f.print(map[string]any{api.MetaJobID: id, "bytes": a.Size(), "files": a.Files()})
 	}
 	_, err = fmt.Fprintf(f.stdout, "Submitted job %s\n", id)
 	return err

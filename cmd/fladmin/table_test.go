@@ -4,47 +4,76 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/tw"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
 )
 
-// tablewriterOutput renders header and rows the way small tables are, with
-// tablewriter's defaults.
-func tablewriterOutput(t *testing.T, header []string, rows [][]string) string {
+// runFladminTTY runs fladmin with stdout taken for a terminal or not.
+func runFladminTTY(tb testing.TB, addr string, tty bool, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+	f := newFactory()
+	var out, errb bytes.Buffer
+	f.stdout, f.stderr = &out, &errb
+	f.stdoutIsTerminal = func() bool { return tty }
+	f.stderrIsTerminal = func() bool { return false }
+	f.user = func() string { return "tester" }
+	code = cli.Main(newRootCmd(f), append([]string{"--addr", addr, "--timeout", "5s"}, args...), &errb)
+	return out.String(), errb.String(), code
+}
+
+// testFactory is a factory writing to buffers, stdout a terminal or not.
+func testFactory(tty bool) (*factory, *bytes.Buffer, *bytes.Buffer) {
+	f := newFactory()
+	var out, errb bytes.Buffer
+	f.stdout, f.stderr = &out, &errb
+	f.stdoutIsTerminal = func() bool { return tty }
+	return f, &out, &errb
+}
+
+// batchTable is what tablewriter draws for header and rows in one Render,
+// headers as given.
+func batchTable(t *testing.T, header []string, rows [][]string) string {
 	t.Helper()
 	var buf bytes.Buffer
-	tw := tablewriter.NewWriter(&buf)
-	tw.Header(header)
-	if err := tw.Bulk(rows); err != nil {
+	tb := tablewriter.NewTable(&buf, tablewriter.WithHeaderAutoFormat(tw.Off))
+	tb.Header(header)
+	if err := tb.Bulk(rows); err != nil {
 		t.Fatal(err)
 	}
-	if err := tw.Render(); err != nil {
+	if err := tb.Render(); err != nil {
 		t.Fatal(err)
 	}
 	return buf.String()
 }
 
-// TestPlainTable checks that the plain renderer draws exactly what
-// tablewriter draws, for fixed and random plain tables, so that a table
-// looks the same whichever side of plainTableMinRows it falls.
-func TestPlainTable(t *testing.T) {
-	tables := []struct {
-		name   string
-		header []string
-		rows   [][]string
-	}{
+type tableCase struct {
+	name   string
+	header []string
+	rows   [][]string
+}
+
+func tableCases() []tableCase {
+	tables := []tableCase{
 		{"envoys", []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"},
 			[][]string{{"site-a", "yes", "2026-11-22 09:00:00", "-", "1000", "hospital A"}, {"b", "no", "-", "-", "0", ""}}},
 		{"wide header", []string{"A LONG HEADER", "X"}, [][]string{{"a", "bb"}, {"", "c"}}},
 		{"odd centring", []string{"AB", "ABC"}, [][]string{{"abcde", "abcdef"}}},
-		{"inner spaces", []string{"K"}, [][]string{{"x  y"}, {"a b c d e f"}, {strings.Repeat("z", 300)}}},
+		{"underscore header", []string{"ROUND", "N_SAMPLES"}, [][]string{{"0", "6000"}}},
+		{"spaces", []string{"K"}, [][]string{{"x  y"}, {" lead"}, {"trail "}, {strings.Repeat("z", 300)}}},
+		{"wide characters", []string{"SITE", "NOTE"}, [][]string{{"東京", "ok"}, {"é", "日本語のデータ"}}},
+		{"line breaks", []string{"REASON"}, [][]string{{"first line\nsecond, longer line"}, {"x"}}},
 		{"no rows", []string{"ONE", "TWO"}, nil},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	const alphabet = "abcXYZ019 -_.:/|,;!~#"
-	for n := range 50 {
+	const alphabet = "abcXYZ019 -_.:/|,;!~#é日"
+	runes := []rune(alphabet)
+	for n := range 40 {
 		cols := 1 + rng.IntN(6)
 		header := make([]string, cols)
 		for i := range header {
@@ -54,57 +83,108 @@ func TestPlainTable(t *testing.T) {
 		for range rng.IntN(8) {
 			row := make([]string, cols)
 			for i := range row {
-				b := make([]byte, rng.IntN(20))
+				b := make([]rune, rng.IntN(20))
 				for k := range b {
-					b[k] = alphabet[rng.IntN(len(alphabet))]
+					b[k] = runes[rng.IntN(len(runes))]
 				}
-				row[i] = strings.Trim(string(b), " ")
+				row[i] = string(b)
 			}
 			rows = append(rows, row)
 		}
-		tables = append(tables, struct {
-			name   string
-			header []string
-			rows   [][]string
-		}{fmt.Sprintf("random %d", n), header, rows})
+		tables = append(tables, tableCase{fmt.Sprintf("random %d", n), header, rows})
 	}
-	for _, tt := range tables {
+	return tables
+}
+
+// TestTableTerminal checks that a table on a terminal, streamed row by row
+// with the widths columnWidths measures, is what tablewriter draws when it
+// measures the whole table itself.
+func TestTableTerminal(t *testing.T) {
+	for _, tt := range tableCases() {
 		t.Run(tt.name, func(t *testing.T) {
-			if !plainTable(tt.header, tt.rows) {
-				t.Fatalf("table is not plain")
-			}
-			var got bytes.Buffer
-			if err := writePlainTable(&got, tt.header, tt.rows); err != nil {
+			f, out, _ := testFactory(true)
+			if err := f.printTable(tt.header, tt.rows); err != nil {
 				t.Fatal(err)
 			}
-			if want := tablewriterOutput(t, tt.header, tt.rows); got.String() != want {
-				t.Fatalf("plain renderer drew\n%s\ntablewriter drew\n%s", got.String(), want)
+			if want := batchTable(t, tt.header, tt.rows); out.String() != want {
+				t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
 			}
 		})
 	}
 }
 
-func TestPlainTableRefuses(t *testing.T) {
+func TestTablePiped(t *testing.T) {
 	tests := []struct {
 		name   string
 		header []string
 		rows   [][]string
+		want   string
 	}{
-		{"lower-case header", []string{"name"}, nil},
-		{"underscore header", []string{"LAST_SEEN"}, nil},
-		{"leading space", []string{"A"}, [][]string{{" x"}}},
-		{"trailing space", []string{"A"}, [][]string{{"x "}}},
-		{"tab", []string{"A"}, [][]string{{"x\ty"}}},
-		{"newline", []string{"A"}, [][]string{{"x\ny"}}},
-		{"wide character", []string{"A"}, [][]string{{"日本"}}},
-		{"accent", []string{"A"}, [][]string{{"é"}}},
-		{"short row", []string{"A", "B"}, [][]string{{"x"}}},
+		{"rows", []string{"NAME", "LAST SEEN"}, [][]string{{"site-a", "2026-11-22 09:00:00"}, {"b", ""}},
+			"NAME\tLAST SEEN\nsite-a\t2026-11-22 09:00:00\nb\t\n"},
+		{"no rows", []string{"JOB ID", "NAME"}, nil, "JOB ID\tNAME\n"},
+		{"tabs and line breaks", []string{"A", "B"}, [][]string{{"x\ty", "one\ntwo\r\n"}},
+			"A\tB\nx y\tone two  \n"},
+		{"kept as given", []string{"N_SAMPLES"}, [][]string{{"  6000 "}, {"日本"}}, "N_SAMPLES\n  6000 \n日本\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if plainTable(tt.header, tt.rows) {
-				t.Fatalf("plainTable accepted %q %q", tt.header, tt.rows)
+			f, out, _ := testFactory(false)
+			if err := f.printTable(tt.header, tt.rows); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tt.want {
+				t.Fatalf("got %q, want %q", out.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestIsTerminal checks the one terminal test against what is not a
+// terminal, /dev/null among them: it is a character device, which a check
+// of the file mode took for a terminal.
+func TestIsTerminal(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	file, err := os.Create(t.TempDir() + "/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	for name, w := range map[string]any{"/dev/null": null, "pipe": pw, "file": file, "buffer": &bytes.Buffer{}} {
+		if isTerminal(w.(interface{ Write([]byte) (int, error) })) {
+			t.Errorf("%s: got terminal, want not", name)
+		}
+	}
+}
+
+// TestListEnvoysOutput runs list-envoys against a canned reply, on a
+// terminal and on a pipe.
+func TestListEnvoysOutput(t *testing.T) {
+	srv := startFakeAdmin(t, ok(map[string]any{"envoys": []any{
+		map[string]any{"name": "site-a", "online": true, "lastSeen": "0001-01-01T00:00:00Z", "samples": 42, "shard": "hospital A"},
+		map[string]any{"name": "site-b", "online": false, "experiment": "3f2a", "samples": 7},
+	}}))
+	out, stderr, code := runFladminTTY(t, srv.addr, false, "list-envoys")
+	want := "NAME\tONLINE\tLAST SEEN\tEXPERIMENT\tSAMPLES\tSHARD\n" +
+		"site-a\tyes\t-\t-\t42\thospital A\n" +
+		"site-b\tno\t-\t3f2a\t7\t\n"
+	if code != 0 || out != want {
+		t.Fatalf("pipe: exit %d, stderr %q, stdout %q; want %q", code, stderr, out, want)
+	}
+	out, stderr, code = runFladminTTY(t, srv.addr, true, "list-envoys")
+	want = batchTable(t, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"},
+		[][]string{{"site-a", "yes", "-", "-", "42", "hospital A"}, {"site-b", "no", "-", "3f2a", "7", ""}})
+	if code != 0 || out != want {
+		t.Fatalf("terminal: exit %d, stderr %q, stdout\n%s\nwant\n%s", code, stderr, out, want)
 	}
 }

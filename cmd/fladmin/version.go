@@ -15,8 +15,8 @@ func newVersionCmd(f *factory) *cobra.Command {
 		Short: "Print fladmin's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.output == "json" {
-				return f.printJSON(map[string]string{"version": cli.Version, "go": runtime.Version()})
+			if f.structured() {
+				return f.print(map[string]string{"version": cli.Version, "go": runtime.Version()})
 			}
 			_, err := fmt.Fprintf(f.stdout, "fladmin %s (%s)\n", cli.Version, runtime.Version())
 			return err

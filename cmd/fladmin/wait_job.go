@@ -13,40 +13,51 @@ import (
 )
 
 type waitJobOptions struct {
-	timeout  time.Duration
-	interval time.Duration
+	waitTimeout time.Duration
+	interval    time.Duration
 }
 
-// errJobNotFinished makes wait-job exit 1 after printing the job's end.
-var errJobNotFinished = errors.New("job did not finish")
+var (
+	// errJobNotFinished makes wait-job exit 1 after printing the job's end.
+	errJobNotFinished = errors.New("job did not finish")
+	// errWaitTimeout ends the wait when --wait-timeout has passed.
+	errWaitTimeout = errors.New("--wait-timeout passed")
+)
 
 func newWaitJobCmd(f *factory) *cobra.Command {
 	o := &waitJobOptions{}
 	cmd := &cobra.Command{
 		Use:   "wait-job JOB_ID",
 		Short: "Wait until a job ends; print its final status and reason",
-		Long: `Wait until the job ends, then print its final status and, for a job that
-failed or was aborted, the reason. Exit status 0 only when the job finished;
-1 when it failed, was aborted or rejected, or --timeout passed first.`,
+		Long: `Wait until the job ends, asking the director every --interval, then print
+its final status and, for a job that failed or was aborted, the reason.
+--wait-timeout bounds the whole wait; the global --timeout still bounds each
+question to the director.
+
+Exit status: 0 only when the job finished; 1 when it failed, was aborted or
+rejected, or --wait-timeout passed first; 130 on ^C.`,
 		Example: `  fladmin wait-job 3f2a9c1e
-  fladmin wait-job 3f2a9c1e --timeout 2h -o json`,
-		Args: cobra.ExactArgs(1),
+  fladmin wait-job 3f2a9c1e --wait-timeout 2h -o json`,
+		Args: jobIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.timeout < 0 || o.interval <= 0 {
-				return cli.Usagef("--timeout must not be negative and --interval must be positive")
+			if o.waitTimeout < 0 {
+				return cli.Usagef("--wait-timeout %v: must not be negative", o.waitTimeout)
+			}
+			if o.interval <= 0 {
+				return cli.Usagef("--interval %v: must be positive", o.interval)
 			}
 			return o.run(cmd.Context(), f, args[0])
 		},
 	}
-	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: wait as long as it takes)")
+	cmd.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 0, "give up when the job has not ended after this long (0: wait as long as it takes)")
 	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "how often to ask the director")
 	return cmd
 }
 
 func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
-	if o.timeout > 0 {
+	if o.waitTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, o.waitTimeout, errWaitTimeout)
 		defer cancel()
 	}
 	t := time.NewTicker(o.interval)
@@ -54,8 +65,8 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 	for {
 		reply, err := f.do(ctx, api.CmdGetJobMeta+" "+id)
 		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("job %s has not ended after %v", id, o.timeout)
+			if waitExpired(ctx) {
+				return fmt.Errorf("job %s has not ended after %v (--wait-timeout)", id, o.waitTimeout)
 			}
 			return err
 		}
@@ -64,8 +75,8 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 			return err
 		}
 		if j.Status.Terminal() {
-			if f.output == "json" {
-				if err := f.printJSON(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status), "reason": j.Reason}); err != nil {
+			if f.structured() {
+				if err := f.print(map[string]string{api.MetaJobID: j.JobID, "status": string(j.Status), "reason": j.Reason}); err != nil {
 					return err
 				}
 			} else if j.Reason != "" {
@@ -80,8 +91,22 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("job %s is still %s after %v", id, j.Status, o.timeout)
+			if errors.Is(context.Cause(ctx), errWaitTimeout) {
+				return fmt.Errorf("job %s is still %s after %v (--wait-timeout)", id, j.Status, o.waitTimeout)
+			}
+			return context.Cause(ctx)
 		case <-t.C:
 		}
 	}
+}
+
+// waitExpired reports whether --wait-timeout has passed. A dial that the
+// deadline cut short may fail before the context's own timer has fired, so
+// the deadline is read as well as the cause.
+func waitExpired(ctx context.Context) bool {
+	if errors.Is(context.Cause(ctx), errWaitTimeout) {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }

@@ -4,30 +4,51 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/pki"
 )
 
-// caller identifies the peer of an admin connection. With TLS it completes
-// the handshake (bounded by the idle timeout) and reads the verified
-// certificate; without, the caller is a local project_admin named by the
-// request (see read).
-func (s *Server) caller(c net.Conn) (director.Caller, error) {
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return director.Caller{Name: anonymous, Role: pki.RoleProjectAdmin}, nil
+// caller establishes who is on raw and returns the connection to speak on.
+// Without TLS the caller is a local project_admin named by the request (see
+// read). With TLS it runs the handshake, bounded by the idle timeout, and
+// reads the verified certificate; the handshake runs on a recorder, so that
+// a client in the clear (fladmin without --tls-*, an envoy, curl) is told
+// in its own protocol what it reached. ok is false when the connection is
+// done with: refused, or answered so.
+func (s *Server) caller(raw net.Conn, log *slog.Logger) (conn net.Conn, who director.Caller, ok bool) {
+	if s.cfg.TLS == nil {
+		return raw, director.Caller{Name: anonymous, Role: pki.RoleProjectAdmin}, true
 	}
-	tc.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	rec := &handshakeRecorder{Conn: raw}
+	tc := tls.Server(rec, s.cfg.TLS)
+	raw.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	if err := tc.Handshake(); err != nil {
-		return director.Caller{}, fmt.Errorf("tls handshake: %w", err)
+		var rh tls.RecordHeaderError
+		if errors.As(err, &rh) && rh.Conn != nil {
+			if msg, ok := plaintextOnTLSReply(rh.RecordHeader[:]); ok {
+				log.Warn("admin connection in the clear on the TLS port", api.LogReason, msg)
+				answerWrongPort(struct {
+					io.Reader
+					io.Writer
+				}{rec.replay(), raw}, msg)
+				return nil, director.Caller{}, false
+			}
+		}
+		log.Warn("admin connection refused", api.LogErr, fmt.Errorf("tls handshake: %w", err))
+		return nil, director.Caller{}, false
 	}
-	tc.SetDeadline(time.Time{})
+	rec.stop()
+	raw.SetDeadline(time.Time{})
 	id, ok := pki.FromConnState(tc.ConnectionState())
 	if !ok {
-		return director.Caller{}, errors.New("no verified client certificate")
+		log.Warn("admin connection refused", api.LogErr, errors.New("no verified client certificate"))
+		return nil, director.Caller{}, false
 	}
-	return director.Caller{Name: id.Name, Org: id.Org, Role: id.Role}, nil
+	return tc, director.Caller{Name: id.Name, Org: id.Org, Role: id.Role}, true
 }

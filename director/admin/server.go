@@ -99,12 +99,10 @@ type command struct {
 }
 
 // Serve accepts admin connections on lis until ctx ends: one request and
-// one reply per connection, as FLARE 2.6. With TLS it wraps lis itself. It
-// owns lis and returns once every connection it started is done.
+// one reply per connection, as FLARE 2.6, over TLS when configured (each
+// connection's handshake runs in its own goroutine). It owns lis and
+// returns once every connection it started is done.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	if s.cfg.TLS != nil {
-		lis = tls.NewListener(lis, s.cfg.TLS)
-	}
 	sem := make(chan struct{}, s.cfg.MaxConns)
 	var (
 		wg    sync.WaitGroup
@@ -172,13 +170,24 @@ func (s *Server) refuseBusy(c net.Conn) {
 func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	defer raw.Close()
 	log := s.log.With(api.LogRemote, raw.RemoteAddr().String())
-	who, err := s.caller(raw)
-	if err != nil {
-		log.Warn("admin connection refused", api.LogErr, err)
+	conn, who, ok := s.caller(raw, log)
+	if !ok {
 		return
 	}
-	c := adminproto.NewIdleConn(raw, s.cfg.IdleTimeout)
+	c := adminproto.NewIdleConn(conn, s.cfg.IdleTimeout)
 	br := bufio.NewReaderSize(c, 64<<10)
+	// Every admin exchange is at least wrongPortPeekLen bytes long, so the
+	// peek never waits on an admin client.
+	if first, err := br.Peek(wrongPortPeekLen); err == nil {
+		if msg, wrong := wrongPortReply(first); wrong {
+			log.Warn("not an admin client", api.LogReason, msg)
+			answerWrongPort(struct {
+				io.Reader
+				io.Writer
+			}{br, c}, msg)
+			return
+		}
+	}
 	req, reply := s.read(br, who)
 	if req != nil {
 		req.w = c

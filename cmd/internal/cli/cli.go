@@ -1,6 +1,7 @@
 // Package cli holds what fedplane's three programs share on the command line:
-// the version stamp, exit codes, the slog handler built from --log-format and
-// --log-level, and loading a YAML config file whose keys are the flag names.
+// the version stamp, exit codes and signals, checks of flag values, the slog
+// handler built from --log-format and --log-level, the --tls-* flags, and
+// loading a YAML config file whose keys are the flag names.
 package cli
 
 import (
@@ -24,8 +25,23 @@ var Version = "dev"
 const (
 	ExitOK    = 0
 	ExitError = 1
+	// ExitUsage is a misuse of the command line: an unknown command or
+	// flag, a missing or extra argument, or a value a flag refuses.
 	ExitUsage = 2
+	// ExitInterrupted is the status of a program stopped by SIGINT (^C):
+	// 128 + 2, as a shell reports a program the signal killed.
+	ExitInterrupted = 130
 )
+
+// SignalError is the cause (context.Cause) of the context Main runs a
+// command with, once SIGINT or SIGTERM has arrived. It is a
+// context.Canceled.
+type SignalError struct{ Signal os.Signal }
+
+func (e *SignalError) Error() string { return e.Signal.String() + " signal received" }
+
+// Is makes a SignalError a context.Canceled, as the context's Err is.
+func (e *SignalError) Is(target error) bool { return target == context.Canceled }
 
 // UsageError marks an error as a misuse of the command line (exit 2).
 type UsageError struct{ Err error }
@@ -38,17 +54,41 @@ func Usagef(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
-// Main runs root with a context cancelled by SIGINT or SIGTERM, prints an
-// error once as "Error: ..." to stderr, and returns the exit code.
+// Main runs root with a context cancelled by SIGINT or SIGTERM (its cause a
+// *SignalError), prints an error once as "Error: ..." to stderr, and returns
+// the exit code: ExitOK, ExitError, ExitUsage for a UsageError or one of
+// cobra's, and ExitInterrupted after SIGINT whatever the command returned,
+// printing its error only if it is not the cancellation. After SIGTERM the
+// command's error decides, so a server that stops cleanly exits 0. Once a
+// signal has arrived, a second one ends the program at once, as if Main
+// had not caught the first: a stop that hangs can still be interrupted.
 func Main(root *cobra.Command, args []string, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs)
+			cancel(&SignalError{Signal: s})
+		case <-ctx.Done():
+		}
+	}()
 	root.SilenceErrors = true
 	root.SilenceUsage = true
 	root.SetArgs(args)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
 	wrapArgs(root)
 	err := root.ExecuteContext(ctx)
+	var sig *SignalError
+	if errors.As(context.Cause(ctx), &sig) && sig.Signal == os.Interrupt {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintf(stderr, "Error: %v\n", err)
+		}
+		return ExitInterrupted
+	}
 	if err == nil {
 		return ExitOK
 	}

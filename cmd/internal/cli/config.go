@@ -18,7 +18,8 @@ import (
 // fs (for example `grpc-listen: 0.0.0.0:50051`) and sets every flag the
 // command line did not set: flags win over the file. Lists fill slice flags.
 // An unknown key, a key naming a flag the file may not set, or a value the
-// flag refuses is an error that names the file and the key.
+// flag refuses is a UsageError, as the same mistake in a flag is, that
+// names the file and the key; a file that cannot be read is a plain error.
 func LoadConfig(fs *pflag.FlagSet, path string, forbidden ...string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -27,7 +28,7 @@ func LoadConfig(fs *pflag.FlagSet, path string, forbidden ...string) error {
 	var doc map[string]yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: %w", path, err)
+		return Usagef("config %s: %w", path, err)
 	}
 	keys := make([]string, 0, len(doc))
 	for k := range doc {
@@ -37,7 +38,7 @@ func LoadConfig(fs *pflag.FlagSet, path string, forbidden ...string) error {
 	for _, k := range keys {
 		f := fs.Lookup(k)
 		if f == nil || slices.Contains(forbidden, k) {
-			return fmt.Errorf("config %s: unknown key %q (keys are the flag names, see --help)", path, k)
+			return Usagef("config %s: unknown key %q (keys are the flag names, see --help)", path, k)
 		}
 		if f.Changed {
 			continue
@@ -46,25 +47,25 @@ func LoadConfig(fs *pflag.FlagSet, path string, forbidden ...string) error {
 		switch node.Kind {
 		case yaml.ScalarNode:
 			if err := f.Value.Set(node.Value); err != nil {
-				return fmt.Errorf("config %s: key %q: %w", path, k, err)
+				return Usagef("config %s: key %q: %w", path, k, err)
 			}
 		case yaml.SequenceNode:
 			sv, ok := f.Value.(pflag.SliceValue)
 			if !ok {
-				return fmt.Errorf("config %s: key %q takes one value, not a list", path, k)
+				return Usagef("config %s: key %q takes one value, not a list", path, k)
 			}
 			var items []string
 			for _, n := range node.Content {
 				if n.Kind != yaml.ScalarNode {
-					return fmt.Errorf("config %s: key %q: list items must be plain values", path, k)
+					return Usagef("config %s: key %q: list items must be plain values", path, k)
 				}
 				items = append(items, n.Value)
 			}
 			if err := sv.Replace(items); err != nil {
-				return fmt.Errorf("config %s: key %q: %w", path, k, err)
+				return Usagef("config %s: key %q: %w", path, k, err)
 			}
 		default:
-			return fmt.Errorf("config %s: key %q: want a value or a list", path, k)
+			return Usagef("config %s: key %q: want a value or a list", path, k)
 		}
 		f.Changed = true
 	}

@@ -22,9 +22,11 @@ func (t *TLSFlags) Add(c *cobra.Command, whose string) { t.addTo(c.Flags(), whos
 // AddPersistent registers the flags on c and all its subcommands.
 func (t *TLSFlags) AddPersistent(c *cobra.Command, whose string) { t.addTo(c.PersistentFlags(), whose) }
 
+// addTo registers the flags. Their usages hold no backquotes: pflag takes a
+// backquoted word for the name of the flag's value in --help.
 func (t *TLSFlags) addTo(fs *pflag.FlagSet, whose string) {
 	fs.StringVar(&t.CA, "tls-ca", "", "the federation's CA certificate (ca.crt); with --tls-cert and --tls-key turns on mutual TLS")
-	fs.StringVar(&t.Cert, "tls-cert", "", whose+" certificate (NAME.crt from `director pki issue`)")
+	fs.StringVar(&t.Cert, "tls-cert", "", whose+" certificate (NAME.crt from \"director pki issue\")")
 	fs.StringVar(&t.Key, "tls-key", "", whose+" private key (NAME.key)")
 }
 

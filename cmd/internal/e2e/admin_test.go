@@ -125,9 +125,9 @@ func TestFladminErrors(t *testing.T) {
 		{"bad job.json", d.admin, []string{"submit-job", bad}, 1, "envoys"},
 		{"refused connection", "127.0.0.1:1", []string{"list-jobs"}, 1, "127.0.0.1:1"},
 		{"unknown job", d.admin, []string{"show-job", "abcdef12"}, 1, "no job"},
-		{"short id", d.admin, []string{"abort-job", "abc"}, 1, "too short"},
+		{"short id", d.admin, []string{"abort-job", "abc"}, 2, "too short"},
 		{"no args", d.admin, []string{"show-job"}, 2, "arg"},
-		{"bad output", d.admin, []string{"-o", "yaml", "list-jobs"}, 2, "--output"},
+		{"bad output", d.admin, []string{"-o", "xml", "list-jobs"}, 2, "--output"},
 		{"unknown command", d.admin, []string{"frobnicate"}, 2, "unknown command"},
 	}
 	for _, tt := range tests {

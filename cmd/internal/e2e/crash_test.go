@@ -111,7 +111,7 @@ func TestKillDirectorMidRound(t *testing.T) {
 	killDirector(t, d)
 	checkDatabase(t, d.dataDir)
 	d = restartDirector(t, d, fastDirector...)
-	if r := fladmin(t, d.admin, "wait-job", id, "--timeout", "90s"); r.code != 0 {
+	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "90s"); r.code != 0 {
 		t.Fatalf("job after a director kill: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	expectConstants(t, d.dataDir, id, 3, (1.0*10+3*30)/40)
@@ -132,7 +132,7 @@ func TestKillEnvoyMidRound(t *testing.T) {
 	a.cmd.Process.Kill()
 	<-a.done
 	start(t, "envoy", "start", "--name", "site-a", "--director", d.grpc, "--shard-dir", shardA, "--work-dir", work, "--kill-grace", "1s")
-	if r := fladmin(t, d.admin, "wait-job", id, "--timeout", "90s"); r.code != 0 {
+	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "90s"); r.code != 0 {
 		t.Fatalf("job after an envoy kill: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	expectConstants(t, d.dataDir, id, 2, (1.0*10+3*30)/40)

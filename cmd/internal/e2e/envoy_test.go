@@ -144,7 +144,7 @@ func TestTwoEnvoysFinishAJob(t *testing.T) {
 	waitOnline(t, d, "site-a", "site-b")
 
 	id := submitJob(t, d, trainJob(t, "two-sites", `"envoys": ["site-a", "site-b"]`, 1, "ok", "1m"))
-	r := fladmin(t, d.admin, "wait-job", id, "--timeout", "60s")
+	r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s")
 	if r.code != 0 || !strings.Contains(r.stdout, "finished") {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
@@ -184,7 +184,7 @@ func TestFailingCommandReportsStderr(t *testing.T) {
 	startEnvoy(t, d, "site-a", makeShard(t, 1, 10))
 	waitOnline(t, d, "site-a")
 	id := submitJob(t, d, trainJob(t, "failing", `"min_envoys": 1`, 1, "fail", "1m"))
-	r := fladmin(t, d.admin, "wait-job", id, "--timeout", "60s")
+	r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s")
 	if r.code != 1 || !strings.Contains(r.stdout, "failed") {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
@@ -203,7 +203,7 @@ func TestTimeoutKillsTheProcess(t *testing.T) {
 	waitOnline(t, d, "site-a")
 	id := submitJob(t, d, trainJob(t, "slow", `"min_envoys": 1`, 1, "sleep", "2s"))
 	pid := waitPID(t, shard)
-	r := fladmin(t, d.admin, "wait-job", id, "--timeout", "60s")
+	r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s")
 	if r.code != 1 || !strings.Contains(r.stdout, "timed out") {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
@@ -238,7 +238,7 @@ func TestKilledEnvoyFailsItsJob(t *testing.T) {
 	pid := waitPID(t, shard)
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) }) // kill -9 leaves the training process behind
 	e.cmd.Process.Kill()
-	r := fladmin(t, d.admin, "wait-job", id, "--timeout", "30s")
+	r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "30s")
 	if r.code != 1 || !strings.Contains(r.stdout, "went offline") {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
@@ -277,7 +277,7 @@ func TestDirectorRestartEnvoysReturn(t *testing.T) {
 	waitOnline(t, d2, "site-a", "site-b")
 	// And they still take work.
 	id := submitJob(t, d2, trainJob(t, "after-restart", `"min_envoys": 2`, 1, "ok", "1m"))
-	if r := fladmin(t, d2.admin, "wait-job", id, "--timeout", "60s"); r.code != 0 {
+	if r := fladmin(t, d2.admin, "wait-job", id, "--wait-timeout", "60s"); r.code != 0 {
 		t.Fatalf("job after a director restart: exit %d, %s %s", r.code, r.stdout, r.stderr)
 	}
 }

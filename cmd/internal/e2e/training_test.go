@@ -32,16 +32,20 @@ func TestFederatedConstants(t *testing.T) {
 	id := submitJob(t, d, dir)
 
 	follow := fladmin(t, d.admin, "metrics", id, "--follow", "--interval", "200ms")
-	if follow.code != 0 || !strings.Contains(follow.stdout, "CONSTANT") || !strings.Contains(follow.stdout, "finished") {
+	// Piped, the table is tab-separated lines and the job's end goes to stderr.
+	if follow.code != 0 || !strings.Contains(follow.stdout, "CONSTANT") || !strings.Contains(follow.stderr, "finished") {
 		t.Fatalf("metrics --follow: exit %d\n%s\n%s", follow.code, follow.stdout, follow.stderr)
 	}
-	if r := fladmin(t, d.admin, "wait-job", id, "--timeout", "60s"); r.code != 0 {
+	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s"); r.code != 0 {
 		t.Fatalf("wait-job: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 	table := mustFladmin(t, d.admin, "metrics", id)
 	// (1×10 + 2×20 + 6×30) / 60 = 3.8333 in every round.
 	if strings.Count(table, "3.8333") != 3 {
 		t.Fatalf("metrics table lacks the weighted mean in each of 3 rounds:\n%s", table)
+	}
+	if follow.stdout != table {
+		t.Fatalf("metrics --follow printed\n%s\nmetrics printed\n%s", follow.stdout, table)
 	}
 
 	out := t.TempDir()

@@ -1,0 +1,90 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fedplane/fedplane/cmd/internal/cli"
+)
+
+// lockedBuffer is a bytes.Buffer for a logger and a test reading it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// deadAddr is a loopback address nobody listens on.
+func deadAddr(tb testing.TB) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+// TestStartSignals runs `envoy start` against a director that is not
+// there (it retries until stopped) and stops it with a signal.
+func TestStartSignals(t *testing.T) {
+	tests := []struct {
+		name     string
+		sig      syscall.Signal
+		wantCode int
+	}{
+		{"SIGINT", syscall.SIGINT, cli.ExitInterrupted},
+		{"SIGTERM", syscall.SIGTERM, cli.ExitOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs lockedBuffer
+			root := newRootCmd()
+			root.SetErr(&logs)
+			done := make(chan int, 1)
+			go func() {
+				done <- cli.Main(root, []string{"start", "--name", "site-1", "--director", deadAddr(t),
+					"--shard-dir", t.TempDir(), "--work-dir", filepath.Join(t.TempDir(), "work"), "--samples", "1"}, &logs)
+			}()
+			// Main holds the signal once the envoy has started.
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(logs.String(), "director unreachable") {
+				if time.Now().After(deadline) {
+					t.Fatalf("envoy did not start retrying:\n%s", logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := syscall.Kill(syscall.Getpid(), tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case code := <-done:
+				if code != tt.wantCode {
+					t.Fatalf("exit %d, want %d\n%s", code, tt.wantCode, logs.String())
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("envoy did not stop on %v", tt.sig)
+			}
+		})
+	}
+}

@@ -1,0 +1,26 @@
+package e2e
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWrongPorts points fladmin at the director's gRPC port and an envoy at
+// its admin port, as users do by mistake, and checks that each says so.
+func TestWrongPorts(t *testing.T) {
+	d := startDirectorAdmin(t, t.TempDir())
+
+	r := fladmin(t, d.grpc, "status")
+	if r.code != 1 || !strings.Contains(r.stderr, "is not an admin port: it speaks HTTP/2") || !strings.Contains(r.stderr, "--admin-listen") {
+		t.Fatalf("fladmin on the gRPC port: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	e := start(t, "envoy", "start", "--name", "site-a", "--director", d.admin, "--shard-dir", t.TempDir(),
+		"--samples", "10", "--work-dir", filepath.Join(t.TempDir(), "work"))
+	eventually(t, 30*time.Second, "the envoy's hint", func() bool {
+		out := e.output.String()
+		return strings.Contains(out, "director unreachable; retrying") && strings.Contains(out, "point --director at its gRPC port")
+	})
+}
