@@ -264,7 +264,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		conn.Write([]byte("GET / HTTP/1.1\r\n\r\n\x03\x04"))
+		conn.Write([]byte("XYZZY: not an admin request\x03\x04"))
 		reply, err := adminproto.ReadMessage(conn, adminproto.MaxTextSize)
 		if err != nil {
 			t.Fatal(err)
