@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
@@ -167,16 +168,42 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestProgressBar runs in a synctest bubble, whose clock moves only when
+// every goroutine in it waits: the sleeps take no real time, and the rates
+// drawn are exact.
 func TestProgressBar(t *testing.T) {
-	var buf bytes.Buffer
-	p := newProgress(&buf, "Uploading", 4<<20)
-	p.Write(make([]byte, 2<<20))
-	time.Sleep(110 * time.Millisecond)
-	p.Write(make([]byte, 2<<20))
-	p.done()
-	if out := buf.String(); !strings.Contains(out, "100%") || !strings.Contains(out, "4.0 MiB / 4.0 MiB") || !strings.HasSuffix(out, "\n") {
-		t.Fatalf("progress output %q", out)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		p := newProgress(&buf, "Uploading", 4<<20)
+		mib := make([]byte, 1<<20)
+		p.Write(mib) // drawn: the first write
+		time.Sleep(50 * time.Millisecond)
+		p.Write(mib) // not drawn: 50ms after the last drawing
+		time.Sleep(50 * time.Millisecond)
+		p.Write(mib) // drawn: 100ms after it
+		time.Sleep(100 * time.Millisecond)
+		p.Write(mib) // drawn: the last bytes
+		p.done()     // drawn again, ending the line
+		out := buf.String()
+		frames := strings.Split(out, "\r")[1:]
+		want := []string{
+			"1.0 MiB / 4.0 MiB  1000.0 MiB/s", // at 0s: over the rate's floor of 1ms
+			"3.0 MiB / 4.0 MiB  30.0 MiB/s",
+			"4.0 MiB / 4.0 MiB  20.0 MiB/s",
+			"4.0 MiB / 4.0 MiB  20.0 MiB/s",
+		}
+		if len(frames) != len(want) {
+			t.Fatalf("got %d frames, want %d: %q", len(frames), len(want), out)
+		}
+		for i, w := range want {
+			if !strings.Contains(frames[i], w) {
+				t.Errorf("frame %d: got %q, want it to hold %q", i, frames[i], w)
+			}
+		}
+		if last := frames[len(frames)-1]; !strings.Contains(last, "100%") || !strings.HasSuffix(last, "\n") {
+			t.Fatalf("last frame %q: want 100%% and a newline", last)
+		}
+	})
 }
 
 func TestHelpDoesNotDial(t *testing.T) {

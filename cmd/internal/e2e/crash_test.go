@@ -14,22 +14,6 @@ import (
 	"github.com/fedplane/fedplane/store"
 )
 
-// killDirector kills the director with SIGKILL and waits for it.
-func killDirector(tb testing.TB, d *director) {
-	tb.Helper()
-	d.proc.cmd.Process.Kill()
-	<-d.proc.done
-}
-
-// restartDirector starts a director on d's data dir and addresses.
-func restartDirector(tb testing.TB, d *director, extra ...string) *director {
-	tb.Helper()
-	d2 := &director{dataDir: d.dataDir, grpc: d.grpc, admin: d.admin}
-	d2.proc, d2.client = startDirector(tb, d.dataDir, d.grpc, append([]string{"--admin-listen", d.admin}, extra...)...)
-	eventually(tb, 60*time.Second, "admin port after restart", func() bool { return fladmin(tb, d2.admin, "status").code == 0 })
-	return d2
-}
-
 // checkDatabase stops nothing: it opens the director's SQLite file
 // read-write after the director was stopped and runs integrity_check.
 func checkDatabase(tb testing.TB, dataDir string) {
@@ -46,7 +30,7 @@ func checkDatabase(tb testing.TB, dataDir string) {
 
 func TestKillDirectorMidUpload(t *testing.T) {
 	d := startDirectorAdmin(t, t.TempDir())
-	job := trainJob(t, "big", `"min_envoys": 1`, 1, "ok", "1m")
+	job := writeJob(t, e2eManifest) // only uploaded: it never runs
 	blob := make([]byte, 256<<20)
 	for i := range blob {
 		blob[i] = byte(i*7 + i/4096) // poorly compressible, cheap to make
@@ -62,10 +46,10 @@ func TestKillDirectorMidUpload(t *testing.T) {
 		}
 		return false
 	})
-	killDirector(t, d)
-	<-up.done
-	if up.cmd.ProcessState.ExitCode() == 0 {
-		t.Fatalf("fladmin reported success for an upload cut off by a kill: %s", up.output.String())
+	d.proc.Kill()
+	<-up.Done
+	if up.Cmd.ProcessState.ExitCode() == 0 {
+		t.Fatalf("fladmin reported success for an upload cut off by a kill: %s", up.Log)
 	}
 	checkDatabase(t, d.dataDir)
 	d = restartDirector(t, d)
@@ -85,6 +69,13 @@ func roundModelExists(dataDir, id string, r int) bool {
 	return err == nil
 }
 
+// trainingRound is the round that the slow training command (testdata/job/train.py)
+// reports it is working on in shard, "" while none is.
+func trainingRound(shard string) string {
+	b, _ := os.ReadFile(filepath.Join(shard, "training"))
+	return strings.TrimSpace(string(b))
+}
+
 // expectConstants checks the final model of the constants job: the start
 // plus rounds × the sample-weighted mean, as an uninterrupted run gives.
 func expectConstants(t *testing.T, dataDir, id string, rounds int, mean float64) {
@@ -102,13 +93,16 @@ func expectConstants(t *testing.T, dataDir, id string, rounds int, mean float64)
 
 func TestKillDirectorMidRound(t *testing.T) {
 	d := startDirectorAdmin(t, t.TempDir(), fastDirector...)
-	startEnvoy(t, d, "site-a", makeShard(t, 1, 10))
+	shardA := makeShard(t, 1, 10)
+	startEnvoy(t, d, "site-a", shardA)
 	startEnvoy(t, d, "site-b", makeShard(t, 3, 30))
 	waitOnline(t, d, "site-a", "site-b")
 	id := submitJob(t, d, trainJob(t, "resume", `"min_envoys": 2`, 3, "slow", "1m"))
 	eventually(t, 60*time.Second, "round 0 aggregated", func() bool { return roundModelExists(d.dataDir, id, 1) })
-	time.Sleep(300 * time.Millisecond) // into round 1's training
-	killDirector(t, d)
+	// The slow training writes its round into the shard's "training" mark
+	// while it works: kill the director while site-a trains round 1.
+	eventually(t, 60*time.Second, "site-a training round 1", func() bool { return trainingRound(shardA) == "1" })
+	d.proc.Kill()
 	checkDatabase(t, d.dataDir)
 	d = restartDirector(t, d, fastDirector...)
 	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "90s"); r.code != 0 {
@@ -125,12 +119,8 @@ func TestKillEnvoyMidRound(t *testing.T) {
 	startEnvoy(t, d, "site-b", makeShard(t, 3, 30))
 	waitOnline(t, d, "site-a", "site-b")
 	id := submitJob(t, d, trainJob(t, "rejoin", `"min_envoys": 2`, 2, "slow", "1m"))
-	eventually(t, 60*time.Second, "site-a training", func() bool {
-		_, err := os.Stat(filepath.Join(shardA, "training"))
-		return err == nil
-	})
-	a.cmd.Process.Kill()
-	<-a.done
+	eventually(t, 60*time.Second, "site-a training", func() bool { return trainingRound(shardA) != "" })
+	a.Kill()
 	start(t, "envoy", "start", "--name", "site-a", "--director", d.grpc, "--shard-dir", shardA, "--work-dir", work, "--kill-grace", "1s")
 	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "90s"); r.code != 0 {
 		t.Fatalf("job after an envoy kill: exit %d: %s %s", r.code, r.stdout, r.stderr)
@@ -149,7 +139,7 @@ func TestDiskFullDuringUpload(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dataDir).Run() }) // runs after the director is stopped
 	d := startDirectorAdmin(t, dataDir)
-	job := trainJob(t, "too-big", `"min_envoys": 1`, 1, "ok", "1m")
+	job := writeJob(t, e2eManifest) // only uploaded: it never runs
 	blob := make([]byte, 24<<20)
 	rand.NewChaCha8([32]byte{7}).Read(blob) // random: stored, not deflated
 	os.WriteFile(filepath.Join(job, "weights.bin"), blob, 0o644)
@@ -166,5 +156,5 @@ func TestDiskFullDuringUpload(t *testing.T) {
 		}
 	}
 	// Space is back: a small job goes through.
-	mustFladmin(t, d.admin, "submit-job", trainJob(t, "small", `"min_envoys": 1`, 1, "ok", "1m"))
+	mustFladmin(t, d.admin, "submit-job", writeJob(t, e2eManifest))
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -27,9 +28,12 @@ func makeShard(tb testing.TB, constant float64, samples int) string {
 	return dir
 }
 
-// trainJob writes a job folder running testdata/job/train.py with mode.
+// trainJob writes a job folder running testdata/job/train.py with mode. It
+// skips the test when python3 is missing: a test writes a training job to
+// run it (tests that only upload a job use writeJob).
 func trainJob(tb testing.TB, name, participants string, rounds int, mode, timeout string) string {
 	tb.Helper()
+	proctest.NeedPython(tb)
 	dir := filepath.Join(tb.TempDir(), "job")
 	os.MkdirAll(dir, 0o755)
 	script, err := os.ReadFile("testdata/job/train.py")
@@ -237,7 +241,7 @@ func TestKilledEnvoyFailsItsJob(t *testing.T) {
 	id := submitJob(t, d, trainJob(t, "orphaned", `"min_envoys": 1`, 1, "sleep", "10m"))
 	pid := waitPID(t, shard)
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) }) // kill -9 leaves the training process behind
-	e.cmd.Process.Kill()
+	e.Kill()
 	r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "30s")
 	if r.code != 1 || !strings.Contains(r.stdout, "went offline") {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -252,7 +256,7 @@ func TestEnvoyRestartListedOnce(t *testing.T) {
 	shard := makeShard(t, 1, 10)
 	e := startEnvoy(t, d, "site-a", shard)
 	waitOnline(t, d, "site-a")
-	if err, _ := e.stop(t, 10*time.Second); err != nil {
+	if _, err := e.Stop(t, 10*time.Second); err != nil {
 		t.Fatalf("envoy exit after SIGTERM: %v", err)
 	}
 	startEnvoy(t, d, "site-a", shard)
@@ -268,12 +272,11 @@ func TestDirectorRestartEnvoysReturn(t *testing.T) {
 	startEnvoy(t, d, "site-a", makeShard(t, 1, 10))
 	startEnvoy(t, d, "site-b", makeShard(t, 2, 10))
 	waitOnline(t, d, "site-a", "site-b")
-	if err, took := d.proc.stop(t, 5*time.Second); err != nil {
+	if took, err := d.proc.Stop(t, 5*time.Second); err != nil {
 		t.Fatalf("director exit after SIGTERM with envoys long-polling: %v (after %v)", err, took)
 	}
 	// Same addresses: the envoys reconnect without being restarted.
-	d2 := &director{dataDir: dataDir, grpc: d.grpc, admin: d.admin}
-	d2.proc, d2.client = startDirector(t, dataDir, d.grpc, append([]string{"--admin-listen", d.admin}, fastDirector...)...)
+	d2 := restartDirector(t, d, fastDirector...)
 	waitOnline(t, d2, "site-a", "site-b")
 	// And they still take work.
 	id := submitJob(t, d2, trainJob(t, "after-restart", `"min_envoys": 2`, 1, "ok", "1m"))

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 )
 
 // binDir holds the binaries TestMain builds.
@@ -41,114 +39,37 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// anyPort asks the kernel for a free port; the director's start-up line
+// says which it got.
+const anyPort = "127.0.0.1:0"
 
-// syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// pollInterval is how often eventually looks at the state it waits for.
+const pollInterval = 20 * time.Millisecond
 
 // proc is a started binary.
-type proc struct {
-	cmd    *exec.Cmd
-	output *syncBuffer
-	done   chan struct{}
-	err    error
-}
+type proc = proctest.Proc
 
 // start runs a built binary with args; the test's end kills it if still running.
 func start(tb testing.TB, name string, args ...string) *proc {
 	tb.Helper()
-	p := &proc{output: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, name), args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	if err := p.cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	tb.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if tb.Failed() {
-			tb.Logf("%s output:\n%s", name, p.output.String())
-		}
-	})
-	return p
+	return proctest.Start(tb, filepath.Join(binDir, name), args...)
 }
 
-// stop sends SIGTERM and returns the exit error and how long the exit took.
-func (p *proc) stop(tb testing.TB, limit time.Duration) (error, time.Duration) {
-	tb.Helper()
-	t0 := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.err, time.Since(t0)
-	case <-time.After(limit):
-		tb.Fatalf("process did not exit within %v of SIGTERM; output:\n%s", limit, p.output.String())
-		return nil, 0
-	}
-}
-
-// eventually polls cond until it holds or the timeout passes.
+// eventually polls cond until it holds, and fails the test naming what it
+// waited for if timeout passes first.
 func eventually(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// startDirector starts `director serve` on free ports and waits until its
-// gRPC port answers. extra flags are appended.
-func startDirector(tb testing.TB, dataDir, grpcAddr string, extra ...string) (*proc, directorpb.DirectorClient) {
-	tb.Helper()
-	args := append([]string{"serve", "--data-dir", dataDir, "--grpc-listen", grpcAddr,
-		"--admin-listen", freeAddr(tb), "--log-level", "debug"}, extra...)
-	p := start(tb, "director", args...)
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { conn.Close() })
-	c := directorpb.NewDirectorClient(conn)
-	eventually(tb, 60*time.Second, "director to serve on "+grpcAddr, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		defer cancel()
-		_, err := c.GetDatasetInfo(ctx, &directorpb.GetDatasetInfoRequest{})
 		select {
-		case <-p.done:
-			tb.Fatalf("director exited early: %v\n%s", p.err, p.output.String())
-		default:
+		case <-deadline.C:
+			tb.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-tick.C:
 		}
-		return err == nil
-	})
-	return p, c
+	}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
@@ -204,14 +125,37 @@ type director struct {
 	client  directorpb.DirectorClient
 }
 
-// startDirectorAdmin starts a director with both ports on free addresses and
-// waits until both answer.
+// startDirector starts `director serve` on dataDir, listening on grpcAddr and
+// adminAddr (anyPort, or the addresses of an earlier start: see
+// restartDirector), with extra flags appended. It returns once the director
+// has logged that it serves, which it does after binding both ports.
+func startDirector(tb testing.TB, dataDir, grpcAddr, adminAddr string, extra ...string) *director {
+	tb.Helper()
+	args := append([]string{"serve", "--data-dir", dataDir, "--grpc-listen", grpcAddr,
+		"--admin-listen", adminAddr, "--log-level", "debug"}, extra...)
+	p, addrs := proctest.StartDirector(tb, filepath.Join(binDir, "director"), args...)
+	conn, err := grpc.NewClient(addrs.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return &director{proc: p, dataDir: dataDir, grpc: addrs.GRPC, admin: addrs.Admin, client: directorpb.NewDirectorClient(conn)}
+}
+
+// startDirectorAdmin starts a director on ports the kernel picks.
 func startDirectorAdmin(tb testing.TB, dataDir string, extra ...string) *director {
 	tb.Helper()
-	d := &director{dataDir: dataDir, grpc: freeAddr(tb), admin: freeAddr(tb)}
-	d.proc, d.client = startDirector(tb, dataDir, d.grpc, append([]string{"--admin-listen", d.admin}, extra...)...)
-	eventually(tb, 60*time.Second, "admin port "+d.admin, func() bool {
-		return fladmin(tb, d.admin, "status").code == 0
-	})
-	return d
+	return startDirector(tb, dataDir, anyPort, anyPort, extra...)
+}
+
+// restartDirector starts a director on d's data dir and on d's addresses,
+// after d has exited. Running envoys keep the address they were started
+// with, so a restart on port 0 would leave them calling a dead port: the
+// restart binds again the ports that the first start got from the kernel.
+// Another process could be handed one of them in the moment between the
+// exit and the restart; that is unlikely, and would fail the restart with
+// "address already in use" rather than let a test pass wrongly.
+func restartDirector(tb testing.TB, d *director, extra ...string) *director {
+	tb.Helper()
+	return startDirector(tb, d.dataDir, d.grpc, d.admin, extra...)
 }

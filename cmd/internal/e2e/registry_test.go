@@ -15,10 +15,9 @@ import (
 // heartbeats, restarts the director, and finds the registry intact.
 func TestDirectorRegistryOverTCP(t *testing.T) {
 	ctx := context.Background()
-	dataDir := t.TempDir()
-	addr := freeAddr(t)
 	shape := []string{"--sample-shape", "28,28", "--target-shape", "1", "--health-check-period", "1s"}
-	p, c := startDirector(t, dataDir, addr, shape...)
+	d := startDirectorAdmin(t, t.TempDir(), shape...)
+	c := d.client
 
 	for _, name := range []string{"site-a", "site-b"} {
 		resp, err := c.UpdateShardInfo(ctx, &directorpb.UpdateShardInfoRequest{ShardInfo: &directorpb.ShardInfo{
@@ -45,13 +44,13 @@ func TestDirectorRegistryOverTCP(t *testing.T) {
 		t.Fatalf("heartbeat of refused envoy: got %v, want NotFound", err)
 	}
 
-	err, took := p.stop(t, 5*time.Second)
+	took, err := d.proc.Stop(t, 5*time.Second)
 	if err != nil {
 		t.Fatalf("director exit after SIGTERM: %v (want exit 0)", err)
 	}
 	t.Logf("director stopped in %v", took)
 
-	_, c = startDirector(t, dataDir, addr, shape...)
+	c = restartDirector(t, d, shape...).client
 	envoys, err := c.GetEnvoys(ctx, &directorpb.GetEnvoysRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -88,12 +87,12 @@ func TestDirectorRefusesBadFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := start(t, "director", append(tt.args, "--data-dir", t.TempDir())...)
-			<-p.done
-			if code := p.cmd.ProcessState.ExitCode(); code != 2 {
-				t.Fatalf("exit code: got %d, want 2; output:\n%s", code, p.output.String())
+			<-p.Done
+			if code := p.Cmd.ProcessState.ExitCode(); code != 2 {
+				t.Fatalf("exit code: got %d, want 2; output:\n%s", code, p.Log)
 			}
-			if !contains(p.output.String(), tt.want) {
-				t.Fatalf("output %q does not name %q", p.output.String(), tt.want)
+			if !contains(p.Log.String(), tt.want) {
+				t.Fatalf("output %q does not name %q", p.Log, tt.want)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 )
 
 // pki runs `director pki` and fails the test on an error.
@@ -85,13 +86,13 @@ func TestMutualTLSAndRoles(t *testing.T) {
 	os.Rename(src, fed)
 	os.Rename(fsrc, foreign)
 
-	d := &director{dataDir: t.TempDir(), grpc: freeAddr(t), admin: freeAddr(t)}
-	d.proc = start(t, "director", append([]string{"serve", "--data-dir", d.dataDir, "--grpc-listen", d.grpc, "--admin-listen", d.admin,
-		"--health-check-period", "300ms", "--offline-after", "1500ms"}, tlsArgs(fed, "director")...)...)
+	d := startDirectorAdmin(t, t.TempDir(), append([]string{"--health-check-period", "300ms", "--offline-after", "1500ms"}, tlsArgs(fed, "director")...)...)
 	admin := func(name string, args ...string) result {
 		return fladmin(t, d.admin, append(tlsArgs(fed, name), args...)...)
 	}
-	eventually(t, 60*time.Second, "director with TLS", func() bool { return admin("boss", "status").code == 0 })
+	if r := admin("boss", "status"); r.code != 0 {
+		t.Fatalf("status over mutual TLS: exit %d: %s", r.code, r.stderr)
+	}
 
 	// Plaintext and foreign-CA clients are refused on both ports.
 	if r := fladmin(t, d.admin, "status"); r.code != 1 {
@@ -166,9 +167,9 @@ func TestNonLoopbackNeedsTLS(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "not a loopback address") || !strings.Contains(r.stderr, "--insecure") {
 		t.Fatalf("non-loopback without TLS: exit %d, stderr %q", r.code, r.stderr)
 	}
-	p := start(t, "director", "serve", "--data-dir", t.TempDir(), "--grpc-listen", "0.0.0.0:0", "--admin-listen", "127.0.0.1:0", "--insecure")
-	eventually(t, 30*time.Second, "director serving with --insecure", func() bool { return strings.Contains(p.output.String(), "director serving") })
-	if err, _ := p.stop(t, 10*time.Second); err != nil {
+	p, _ := proctest.StartDirector(t, filepath.Join(binDir, "director"),
+		"serve", "--data-dir", t.TempDir(), "--grpc-listen", "0.0.0.0:0", "--admin-listen", anyPort, "--insecure")
+	if _, err := p.Stop(t, 10*time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 }

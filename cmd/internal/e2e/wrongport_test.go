@@ -20,7 +20,7 @@ func TestWrongPorts(t *testing.T) {
 	e := start(t, "envoy", "start", "--name", "site-a", "--director", d.admin, "--shard-dir", t.TempDir(),
 		"--samples", "10", "--work-dir", filepath.Join(t.TempDir(), "work"))
 	eventually(t, 30*time.Second, "the envoy's hint", func() bool {
-		out := e.output.String()
+		out := e.Log.String()
 		// The admin port answers a gRPC client with a status that says
 		// where to point it; an envoy's own hint covers ports that cannot.
 		return strings.Contains(out, "director unreachable; retrying") &&

@@ -11,7 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -132,9 +132,6 @@ func TestSoak(t *testing.T) {
 	if s.jobs.Load() == 0 {
 		t.Error("no job went through submit, download and delete")
 	}
-	if t.Failed() {
-		t.Logf("director log (tail):\n%s", tail(s.logPath, 40))
-	}
 }
 
 // soak is one run: the director under test and what the load did to it.
@@ -142,12 +139,9 @@ type soak struct {
 	bin     string // holds director and fladmin
 	scratch string
 	dataDir string
-	logPath string
 
 	grpc, admin, pprof string
-	director           *exec.Cmd
-	exited             chan struct{} // closed when the director has exited
-	exitErr            error
+	director           *proctest.Proc
 
 	heartbeats atomic.Int64 // sent, answered or not
 	jobs       atomic.Int64 // submitted, downloaded and deleted
@@ -183,94 +177,34 @@ func mustBuild(t *testing.T) string {
 	return dir
 }
 
-// freeAddrs returns n distinct loopback addresses whose ports were free a
-// moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	addrs := make([]string, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are taken, so they differ
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
-// startDirector starts `director serve` on free loopback ports and waits
-// until its gRPC, admin and pprof ports all answer.
+// startDirector starts `director serve` on ports the kernel picks, and
+// learns them and the profile server's from what the director logs: its
+// gRPC and admin ports take connections once it logs that it serves, the
+// profile port once it logs "pprof serving" (the two lines come in either
+// order). On failure the director's log is printed as the test ends.
 func (s *soak) startDirector(t *testing.T) {
 	t.Helper()
-	addrs := freeAddrs(t, 3)
-	s.grpc, s.admin, s.pprof = addrs[0], addrs[1], addrs[2]
 	s.dataDir = filepath.Join(s.scratch, "data")
-	s.logPath = filepath.Join(s.scratch, "director.log")
-	logFile, err := os.Create(s.logPath)
-	if err != nil {
-		t.Fatal(err)
+	var addrs proctest.Addrs
+	s.director, addrs = proctest.StartDirector(t, filepath.Join(s.bin, "director"), "serve",
+		"--data-dir", s.dataDir, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--health-check-period", period.String(), "--pprof-listen", "127.0.0.1:0")
+	s.grpc, s.admin = addrs.GRPC, addrs.Admin
+	s.pprof = s.director.WaitRecord(t, proctest.StartTimeout, "pprof serving")["addr"]
+	if s.pprof == "" {
+		t.Fatal(`the director's "pprof serving" line lacks addr=`)
 	}
-	s.director = exec.Command(filepath.Join(s.bin, "director"), "serve",
-		"--data-dir", s.dataDir, "--grpc-listen", s.grpc, "--admin-listen", s.admin,
-		"--health-check-period", period.String(), "--pprof-listen", s.pprof)
-	s.director.Stdout, s.director.Stderr = logFile, logFile
-	if err := s.director.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.exited = make(chan struct{})
-	go func() {
-		s.exitErr = s.director.Wait()
-		logFile.Close()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		s.director.Process.Kill()
-		<-s.exited
-	})
-
-	deadline := time.Now().Add(time.Minute)
-	for !s.ready(t) {
-		select {
-		case <-s.exited:
-			t.Fatalf("director exited early: %v\n%s", s.exitErr, tail(s.logPath, 40))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("director not serving after a minute:\n%s", tail(s.logPath, 40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// ready says whether all three of the director's ports answer.
-func (s *soak) ready(t *testing.T) bool {
-	if _, err := goroutines(t.Context(), s.pprof); err != nil {
-		return false
-	}
-	conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-	defer cancel()
-	if _, err := directorpb.NewDirectorClient(conn).GetDatasetInfo(ctx, &directorpb.GetDatasetInfoRequest{}); err != nil {
-		return false
-	}
-	_, err = s.fladmin(t, "status")
-	return err == nil
 }
 
 // stopDirector stops the director as an operator would and expects a clean
 // exit, which also shows nothing hangs on the envoys' connections.
 func (s *soak) stopDirector(t *testing.T) {
 	t.Helper()
-	s.director.Process.Signal(syscall.SIGTERM)
+	s.director.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.exited:
-		if s.exitErr != nil {
-			s.fail("director exited with %v after SIGTERM", s.exitErr)
+	case <-s.director.Done:
+		if s.director.Err != nil {
+			s.fail("director exited with %v after SIGTERM", s.director.Err)
 		}
 	case <-time.After(15 * time.Second):
 		s.fail("director did not exit within 15s of SIGTERM")
@@ -479,7 +413,7 @@ type sample struct {
 func (s *soak) sample(t *testing.T, begin time.Time) sample {
 	x := sample{at: time.Since(begin), heartbeats: s.heartbeats.Load(), jobs: s.jobs.Load()}
 	var err error
-	if x.rss, err = rss(s.director.Process.Pid); err != nil {
+	if x.rss, err = rss(s.director.Cmd.Process.Pid); err != nil {
 		s.fail("sample RSS: %v", err)
 	}
 	if x.goroutines, err = goroutines(t.Context(), s.pprof); err != nil {
@@ -567,24 +501,9 @@ func (s *soak) checkDataDir() {
 
 // checkLog counts the director's error lines as errors of the run.
 func (s *soak) checkLog() {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil {
-		s.fail("director log: %v", err)
-		return
-	}
-	for line := range strings.Lines(string(b)) {
+	for line := range strings.Lines(s.director.Log.String()) {
 		if strings.Contains(line, "level=ERROR") {
 			s.fail("director logged: %s", strings.TrimSpace(line))
 		}
 	}
-}
-
-// tail returns the last n lines of the file at path.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
