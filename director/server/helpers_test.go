@@ -23,7 +23,6 @@ var (
 	mustNew      = directortest.New
 	writeJobDir  = directortest.JobDir
 	zipOf        = directortest.Zip
-	testModel    = directortest.Model
 	testManifest = directortest.Manifest
 	submit       = directortest.Submit
 	do           = directortest.Do

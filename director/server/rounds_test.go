@@ -162,17 +162,6 @@ func (f *fed) settle(t *testing.T) {
 	f.d.WaitIdle()
 }
 
-// waitStatus waits until job id has status want, and returns it.
-func (f *fed) waitStatus(t *testing.T, id string, want api.JobStatus) store.Experiment {
-	t.Helper()
-	f.settle(t)
-	e, err := f.db.GetExperiment(context.Background(), id)
-	if err != nil || e.Status != want {
-		t.Fatalf("job %s: got %s (%v), want %s", id, e.Status, err, want)
-	}
-	return e
-}
-
 // send streams TaskResults for a model.
 func (f *fed) send(t *testing.T, envoy, id string, round, dataSize int32, model map[string][]float32, shapes map[string][]int64) error {
 	t.Helper()
