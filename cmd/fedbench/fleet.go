@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 )
 
 // fleet runs figures 6 and 7 on one real director with fleetEnvoys
@@ -219,7 +220,7 @@ func (b *bench) listEnvoysParts(ctx context.Context, d *directorProc) (row, erro
 	var first, last, asJSON []time.Duration
 	var size int64
 	for range b.cfg.listReps {
-		f, l, n, err := rawReply(ctx, d.admin, "list_envoys")
+		f, l, n, err := rawReply(ctx, d.admin, api.CmdListEnvoys)
 		if err != nil {
 			return row{}, err
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -160,11 +161,13 @@ func (b *bench) submit(ctx context.Context, admin, dir string) (string, time.Dur
 	if err != nil {
 		return "", took, err
 	}
-	var r struct {
-		JobID string `json:"job_id"`
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return "", took, fmt.Errorf("fladmin submit-job -o json printed %q: %w", out, err)
 	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil || r.JobID == "" {
-		return "", took, fmt.Errorf("fladmin submit-job -o json printed %q, want a job_id", out)
+	id, _ := r[api.MetaJobID].(string)
+	if id == "" {
+		return "", took, fmt.Errorf("fladmin submit-job -o json printed %q, want a %s", out, api.MetaJobID)
 	}
-	return r.JobID, took, nil
+	return id, took, nil
 }
