@@ -3,34 +3,15 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fedplane/fedplane/cmd/internal/cli"
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger and a test reading it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestServeSignals runs `director serve` and stops it with a signal: SIGINT
 // exits 130, SIGTERM, after the same clean stop, 0.
@@ -46,7 +27,7 @@ func TestServeSignals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			admin := freeAddr(t)
-			var logs lockedBuffer
+			var logs proctest.Log
 			root := newRootCmd()
 			root.SetErr(&logs)
 			done := make(chan int, 1)

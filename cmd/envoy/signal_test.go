@@ -3,35 +3,16 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fedplane/fedplane/cmd/internal/cli"
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger and a test reading it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // deadAddr is a loopback address nobody listens on.
 func deadAddr(tb testing.TB) string {
@@ -58,7 +39,7 @@ func TestStartSignals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs proctest.Log
 			root := newRootCmd()
 			root.SetErr(&logs)
 			done := make(chan int, 1)

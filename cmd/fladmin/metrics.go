@@ -188,13 +188,7 @@ func (o *metricsOptions) runOnce(ctx context.Context, f *factory, id string) err
 	if err != nil {
 		return err
 	}
-	for _, r := range rows {
-		if err := t.append(r); err != nil {
-			t.close()
-			return err
-		}
-	}
-	return t.close()
+	return t.appendAll(rows)
 }
 
 // runFollow prints rounds as their aggregated metrics arrive: the same

@@ -108,6 +108,11 @@ func (f *factory) printTable(header []string, rows [][]string) error {
 	if err != nil {
 		return err
 	}
+	return t.appendAll(rows)
+}
+
+// appendAll adds rows and ends the table.
+func (t *table) appendAll(rows [][]string) error {
 	for _, r := range rows {
 		if err := t.append(r); err != nil {
 			t.close()

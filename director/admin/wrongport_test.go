@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director/directortest"
 	"github.com/fedplane/fedplane/pki"
+	"github.com/fedplane/fedplane/pki/pkitest"
 )
 
 func TestWrongPortReply(t *testing.T) {
@@ -83,34 +83,14 @@ func wrongPortServer(tb testing.TB, tlsCfg *tls.Config) string {
 	return c.Addr
 }
 
-// mustPKI makes a federation CA with a director certificate for
-// 127.0.0.1 and an admin's, and returns the director's server config and
-// the admin's client config, as the binaries build them.
+// mustPKI makes a federation CA and returns the director's server config
+// and an admin's client config, as the binaries build them.
 func mustPKI(tb testing.TB) (server, client *tls.Config) {
 	tb.Helper()
-	dir := tb.TempDir()
-	if err := pki.InitCA(dir, "", 0); err != nil {
-		tb.Fatal(err)
-	}
-	for _, o := range []pki.IssueOptions{
-		{Kind: pki.KindDirector, Name: "director"},
-		{Kind: pki.KindAdmin, Name: "alice", Role: pki.RoleProjectAdmin},
-	} {
-		if err := pki.Issue(dir, o); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	file := func(name string) string { return filepath.Join(dir, name) }
-	server, err := pki.ServerTLS(file(pki.CACertFile), file("director.crt"), file("director.key"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	client, err = pki.ClientTLS(file(pki.CACertFile), file("alice.crt"), file("alice.key"), "")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	p := pkitest.New(tb)
+	client = p.ClientTLS(p.Admin("alice", pki.RoleProjectAdmin))
 	client.NextProtos = []string{adminproto.ALPN}
-	return server, client
+	return p.ServerTLS(), client
 }
 
 // TestAnswerWrongPort runs real clients against the admin listener, in the
