@@ -162,8 +162,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 func (s *Server) refuseBusy(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
-	adminproto.WriteMessage(c, replyError(adminproto.StatusError,
-		"director is busy: %d admin connections are open; try again", s.cfg.MaxConns))
+	adminproto.WriteMessage(c, s.errorReply(context.Background(), "",
+		fmt.Errorf("%w: director is busy: %d admin connections are open; try again", api.ErrUnavailable, s.cfg.MaxConns)))
 }
 
 // handle reads one request from c, runs it, and writes the reply.
@@ -188,8 +188,11 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 			return
 		}
 	}
-	req, reply := s.read(br, who)
-	if req != nil {
+	var reply *adminproto.Message
+	req, err := s.read(br, who)
+	if err != nil {
+		reply = s.errorReply(ctx, "", err)
+	} else {
 		req.w = c
 		reply = s.dispatch(ctx, log, req)
 		if req.body != nil && reply != nil {
@@ -212,41 +215,41 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 }
 
 // read decodes the request: text, or binary whose meta is the request
-// envelope. It returns either a request or an error reply.
-func (s *Server) read(br *bufio.Reader, who director.Caller) (*request, *adminproto.Message) {
+// envelope. Its errors are of api's kinds, for errorReply.
+func (s *Server) read(br *bufio.Reader, who director.Caller) (*request, error) {
 	kind, err := adminproto.PeekKind(br)
 	if err != nil {
-		return nil, replyError(adminproto.StatusError, "read request: %v", err)
+		return nil, fmt.Errorf("%w: read request: %w", api.ErrDataLoss, err)
 	}
 	req := &request{caller: who}
 	switch kind {
 	case adminproto.KindBinary:
 		maxJob := s.d.Config().MaxJobSize
 		b, err := adminproto.ReadBinary(br, uint64(maxJob))
+		if errors.Is(err, adminproto.ErrTooLarge) {
+			return nil, fmt.Errorf("%w: request refused: %w (--max-job-size is %d bytes)", api.ErrTooLarge, err, maxJob)
+		}
 		if err != nil {
-			if errors.Is(err, adminproto.ErrTooLarge) {
-				return nil, replyError(adminproto.StatusError, "request refused: %v (--max-job-size is %d bytes)", err, maxJob)
-			}
-			return nil, replyError(adminproto.StatusError, "read binary request: %v", err)
+			return nil, fmt.Errorf("%w: read binary request: %w", api.ErrDataLoss, err)
 		}
 		req.body = b
 		req.msg, err = adminproto.DecodeMessage(b.Meta)
 		if err != nil {
-			return nil, replyError(adminproto.StatusSyntaxError, "binary request meta is not a request envelope: %v", err)
+			return nil, fmt.Errorf("%w: binary request meta is not a request envelope: %w", api.ErrInvalid, err)
 		}
 	default:
 		req.msg, err = adminproto.ReadMessage(br, adminproto.MaxTextSize)
 		if err != nil {
-			return nil, replyError(adminproto.StatusSyntaxError, "read request: %v", err)
+			return nil, fmt.Errorf("%w: read request: %w", api.ErrInvalid, err)
 		}
 	}
 	line, err := req.msg.Command()
 	if err != nil {
-		return nil, replyError(adminproto.StatusSyntaxError, "request has no command: %v", err)
+		return nil, fmt.Errorf("%w: request has no command: %w", api.ErrInvalid, err)
 	}
 	words := strings.Fields(line)
 	if len(words) == 0 {
-		return nil, replyError(adminproto.StatusSyntaxError, "empty command")
+		return nil, fmt.Errorf("%w: empty command", api.ErrInvalid)
 	}
 	req.name, req.args = words[0], words[1:]
 	// Without TLS a local caller may name itself (fladmin sends $USER).

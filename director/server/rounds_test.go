@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -313,6 +314,12 @@ func TestRoundsOverTheAggregator(t *testing.T) {
 	e, err := f.db.GetExperiment(ctx, id)
 	if err != nil || e.Status != api.JobFinished {
 		t.Fatalf("after the last round: %+v %v", e, err)
+	}
+	// list_jobs reports the rounds done, from the same one query as the list.
+	reply := do(t, f.admin, api.CmdListJobs)
+	var jobs []api.Job
+	if b, err := json.Marshal(reply.Meta[api.MetaJobs]); err != nil || json.Unmarshal(b, &jobs) != nil || len(jobs) != 1 || jobs[0].RoundsDone != 2 || jobs[0].Rounds != 2 {
+		t.Fatalf("list_jobs after the last round: %+v, want 2 of 2 rounds done", jobs)
 	}
 	rounds, _ := f.db.Rounds(ctx, id)
 	if len(rounds) != 3 {
