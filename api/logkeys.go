@@ -35,6 +35,7 @@ const (
 	LogTask     = "task"      // an OpenFL task name
 	LogSleep    = "sleep"     // a wait the director asked for
 	LogHint     = "hint"      // what to do about an error
+	LogPGID     = "pgid"      // a training process group
 	LogGRPC     = "grpc"      // the address of the gRPC port
 	LogAdmin    = "admin"     // the address of the admin port
 	LogSamples  = "samples"   // a shard's sample count

@@ -132,7 +132,7 @@ func (d *Director) reconcile(ctx context.Context) error {
 			return err
 		}
 		if !referenced[rel] {
-			d.log.Warn("removing a file no row references", "path", rel)
+			d.log.Warn("removing a file no row references", api.LogPath, rel)
 			return os.Remove(path)
 		}
 		return nil
@@ -143,7 +143,7 @@ func (d *Director) reconcile(ctx context.Context) error {
 	removeEmptyDirs(root)
 	for id, rel := range missing {
 		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
-		d.log.Error("failing a job whose file is missing", api.LogJob, id, "path", rel)
+		d.log.Error("failing a job whose file is missing", api.LogJob, id, api.LogPath, rel)
 		if _, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
 			return err
 		}

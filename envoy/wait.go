@@ -212,7 +212,7 @@ func (e *Envoy) cleanStale() {
 			continue
 		}
 		if pgid, killed := killOrphans(filepath.Join(e.cfg.WorkDir, d.Name(), pgidFile)); killed {
-			e.log.Warn("killed a training process left by a killed envoy", api.LogPath, d.Name(), "pgid", pgid)
+			e.log.Warn("killed a training process left by a killed envoy", api.LogPath, d.Name(), api.LogPGID, pgid)
 		}
 		if err := cleanWorkspace(filepath.Join(e.cfg.WorkDir, d.Name())); err != nil {
 			e.log.Warn("cleaning a stale workspace failed", api.LogPath, filepath.Join(e.cfg.WorkDir, d.Name()), api.LogErr, err)

@@ -59,7 +59,7 @@ func servePprof(ctx context.Context, lis net.Listener, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("pprof serving", "addr", lis.Addr().String())
+	log.Info("pprof serving", api.LogAddr, lis.Addr().String())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 

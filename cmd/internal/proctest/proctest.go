@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // StartTimeout bounds how long StartDirector waits for the director to
@@ -138,7 +140,7 @@ func StartDirector(tb testing.TB, path string, args ...string) (*Proc, Addrs) {
 	tb.Helper()
 	p := Start(tb, path, args...)
 	r := p.WaitRecord(tb, StartTimeout, servingMsg)
-	a := Addrs{GRPC: r["grpc"], Admin: r["admin"]}
+	a := Addrs{GRPC: r[api.LogGRPC], Admin: r[api.LogAdmin]}
 	if a.GRPC == "" || a.Admin == "" {
 		tb.Fatalf("the director's %q line lacks grpc= or admin=: %v", servingMsg, r)
 	}

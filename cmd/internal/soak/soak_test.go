@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/cmd/internal/proctest"
 	"github.com/fedplane/fedplane/tensor"
@@ -190,7 +191,7 @@ func (s *soak) startDirector(t *testing.T) {
 		"--data-dir", s.dataDir, "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--health-check-period", period.String(), "--pprof-listen", "127.0.0.1:0")
 	s.grpc, s.admin = addrs.GRPC, addrs.Admin
-	s.pprof = s.director.WaitRecord(t, proctest.StartTimeout, "pprof serving")["addr"]
+	s.pprof = s.director.WaitRecord(t, proctest.StartTimeout, "pprof serving")[api.LogAddr]
 	if s.pprof == "" {
 		t.Fatal(`the director's "pprof serving" line lacks addr=`)
 	}
