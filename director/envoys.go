@@ -72,7 +72,7 @@ func (d *Director) Heartbeat(ctx context.Context, name string, running bool) (st
 	return "", nil
 }
 
-// EnvoyView is one envoy as listings show it.
+// EnvoyView is a consistent copy of one envoy, as listings show it.
 type EnvoyView struct {
 	store.Envoy
 	Online bool
@@ -85,11 +85,10 @@ type EnvoyView struct {
 func (d *Director) Envoys() []EnvoyView {
 	views := d.reg.list()
 	running := d.runningByEnvoy()
-	out := make([]EnvoyView, len(views))
-	for i, v := range views {
-		out[i] = EnvoyView{Envoy: v.Envoy, Online: v.Online, Experiment: running[v.Name]}
+	for i := range views {
+		views[i].Experiment = running[views[i].Name]
 	}
-	return out
+	return views
 }
 
 // OpenArchive opens the archive of running experiment id for envoy, one of

@@ -46,12 +46,6 @@ type envoyEntry struct {
 	dirty     bool // lastSeen is newer than the row's last_seen
 }
 
-// envoyView is a consistent copy of one envoy for readers.
-type envoyView struct {
-	store.Envoy
-	Online bool
-}
-
 func newRegistry(ctx context.Context, db *store.DB, now func() time.Time, offlineAfter time.Duration, log *slog.Logger) (*registry, error) {
 	rows, err := db.ListEnvoys(ctx)
 	if err != nil {
@@ -168,7 +162,7 @@ func (r *registry) online(lastSeen, now time.Time) bool {
 // list returns every envoy, ordered by name, with liveness judged now.
 // It sorts pointers and copies each envoy once: with 10,000 envoys, sorting
 // the copies themselves was most of list_envoys' time on the director.
-func (r *registry) list() []envoyView {
+func (r *registry) list() []EnvoyView {
 	now := r.now()
 	type named struct {
 		name string
@@ -181,7 +175,7 @@ func (r *registry) list() []envoyView {
 	}
 	r.mu.RUnlock()
 	slices.SortFunc(entries, func(a, b named) int { return strings.Compare(a.name, b.name) })
-	out := make([]envoyView, len(entries))
+	out := make([]EnvoyView, len(entries))
 	for i, n := range entries {
 		e := n.e
 		e.mu.Lock()
