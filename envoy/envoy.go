@@ -32,6 +32,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 )
 
 // Defaults of Config and of the command line.
@@ -257,7 +258,7 @@ func (e *Envoy) dialOptions() []grpc.DialOption {
 	withID := func(ctx context.Context) context.Context {
 		return metadata.NewOutgoingContext(ctx, metadata.Join(md, metadataOf(ctx)))
 	}
-	opts := append(api.DialOptions(),
+	opts := append(transport.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			return invoker(withID(ctx), method, req, reply, cc, opts...)

@@ -11,17 +11,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 )
 
 // rpcTimeout bounds every unary call a simulated envoy makes.
 const rpcTimeout = 30 * time.Second
 
 // dial opens a plaintext client connection to a loopback gRPC address with
-// the envoy's transport options (api.DialOptions).
+// the envoy's transport options (transport.DialOptions).
 func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, append(api.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 }
 
 // envoyName is the i-th simulated envoy's name; zero-padded so that names

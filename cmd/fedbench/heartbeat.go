@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/server"
 )
@@ -82,7 +82,7 @@ func (b *bench) heartbeatWith(ctx context.Context, n int) (row, error) {
 	go func() { served <- server.Serve(serveCtx, d, server.Config{}, lis, nil) }()
 	defer func() { stopServe(); <-served }()
 
-	noop := grpc.NewServer(api.ServerOptions()...)
+	noop := grpc.NewServer(transport.ServerOptions()...)
 	directorpb.RegisterDirectorServer(noop, newNoopDirector())
 	noopLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

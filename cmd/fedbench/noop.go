@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 )
 
 // serveNoopFlag makes fedbench a no-op Director service on the given
@@ -33,7 +33,7 @@ func serveNoop(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	s := grpc.NewServer(api.ServerOptions()...)
+	s := grpc.NewServer(transport.ServerOptions()...)
 	directorpb.RegisterDirectorServer(s, newNoopDirector())
 	go func() {
 		<-ctx.Done()

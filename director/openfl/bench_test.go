@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/directortest"
 )
@@ -45,7 +45,7 @@ func serveTCP(b *testing.B, s *grpc.Server) *grpc.ClientConn {
 	}
 	go s.Serve(lis)
 	b.Cleanup(s.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), append(api.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient(lis.Addr().String(), append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func BenchmarkHeartbeat(b *testing.B) {
 		})
 	})
 	b.Run("tcp-noop", func(b *testing.B) {
-		s := grpc.NewServer(api.ServerOptions()...)
+		s := grpc.NewServer(transport.ServerOptions()...)
 		directorpb.RegisterDirectorServer(s, &noopDirector{resp: &directorpb.UpdateEnvoyStatusResponse{HealthCheckPeriod: durationpb.New(10 * time.Second)}})
 		c := directorpb.NewDirectorClient(serveTCP(b, s))
 		runHeartbeats(b, func(ctx context.Context, req *directorpb.UpdateEnvoyStatusRequest) error {

@@ -21,6 +21,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
 )
 
@@ -34,11 +35,11 @@ type Config struct {
 }
 
 // NewServer returns a gRPC server with fedplane's transport options
-// (api.ServerOptions), the request caps, the error mapping, and both OpenFL
+// (transport.ServerOptions), the request caps, the error mapping, and both OpenFL
 // services registered for d; opts come last.
 func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grpc.Server {
 	log := d.Config().Logger
-	opts = append(append(api.ServerOptions(),
+	opts = append(append(transport.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	), opts...)
 	if cfg.TLS != nil {

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transport"
 )
 
 // frameLog parses the HTTP/2 frames one direction of a connection carries
@@ -80,7 +80,7 @@ func (c *loggedConn) Write(p []byte) (int, error) {
 
 // TestHeartbeatFrames: with the envoy's transport options, a heartbeat is
 // one request and one reply, nothing more. grpc-go's flow-control estimator
-// (on unless both ends fix their windows, api.ServerOptions/DialOptions)
+// (on unless both ends fix their windows, transport.ServerOptions/DialOptions)
 // answered every request and every reply on a quiet connection with a
 // WINDOW_UPDATE and a PING of its own, which tripled the director's
 // syscalls per heartbeat.
@@ -90,7 +90,7 @@ func TestHeartbeatFrames(t *testing.T) {
 	ctx := context.Background()
 
 	var conn *loggedConn
-	cc, err := grpc.NewClient("passthrough:///bufnet", append(api.DialOptions(),
+	cc, err := grpc.NewClient("passthrough:///bufnet", append(transport.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			c, err := lis.DialContext(ctx)

@@ -1,6 +1,14 @@
-package api
+// Package transport holds the gRPC transport options of both ends of
+// fedplane's gRPC port: OpenFL's message and metadata limits and fixed
+// flow-control windows. It is apart from package api so that what imports
+// the wire vocabulary (the store, job) does not link gRPC itself.
+package transport
 
-import "google.golang.org/grpc"
+import (
+	"google.golang.org/grpc"
+
+	"github.com/fedplane/fedplane/api"
+)
 
 // The HTTP/2 flow-control windows of both ends of fedplane's gRPC port.
 //
@@ -29,9 +37,9 @@ const (
 // port: OpenFL's message and metadata limits and the fixed windows.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.MaxSendMsgSize(MaxMessageSize),
-		grpc.MaxHeaderListSize(MaxMetadataSize),
+		grpc.MaxRecvMsgSize(api.MaxMessageSize),
+		grpc.MaxSendMsgSize(api.MaxMessageSize),
+		grpc.MaxHeaderListSize(api.MaxMetadataSize),
 		grpc.StaticStreamWindowSize(StreamWindowSize),
 		grpc.StaticConnWindowSize(ConnWindowSize),
 	}
@@ -43,10 +51,10 @@ func ServerOptions() []grpc.ServerOption {
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageSize),
-			grpc.MaxCallSendMsgSize(MaxMessageSize),
+			grpc.MaxCallRecvMsgSize(api.MaxMessageSize),
+			grpc.MaxCallSendMsgSize(api.MaxMessageSize),
 		),
-		grpc.WithMaxHeaderListSize(MaxMetadataSize),
+		grpc.WithMaxHeaderListSize(api.MaxMetadataSize),
 		grpc.WithStaticStreamWindowSize(StreamWindowSize),
 		grpc.WithStaticConnWindowSize(ConnWindowSize),
 	}
