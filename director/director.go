@@ -128,14 +128,20 @@ type Director struct {
 // background counts goroutines in flight. Unlike a sync.WaitGroup it may be
 // waited on while new ones start: a wait returns once the count is zero.
 type background struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to zero; nil while n is zero
+	mu     sync.Mutex
+	n      int
+	idle   chan struct{} // closed when n drops to zero; nil while n is zero
+	closed bool          // set by close: Go starts nothing more
 }
 
-// Go runs f on a goroutine of its own, counted until it returns.
-func (b *background) Go(f func()) {
+// Go runs f on a goroutine of its own, counted until it returns, unless
+// close was called: then it runs nothing and reports false.
+func (b *background) Go(f func()) bool {
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
 	if b.n == 0 {
 		b.idle = make(chan struct{})
 	}
@@ -152,6 +158,15 @@ func (b *background) Go(f func()) {
 		}()
 		f()
 	}()
+	return true
+}
+
+// close makes Go refuse new work and waits for what runs.
+func (b *background) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.Wait()
 }
 
 // Wait returns once no goroutine started by Go is running.
@@ -192,6 +207,10 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		return nil, err
 	}
 	if err := d.loadRunning(ctx); err != nil {
+		// Resumed rounds may have started aggregating: let them end first.
+		d.Drain()
+		d.work.close()
+		d.stopAll()
 		db.Close()
 		return nil, fmt.Errorf("load running experiments: %w", err)
 	}
@@ -205,7 +224,7 @@ func (d *Director) Config() Config { return d.cfg }
 // the database. Call it after Run has returned.
 func (d *Director) Close() error {
 	d.Drain()
-	d.work.Wait()
+	d.work.close()
 	d.stopAll()
 	return d.db.Close()
 }
@@ -242,6 +261,16 @@ func (d *Director) Drain() {
 		close(d.stopping)
 		d.disarmAll()
 	})
+}
+
+// draining reports whether Drain has been called.
+func (d *Director) draining() bool {
+	select {
+	case <-d.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // errStopping answers long polls once the director drains.

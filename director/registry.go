@@ -67,6 +67,11 @@ func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, er
 	old, ok := r.envoys[e.Name]
 	r.mu.RUnlock()
 	if ok {
+		// Hold the old entry's write lock across the upsert and the swap,
+		// so that a sweep's offline write of it cannot land after the
+		// new row (writeStatus skips an entry no longer in the map).
+		old.write.Lock()
+		defer old.write.Unlock()
 		old.mu.Lock()
 		e.ExperimentRunning = old.running
 		old.mu.Unlock()
@@ -120,6 +125,12 @@ func (r *registry) heartbeat(ctx context.Context, name string, running bool) (ch
 func (r *registry) writeStatus(ctx context.Context, name string, e *envoyEntry, online bool) (bool, error) {
 	e.write.Lock()
 	defer e.write.Unlock()
+	r.mu.RLock()
+	current := r.envoys[name] == e
+	r.mu.RUnlock()
+	if !current {
+		return false, nil // registered again meanwhile: the new row stands
+	}
 	e.mu.Lock()
 	var st store.EnvoyStatus
 	if online {

@@ -189,11 +189,15 @@ func (d *Director) ReportResults(ctx context.Context, copyFn func(w io.Writer) (
 		exp.mu.Unlock()
 	}()
 	exp.modelMu.RLock()
-	layoutErr := errors.New("experiment has ended")
-	if exp.model != nil {
+	ended := exp.model == nil
+	var layoutErr error
+	if !ended {
 		layoutErr = tensor.SameLayout(exp.model.x, res.Model)
 	}
 	exp.modelMu.RUnlock()
+	if ended {
+		return rep, fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, exp.id)
+	}
 	if layoutErr != nil {
 		return rep, fmt.Errorf("%w: results of %s do not match the model: %w", api.ErrInvalid, name, layoutErr)
 	}
@@ -273,7 +277,8 @@ func (c *capWriter) Write(p []byte) (int, error) {
 }
 
 // aggregateAsync aggregates round in the background, owned by the
-// director: Close waits for it.
+// director: Close waits for it. Once Close has begun nothing new starts;
+// the reports are stored, and the next start resumes the round.
 func (d *Director) aggregateAsync(exp *experiment, round int) {
 	d.work.Go(func() { d.aggregate(context.Background(), exp, round) })
 }
@@ -291,11 +296,16 @@ func (d *Director) aggregate(ctx context.Context, exp *experiment, round int) {
 	}
 }
 
-func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round int) error {
+// A round that failed to aggregate stays claimed (aggregating): the
+// experiment is failed next, and neither a deadline nor a straggler's
+// report may start a second aggregation of it meanwhile.
+func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round int) (err error) {
 	defer func() {
-		exp.mu.Lock()
-		exp.aggregating = false
-		exp.mu.Unlock()
+		if err == nil {
+			exp.mu.Lock()
+			exp.aggregating = false
+			exp.mu.Unlock()
+		}
 	}()
 	results, err := d.db.TaskResults(ctx, exp.id, round)
 	if err != nil {
@@ -417,13 +427,27 @@ func (d *Director) armRound(exp *experiment, round int) {
 	if timeout <= 0 {
 		return
 	}
+	d.armAfter(exp, round, timeout, timeout)
+}
+
+// armAfter arms round's deadline to fire after wait, unless the director
+// drains: a deadline that fires while envoys cannot reach a stopping
+// director would fail a job that a restart resumes.
+func (d *Director) armAfter(exp *experiment, round int, wait, timeout time.Duration) {
+	if d.draining() {
+		return
+	}
 	exp.mu.Lock()
 	defer exp.mu.Unlock()
 	if exp.deadline != nil {
 		exp.deadline.Stop()
 	}
-	exp.deadline = time.AfterFunc(timeout, func() { d.roundTimedOut(exp, round, timeout) })
+	exp.deadline = time.AfterFunc(wait, func() { d.roundTimedOut(exp, round, timeout) })
 }
+
+// receivingGrace is how long a round past its deadline waits for a report
+// that is being received before it closes.
+const receivingGrace = time.Second
 
 // disarm stops the round's timer.
 func (e *experiment) disarm() {
@@ -439,9 +463,21 @@ func (e *experiment) disarm() {
 // when at least min_envoys_per_round reported, else by failing the job.
 func (d *Director) roundTimedOut(exp *experiment, round int, timeout time.Duration) {
 	ctx := context.Background()
+	// Look at the lifecycle before taking exp.mu: Drain and Close hold the
+	// lifecycle's lock while they take exp.mu.
+	if d.draining() || d.runningExperiment(exp.id) == nil {
+		return
+	}
 	exp.mu.Lock()
-	if exp.round != round || exp.aggregating || d.runningExperiment(exp.id) == nil {
+	if exp.round != round || exp.aggregating {
 		exp.mu.Unlock()
+		return
+	}
+	if len(exp.receiving) > 0 {
+		// A report is arriving: let it land (or fail) rather than take an
+		// envoy's results and then not count them.
+		exp.mu.Unlock()
+		d.armAfter(exp, round, receivingGrace, timeout)
 		return
 	}
 	var missing []string
