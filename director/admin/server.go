@@ -9,6 +9,7 @@ package admin
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -158,10 +159,16 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
-// refuseBusy answers a connection over the cap without reading its request.
+// refuseBusy answers a connection over the cap without reading its
+// request, within a second.
 func (s *Server) refuseBusy(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
+	if s.cfg.TLS != nil {
+		// Over TLS, as the client expects: the reply in the clear would
+		// read to it as a server without TLS.
+		c = tls.Server(c, s.cfg.TLS)
+	}
 	adminproto.WriteMessage(c, s.errorReply(context.Background(), "",
 		fmt.Errorf("%w: director is busy: %d admin connections are open; try again", api.ErrUnavailable, s.cfg.MaxConns)))
 }
@@ -181,10 +188,14 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 	if first, err := br.Peek(wrongPortPeekLen); err == nil {
 		if msg, wrong := wrongPortReply(first); wrong {
 			log.Warn("not an admin client", api.LogReason, msg)
+			// One deadline for the whole answer, which a trickle of
+			// bytes does not move (the idle conn's would).
+			conn.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+			buffered, _ := br.Peek(br.Buffered())
 			answerWrongPort(struct {
 				io.Reader
 				io.Writer
-			}{br, c}, msg)
+			}{io.MultiReader(bytes.NewReader(buffered), conn), conn}, msg)
 			return
 		}
 	}

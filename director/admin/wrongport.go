@@ -41,8 +41,9 @@ import (
 //     write. crypto/tls reads more than the 5 bytes it reports, which the
 //     recorder keeps.
 //
-// Set a deadline on the connection first: answerWrongPort reads what the
-// client sends before it answers.
+// Set an absolute deadline on the connection first (not one that moves with
+// each byte): answerWrongPort reads what the client sends before it
+// answers, at most maxWrongPortRead bytes.
 
 // wrongPortPeekLen is how many first bytes wrongPortReply needs. Every admin
 // exchange is at least this long (the shortest, a text request "{}" ETX
@@ -133,7 +134,9 @@ func plaintextOnTLSReply(header []byte) (msg string, ok bool) {
 // then reports as a server that does not speak TLS. It reads at most what
 // the client sends before it waits for an answer.
 func answerWrongPort(rw io.ReadWriter, msg string) error {
-	br := bufio.NewReader(rw)
+	// A peer that is not an admin client has not shown who it is: read
+	// little of it, and in small pieces.
+	br := bufio.NewReader(io.LimitReader(rw, maxWrongPortRead))
 	first, _ := br.Peek(wrongPortPeekLen)
 	switch peerOf(first) {
 	case peerGRPC:
@@ -147,7 +150,7 @@ func answerWrongPort(rw io.ReadWriter, msg string) error {
 		// upload's body is not read: its client reads the reply while it
 		// sends.
 		if first[0] != adminproto.BinaryMarker {
-			adminproto.ReadMessage(br, adminproto.MaxTextSize)
+			adminproto.ReadMessage(br, maxWrongPortRead)
 		}
 	case peerTLS:
 		// The ClientHello: a record header, whose last two bytes are the
@@ -161,6 +164,14 @@ func answerWrongPort(rw io.ReadWriter, msg string) error {
 		Meta: map[string]any{"status": adminproto.StatusError, "info": msg},
 	})
 }
+
+// maxWrongPortRead bounds what answerWrongPort reads of a peer, and
+// minMaxFrameSize is the largest HTTP/2 frame it accepts (the smallest
+// SETTINGS_MAX_FRAME_SIZE HTTP/2 allows).
+const (
+	maxWrongPortRead = 64 << 10
+	minMaxFrameSize  = 16 << 10
+)
 
 // maxGRPCFrames bounds the frames answerGRPC reads before the request's
 // headers: a client sends its settings, perhaps a window update, then them.
@@ -179,6 +190,9 @@ func answerGRPC(r io.Reader, w io.Writer, msg string) error {
 		return errors.New("not an HTTP/2 client preface")
 	}
 	fr := http2.NewFramer(w, r)
+	// Refuse, before allocating it, any frame larger than HTTP/2's
+	// smallest maximum; a client's settings and headers fit.
+	fr.SetMaxReadFrameSize(minMaxFrameSize)
 	if err := fr.WriteSettings(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/adminproto"
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director/directortest"
 	"github.com/fedplane/fedplane/pki"
@@ -177,5 +179,74 @@ func TestAnswerWrongPort(t *testing.T) {
 		if code != http.StatusBadRequest || !strings.Contains(body, "serves TLS") {
 			t.Fatalf("got %d %q, want 400 saying the port serves TLS", code, body)
 		}
+	})
+}
+
+// TestBusyOverTLS fills the only connection slot of a TLS admin port and
+// checks that the next TLS client reads "busy" over TLS, rather than a
+// reply in the clear that reads to it as a server without TLS.
+func TestBusyOverTLS(t *testing.T) {
+	serverTLS, clientTLS := mustPKI(t)
+	d := directortest.New(t, directortest.Config(t, directortest.NewClock()))
+	c, _ := mustServeAdmin(t, d, Config{TLS: serverTLS, MaxConns: 1, IdleTimeout: 30 * time.Second})
+	hold, err := net.Dial("tcp", c.Addr) // a handshake never finished keeps the slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	dl := &tls.Dialer{Config: clientTLS}
+	c.Dial = dl.DialContext
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reply, err := c.Do(context.Background(), adminproto.NewRequest(api.CmdCheckStatus))
+		if err == nil && reply.Status() == adminproto.StatusError && strings.Contains(reply.Info(), "busy") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TLS client over the cap: got %v, %v; want a busy reply over TLS", reply, err)
+		}
+	}
+}
+
+// TestWrongPortPeerIsBounded plays hostile gRPC-looking peers on the admin
+// port: one announcing a 16 MiB HTTP/2 frame, which must be refused before
+// it is read or allocated, and one trickling bytes, which must not keep its
+// connection slot past one idle timeout.
+func TestWrongPortPeerIsBounded(t *testing.T) {
+	d := directortest.New(t, directortest.Config(t, directortest.NewClock()))
+	t.Run("huge frame", func(t *testing.T) {
+		c, _ := mustServeAdmin(t, d, Config{IdleTimeout: time.Minute})
+		conn, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte(http2.ClientPreface))
+		conn.Write([]byte{0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1}) // DATA, 16 MiB, stream 1
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			t.Fatalf("the director kept reading a 16 MiB frame (%v); want the connection closed at its header", err)
+		}
+	})
+	t.Run("trickle", func(t *testing.T) {
+		c, _ := mustServeAdmin(t, d, Config{IdleTimeout: 500 * time.Millisecond})
+		conn, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte(http2.ClientPreface))
+		conn.Write([]byte{0, 0x3f, 0xff, 0, 0, 0, 0, 0, 1}) // DATA, 16 KiB - 1, stream 1: its bytes follow slowly
+		closed := make(chan struct{})
+		go func() { io.Copy(io.Discard, conn); close(closed) }()
+		for range 100 { // 20 s of a byte every 200 ms
+			select {
+			case <-closed:
+				return
+			case <-time.After(200 * time.Millisecond):
+				conn.Write([]byte{0})
+			}
+		}
+		t.Fatal("a peer trickling a byte at a time kept its admin connection for 20 s with a 500 ms idle timeout")
 	})
 }
