@@ -1,24 +1,12 @@
 package main
 
 import (
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 )
-
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
 
 // TestServeUsage checks that flag values the director refuses exit 2
 // before it opens anything.

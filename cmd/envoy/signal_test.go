@@ -5,7 +5,6 @@ package main
 import (
 	"net"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -48,24 +47,11 @@ func TestStartSignals(t *testing.T) {
 					"--shard-dir", t.TempDir(), "--work-dir", filepath.Join(t.TempDir(), "work"), "--samples", "1"}, &logs)
 			}()
 			// Main holds the signal once the envoy has started.
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(logs.String(), "director unreachable") {
-				if time.Now().After(deadline) {
-					t.Fatalf("envoy did not start retrying:\n%s", logs.String())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			logs.WaitRecord(t, 10*time.Second, "director unreachable; retrying")
 			if err := syscall.Kill(syscall.Getpid(), tt.sig); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case code := <-done:
-				if code != tt.wantCode {
-					t.Fatalf("exit %d, want %d\n%s", code, tt.wantCode, logs.String())
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("envoy did not stop on %v", tt.sig)
-			}
+			proctest.WaitCode(t, done, tt.wantCode, 10*time.Second, &logs)
 		})
 	}
 }

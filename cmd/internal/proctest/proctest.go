@@ -97,27 +97,27 @@ func (p *Proc) Stop(tb testing.TB, limit time.Duration) (time.Duration, error) {
 // if the process exits first or timeout passes, with the process's output.
 func (p *Proc) WaitRecord(tb testing.TB, timeout time.Duration, msg string) Record {
 	tb.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	off, exited := 0, false
-	for {
-		lines, next, grown := p.Log.linesFrom(off)
-		for _, line := range lines {
-			if r, ok := ParseRecord(line); ok && r["msg"] == msg {
-				return r
-			}
+	r, why := p.Log.find(msg, timeout, p.Done)
+	switch why {
+	case exited:
+		tb.Fatalf("%s exited (%v) before logging %q; output:\n%s", p.name, p.Err, msg, p.Log)
+	case timedOut:
+		tb.Fatalf("%s did not log %q within %v; output:\n%s", p.name, msg, timeout, p.Log)
+	}
+	return r
+}
+
+// WaitCode waits for the exit code a program run in process (cli.Main on a
+// goroutine) sends on done, and fails tb unless it is want within timeout.
+func WaitCode(tb testing.TB, done <-chan int, want int, timeout time.Duration, log *Log) {
+	tb.Helper()
+	select {
+	case code := <-done:
+		if code != want {
+			tb.Fatalf("exit %d, want %d\n%s", code, want, log)
 		}
-		off = next
-		if exited {
-			tb.Fatalf("%s exited (%v) before logging %q; output:\n%s", p.name, p.Err, msg, p.Log)
-		}
-		select {
-		case <-grown:
-		case <-p.Done:
-			exited = true // look at the last lines once more, then fail
-		case <-deadline.C:
-			tb.Fatalf("%s did not log %q within %v; output:\n%s", p.name, msg, timeout, p.Log)
-		}
+	case <-time.After(timeout):
+		tb.Fatalf("did not exit within %v\n%s", timeout, log)
 	}
 }
 
@@ -181,6 +181,52 @@ func (l *Log) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return string(l.b)
+}
+
+// WaitRecord waits until l holds a line whose message is msg (in slog's
+// text or JSON form), and returns that line's attributes. It fails tb, with
+// the output, if timeout passes first.
+func (l *Log) WaitRecord(tb testing.TB, timeout time.Duration, msg string) Record {
+	tb.Helper()
+	r, why := l.find(msg, timeout, nil)
+	if why != found {
+		tb.Fatalf("no %q logged within %v; output:\n%s", msg, timeout, l)
+	}
+	return r
+}
+
+// Outcomes of find.
+const (
+	found = iota
+	exited
+	timedOut
+)
+
+// find waits for a line whose message is msg until timeout passes or done
+// (if not nil) is closed and the last lines have been looked at.
+func (l *Log) find(msg string, timeout time.Duration, done <-chan struct{}) (Record, int) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	off, ended := 0, false
+	for {
+		lines, next, grown := l.linesFrom(off)
+		for _, line := range lines {
+			if r, ok := ParseRecord(line); ok && r["msg"] == msg {
+				return r, found
+			}
+		}
+		off = next
+		if ended {
+			return nil, exited
+		}
+		select {
+		case <-grown:
+		case <-done:
+			ended = true // look at the last lines once more
+		case <-deadline.C:
+			return nil, timedOut
+		}
+	}
 }
 
 // linesFrom returns the complete lines that start at byte off or later, the
