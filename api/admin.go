@@ -33,6 +33,9 @@ const (
 	MetaEnvoys    = "envoys"    // a list of Envoy
 	MetaMetrics   = "metrics"   // a list of Metric
 	MetaSize      = "size"      // download_job: the body's size in bytes
+	// MetaSignature, in a submit_job request, is the submitter's signature
+	// of the archive (pki.JobSignature, as a JSON object).
+	MetaSignature = "signature"
 	// MetaUser, in a request, names the caller to a director without TLS.
 	MetaUser = "user"
 )

@@ -47,4 +47,9 @@ const (
 	LogFinal    = "final"     // whether a round was the job's last
 	LogHealth   = "health_check_period"
 	LogOffline  = "offline_after"
+	// Site trust (envoy).
+	LogSubmitter = "submitter" // who signed a job (certificate CN)
+	LogCommand   = "command"   // a training command
+	LogSHA256    = "sha256"    // an archive's digest
+	LogApproval  = "approval"  // a site policy's approval mode
 )

@@ -14,6 +14,14 @@ const (
 	// received.
 	MDArchiveSize   = "fedplane-archive-size"
 	MDArchiveSHA256 = "fedplane-archive-sha256"
+	// MDJobSignature, a response header of GetExperimentData, is the
+	// submitter's signature of the archive (pki.JobSignature, JSON) when
+	// the job was signed. A -bin key: gRPC carries it base64-encoded.
+	MDJobSignature = "fedplane-job-signature-bin"
+	// MDAwaitingApproval, a request header of UpdateEnvoyStatus, names the
+	// experiment that the envoy holds until its site operator approves or
+	// rejects it (site policy "approval: manual").
+	MDAwaitingApproval = "fedplane-awaiting-approval"
 	// MDClientID is OpenFL's identity header of a frontend without TLS.
 	MDClientID = "client_id"
 )

@@ -38,4 +38,15 @@ const (
 	EnvoyFinished EnvoyState = "finished"
 	EnvoyFailed   EnvoyState = "failed"
 	EnvoyAborted  EnvoyState = "aborted"
+	// EnvoyAwaitingApproval: the site holds the job until its operator
+	// approves it (site policy "approval: manual").
+	EnvoyAwaitingApproval EnvoyState = "awaiting_approval"
+	// EnvoyRefused: the site refused the job (its policy, its operator, or
+	// a signature that does not verify); the reason says why.
+	EnvoyRefused EnvoyState = "refused"
 )
+
+// CodeSiteRefused is the error_code of SetExperimentFailed with which an
+// envoy says that its site refused the experiment, rather than failed it:
+// outside the 0-255 of exit statuses, which training failures report.
+const CodeSiteRefused = 1000

@@ -56,10 +56,18 @@ func (d *Director) shapeMismatch(sample, target []string) string {
 // experiment. An unknown name is api.ErrNotFound, which tells the envoy to
 // register again. stop names an ended experiment the envoy still runs (an
 // abort, a failure elsewhere): the envoy should stop it.
-func (d *Director) Heartbeat(ctx context.Context, name string, running bool) (stop string, err error) {
+//
+// awaiting, if not empty, names the experiment that the envoy's site holds
+// for its operator's approval; the job shows it as waiting for that site.
+func (d *Director) Heartbeat(ctx context.Context, name string, running bool, awaiting string) (stop string, err error) {
 	changed, err := d.reg.heartbeat(ctx, name, running)
 	if err != nil {
 		return "", err
+	}
+	if awaiting != "" {
+		if err := d.awaitApproval(ctx, awaiting, name); err != nil {
+			return "", err
+		}
 	}
 	if changed {
 		d.kickScheduler()
@@ -70,6 +78,50 @@ func (d *Director) Heartbeat(ctx context.Context, name string, running bool) (st
 		}
 	}
 	return "", nil
+}
+
+// awaitApproval records that envoy's site holds experiment id for its
+// operator's approval. It writes once per experiment and envoy, not on
+// every heartbeat; an experiment that is not running or that the envoy does
+// not take part in is ignored, as the heartbeat's stop answer handles it.
+func (d *Director) awaitApproval(ctx context.Context, id, envoy string) error {
+	exp := d.runningExperiment(id)
+	if exp == nil || !exp.isParticipant(envoy) {
+		return nil
+	}
+	exp.mu.Lock()
+	first := !exp.awaiting[envoy] && !exp.training[envoy] && !exp.reported[envoy]
+	if first {
+		exp.awaiting[envoy] = true
+	}
+	round := exp.round
+	exp.mu.Unlock()
+	if !first {
+		return nil
+	}
+	d.log.Info("site holds the job for its operator's approval", api.LogJob, id, api.LogEnvoy, envoy)
+	err := d.db.SetEnvoyState(ctx, id, envoy, api.EnvoyAwaitingApproval, round, "waiting for the site operator to approve the job (envoy approve)")
+	if errors.Is(err, api.ErrConflict) {
+		return nil // its state is final already
+	}
+	return err
+}
+
+// awaitingApproval lists the envoys whose sites hold running experiment id
+// for approval, by name.
+func (d *Director) awaitingApproval(id string) []string {
+	exp := d.runningExperiment(id)
+	if exp == nil {
+		return nil
+	}
+	exp.mu.Lock()
+	defer exp.mu.Unlock()
+	names := make([]string, 0, len(exp.awaiting))
+	for n := range exp.awaiting {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // EnvoyView is a consistent copy of one envoy, as listings show it.
@@ -92,7 +144,8 @@ func (d *Director) Envoys() []EnvoyView {
 }
 
 // OpenArchive opens the archive of running experiment id for envoy, one of
-// its participants. The caller closes the file.
+// its participants, and returns it with the experiment and its signature.
+// The caller closes the file.
 func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*os.File, store.Experiment, error) {
 	exp := d.runningExperiment(id)
 	if exp == nil {
@@ -105,6 +158,9 @@ func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*os.File,
 	if err != nil {
 		return nil, store.Experiment{}, err
 	}
+	if e.Signature, err = d.db.JobSignature(ctx, id); err != nil {
+		return nil, store.Experiment{}, err
+	}
 	f, err := os.Open(filepath.Join(d.cfg.DataDir, e.ArchivePath))
 	if err != nil {
 		return nil, store.Experiment{}, fmt.Errorf("open archive of %s: %w", id, err)
@@ -113,7 +169,10 @@ func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*os.File,
 }
 
 // EnvoyFailed fails running experiment id on behalf of envoy, one of its
-// participants, with the envoy's code and description as the reason.
+// participants, with the envoy's code and description as the reason. Code
+// api.CodeSiteRefused says the site refused the job (its policy or its
+// operator): the envoy is marked refused and the job fails with the site's
+// reason.
 // Terminal states are final: a report for an ended experiment changes
 // nothing.
 func (d *Director) EnvoyFailed(ctx context.Context, id, envoy string, code uint32, desc string) error {
@@ -129,7 +188,14 @@ func (d *Director) EnvoyFailed(ctx context.Context, id, envoy string, code uint3
 		desc = desc[:maxReasonLen] + "..."
 	}
 	reason := fmt.Sprintf("envoy %s failed (code %d): %s", envoy, code, desc)
-	if err := d.db.SetEnvoyState(ctx, id, envoy, api.EnvoyFailed, d.currentRound(id), desc); err != nil && !errors.Is(err, api.ErrConflict) {
+	state := api.EnvoyFailed
+	if code == api.CodeSiteRefused {
+		// The site's own decision, not a fault: said as such. The job
+		// cannot run as submitted without the site, so it fails.
+		reason, state = fmt.Sprintf("site %s refused the job: %s", envoy, desc), api.EnvoyRefused
+		d.log.Warn("a site refused the job", api.LogJob, id, api.LogEnvoy, envoy, api.LogReason, desc)
+	}
+	if err := d.db.SetEnvoyState(ctx, id, envoy, state, d.currentRound(id), desc); err != nil && !errors.Is(err, api.ErrConflict) {
 		return err
 	}
 	if _, err := d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {

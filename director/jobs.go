@@ -19,6 +19,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -73,7 +74,7 @@ func (d *Director) inspectUpload(u *Upload) (*job.Info, error) {
 // storeJob stores a validated job: the initial model and the archive are
 // committed (fsync, rename) into the experiment's folder, then the row. It
 // owns u and model: each is either stored or removed.
-func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, model *os.File, modelSum string, who Caller) (store.Experiment, error) {
+func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, model *os.File, modelSum string, who Caller, sig []byte) (store.Experiment, error) {
 	defer u.Discard()
 	manifest, err := json.Marshal(m)
 	if err != nil {
@@ -98,7 +99,7 @@ func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, mod
 	e, err := d.db.CreateExperiment(ctx, store.Experiment{
 		ID: id, Name: m.Name, Manifest: string(manifest),
 		Submitter: who.Name, SubmitterOrg: who.Org, SubmitterRole: who.Role,
-		ArchivePath: rel, ArchiveSHA256: u.sha256, ArchiveSize: u.size,
+		ArchivePath: rel, ArchiveSHA256: u.sha256, ArchiveSize: u.size, Signature: sig,
 	}, store.Round{Round: 0, ModelPath: modelRel, ModelSHA256: modelSum})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -120,6 +121,11 @@ type Submission struct {
 	// Frontend marks an OpenFL frontend's submission: its name must be new
 	// and it must name its collaborators.
 	Frontend bool
+	// Signature is the submitter's signature of the archive, if it sent
+	// one. The adapter has checked its certificate; SubmitJob checks that it
+	// signs this archive and stores it for the envoys, which check it again
+	// against their own CA.
+	Signature *pki.JobSignature
 }
 
 // SubmitJob checks an uploaded job without trusting it (job.json, the
@@ -146,6 +152,10 @@ func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Sub
 			return store.Experiment{}, fmt.Errorf("%w: an experiment named %q exists (%s)", api.ErrAlreadyExists, sub.Name, same[0].ID)
 		}
 	}
+	if sub.Signature != nil && sub.Signature.SHA256 != u.sha256 {
+		return store.Experiment{}, fmt.Errorf("%w: the job's signature is for archive sha256 %s, but the archive received has %s: did a file of the job change while it was sent?",
+			api.ErrInvalid, sub.Signature.SHA256, u.sha256)
+	}
 	info, err := d.inspectUpload(u)
 	if err != nil {
 		return store.Experiment{}, err
@@ -169,7 +179,11 @@ func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Sub
 	if err != nil {
 		return store.Experiment{}, err
 	}
-	return d.storeJob(ctx, u, m, model, modelSum, who)
+	var sig []byte
+	if sub.Signature != nil {
+		sig = sub.Signature.Marshal()
+	}
+	return d.storeJob(ctx, u, m, model, modelSum, who, sig)
 }
 
 // unknownEnvoys explains why a job naming envoys that never registered is

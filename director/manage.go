@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
@@ -46,6 +47,11 @@ func (d *Director) JobInfo(e store.Experiment, withManifest bool) api.Job {
 	}
 	if m, err := manifestOf(e); err == nil {
 		j.Rounds = m.Rounds
+	}
+	if e.Status == api.JobInProgress && j.Reason == "" {
+		if names := d.awaitingApproval(e.ID); len(names) > 0 {
+			j.Reason = "waiting for approval at " + strings.Join(names, ", ")
+		}
 	}
 	return j
 }

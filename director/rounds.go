@@ -84,6 +84,7 @@ func (d *Director) NextTask(ctx context.Context, id, envoy string) (Task, error)
 	if !reported {
 		exp.training[envoy] = true
 	}
+	delete(exp.awaiting, envoy) // asking for a task: its site approved
 	exp.mu.Unlock()
 	if reported {
 		return Task{Round: round, Wait: true}, nil

@@ -13,6 +13,7 @@ package envoy
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,6 +85,14 @@ type Config struct {
 	// SampleShape and TargetShape describe the shard's samples and targets;
 	// the director refuses a shard whose shapes are not the federation's.
 	SampleShape, TargetShape []string
+	// Roots is the federation's CA, against which job signatures are
+	// verified (the --tls-ca file). Without it signatures cannot be checked:
+	// signed jobs run as unsigned ones do, and a Policy refuses them all.
+	Roots *x509.CertPool
+	// Policy, if set, is the site's policy: only signed jobs of allowed
+	// submitters, with allowed training commands, run here, and under
+	// manual approval only once the site operator approves them.
+	Policy *Policy
 	// KillGrace is how long a stopped training command has between SIGTERM
 	// and SIGKILL. Zero means DefaultKillGrace.
 	KillGrace time.Duration
@@ -105,8 +114,13 @@ type Envoy struct {
 	dirc directorpb.DirectorClient
 	aggc aggregatorpb.AggregatorClient
 
-	mu  sync.Mutex
-	cur *experiment // the experiment taken, nil while idle
+	mu       sync.Mutex
+	cur      *experiment // the experiment taken, nil while idle
+	awaiting string      // the experiment held for the operator's approval
+
+	// poke makes the heartbeat go at once (a job started waiting for
+	// approval, or stopped).
+	poke chan struct{}
 }
 
 // New checks cfg, makes ShardDir and WorkDir absolute, and creates WorkDir.
@@ -163,7 +177,10 @@ func New(cfg Config) (*Envoy, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name)}, nil
+	if cfg.Policy != nil && cfg.Roots == nil {
+		return nil, errors.New("a site policy needs the federation's CA (--tls-ca) to verify who signed each job")
+	}
+	return &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name), poke: make(chan struct{}, 1)}, nil
 }
 
 // checkName accepts what the director accepts as an envoy name.

@@ -37,16 +37,20 @@ type fetched struct {
 func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	start := time.Now()
 	path := filepath.Join(x.dir, archiveName)
-	var size int64
+	var r received
 	err := retry(ctx, x.log, "GetExperimentData", func(ctx context.Context) error {
 		var err error
-		size, err = e.download(ctx, x.id, path)
+		r, err = e.download(ctx, x.id, path)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	size := r.size
 	x.log.Info("job archive received", api.LogBytes, size, api.LogTook, time.Since(start).Round(time.Millisecond))
+	if err := e.admit(ctx, x, path, r); err != nil {
+		return nil, err
+	}
 
 	dir := filepath.Join(x.dir, jobDirName)
 	if err := os.RemoveAll(dir); err != nil {
@@ -73,33 +77,33 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 
 // download streams the archive of experiment id into path (through a
 // temporary file, synced and renamed once it checks out) and returns its
-// size. Errors of the stream are returned as they are, gRPC statuses that
+// size, digest and signature. Errors of the stream are returned as they are, gRPC statuses that
 // retry can judge; anything wrong with what arrived is an error of its own.
-func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
+func (e *Envoy) download(ctx context.Context, id, path string) (received, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := e.dirc.GetExperimentData(ctx, &directorpb.GetExperimentDataRequest{ExperimentName: id, CollaboratorName: e.cfg.Name})
 	if err != nil {
-		return 0, err
+		return received{}, err
 	}
 	md, err := stream.Header()
 	if err != nil {
-		return 0, err
+		return received{}, err
 	}
 	size, sum, herr := archiveHeader(md)
 	if herr != nil {
 		// A director that failed the call sends no headers at all; its
 		// status is the better error.
 		if _, err := stream.Recv(); err != nil && !errors.Is(err, io.EOF) {
-			return 0, err
+			return received{}, err
 		}
-		return 0, herr
+		return received{}, herr
 	}
 
 	tmp := path + tmpSuffix
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("job archive: %w", err)
+		return received{}, fmt.Errorf("job archive: %w", err)
 	}
 	ok := false
 	defer func() {
@@ -117,37 +121,41 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 			break
 		}
 		if err != nil {
-			return 0, err
+			return received{}, err
 		}
 		data := msg.GetNpbytes()
 		if int64(msg.GetSize()) != int64(len(data)) {
-			return 0, fmt.Errorf("broken archive: chunk %d has size %d but %d bytes", n, msg.GetSize(), len(data))
+			return received{}, fmt.Errorf("broken archive: chunk %d has size %d but %d bytes", n, msg.GetSize(), len(data))
 		}
 		if total += int64(len(data)); total > size {
-			return 0, fmt.Errorf("broken archive: more than the %d bytes the director announced", size)
+			return received{}, fmt.Errorf("broken archive: more than the %d bytes the director announced", size)
 		}
 		if _, err := hw.Write(data); err != nil {
-			return 0, fmt.Errorf("job archive: %w", err)
+			return received{}, fmt.Errorf("job archive: %w", err)
 		}
 	}
 	if total != size {
-		return 0, fmt.Errorf("broken archive: received %d bytes, the director announced %d", total, size)
+		return received{}, fmt.Errorf("broken archive: received %d bytes, the director announced %d", total, size)
 	}
 	hw.Close()
 	if got := hw.Sum(); got != sum {
-		return 0, fmt.Errorf("broken archive: its sha256 is %s, the director announced %s", got, sum)
+		return received{}, fmt.Errorf("broken archive: its sha256 is %s, the director announced %s", got, sum)
 	}
 	if err := f.Sync(); err != nil {
-		return 0, fmt.Errorf("job archive: %w", err)
+		return received{}, fmt.Errorf("job archive: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return 0, fmt.Errorf("job archive: %w", err)
+		return received{}, fmt.Errorf("job archive: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return 0, fmt.Errorf("job archive: %w", err)
+		return received{}, fmt.Errorf("job archive: %w", err)
 	}
 	ok = true
-	return size, nil
+	r := received{size: size, sha256: sum}
+	if v := md.Get(api.MDJobSignature); len(v) == 1 {
+		r.signature = []byte(v[0])
+	}
+	return r, nil
 }
 
 // archiveHeader reads the archive's size and sha256 from the response header.

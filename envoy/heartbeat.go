@@ -44,6 +44,9 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 		var hdr metadata.MD
 		req := &directorpb.UpdateEnvoyStatusRequest{Name: e.cfg.Name, IsExperimentRunning: e.running()}
 		cctx, cancel := context.WithTimeout(ctx, min(period, maxHeartbeatTimeout))
+		if id := e.awaitingApproval(); id != "" {
+			cctx = metadata.AppendToOutgoingContext(cctx, api.MDAwaitingApproval, id)
+		}
 		resp, err := e.dirc.UpdateEnvoyStatus(cctx, req, grpc.Header(&hdr))
 		cancel()
 		if ctx.Err() != nil {
@@ -84,8 +87,14 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 			}
 			e.log.Warn("heartbeat failed", attrs...)
 		}
-		if !sleep(ctx, wait) {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return nil
+		case <-e.poke:
+			t.Stop()
+		case <-t.C:
 		}
 	}
 }

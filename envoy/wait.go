@@ -207,8 +207,13 @@ func (e *Envoy) cleanStale() {
 		e.log.Warn("listing the work dir failed", api.LogErr, err)
 		return
 	}
+	// Nothing waits for approval before the director offers it again.
+	stale, _ := filepath.Glob(filepath.Join(approvalsDir(e.cfg.WorkDir), "*"+pendingSuffix))
+	for _, p := range stale {
+		os.Remove(p)
+	}
 	for _, d := range entries {
-		if !d.IsDir() || checkName(d.Name()) != nil {
+		if !d.IsDir() || d.Name() == approvalsDirName || checkName(d.Name()) != nil {
 			continue
 		}
 		if pgid, killed := killOrphans(filepath.Join(e.cfg.WorkDir, d.Name(), pgidFile)); killed {

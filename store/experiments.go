@@ -28,6 +28,10 @@ type Experiment struct {
 	ArchivePath   string // relative to the data dir
 	ArchiveSHA256 string
 	ArchiveSize   int64
+	// Signature is the submitter's signature of the archive (JSON), nil
+	// when unsigned. CreateExperiment stores it; reads leave it nil (see
+	// JobSignature), so listings do not carry it.
+	Signature []byte
 
 	// Derived when read, not stored: how many rounds have been aggregated
 	// (the newest global model's round) and how many envoys take part.
@@ -55,10 +59,10 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 		e.Status = api.JobPending
 	}
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO experiments (`+experimentColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO experiments (`+experimentColumns+`, signature)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.ID, e.Name, e.Submitter, e.SubmitterOrg, e.SubmitterRole, e.Manifest, e.Status, e.Reason,
-			nanos(e.CreatedAt), nanos(e.StartedAt), nanos(e.FinishedAt), e.ArchivePath, e.ArchiveSHA256, e.ArchiveSize)
+			nanos(e.CreatedAt), nanos(e.StartedAt), nanos(e.FinishedAt), e.ArchivePath, e.ArchiveSHA256, e.ArchiveSize, e.Signature)
 		if err != nil {
 			return err
 		}
@@ -74,6 +78,20 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 		return Experiment{}, fmt.Errorf("create experiment %s: %w", e.ID, err)
 	}
 	return e, nil
+}
+
+// JobSignature returns the signature stored with experiment id: nil for an
+// unsigned job, api.ErrNotFound for no such experiment.
+func (db *DB) JobSignature(ctx context.Context, id string) ([]byte, error) {
+	var sig []byte
+	err := db.r.QueryRowContext(ctx, `SELECT signature FROM experiments WHERE id = ?`, id).Scan(&sig)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: no experiment %q", api.ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signature of %s: %w", id, err)
+	}
+	return sig, nil
 }
 
 // GetExperiment returns the experiment with that exact id, or api.ErrNotFound.

@@ -109,8 +109,8 @@ func (db *DB) SetEnvoyState(ctx context.Context, id, envoy string, status api.En
 	var n int64
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, reason = ?, updated_at = ?
-			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?)`,
-			status, round, reason, nanos(db.now()), id, envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
+			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?, ?)`,
+			status, round, reason, nanos(db.now()), id, envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
 		if err != nil {
 			return err
 		}

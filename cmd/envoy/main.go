@@ -23,6 +23,6 @@ the shard with the director, keeps it alive with health checks, and runs the
 training command of the experiments the director hands it.`,
 		Version: cli.Version,
 	}
-	root.AddCommand(newStartCmd())
+	root.AddCommand(newStartCmd(), newPendingCmd(), newApproveCmd(), newRejectCmd())
 	return root
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/envoy"
 )
@@ -27,6 +29,7 @@ type startOptions struct {
 	description string
 	workDir     string
 	killGrace   time.Duration
+	policy      string
 	tls         cli.TLSFlags
 	tlsServer   string
 	logFormat   string
@@ -54,6 +57,13 @@ Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "name: site-1" or "sample-shape: [28, 28]"); flags
 on the command line win over the file.
 
+With --policy the site decides what runs on it: only jobs signed by their
+submitter (fladmin signs over TLS), verified against --tls-ca, whose signer
+and training command the policy allows, run here; under "approval: manual"
+each waits until the site operator runs "envoy approve JOB" or "envoy reject
+JOB --reason ..." ("envoy pending" lists them). Refusals are reported to the
+director with the site's reason. See examples/site-policy.yaml.
+
 The envoy stops on SIGTERM or SIGINT (^C), after stopping a running
 training command. Exit status: 0 after SIGTERM, 130 after SIGINT, 1 if the
 director refuses the shard or the envoy cannot start, 2 on a usage error
@@ -76,6 +86,7 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f.StringVar(&o.description, "description", "", "description of the shard for the federation's users")
 	f.StringVar(&o.workDir, "work-dir", envoy.DefaultWorkDir, "directory for experiments and their logs (created if missing)")
 	f.DurationVar(&o.killGrace, "kill-grace", envoy.DefaultKillGrace, "time a stopped training command has between SIGTERM and SIGKILL")
+	f.StringVar(&o.policy, "policy", "", "the site policy (YAML): who may run jobs here, which training commands, manual approval; needs --tls-ca (see examples/site-policy.yaml)")
 	o.tls.Add(cmd, "the envoy's")
 	f.StringVar(&o.tlsServer, "tls-server-name", "", "name to verify the director's certificate against (default: the host of --director)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -127,9 +138,23 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	var dial []grpc.DialOption
+	var (
+		dial  []grpc.DialOption
+		roots *x509.CertPool
+	)
 	if tlsCfg != nil {
 		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+		roots = tlsCfg.RootCAs
+	}
+	var policy *envoy.Policy
+	if o.policy != "" {
+		if tlsCfg == nil {
+			return cli.Usagef("--policy needs --tls-ca, --tls-cert and --tls-key: the envoy verifies who signed each job against the federation's CA")
+		}
+		if policy, err = envoy.LoadPolicy(o.policy); err != nil {
+			return err
+		}
+		log.Info("site policy loaded", api.LogPath, o.policy, api.LogApproval, policy.Approval)
 	}
 	e, err := envoy.New(envoy.Config{
 		DialOptions: dial,
@@ -142,6 +167,8 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		SampleShape: cli.TrimAll(o.sampleShape),
 		TargetShape: cli.TrimAll(o.targetShape),
 		KillGrace:   o.killGrace,
+		Roots:       roots,
+		Policy:      policy,
 		Logger:      log,
 	})
 	if err != nil {

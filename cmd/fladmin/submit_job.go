@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/pki"
 )
 
 type submitJobOptions struct {
@@ -25,7 +29,13 @@ func newSubmitJobCmd(f *factory) *cobra.Command {
 		Long: `Submit the job folder DIR. fladmin checks DIR's job.json first, then streams
 the folder as a zip straight to the director (no temporary copy): files that
 compress are deflated, the rest stored. A progress bar is drawn on stderr when
-stderr is a terminal (and -o is table). On success the job's id is printed.`,
+stderr is a terminal (and -o is table). On success the job's id is printed.
+
+With TLS (--tls-cert and --tls-key), fladmin first reads the folder once to
+compute the archive's SHA-256 and signs it with your key; envoys check that
+signature against the federation's CA before they unpack the job, and apply
+their site policy to the identity in your certificate. A site with a policy
+refuses unsigned jobs.`,
 		Example: `  fladmin submit-job ./examples/logreg/job
   fladmin submit-job ./my-job -o json`,
 		Args: cobra.ExactArgs(1),
@@ -49,6 +59,10 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err != nil {
 		return err
 	}
+	sig, err := o.sign(f, a)
+	if err != nil {
+		return err
+	}
 	pr, pw := io.Pipe()
 	go func() { _, err := a.WriteTo(pw); pw.CloseWithError(err) }()
 	defer pr.Close()
@@ -63,7 +77,11 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err != nil {
 		return err
 	}
-	msg, err := c.Upload(ctx, f.request(api.CmdSubmitJob), uint64(a.Size()), body)
+	req := f.request(api.CmdSubmitJob)
+	if sig != nil {
+		req.Meta[api.MetaSignature] = json.RawMessage(sig.Marshal())
+	}
+	msg, err := c.Upload(ctx, req, uint64(a.Size()), body)
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", dir, f.explain(err))
 	}
@@ -80,6 +98,26 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	}
 	_, err = fmt.Fprintf(f.stdout, "Submitted job %s\n", id)
 	return err
+}
+
+// sign signs the archive's SHA-256 with the admin key of the --tls-* flags,
+// or returns nil without TLS. Zipping is deterministic, so the bytes sent
+// next hash the same; if a file changes in between, the director finds the
+// signature does not match and refuses the job.
+func (o *submitJobOptions) sign(f *factory, a *job.Archive) (*pki.JobSignature, error) {
+	cfg, err := f.tls.Client("")
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	h := sha256.New()
+	if _, err := a.WriteTo(h); err != nil {
+		return nil, err
+	}
+	sig, err := pki.SignJob(cfg.Certificates[0], hex.EncodeToString(h.Sum(nil)))
+	if err != nil {
+		return nil, fmt.Errorf("sign the job with %s: %w", f.tls.Key, err)
+	}
+	return sig, nil
 }
 
 // progress draws a one-line progress bar, at most ten times a second.

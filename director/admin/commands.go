@@ -17,6 +17,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -71,6 +72,10 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 	if err := s.noArgs(req); err != nil {
 		return nil, err
 	}
+	sig, err := s.signature(req)
+	if err != nil {
+		return nil, err
+	}
 	u, err := s.d.ReceiveArchive(req.body.CopyBody)
 	if err != nil {
 		var pe *os.PathError
@@ -84,12 +89,43 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 		}
 		return nil, err
 	}
-	e, err := s.d.SubmitJob(ctx, req.caller, u, director.Submission{})
+	e, err := s.d.SubmitJob(ctx, req.caller, u, director.Submission{Signature: sig})
 	if err != nil {
 		return nil, err
 	}
 	return replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJob: s.d.JobInfo(e, false)},
 		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID}), nil
+}
+
+// signature reads submit_job's job signature, if any, before the body: its
+// certificate must be the caller's own, from the federation's CA, so that
+// nobody stores a job under another submitter's signature. That it signs
+// the archive is checked once the archive is in (SubmitJob); envoys check
+// it all again against their own CA.
+func (s *Server) signature(req *request) (*pki.JobSignature, error) {
+	v, ok := req.msg.Meta[api.MetaSignature]
+	if !ok {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: meta %q: %v", api.ErrInvalid, api.MetaSignature, err)
+	}
+	sig, err := pki.ParseJobSignature(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: meta %q: %v", api.ErrInvalid, api.MetaSignature, err)
+	}
+	if s.cfg.TLS == nil {
+		return sig, nil // a local caller: nothing to check it against
+	}
+	id, err := sig.Verify(s.cfg.TLS.ClientCAs, sig.SHA256, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
+	}
+	if id.Name != req.caller.Name || id.Org != req.caller.Org {
+		return nil, fmt.Errorf("%w: the job is signed by %s, not by the caller %s: submit your own jobs with your own key", api.ErrNotAllowed, id.Name, req.caller.Name)
+	}
+	return sig, nil
 }
 
 // listJobs lists jobs, newest first unless -r.

@@ -118,7 +118,13 @@ func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb
 	if err := s.checkEnvoy(ctx, "UpdateEnvoyStatus", name); err != nil {
 		return nil, err
 	}
-	stop, err := s.d.Heartbeat(ctx, name, req.GetIsExperimentRunning())
+	var awaiting string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(api.MDAwaitingApproval); len(v) == 1 && api.ValidateName("experiment", v[0]) == nil {
+			awaiting = v[0]
+		}
+	}
+	stop, err := s.d.Heartbeat(ctx, name, req.GetIsExperimentRunning(), awaiting)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +209,11 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 		return err
 	}
 	defer f.Close()
-	if err := stream.SendHeader(metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256)); err != nil {
+	hdr := metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256)
+	if e.Signature != nil {
+		hdr.Set(api.MDJobSignature, string(e.Signature))
+	}
+	if err := stream.SendHeader(hdr); err != nil {
 		return err
 	}
 	buf := make([]byte, archiveChunk)
