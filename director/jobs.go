@@ -154,7 +154,7 @@ func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Sub
 	}
 	if sub.Signature != nil && sub.Signature.SHA256 != u.sha256 {
 		return store.Experiment{}, fmt.Errorf("%w: the job's signature is for archive sha256 %s, but the archive received has %s: did a file of the job change while it was sent?",
-			api.ErrInvalid, sub.Signature.SHA256, u.sha256)
+			api.ErrInvalidJob, sub.Signature.SHA256, u.sha256)
 	}
 	info, err := d.inspectUpload(u)
 	if err != nil {

@@ -343,3 +343,20 @@ func TestPolicyDecisions(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplePolicy keeps the documented example a valid policy.
+func TestExamplePolicy(t *testing.T) {
+	p, err := LoadPolicy("../examples/site-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Manual() || len(p.Submitters) != 2 || p.Commands == nil {
+		t.Fatalf("example policy parsed as %+v", p)
+	}
+	if err := p.AllowSubmitter(pki.Identity{Name: "zed", Org: "hospital-a", Role: pki.RoleLead}); err != nil {
+		t.Error(err)
+	}
+	if err := p.AllowSubmitter(pki.Identity{Name: "alice", Org: "lab-c", Role: pki.RoleLead}); err == nil {
+		t.Error("alice of lab-c allowed")
+	}
+}

@@ -93,8 +93,8 @@ func (db *DB) EndExperiment(ctx context.Context, id string, status api.JobStatus
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, updated_at = ?
-			WHERE experiment_id = ? AND status NOT IN (?, ?, ?)`,
-			envoyStatus, nanos(db.now()), id, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
+			WHERE experiment_id = ? AND status NOT IN (?, ?, ?, ?)`,
+			envoyStatus, nanos(db.now()), id, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
 		return err
 	})
 	if err != nil {
@@ -199,8 +199,8 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
-			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?)`,
-			api.EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
+			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?, ?)`,
+			api.EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
 		return err
 	})
 	if err != nil {
@@ -261,8 +261,8 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 			}
 		}
 		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
-			WHERE experiment_id = ? AND status NOT IN (?, ?, ?)`,
-			envoyStatus, next.Round, nanos(now), next.ExperimentID, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted)
+			WHERE experiment_id = ? AND status NOT IN (?, ?, ?, ?)`,
+			envoyStatus, next.Round, nanos(now), next.ExperimentID, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
 		return err
 	})
 	if err != nil {

@@ -64,14 +64,27 @@ func (o *listJobsOptions) run(cmd *cobra.Command, f *factory) error {
 	if err := reply.Into(api.MetaJobs, &jobs); err != nil {
 		return err
 	}
-	header := []string{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}
+	header := []string{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION", "NOTE"}
 	if len(jobs) == 0 {
 		_, err := fmt.Fprintln(f.stdout, "No jobs.")
 		return err
 	}
 	rows := make([][]string, 0, len(jobs))
 	for _, j := range jobs {
-		rows = append(rows, []string{j.JobID, j.Name, string(j.Status), j.Submitter, fmtTime(j.SubmitTime), j.Duration})
+		rows = append(rows, []string{j.JobID, j.Name, string(j.Status), j.Submitter, fmtTime(j.SubmitTime), j.Duration, o.note(f, j.Reason)})
 	}
 	return f.printTable(header, rows)
+}
+
+// maxNote is how much of a job's reason a table on a terminal shows;
+// show-job and -o json have all of it.
+const maxNote = 60
+
+// note is a job's reason (what a running job waits for, why an ended one
+// ended), cut to maxNote characters on a terminal.
+func (o *listJobsOptions) note(f *factory, reason string) string {
+	if r := []rune(reason); len(r) > maxNote && f.stdoutIsTerminal() {
+		return string(r[:maxNote-1]) + "…"
+	}
+	return reason
 }

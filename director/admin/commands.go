@@ -109,18 +109,18 @@ func (s *Server) signature(req *request) (*pki.JobSignature, error) {
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("%w: meta %q: %v", api.ErrInvalid, api.MetaSignature, err)
+		return nil, fmt.Errorf("%w: meta %q: %v", api.ErrInvalidJob, api.MetaSignature, err)
 	}
 	sig, err := pki.ParseJobSignature(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: meta %q: %v", api.ErrInvalid, api.MetaSignature, err)
+		return nil, fmt.Errorf("%w: meta %q: %v", api.ErrInvalidJob, api.MetaSignature, err)
 	}
 	if s.cfg.TLS == nil {
 		return sig, nil // a local caller: nothing to check it against
 	}
 	id, err := sig.Verify(s.cfg.TLS.ClientCAs, sig.SHA256, time.Now())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", api.ErrInvalidJob, err)
 	}
 	if id.Name != req.caller.Name || id.Org != req.caller.Org {
 		return nil, fmt.Errorf("%w: the job is signed by %s, not by the caller %s: submit your own jobs with your own key", api.ErrNotAllowed, id.Name, req.caller.Name)
