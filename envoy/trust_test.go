@@ -2,9 +2,6 @@ package envoy
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,30 +32,10 @@ func newTrustPKI(t *testing.T) trustPKI {
 	return trustPKI{p: p, other: other}
 }
 
-func (tp trustPKI) roots(t *testing.T) *x509.CertPool {
-	ca, _, _ := tp.p.Files(pkitest.DirectorName)
-	b, err := os.ReadFile(ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(b)
-	return pool
-}
-
 // sign signs archive as name of CA p.
 func sign(t *testing.T, p *pkitest.PKI, name string, archive []byte) []byte {
 	t.Helper()
-	_, cert, key := p.Files(name)
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := pki.SignJob(pair, sha256Hex(archive))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Marshal()
+	return p.SignJob(name, archive).Marshal()
 }
 
 // serveSigned makes fl serve archive with signature sig.
@@ -136,7 +113,7 @@ func TestSiteTrust(t *testing.T) {
 			serveSigned(fl, tt.serve, tt.sig)
 			e := mustEnvoy(t, fl.fakeDirector, 10)
 			if !tt.noRoots {
-				e.cfg.Roots = tp.roots(t)
+				e.cfg.Roots = tp.p.Roots()
 			}
 			if tt.policy != "" {
 				e.cfg.Policy = mustPolicy(t, tt.policy)
@@ -187,7 +164,7 @@ func TestManualApproval(t *testing.T) {
 				return hb(ctx, req)
 			}
 			e := mustEnvoy(t, fl.fakeDirector, 10)
-			e.cfg.Roots = tp.roots(t)
+			e.cfg.Roots = tp.p.Roots()
 			e.cfg.Policy = mustPolicy(t, "approval: manual\nsubmitters: [{role: lead}]\n")
 			startRun(t, e)
 

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,28 +17,6 @@ import (
 func digest(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
-}
-
-func loadPair(t *testing.T, p *pkitest.PKI, name string) tls.Certificate {
-	t.Helper()
-	_, cert, key := p.Files(name)
-	c, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func roots(t *testing.T, p *pkitest.PKI) *x509.CertPool {
-	t.Helper()
-	ca, _, _ := p.Files(pkitest.DirectorName)
-	b, err := os.ReadFile(ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(b)
-	return pool
 }
 
 func TestJobSignature(t *testing.T) {
@@ -54,7 +31,12 @@ func TestJobSignature(t *testing.T) {
 
 	sign := func(pp *pkitest.PKI, name, d string) *pki.JobSignature {
 		t.Helper()
-		s, err := pki.SignJob(loadPair(t, pp, name), d)
+		_, cert, key := pp.Files(name)
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := pki.SignJob(pair, d)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +76,7 @@ func TestJobSignature(t *testing.T) {
 			if now.IsZero() {
 				now = time.Now()
 			}
-			id, err := tt.sig.Verify(roots(t, p), tt.sum, now)
+			id, err := tt.sig.Verify(p.Roots(), tt.sum, now)
 			if tt.wantErr != "" {
 				if !errors.Is(err, pki.ErrBadSignature) || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("Verify = %v, want an ErrBadSignature saying %q", err, tt.wantErr)

@@ -3,9 +3,7 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -35,18 +33,7 @@ func TestSubmitSignedJob(t *testing.T) {
 
 	archive := zipOf(t, writeJobDir(t, testManifest))
 	otherArchive := zipWithManifest(t, strings.Replace(testManifest, `"rounds": 2`, `"rounds": 3`, 1))
-	sign := func(pp *pkitest.PKI, name string, b []byte) json.RawMessage {
-		_, cert, key := pp.Files(name)
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := pki.SignJob(pair, hexSum(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.Marshal()
-	}
+	sign := func(pp *pkitest.PKI, name string, b []byte) json.RawMessage { return pp.SignJob(name, b).Marshal() }
 	tests := []struct {
 		name       string
 		sig        any
@@ -77,9 +64,4 @@ func TestSubmitSignedJob(t *testing.T) {
 			}
 		})
 	}
-}
-
-func hexSum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }

@@ -7,9 +7,13 @@ package pkitest
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -182,4 +186,36 @@ func AdminPort(tb testing.TB, cfg *tls.Config) string {
 		}
 	}()
 	return lis.Addr().String()
+}
+
+// Roots is a pool of the CA's certificate, as envoys verify job signatures
+// with.
+func (p *PKI) Roots() *x509.CertPool {
+	p.tb.Helper()
+	ca, _, _ := p.Files(DirectorName)
+	b, err := os.ReadFile(ca)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		p.tb.Fatalf("no certificate in %s", ca)
+	}
+	return pool
+}
+
+// SignJob signs archive as name, as fladmin submit-job does.
+func (p *PKI) SignJob(name string, archive []byte) *pki.JobSignature {
+	p.tb.Helper()
+	_, cert, key := p.Files(name)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	sum := sha256.Sum256(archive)
+	s, err := pki.SignJob(pair, hex.EncodeToString(sum[:]))
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	return s
 }
