@@ -295,7 +295,7 @@ func TestExperimentFailures(t *testing.T) {
 			name:     "bad n_samples",
 			command:  []string{"sh", "-c", copyModel + `echo '{"name": "n_samples", "value": -5}' > "$FEDPLANE_METRICS"`},
 			wantCode: 1,
-			wantDesc: "bad metrics in round 0: metric n_samples is -5: want a whole number from 0 to 2147483647",
+			wantDesc: "bad metrics in round 0: metric n_samples is -5: want a whole number from 1 to 2147483647",
 		},
 		{
 			name:     "program not found",

@@ -211,6 +211,7 @@ func mustEnvoy(tb testing.TB, f *fakeDirector, samples uint64) *Envoy {
 		SampleShape: []string{"28", "28"},
 		TargetShape: []string{"1"},
 		KillGrace:   time.Second,
+		AllowRoot:   true, // tests run as root on CI
 		DialOptions: []grpc.DialOption{mustServe(tb, f)},
 		Logger:      testLogger(tb),
 	})
