@@ -88,10 +88,25 @@ func TestIsolationLevels(t *testing.T) {
 			if tt.sandbox {
 				needBwrap(t)
 			}
+			// The sandbox has a fresh /tmp, which would hide the test's
+			// files by itself; outside /tmp only the envoy's own hiding
+			// can.
+			if fi, err := os.Stat("/var/tmp"); err == nil && fi.IsDir() {
+				t.Setenv("TMPDIR", "/var/tmp")
+			}
 			// The key as an envoy keeps it: 0600, in a folder others
 			// may enter.
 			key := filepath.Join(mustOpenDir(t), "site-1.key")
 			if err := os.WriteFile(key, []byte("PRIVATE KEY"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// A certificate in a folder the run-as user cannot enter.
+			closed := filepath.Join(mustOpenDir(t), "private")
+			if err := os.Mkdir(closed, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			cert := filepath.Join(closed, "site-1.crt")
+			if err := os.WriteFile(cert, []byte("CERTIFICATE"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			shard := mustOpenDir(t)
@@ -121,7 +136,7 @@ func TestIsolationLevels(t *testing.T) {
 
 			fl := newFlow(t, mustJob(t, []string{"sh", "-c", probeScript, "probe", key, other, port}, nil))
 			e := mustEnvoy(t, fl.fakeDirector, 600, func(c *Config) {
-				c.ShardDir, c.WorkDir, c.Secrets = shard, work, []string{key}
+				c.ShardDir, c.WorkDir, c.Secrets = shard, work, []string{key, cert}
 				c.RunAs, c.Sandbox = tt.runAs, tt.sandbox
 			})
 			stop, _ := startRun(t, e)

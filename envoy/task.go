@@ -204,7 +204,7 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 			jobDir:   j.dir,
 			writable: []string{dir, filepath.Join(x.dir, homeDirName), filepath.Join(x.dir, tmpDirName)},
 			shard:    e.cfg.ShardDir,
-			secrets:  e.cfg.Secrets,
+			secrets:  e.hiddenSecrets(),
 		}
 		c.Wrap = v.argv(e.sandbox)
 	}
@@ -266,6 +266,22 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 		log.Warn("removing the round folder failed", api.LogErr, err)
 	}
 	return nil
+}
+
+// hiddenSecrets are the secrets the sandbox must hide: those the training
+// command's user can reach. bubblewrap, running as that user, could not
+// mount over the others, and file modes keep them from it anyway.
+func (e *Envoy) hiddenSecrets() []string {
+	if e.runAs == nil {
+		return e.cfg.Secrets
+	}
+	var out []string
+	for _, s := range e.cfg.Secrets {
+		if e.runAs.check("secret", s, 0) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // argv is the training command, its program resolved against the job
