@@ -133,7 +133,7 @@ func (e *Envoy) runExperiment(ctx context.Context, id string) {
 		log.Error("experiment failed", api.LogErr, err)
 		e.reportFailure(xctx, x, &failure{code: codeFailed, err: err})
 	default:
-		log.Warn("giving up on the experiment: the director has ended it", api.LogErr, err, api.LogCode, status.Code(err).String())
+		log.Warn("giving up on the experiment: the director has ended it or does not know it", api.LogErr, err, api.LogCode, status.Code(err).String())
 	}
 }
 
