@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -56,6 +57,10 @@ const (
 	// mdClientID is OpenFL's identity header for callers without TLS.
 	mdClientID = "client_id"
 )
+
+// ErrRoot is wrapped by New's error when the training command would run as
+// root without Config.AllowRoot.
+var ErrRoot = errors.New("training would run as root")
 
 // ErrRefused is returned by Run when the director refuses the envoy's shard,
 // for example because its sample shape is not the federation's. The error
@@ -96,6 +101,32 @@ type Config struct {
 	// KillGrace is how long a stopped training command has between SIGTERM
 	// and SIGKILL. Zero means DefaultKillGrace.
 	KillGrace time.Duration
+	// RunAs, if set, is the user (a name or a numeric uid) the training
+	// command runs as, with that user's groups only. Switching users needs
+	// the envoy to run as root. The experiment's job folder, round folders,
+	// home and temp dir are handed to that user; the work dir (mode 0711:
+	// enter, not list), other experiments' folders and the envoy's files
+	// stay the envoy's. New checks that the user can reach the work dir and
+	// read the shard.
+	RunAs string
+	// AllowRoot lets the training command run as root: when the envoy runs
+	// as root without RunAs, or RunAs names uid 0. Without it New refuses
+	// both with an error wrapping ErrRoot.
+	AllowRoot bool
+	// Sandbox runs the training command under bubblewrap (bwrap): no
+	// network, its own PIDs, the file system read-only, the job folder and
+	// the shard read-only, only the round's folder and the run's home and
+	// temp dir writable, the rest of the work dir and Secrets hidden. New
+	// fails when bwrap is missing or cannot make a sandbox here.
+	Sandbox bool
+	// WithholdStderr keeps what the training command wrote (its stderr
+	// tail, a bad metrics line) out of failure reports: the director hears
+	// what failed and the exit status only. The site's log keeps all.
+	WithholdStderr bool
+	// Secrets are files the training command must not see or learn the
+	// place of: the envoy's TLS key and certificates. The sandbox hides
+	// them, and failure reports name them "<secret>".
+	Secrets []string
 	// DialOptions are added to the envoy's own (insecure transport
 	// credentials and OpenFL's message size limits); a transport credentials
 	// option here replaces the insecure default.
@@ -114,6 +145,11 @@ type Envoy struct {
 	dirc directorpb.DirectorClient
 	aggc aggregatorpb.AggregatorClient
 
+	// runAs is Config.RunAs resolved, nil to run training as the envoy.
+	runAs *account
+	// sandbox is bubblewrap's flags for every run, nil without Sandbox.
+	sandbox []string
+
 	mu       sync.Mutex
 	cur      *experiment // the experiment taken, nil while idle
 	awaiting string      // the experiment held for the operator's approval
@@ -124,7 +160,9 @@ type Envoy struct {
 }
 
 // New checks cfg, makes ShardDir and WorkDir absolute, and creates WorkDir.
-// It does not contact the director.
+// It refuses to run training as root unless cfg.AllowRoot (ErrRoot), checks
+// that cfg.RunAs can reach the work dir and read the shard, and tries
+// bubblewrap once when cfg.Sandbox is set. It does not contact the director.
 func New(cfg Config) (*Envoy, error) {
 	if err := checkName(cfg.Name); err != nil {
 		return nil, err
@@ -173,6 +211,12 @@ func New(cfg Config) (*Envoy, error) {
 	cfg.SampleShape = slices.Clone(cfg.SampleShape)
 	cfg.TargetShape = slices.Clone(cfg.TargetShape)
 	cfg.DialOptions = slices.Clone(cfg.DialOptions)
+	cfg.Secrets = slices.Clone(cfg.Secrets)
+	for i, s := range cfg.Secrets {
+		if cfg.Secrets[i], err = filepath.Abs(s); err != nil {
+			return nil, fmt.Errorf("secret file: %w", err)
+		}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -180,7 +224,64 @@ func New(cfg Config) (*Envoy, error) {
 	if cfg.Policy != nil && cfg.Roots == nil {
 		return nil, errors.New("a site policy needs the federation's CA (--tls-ca) to verify who signed each job")
 	}
-	return &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name), poke: make(chan struct{}, 1)}, nil
+	e := &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name), poke: make(chan struct{}, 1)}
+	if err := e.isolate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// isolate checks and prepares what the training command runs with: the
+// user it runs as and the sandbox, and refuses root unless allowed.
+func (e *Envoy) isolate() error {
+	cfg := &e.cfg
+	euid := os.Geteuid()
+	if cfg.RunAs == "" {
+		if euid == 0 && !cfg.AllowRoot {
+			return fmt.Errorf("%w: the envoy runs as root and would run the job's code as root too", ErrRoot)
+		}
+	} else {
+		a, err := lookupAccount(cfg.RunAs)
+		if err != nil {
+			return err
+		}
+		switch {
+		case a.uid == 0 && !cfg.AllowRoot:
+			return fmt.Errorf("%w: run as %s", ErrRoot, a)
+		case euid != 0:
+			return fmt.Errorf("run as %s: switching users needs the envoy to run as root; it runs as uid %d", a, euid)
+		}
+		// Enter, not list: the training reaches its own experiment's
+		// folder by name; every experiment's folder is 0700 or 0711.
+		if err := os.Chmod(cfg.WorkDir, 0o711); err != nil {
+			return fmt.Errorf("work dir: %w", err)
+		}
+		if err := a.check("work dir", cfg.WorkDir, permExec); err != nil {
+			return err
+		}
+		if err := a.check("shard dir", cfg.ShardDir, permRead|permExec); err != nil {
+			return err
+		}
+		e.runAs = a
+	}
+	if cfg.Sandbox {
+		asRoot := euid == 0 && (e.runAs == nil || e.runAs.uid == 0)
+		flags := sandboxFlags(asRoot)
+		if err := probeSandbox(context.Background(), flags, e.credential()); err != nil {
+			return err
+		}
+		e.sandbox = flags
+	}
+	return nil
+}
+
+// credential is what the training command runs with: nil for the envoy's
+// own user.
+func (e *Envoy) credential() *syscall.Credential {
+	if e.runAs == nil {
+		return nil
+	}
+	return e.runAs.credential()
 }
 
 // checkName accepts what the director accepts as an envoy name.

@@ -3,6 +3,7 @@ package envoy
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -252,11 +253,20 @@ func TestExperimentFailures(t *testing.T) {
 	if err := tensor.WriteFloat32Safetensors(&badLayout, map[string][]float32{"bias": {1, 2, 3}, "weight": {1, 2, 3, 4, 5, 6}}, map[string][]int64{"weight": {2, 3}}); err != nil {
 		t.Fatal(err)
 	}
+	var nanModel bytes.Buffer
+	if err := tensor.WriteFloat32Safetensors(&nanModel, map[string][]float32{"bias": {0.5, -1}, "weight": {1, 2, 3, 4, float32(math.NaN()), 6}}, testShapes); err != nil {
+		t.Fatal(err)
+	}
+	var infModel bytes.Buffer
+	if err := tensor.WriteFloat32Safetensors(&infModel, map[string][]float32{"bias": {float32(math.Inf(-1)), -1}, "weight": {1, 2, 3, 4, 5, 6}}, testShapes); err != nil {
+		t.Fatal(err)
+	}
 	copyModel := `cp "$FEDPLANE_INPUT_MODEL" "$FEDPLANE_OUTPUT_MODEL"; `
 	tests := []struct {
 		name     string
 		command  []string
 		files    map[string]string
+		cfg      func(*Config) // changes to the envoy's config
 		wantCode uint32
 		wantDesc string // the whole description, or its start when it ends in "..."
 	}{
@@ -267,10 +277,49 @@ func TestExperimentFailures(t *testing.T) {
 			wantDesc: "training command exited with status 3 in round 0; stderr tail:\nboom\n",
 		},
 		{
+			name:     "exit status, stderr withheld",
+			command:  []string{"sh", "-c", "echo boom >&2; exit 3"},
+			cfg:      func(c *Config) { c.WithholdStderr = true },
+			wantCode: 3,
+			wantDesc: "training command exited with status 3 in round 0 (details withheld by the site)",
+		},
+		{
+			name:     "site paths redacted",
+			command:  []string{"sh", "-c", `echo "no $FEDPLANE_DATA/x.csv, $FEDPLANE_OUTPUT_MODEL, $HOME, $(pwd)." >&2; exit 2`},
+			wantCode: 2,
+			wantDesc: "training command exited with status 2 in round 0; stderr tail:\nno <shard>/x.csv, <workspace>/round-0/output.safetensors, <workspace>/home, <workspace>/job.\n",
+		},
+		{
 			name:     "missing output model",
 			command:  []string{"true"},
 			wantCode: 1,
-			wantDesc: "training command wrote no output model in round 0 (FEDPLANE_OUTPUT_MODEL=...",
+			wantDesc: "training command wrote no output model in round 0 (FEDPLANE_OUTPUT_MODEL=<workspace>/round-0/output.safetensors)",
+		},
+		{
+			name:     "NaN in output model",
+			command:  []string{"sh", "-c", `cp nan.safetensors "$FEDPLANE_OUTPUT_MODEL"`},
+			files:    map[string]string{"nan.safetensors": nanModel.String()},
+			wantCode: 1,
+			wantDesc: `output model of round 0 refused: tensor "weight": element 4 [1 1] is NaN: not a finite number`,
+		},
+		{
+			name:     "-Inf in output model",
+			command:  []string{"sh", "-c", `cp inf.safetensors "$FEDPLANE_OUTPUT_MODEL"`},
+			files:    map[string]string{"inf.safetensors": infModel.String()},
+			wantCode: 1,
+			wantDesc: `output model of round 0 refused: tensor "bias": element 0 is -Inf: not a finite number`,
+		},
+		{
+			name:     "output model is a link",
+			command:  []string{"sh", "-c", `ln -s "$FEDPLANE_INPUT_MODEL" "$FEDPLANE_OUTPUT_MODEL"`},
+			wantCode: 1,
+			wantDesc: "malformed output model in round 0: <workspace>/round-0/output.safetensors is a symbolic link; want a regular file",
+		},
+		{
+			name:     "metrics file is a named pipe",
+			command:  []string{"sh", "-c", copyModel + `mkfifo "$FEDPLANE_METRICS"`},
+			wantCode: 1,
+			wantDesc: "bad metrics in round 0: metrics: <workspace>/round-0/metrics.jsonl is a named pipe; want a regular file",
 		},
 		{
 			name:     "malformed output model",
@@ -292,10 +341,30 @@ func TestExperimentFailures(t *testing.T) {
 			wantDesc: `bad metrics in round 0: metrics line 2: want a JSON object like {"name": "loss", "value": 0.5}, got "loss=2"`,
 		},
 		{
+			name:     "malformed metrics line withheld",
+			command:  []string{"sh", "-c", copyModel + `printf 'password=hunter2\n' > "$FEDPLANE_METRICS"`},
+			cfg:      func(c *Config) { c.WithholdStderr = true },
+			wantCode: 1,
+			wantDesc: `bad metrics in round 0 (details withheld by the site)`,
+		},
+		{
+			name:     "n_samples zero",
+			command:  []string{"sh", "-c", copyModel + `echo '{"name": "n_samples", "value": 0}' > "$FEDPLANE_METRICS"`},
+			wantCode: 1,
+			wantDesc: "bad metrics in round 0: metric n_samples is 0: want a whole number from 1 to 2147483647",
+		},
+		{
+			name:     "no n_samples and no shard samples",
+			command:  []string{"sh", "-c", copyModel},
+			cfg:      func(c *Config) { c.Samples = 0 },
+			wantCode: 1,
+			wantDesc: "bad metrics in round 0: the training command reported no n_samples metric and the shard's sample count is 0: a result must weigh at least one sample",
+		},
+		{
 			name:     "bad n_samples",
 			command:  []string{"sh", "-c", copyModel + `echo '{"name": "n_samples", "value": -5}' > "$FEDPLANE_METRICS"`},
 			wantCode: 1,
-			wantDesc: "bad metrics in round 0: metric n_samples is -5: want a whole number from 0 to 2147483647",
+			wantDesc: "bad metrics in round 0: metric n_samples is -5: want a whole number from 1 to 2147483647",
 		},
 		{
 			name:     "program not found",
@@ -307,7 +376,11 @@ func TestExperimentFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fl := newFlow(t, mustJob(t, tt.command, tt.files))
-			e := mustEnvoy(t, fl.fakeDirector, 600)
+			var opts []func(*Config)
+			if tt.cfg != nil {
+				opts = append(opts, tt.cfg)
+			}
+			e := mustEnvoy(t, fl.fakeDirector, 600, opts...)
 			stop, _ := startRun(t, e)
 			fl.finished(t)
 			if err := stop(); err != nil {
@@ -400,19 +473,47 @@ func TestShutdownDuringTraining(t *testing.T) {
 	}
 }
 
-func TestExperimentGivesUpOnDirectorError(t *testing.T) {
-	fl := newFlow(t, mustJob(t, []string{"true"}, nil))
-	fl.getTasks = func(context.Context, *aggregatorpb.GetTasksRequest) (*aggregatorpb.GetTasksResponse, error) {
-		return nil, status.Error(codes.FailedPrecondition, "experiment has ended")
+// TestExperimentDirectorErrors checks which director errors end the
+// envoy's part silently (the director has ended the experiment or does not
+// know it) and which it reports, so that the director does not wait for an
+// envoy that gave up.
+func TestExperimentDirectorErrors(t *testing.T) {
+	tests := []struct {
+		code       codes.Code
+		wantReport bool
+	}{
+		{codes.FailedPrecondition, false},
+		{codes.NotFound, false},
+		{codes.InvalidArgument, true},
+		{codes.PermissionDenied, true},
+		{codes.ResourceExhausted, true},
+		{codes.Internal, true},
 	}
-	e := mustEnvoy(t, fl.fakeDirector, 600)
-	stop, _ := startRun(t, e)
-	fl.finished(t)
-	if err := stop(); err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-	checkCleaned(t, e)
-	if n := fl.called("SetExperimentFailed"); n != 0 {
-		t.Errorf("SetExperimentFailed called %d times for a director error", n)
+	for _, tt := range tests {
+		t.Run(tt.code.String(), func(t *testing.T) {
+			fl := newFlow(t, mustJob(t, []string{"true"}, nil))
+			fl.getTasks = func(context.Context, *aggregatorpb.GetTasksRequest) (*aggregatorpb.GetTasksResponse, error) {
+				return nil, status.Error(tt.code, "as told")
+			}
+			e := mustEnvoy(t, fl.fakeDirector, 600)
+			stop, _ := startRun(t, e)
+			fl.finished(t)
+			if err := stop(); err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			checkCleaned(t, e)
+			fl.mu.Lock()
+			defer fl.mu.Unlock()
+			switch {
+			case !tt.wantReport && fl.failed != nil:
+				t.Errorf("SetExperimentFailed(%v) for an experiment the director ended", fl.failed)
+			case tt.wantReport && fl.failed == nil:
+				t.Error("SetExperimentFailed not called: the director would wait for this envoy")
+			case tt.wantReport:
+				if want := "code = " + tt.code.String() + " desc = as told"; !strings.Contains(fl.failed.GetErrorDescription(), want) {
+					t.Errorf("error_description %q lacks %q", fl.failed.GetErrorDescription(), want)
+				}
+			}
+		})
 	}
 }

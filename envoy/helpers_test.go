@@ -199,10 +199,11 @@ func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// mustEnvoy returns an envoy named "site-1" that talks to f.
-func mustEnvoy(tb testing.TB, f *fakeDirector, samples uint64) *Envoy {
+// mustEnvoy returns an envoy named "site-1" that talks to f, its config
+// changed by opts.
+func mustEnvoy(tb testing.TB, f *fakeDirector, samples uint64, opts ...func(*Config)) *Envoy {
 	tb.Helper()
-	e, err := New(Config{
+	cfg := Config{
 		Name:        "site-1",
 		Director:    bufTarget,
 		ShardDir:    tb.TempDir(),
@@ -211,9 +212,14 @@ func mustEnvoy(tb testing.TB, f *fakeDirector, samples uint64) *Envoy {
 		SampleShape: []string{"28", "28"},
 		TargetShape: []string{"1"},
 		KillGrace:   time.Second,
+		AllowRoot:   true, // tests run as root on CI
 		DialOptions: []grpc.DialOption{mustServe(tb, f)},
 		Logger:      testLogger(tb),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"math"
-	"os"
 	"strconv"
 
 	"github.com/fedplane/fedplane/tensor"
@@ -32,10 +31,11 @@ type metric struct {
 	value float64
 }
 
-// readMetrics parses the metrics file at path; a missing file means no
+// readMetrics parses the metrics file at path, which must be a regular file
+// of owner's when owner is set (openProduced); a missing file means no
 // metrics.
-func readMetrics(path string) ([]metric, error) {
-	f, err := os.Open(path)
+func readMetrics(path string, owner *account) ([]metric, error) {
+	f, _, err := openProduced(path, owner)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -128,17 +128,23 @@ func quoteLine(b []byte) string {
 }
 
 // dataSize is the FedAvg weight of a round's results: the n_samples metric
-// when the command reported it, else the shard's sample count.
+// when the command reported it, else the shard's sample count. A weight
+// below one is refused: results that weigh nothing would either vanish from
+// the average or, all weighing nothing, leave the director dividing by
+// zero, and either way the site's round would count without counting.
 func dataSize(ms []metric, samples uint64) (int32, error) {
 	for _, m := range ms {
 		if m.name != metricSamples {
 			continue
 		}
 		v := m.value
-		if v < 0 || v > math.MaxInt32 || v != math.Trunc(v) {
-			return 0, fmt.Errorf("metric %s is %v: want a whole number from 0 to %d", metricSamples, v, math.MaxInt32)
+		if v < 1 || v > math.MaxInt32 || v != math.Trunc(v) {
+			return 0, fmt.Errorf("metric %s is %v: want a whole number from 1 to %d", metricSamples, v, math.MaxInt32)
 		}
 		return int32(v), nil
+	}
+	if samples == 0 {
+		return 0, fmt.Errorf("the training command reported no %s metric and the shard's sample count is 0: a result must weigh at least one sample", metricSamples)
 	}
 	return int32(min(samples, math.MaxInt32)), nil
 }

@@ -83,12 +83,14 @@ func TestDataSize(t *testing.T) {
 		wantErr string
 	}{
 		{name: "shard samples", metrics: []metric{{"loss", 0.3}}, samples: 600, want: 600},
-		{name: "no metrics, no samples", want: 0},
+		{name: "no metrics, no samples", wantErr: "the training command reported no n_samples metric and the shard's sample count is 0"},
+		{name: "other metrics, no samples", metrics: []metric{{"loss", 0.3}}, wantErr: "no n_samples metric"},
 		{name: "shard samples capped", samples: math.MaxInt32 + 10, want: math.MaxInt32},
 		{name: "n_samples wins", metrics: []metric{{"loss", 0.3}, {"n_samples", 42}}, samples: 600, want: 42},
-		{name: "n_samples zero", metrics: []metric{{"n_samples", 0}}, samples: 600, want: 0},
+		{name: "n_samples zero", metrics: []metric{{"n_samples", 0}}, samples: 600, wantErr: "metric n_samples is 0: want a whole number from 1 to 2147483647"},
+		{name: "n_samples one", metrics: []metric{{"n_samples", 1}}, want: 1},
 		{name: "n_samples max", metrics: []metric{{"n_samples", math.MaxInt32}}, want: math.MaxInt32},
-		{name: "n_samples negative", metrics: []metric{{"n_samples", -1}}, wantErr: "metric n_samples is -1: want a whole number from 0 to 2147483647"},
+		{name: "n_samples negative", metrics: []metric{{"n_samples", -1}}, wantErr: "metric n_samples is -1: want a whole number from 1 to 2147483647"},
 		{name: "n_samples fraction", metrics: []metric{{"n_samples", 2.5}}, wantErr: "metric n_samples is 2.5"},
 		{name: "n_samples too large", metrics: []metric{{"n_samples", math.MaxInt32 + 1}}, wantErr: "want a whole number"},
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,13 @@ type command struct {
 	Timeout time.Duration
 	// Grace is the time between SIGTERM and SIGKILL when stopping.
 	Grace time.Duration
+	// Cred, if set, is the user the command runs as (the envoy must be
+	// root to switch); nil runs it as the envoy's user.
+	Cred *syscall.Credential
+	// Wrap, if set, is a sandbox's command line that Argv is appended to
+	// (bubblewrap's, ending in "--"). The sandbox program leads the
+	// process group; see stop.
+	Wrap []string
 }
 
 // exitError is a training command that ended unsuccessfully by itself.
@@ -76,7 +84,9 @@ type timeoutError struct{ after time.Duration }
 
 func (e *timeoutError) Error() string { return fmt.Sprintf("timed out after %v", e.after) }
 
-// run runs c in its own process group and waits until the leader has exited
+// run runs c in its own session, and so its own process group (a session
+// has no controlling terminal, so the command cannot type into the
+// operator's, TIOCSTI), and waits until the leader has exited
 // and no process of the group is left, killing the group when the leader
 // exits, when c.Timeout passes, or when ctx ends (SIGTERM, then SIGKILL after
 // c.Grace). It returns the last tailSize bytes of stderr and nil, an
@@ -99,12 +109,13 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 	}
 	defer pr.Close()
 
-	cmd := exec.Command(c.Argv[0], c.Argv[1:]...)
+	argv := append(slices.Clone(c.Wrap), c.Argv...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
 	cmd.Stdout = logf
 	cmd.Stderr = pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: c.Cred}
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -172,8 +183,18 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 
 // stop sends SIGTERM to the process group, gives it c.Grace to exit, then
 // sends SIGKILL, and returns the leader's wait error once it is reaped.
+//
+// A sandbox program leading the group is spared the SIGTERM: bubblewrap
+// does not pass it on but dies of it, and its sandbox with it, SIGKILLed at
+// once, leaving the command no grace. The command gets the SIGTERM itself
+// (the sandbox's processes stay in the group), and bubblewrap exits with
+// the command's status once the command is gone.
 func (c *command) stop(pgid int, exited <-chan error) error {
-	syscall.Kill(-pgid, syscall.SIGTERM)
+	if len(c.Wrap) > 0 {
+		signalMembers(pgid, syscall.SIGTERM)
+	} else {
+		syscall.Kill(-pgid, syscall.SIGTERM)
+	}
 	grace := time.NewTimer(c.Grace)
 	defer grace.Stop()
 	select {

@@ -49,6 +49,20 @@ const (
 	pgidFile = "train.pgid"
 )
 
+// Folders of an experiment's folder that belong to its training runs: their
+// HOME and TMPDIR.
+const (
+	homeDirName = "home"
+	tmpDirName  = "tmp"
+)
+
+const (
+	// defaultPath is the training command's PATH when the envoy has none.
+	defaultPath = "/usr/local/bin:/usr/bin:/bin"
+	// defaultLang is its LANG when the envoy has none.
+	defaultLang = "C.UTF-8"
+)
+
 // participate fetches the experiment's job and runs its rounds until the
 // director says the experiment is over.
 func (e *Envoy) participate(ctx context.Context, x *experiment) error {
@@ -64,8 +78,38 @@ func (e *Envoy) participate(ctx context.Context, x *experiment) error {
 		return fmt.Errorf("job model: %w", err)
 	}
 	defer f.Close()
+	if err := e.prepare(x, j); err != nil {
+		return err
+	}
 	x.log.Info("job unpacked", api.LogTensors, len(model.Tensors), api.LogJobName, j.manifest.Name)
 	return e.rounds(ctx, x, j, model)
+}
+
+// prepare makes the training runs' home and temp dir and, when training runs
+// as another user, hands them and the job folder to that user and lets it
+// enter the experiment's folder (to reach them), not list it.
+func (e *Envoy) prepare(x *experiment, j *fetched) error {
+	dirs := []string{filepath.Join(x.dir, homeDirName), filepath.Join(x.dir, tmpDirName)}
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("workspace: %w", err)
+		}
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return fmt.Errorf("workspace: %w", err)
+		}
+	}
+	if e.runAs == nil {
+		return nil
+	}
+	for _, d := range append(dirs, j.dir) {
+		if err := e.runAs.handOver(d); err != nil {
+			return fmt.Errorf("workspace: hand over to user %s: %w", e.runAs, err)
+		}
+	}
+	if err := os.Chmod(x.dir, 0o711); err != nil {
+		return fmt.Errorf("workspace: %w", err)
+	}
+	return nil
 }
 
 // header is the MessageHeader of everything sent for experiment id.
@@ -136,6 +180,11 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	if err := e.downloadModel(ctx, x, r, model, input); err != nil {
 		return err
 	}
+	if e.runAs != nil {
+		if err := e.runAs.handOver(dir); err != nil {
+			return fmt.Errorf("round folder: hand over to user %s: %w", e.runAs, err)
+		}
+	}
 
 	output := filepath.Join(dir, outputModelName)
 	metricsPath := filepath.Join(dir, metricsName)
@@ -147,6 +196,17 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 		PgidPath: filepath.Join(x.dir, pgidFile),
 		Timeout:  time.Duration(j.manifest.Train.Timeout),
 		Grace:    e.cfg.KillGrace,
+		Cred:     e.credential(),
+	}
+	if e.sandbox != nil {
+		v := view{
+			workDir:  e.cfg.WorkDir,
+			jobDir:   j.dir,
+			writable: []string{dir, filepath.Join(x.dir, homeDirName), filepath.Join(x.dir, tmpDirName)},
+			shard:    e.cfg.ShardDir,
+			secrets:  e.hiddenSecrets(),
+		}
+		c.Wrap = v.argv(e.sandbox)
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = job.DefaultTrainTimeout
@@ -162,20 +222,27 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	}
 	log.Info("training done", api.LogTook, time.Since(trainStart).Round(time.Millisecond))
 
-	trained, f, err := tensor.OpenSafetensors(output)
+	f, fi, err := openProduced(output, e.runAs)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("training command wrote no output model in round %d (FEDPLANE_OUTPUT_MODEL=%s)", r, output)
 	}
 	if err != nil {
-		return fmt.Errorf("malformed output model in round %d: %w", r, err)
+		return &failure{code: codeFailed, err: fmt.Errorf("malformed output model in round %d", r), said: ": " + err.Error()}
 	}
 	defer f.Close()
+	trained, _, err := tensor.ReadSafetensors(f, fi.Size())
+	if err != nil {
+		return &failure{code: codeFailed, err: fmt.Errorf("malformed output model in round %d", r), said: ": " + err.Error()}
+	}
 	if err := tensor.SameLayout(trained, model); err != nil {
 		return fmt.Errorf("output model of round %d differs from the job's model: %w", r, err)
 	}
-	ms, err := readMetrics(metricsPath)
+	if err := tensor.CheckFinite(trained); err != nil {
+		return fmt.Errorf("output model of round %d refused: %w", r, err)
+	}
+	ms, err := readMetrics(metricsPath, e.runAs)
 	if err != nil {
-		return fmt.Errorf("bad metrics in round %d: %w", r, err)
+		return &failure{code: codeFailed, err: fmt.Errorf("bad metrics in round %d", r), said: ": " + err.Error()}
 	}
 	ds, err := dataSize(ms, e.cfg.Samples)
 	if err != nil {
@@ -201,6 +268,22 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	return nil
 }
 
+// hiddenSecrets are the secrets the sandbox must hide: those the training
+// command's user can reach. bubblewrap, running as that user, could not
+// mount over the others, and file modes keep them from it anyway.
+func (e *Envoy) hiddenSecrets() []string {
+	if e.runAs == nil {
+		return e.cfg.Secrets
+	}
+	var out []string
+	for _, s := range e.cfg.Secrets {
+		if e.runAs.check("secret", s, 0) == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // argv is the training command, its program resolved against the job
 // folder when it is a relative path; a bare name is looked up in PATH.
 func (e *Envoy) argv(j *fetched) []string {
@@ -211,18 +294,34 @@ func (e *Envoy) argv(j *fetched) []string {
 	return argv
 }
 
-// environ is the envoy's environment plus the training command contract.
+// environ is the training command's whole environment: the contract's
+// FEDPLANE_* variables, and HOME and TMPDIR in the experiment's workspace,
+// PATH and LANG as the envoy has them (neither is secret; defaults when
+// unset). Nothing else of the envoy's environment is passed on: it may hold
+// credentials (cloud keys, tokens) that are the site's, not the job's.
 func (e *Envoy) environ(x *experiment, r int32, input, output, metrics string) []string {
-	return append(os.Environ(),
-		"FEDPLANE_INPUT_MODEL="+input,
-		"FEDPLANE_OUTPUT_MODEL="+output,
-		"FEDPLANE_METRICS="+metrics,
-		"FEDPLANE_DATA="+e.cfg.ShardDir,
-		"FEDPLANE_ROUND="+strconv.Itoa(int(r)),
-		"FEDPLANE_ENVOY="+e.cfg.Name,
-		"FEDPLANE_EXPERIMENT="+x.id,
-		"FEDPLANE_SAMPLES="+strconv.FormatUint(e.cfg.Samples, 10),
-	)
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = defaultPath
+	}
+	lang := os.Getenv("LANG")
+	if lang == "" {
+		lang = defaultLang
+	}
+	return []string{
+		"FEDPLANE_INPUT_MODEL=" + input,
+		"FEDPLANE_OUTPUT_MODEL=" + output,
+		"FEDPLANE_METRICS=" + metrics,
+		"FEDPLANE_DATA=" + e.cfg.ShardDir,
+		"FEDPLANE_ROUND=" + strconv.Itoa(int(r)),
+		"FEDPLANE_ENVOY=" + e.cfg.Name,
+		"FEDPLANE_EXPERIMENT=" + x.id,
+		"FEDPLANE_SAMPLES=" + strconv.FormatUint(e.cfg.Samples, 10),
+		"HOME=" + filepath.Join(x.dir, homeDirName),
+		"LANG=" + lang,
+		"PATH=" + path,
+		"TMPDIR=" + filepath.Join(x.dir, tmpDirName),
+	}
 }
 
 // trainingError turns the outcome of a training run into the failure to
@@ -236,9 +335,9 @@ func trainingError(r int32, tail []byte, err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &ee):
-		return &failure{code: ee.code(), err: fmt.Errorf("training command %v in round %d%s", ee, r, stderrTail(tail))}
+		return &failure{code: ee.code(), err: fmt.Errorf("training command %v in round %d", ee, r), said: stderrTail(tail)}
 	case errors.As(err, &te):
-		return &failure{code: codeTimeout, err: fmt.Errorf("training command %v in round %d and was killed%s", te, r, stderrTail(tail))}
+		return &failure{code: codeTimeout, err: fmt.Errorf("training command %v in round %d and was killed", te, r), said: stderrTail(tail)}
 	default:
 		return &failure{code: codeFailed, err: fmt.Errorf("round %d: %w", r, err)}
 	}

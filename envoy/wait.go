@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/api"
@@ -44,15 +46,24 @@ type experiment struct {
 
 // failure is an error that fails the experiment with a given error code: the
 // envoy reports it to the director with SetExperimentFailed. So it does any
-// other error of its own (code 1); errors the director returned (gRPC
-// statuses) end the envoy's part without a report, as the director knows.
+// other error of its own (code 1), and any error status from the director
+// except those that say the director has ended or never had the experiment
+// (see directorKnows).
 type failure struct {
 	code uint32
 	err  error
+	// said is what the training command wrote that explains the failure
+	// (its stderr tail, a bad metrics line), appended to err's text. The
+	// site's log always has it; the director only unless the site
+	// withholds it (Config.WithholdStderr).
+	said string
 }
 
-func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Error() string { return f.err.Error() + f.said }
 func (f *failure) Unwrap() error { return f.err }
+
+// withheld ends a failure description whose details the site keeps.
+const withheld = " (details withheld by the site)"
 
 // work waits for experiments and runs them, one at a time, until ctx ends.
 func (e *Envoy) work(ctx context.Context) {
@@ -115,14 +126,28 @@ func (e *Envoy) runExperiment(ctx context.Context, id string) {
 	case errors.As(err, &f):
 		log.Error("experiment failed", api.LogErr, err)
 		e.reportFailure(xctx, x, f)
-	case !isStatus(err):
-		// Something of the envoy's own (a full disk, say): the experiment
-		// cannot go on here, and the director must hear of it.
+	case !directorKnows(err):
+		// Something of the envoy's own (a full disk, say), or a director
+		// that refused a request of a running experiment: the experiment
+		// cannot go on here, and the director must hear why.
 		log.Error("experiment failed", api.LogErr, err)
 		e.reportFailure(xctx, x, &failure{code: codeFailed, err: err})
 	default:
-		log.Warn("giving up on the experiment", api.LogErr, err, api.LogCode, status.Code(err).String())
+		log.Warn("giving up on the experiment: the director has ended it or does not know it", api.LogErr, err, api.LogCode, status.Code(err).String())
 	}
+}
+
+// directorKnows reports whether a director's error status says that the
+// experiment is over or unknown there (NotFound, FailedPrecondition), so
+// that a failure report would tell it nothing. Any other status (a result
+// refused as invalid or too large, a permission denied, an internal error)
+// leaves the director waiting for this envoy unless it is told.
+func directorKnows(err error) bool {
+	switch status.Code(err) {
+	case codes.NotFound, codes.FailedPrecondition:
+		return true
+	}
+	return false
 }
 
 func (e *Envoy) setCurrent(x *experiment) {
@@ -140,13 +165,19 @@ func checkID(id string) error {
 }
 
 // reportFailure tells the director that the experiment failed here, retrying
-// while the director is unreachable.
+// while the director is unreachable. The description has the site's paths
+// replaced by placeholders, and none of what the training command said when
+// the site withholds it.
 func (e *Envoy) reportFailure(ctx context.Context, x *experiment, f *failure) {
+	desc := f.Error()
+	if e.cfg.WithholdStderr && f.said != "" {
+		desc = f.err.Error() + withheld
+	}
 	req := &directorpb.SetExperimentFailedRequest{
 		ExperimentName:   x.id,
 		CollaboratorName: e.cfg.Name,
 		ErrorCode:        f.code,
-		ErrorDescription: description(f.Error()),
+		ErrorDescription: description(newRedactor(&e.cfg, x.dir).redact(desc)),
 	}
 	err := retry(ctx, x.log, "SetExperimentFailed", func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, failTimeout)
@@ -181,10 +212,11 @@ func isStatus(err error) bool {
 	return ok
 }
 
-// cleanWorkspace removes what an experiment left in dir except its logs.
+// cleanWorkspace removes what an experiment left in dir except its logs,
+// and closes dir to everyone but the envoy again.
 func cleanWorkspace(dir string) error {
 	var errs []error
-	for _, name := range []string{jobDirName, archiveName, archiveName + tmpSuffix} {
+	for _, name := range []string{jobDirName, archiveName, archiveName + tmpSuffix, homeDirName, tmpDirName} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}
@@ -195,6 +227,9 @@ func cleanWorkspace(dir string) error {
 		if err := os.RemoveAll(r); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -106,11 +106,12 @@ func (s *syncBuffer) String() string {
 func TestRunLogsWrongPort(t *testing.T) {
 	var logs syncBuffer
 	e, err := New(Config{
-		Name:     "site-1",
-		Director: pkitest.AdminPort(t, nil),
-		ShardDir: t.TempDir(),
-		WorkDir:  filepath.Join(t.TempDir(), "work"),
-		Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
+		Name:      "site-1",
+		Director:  pkitest.AdminPort(t, nil),
+		ShardDir:  t.TempDir(),
+		WorkDir:   filepath.Join(t.TempDir(), "work"),
+		AllowRoot: true,
+		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)

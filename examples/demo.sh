@@ -145,13 +145,19 @@ bin/director serve --data-dir "$WS/director" $(tls director) \
 	--health-check-period 1s </dev/null >"$WS/director.log" 2>&1 &
 PIDS+=($!)
 echo "director   pid $!"
+# An envoy refuses to run a job's code as root unless told; a demo run as
+# root (in a container, say) tells it. A site would give --run-as USER.
+root_flag=()
+if [ "$(id -u)" -eq 0 ]; then
+	root_flag=(--allow-root)
+fi
 for ((i = 1; i <= SITES; i++)); do
 	shard=$WS/shards/site-$i
 	samples=$(<"$shard/samples")
 	# shellcheck disable=SC2046
 	bin/envoy start --name "site-$i" --director "127.0.0.1:$GRPC" $(tls "site-$i") \
 		--shard-dir "$shard" --samples "$samples" --description "synthetic shard $i" \
-		--work-dir "$WS/envoy-$i" </dev/null >"$WS/envoy-$i.log" 2>&1 &
+		--work-dir "$WS/envoy-$i" "${root_flag[@]}" </dev/null >"$WS/envoy-$i.log" 2>&1 &
 	PIDS+=($!)
 	echo "site-$i     pid $!"
 done

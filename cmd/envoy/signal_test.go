@@ -44,7 +44,7 @@ func TestStartSignals(t *testing.T) {
 			done := make(chan int, 1)
 			go func() {
 				done <- cli.Main(root, []string{"start", "--name", "site-1", "--director", deadAddr(t),
-					"--shard-dir", t.TempDir(), "--work-dir", filepath.Join(t.TempDir(), "work"), "--samples", "1"}, &logs)
+					"--shard-dir", t.TempDir(), "--work-dir", filepath.Join(t.TempDir(), "work"), "--samples", "1", "--allow-root"}, &logs)
 			}()
 			// Main holds the signal once the envoy has started.
 			logs.WaitRecord(t, 10*time.Second, "director unreachable; retrying")

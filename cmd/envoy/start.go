@@ -30,6 +30,10 @@ type startOptions struct {
 	workDir     string
 	killGrace   time.Duration
 	policy      string
+	runAs       string
+	allowRoot   bool
+	sandbox     bool
+	shareStderr bool
 	tls         cli.TLSFlags
 	tlsServer   string
 	logFormat   string
@@ -53,6 +57,19 @@ FEDPLANE_SAMPLES in its environment. The shard's path goes to the training
 command only; nothing of the shard is sent to the director. The commands'
 output is kept in <work-dir>/<experiment>/logs/.
 
+The training command's environment is those variables plus HOME and TMPDIR
+(in the experiment's folder), PATH and LANG; nothing else of the envoy's.
+It runs as the envoy's user unless --run-as names another (the envoy must
+then run as root); the envoy refuses to run it as root unless given
+--allow-root. --sandbox adds bubblewrap (bwrap): no network, the file
+system read-only, the shard read-only, the work dir and the TLS files
+hidden. See SECURITY.md for what each level stops.
+
+A failed round is reported to the director with the exit status and the
+tail of the command's stderr, the site's paths replaced by placeholders
+such as <shard>; --share-stderr=false sends the status alone. An output
+model holding NaN or Inf, or a sample count below 1, fails the round.
+
 Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "name: site-1" or "sample-shape: [28, 28]"); flags
 on the command line win over the file.
@@ -69,7 +86,7 @@ training command. Exit status: 0 after SIGTERM, 130 after SIGINT, 1 if the
 director refuses the shard or the envoy cannot start, 2 on a usage error
 (including a flag value it refuses, such as a --name with a space).`,
 		Example: `  envoy start --name site-1 --shard-dir /data/mnist --samples 6000 \
-      --sample-shape 28,28 --target-shape 1
+      --sample-shape 28,28 --target-shape 1 --run-as fedplane-train --sandbox
   envoy start --name site-2 --director director.example.org:50051 --shard-dir ./shard
   envoy start --config envoy.yaml`,
 		Args: cobra.NoArgs,
@@ -87,6 +104,10 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f.StringVar(&o.workDir, "work-dir", envoy.DefaultWorkDir, "directory for experiments and their logs (created if missing)")
 	f.DurationVar(&o.killGrace, "kill-grace", envoy.DefaultKillGrace, "time a stopped training command has between SIGTERM and SIGKILL")
 	f.StringVar(&o.policy, "policy", "", "the site policy (YAML): who may run jobs here, which training commands, manual approval; needs --tls-ca (see examples/site-policy.yaml)")
+	f.StringVar(&o.runAs, "run-as", "", "run the training command as this user (name or uid), which then cannot read the envoy's key or other experiments; needs the envoy to run as root")
+	f.BoolVar(&o.allowRoot, "allow-root", false, "let the training command run as root (the envoy runs as root without --run-as, or --run-as names root)")
+	f.BoolVar(&o.sandbox, "sandbox", false, "run the training command under bubblewrap (bwrap): no network, read-only file system and shard, work dir and TLS files hidden")
+	f.BoolVar(&o.shareStderr, "share-stderr", true, "send the tail of a failed training command's stderr (site paths redacted) to the director; false sends the exit status alone")
 	o.tls.Add(cmd, "the envoy's")
 	f.StringVar(&o.tlsServer, "tls-server-name", "", "name to verify the director's certificate against (default: the host of --director)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -132,7 +153,7 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	if o.samples == 0 {
-		log.Warn("--samples is 0: results weigh nothing in FedAvg unless the training command reports n_samples")
+		log.Warn("--samples is 0: every round fails unless the training command reports n_samples")
 	}
 	tlsCfg, err := o.tls.Client(o.tlsServer)
 	if err != nil {
@@ -169,8 +190,17 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		KillGrace:   o.killGrace,
 		Roots:       roots,
 		Policy:      policy,
-		Logger:      log,
+		RunAs:       o.runAs,
+		AllowRoot:   o.allowRoot,
+		Sandbox:     o.sandbox,
+		// What the training command must not see nor learn the place of.
+		Secrets:        nonEmpty(o.tls.Key, o.tls.Cert, o.tls.CA),
+		WithholdStderr: !o.shareStderr,
+		Logger:         log,
 	})
+	if errors.Is(err, envoy.ErrRoot) {
+		return fmt.Errorf("start envoy: %w; give --run-as USER to run it as another user, or --allow-root to run it as root", err)
+	}
 	if err != nil {
 		return fmt.Errorf("start envoy: %w", err)
 	}
@@ -182,4 +212,15 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		return fmt.Errorf("envoy: %w", err)
 	}
 	return nil
+}
+
+// nonEmpty returns the non-empty strings of ss.
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

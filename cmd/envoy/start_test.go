@@ -90,7 +90,7 @@ func TestStartHelp(t *testing.T) {
 	if code := cli.Main(root, []string{"start", "--help"}, &out); code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", code, out.String())
 	}
-	for _, want := range []string{"--name", "--shard-dir", "--director", "--work-dir", "--kill-grace", "--config", "FEDPLANE_DATA", "Examples:"} {
+	for _, want := range []string{"--name", "--shard-dir", "--director", "--work-dir", "--kill-grace", "--config", "FEDPLANE_DATA", "--run-as", "--allow-root", "--sandbox", "--share-stderr", "Examples:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q", want)
 		}
@@ -99,9 +99,23 @@ func TestStartHelp(t *testing.T) {
 
 func TestStartRefused(t *testing.T) {
 	addr := mustRefusingDirector(t)
-	code, stderr := run("start", "--name", "site-1", "--director", addr, "--shard-dir", t.TempDir(),
+	code, stderr := run("start", "--name", "site-1", "--director", addr, "--shard-dir", t.TempDir(), "--allow-root",
 		"--sample-shape", "28, 28", "--work-dir", filepath.Join(t.TempDir(), "work"), "--log-level", "error")
 	want := "Error: director refused the shard: sample shape 28x28 differs from the federation's 32x32\n"
+	if code != cli.ExitError || stderr != want {
+		t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+	}
+}
+
+// TestStartRefusesRoot checks that an envoy running as root will not run
+// training as root unless told, and says how to tell it.
+func TestStartRefusesRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the refusal is of root; CI runs the tests as root")
+	}
+	code, stderr := run("start", "--name", "site-1", "--director", "127.0.0.1:1", "--shard-dir", t.TempDir(),
+		"--work-dir", filepath.Join(t.TempDir(), "work"), "--log-level", "error")
+	want := "Error: start envoy: training would run as root: the envoy runs as root and would run the job's code as root too; give --run-as USER to run it as another user, or --allow-root to run it as root\n"
 	if code != cli.ExitError || stderr != want {
 		t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
 	}
@@ -111,7 +125,7 @@ func TestStartConfigFile(t *testing.T) {
 	addr := mustRefusingDirector(t)
 	dir := t.TempDir()
 	config := filepath.Join(dir, "envoy.yaml")
-	yaml := "name: site-1\ndirector: " + addr + "\nshard-dir: " + dir + "\nsample-shape: [30, 30]\nsamples: 100\nwork-dir: " + filepath.Join(dir, "work") + "\nlog-level: error\n"
+	yaml := "name: site-1\ndirector: " + addr + "\nshard-dir: " + dir + "\nsample-shape: [30, 30]\nsamples: 100\nwork-dir: " + filepath.Join(dir, "work") + "\nlog-level: error\nallow-root: true\n"
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

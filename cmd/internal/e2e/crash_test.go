@@ -115,13 +115,13 @@ func TestKillEnvoyMidRound(t *testing.T) {
 	d := startDirectorAdmin(t, t.TempDir(), "--health-check-period", "300ms", "--offline-after", "10s")
 	shardA := makeShard(t, 1, 10)
 	work := filepath.Join(t.TempDir(), "work")
-	a := start(t, "envoy", "start", "--name", "site-a", "--director", d.grpc, "--shard-dir", shardA, "--work-dir", work, "--kill-grace", "1s")
+	a := start(t, "envoy", "start", "--allow-root", "--name", "site-a", "--director", d.grpc, "--shard-dir", shardA, "--work-dir", work, "--kill-grace", "1s")
 	startEnvoy(t, d, "site-b", makeShard(t, 3, 30))
 	waitOnline(t, d, "site-a", "site-b")
 	id := submitJob(t, d, trainJob(t, "rejoin", `"min_envoys": 2`, 2, "slow", "1m"))
 	eventually(t, 60*time.Second, "site-a training", func() bool { return trainingRound(shardA) != "" })
 	a.Kill()
-	start(t, "envoy", "start", "--name", "site-a", "--director", d.grpc, "--shard-dir", shardA, "--work-dir", work, "--kill-grace", "1s")
+	start(t, "envoy", "start", "--allow-root", "--name", "site-a", "--director", d.grpc, "--shard-dir", shardA, "--work-dir", work, "--kill-grace", "1s")
 	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "90s"); r.code != 0 {
 		t.Fatalf("job after an envoy kill: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}

@@ -51,7 +51,7 @@ func trainJob(tb testing.TB, name, participants string, rounds int, mode, timeou
 // startEnvoy starts `envoy start` against d.
 func startEnvoy(tb testing.TB, d *director, name, shard string, extra ...string) *proc {
 	tb.Helper()
-	args := append([]string{"start", "--name", name, "--director", d.grpc, "--shard-dir", shard,
+	args := append([]string{"start", "--allow-root", "--name", name, "--director", d.grpc, "--shard-dir", shard,
 		"--samples", "10", "--work-dir", filepath.Join(tb.TempDir(), "work"), "--kill-grace", "1s", "--log-level", "debug"}, extra...)
 	return start(tb, "envoy", args...)
 }

@@ -123,7 +123,7 @@ func TestMutualTLSAndRoles(t *testing.T) {
 	}
 
 	// A real envoy with its certificate joins.
-	start(t, "envoy", append([]string{"start", "--name", "site-a", "--director", d.grpc, "--shard-dir", makeShard(t, 1, 10),
+	start(t, "envoy", append([]string{"start", "--allow-root", "--name", "site-a", "--director", d.grpc, "--shard-dir", makeShard(t, 1, 10),
 		"--samples", "10", "--work-dir", filepath.Join(t.TempDir(), "w")}, tlsArgs(fed, "site-a")...)...)
 	eventually(t, 60*time.Second, "envoy online over mTLS", func() bool {
 		r := admin("viewer", "-o", "json", "list-envoys")

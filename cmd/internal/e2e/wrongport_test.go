@@ -17,7 +17,7 @@ func TestWrongPorts(t *testing.T) {
 		t.Fatalf("fladmin on the gRPC port: exit %d, stderr %q", r.code, r.stderr)
 	}
 
-	e := start(t, "envoy", "start", "--name", "site-a", "--director", d.admin, "--shard-dir", t.TempDir(),
+	e := start(t, "envoy", "start", "--allow-root", "--name", "site-a", "--director", d.admin, "--shard-dir", t.TempDir(),
 		"--samples", "10", "--work-dir", filepath.Join(t.TempDir(), "work"))
 	eventually(t, 30*time.Second, "the envoy's hint", func() bool {
 		out := e.Log.String()
