@@ -110,6 +110,28 @@ func (db *DB) ListEnvoys(ctx context.Context) ([]Envoy, error) {
 	return out, nil
 }
 
+// DeleteEnvoy forgets the envoy of that name, or returns api.ErrNotFound.
+// Its part in past experiments (experiment_envoys, task results, metrics)
+// stays: that is the experiments' history.
+func (db *DB) DeleteEnvoy(ctx context.Context, name string) error {
+	var n int64
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM envoys WHERE name = ?`, name)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete envoy %q: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("envoy %q: %w", name, api.ErrNotFound)
+	}
+	return nil
+}
+
 // EnvoyStatus is a status change of one envoy.
 type EnvoyStatus struct {
 	Name              string
