@@ -36,7 +36,8 @@ func (s *Server) commands() map[string]command {
 	}
 }
 
-func (s *Server) commandNames() []string {
+// CommandNames lists the admin commands the server answers, sorted.
+func (s *Server) CommandNames() []string {
 	var names []string
 	for n := range s.commands() {
 		names = append(names, n)
