@@ -14,6 +14,14 @@ const (
 	// received.
 	MDArchiveSize   = "fedplane-archive-size"
 	MDArchiveSHA256 = "fedplane-archive-sha256"
+	// MDMaxUnpacked, MDMaxEntries, MDMaxRatio and MDMaxArchiveRatio,
+	// response headers of GetExperimentData, are the limits the director
+	// checked the archive against (job.Limits): the envoy unpacks it under
+	// these or its own, whichever are lower.
+	MDMaxUnpacked     = "fedplane-max-unpacked-bytes"
+	MDMaxEntries      = "fedplane-max-entries"
+	MDMaxRatio        = "fedplane-max-ratio"
+	MDMaxArchiveRatio = "fedplane-max-archive-ratio"
 	// MDClientID is OpenFL's identity header of a frontend without TLS.
 	MDClientID = "client_id"
 )

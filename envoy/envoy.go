@@ -33,6 +33,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/transport"
+	"github.com/fedplane/fedplane/job"
 )
 
 // Defaults of Config and of the command line.
@@ -84,6 +85,10 @@ type Config struct {
 	// SampleShape and TargetShape describe the shard's samples and targets;
 	// the director refuses a shard whose shapes are not the federation's.
 	SampleShape, TargetShape []string
+	// ArchiveLimits cap what a job archive may unpack to; zero fields take
+	// job's defaults. The director's advertised limits apply where they
+	// are lower.
+	ArchiveLimits job.Limits
 	// KillGrace is how long a stopped training command has between SIGTERM
 	// and SIGKILL. Zero means DefaultKillGrace.
 	KillGrace time.Duration

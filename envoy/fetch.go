@@ -38,9 +38,10 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	start := time.Now()
 	path := filepath.Join(x.dir, archiveName)
 	var size int64
+	var md metadata.MD // the response header: the director's archive limits
 	err := retry(ctx, x.log, "GetExperimentData", func(ctx context.Context) error {
 		var err error
-		size, err = e.download(ctx, x.id, path)
+		size, err = e.download(ctx, x.id, path, &md)
 		return err
 	})
 	if err != nil {
@@ -57,7 +58,7 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 		return nil, fmt.Errorf("open job archive: %w", err)
 	}
 	defer f.Close()
-	if _, err := job.Unpack(f, size, dir, job.DefaultLimits()); err != nil {
+	if _, err := job.Unpack(f, size, dir, archiveLimits(md, e.cfg.ArchiveLimits)); err != nil {
 		return nil, err // "unpack job: ..." or "job archive: ..."
 	}
 	b, err := os.ReadFile(filepath.Join(dir, job.ManifestFile))
@@ -75,7 +76,8 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 // temporary file, synced and renamed once it checks out) and returns its
 // size. Errors of the stream are returned as they are, gRPC statuses that
 // retry can judge; anything wrong with what arrived is an error of its own.
-func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
+// The response header is stored in *header.
+func (e *Envoy) download(ctx context.Context, id, path string, header *metadata.MD) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := e.dirc.GetExperimentData(ctx, &directorpb.GetExperimentDataRequest{ExperimentName: id, CollaboratorName: e.cfg.Name})
@@ -86,6 +88,7 @@ func (e *Envoy) download(ctx context.Context, id, path string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	*header = md
 	size, sum, herr := archiveHeader(md)
 	if herr != nil {
 		// A director that failed the call sends no headers at all; its

@@ -53,30 +53,6 @@ func TestArchiveRatio(t *testing.T) {
 	}
 }
 
-func TestLimitsMin(t *testing.T) {
-	d := job.DefaultLimits()
-	tests := []struct {
-		name string
-		a, b job.Limits
-		want job.Limits
-	}{
-		{"zero takes defaults", job.Limits{}, job.Limits{}, d},
-		{"each field the lower", job.Limits{MaxUnpacked: 10, MaxFiles: 500_000, MaxRatio: 5}, job.Limits{MaxUnpacked: 20, MaxFiles: 7, MaxArchiveRatio: 3},
-			job.Limits{MaxUnpacked: 10, MaxFiles: 7, MaxRatio: 5, MaxArchiveRatio: 3}},
-		{"a default is not raised", job.Limits{MaxUnpacked: 1 << 50}, job.Limits{}, d},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.a.Min(tt.b); got != tt.want {
-				t.Fatalf("got %+v, want %+v", got, tt.want)
-			}
-			if got := tt.b.Min(tt.a); got != tt.want {
-				t.Fatalf("reversed: got %+v, want %+v", got, tt.want)
-			}
-		})
-	}
-}
-
 // TestUnpackIn unpacks through an os.Root into a new folder: a name that
 // is not one plain name, or one planted as a symlink, is refused without
 // writing outside the root, and a failed unpack leaves nothing behind.

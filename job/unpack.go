@@ -63,17 +63,9 @@ func DefaultLimits() Limits {
 	return Limits{MaxUnpacked: DefaultMaxUnpacked, MaxFiles: DefaultMaxFiles, MaxRatio: DefaultMaxRatio, MaxArchiveRatio: DefaultMaxArchiveRatio}
 }
 
-// Min returns, field by field, the stricter of l and o (a field of either
-// that is zero or negative takes its default first).
-func (l Limits) Min(o Limits) Limits {
-	l, o = l.withDefaults(), o.withDefaults()
-	return Limits{
-		MaxUnpacked:     min(l.MaxUnpacked, o.MaxUnpacked),
-		MaxFiles:        min(l.MaxFiles, o.MaxFiles),
-		MaxRatio:        min(l.MaxRatio, o.MaxRatio),
-		MaxArchiveRatio: min(l.MaxArchiveRatio, o.MaxArchiveRatio),
-	}
-}
+// WithDefaults returns l with its zero or negative fields set to the
+// defaults.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/envoy"
+	"github.com/fedplane/fedplane/job"
 )
 
 // startOptions are the flags of `envoy start`.
@@ -28,7 +29,8 @@ type startOptions struct {
 	workDir     string
 	killGrace   time.Duration
 	tls         cli.TLSFlags
-	tlsServer   string
+	maxUnpacked cli.ByteSize
+	maxEntries  int
 	logFormat   string
 	logLevel    string
 }
@@ -77,7 +79,10 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f.StringVar(&o.workDir, "work-dir", envoy.DefaultWorkDir, "directory for experiments and their logs (created if missing)")
 	f.DurationVar(&o.killGrace, "kill-grace", envoy.DefaultKillGrace, "time a stopped training command has between SIGTERM and SIGKILL")
 	o.tls.Add(cmd, "the envoy's")
-	f.StringVar(&o.tlsServer, "tls-server-name", "", "name to verify the director's certificate against (default: the host of --director)")
+	o.tls.AddServerName(f, "--director")
+	o.maxUnpacked = job.DefaultMaxUnpacked
+	f.Var(&o.maxUnpacked, "max-unpacked-size", "largest unpacked total of a job archive this site accepts; the director's own limit applies when lower")
+	f.IntVar(&o.maxEntries, "max-archive-entries", job.DefaultMaxFiles, "most files and folders in a job archive this site accepts; the director's own limit applies when lower")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
 	return cmd
 }
@@ -93,6 +98,10 @@ func (o *startOptions) check() error {
 		return cli.Usagef("--director must not be empty")
 	case o.killGrace <= 0:
 		return cli.Usagef("--kill-grace %v: must be positive", o.killGrace)
+	case o.maxUnpacked <= 0:
+		return cli.Usagef("--max-unpacked-size must be positive")
+	case o.maxEntries <= 0:
+		return cli.Usagef("--max-archive-entries %d: must be positive", o.maxEntries)
 	case !utf8.ValidString(o.description):
 		return cli.Usagef("--description is not UTF-8 text")
 	}
@@ -123,7 +132,7 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 	if o.samples == 0 {
 		log.Warn("--samples is 0: results weigh nothing in FedAvg unless the training command reports n_samples")
 	}
-	tlsCfg, err := o.tls.Client(o.tlsServer)
+	tlsCfg, err := o.tls.Client()
 	if err != nil {
 		return err
 	}
@@ -132,17 +141,18 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	}
 	e, err := envoy.New(envoy.Config{
-		DialOptions: dial,
-		Name:        o.name,
-		Director:    o.director,
-		ShardDir:    o.shardDir,
-		Description: o.description,
-		WorkDir:     o.workDir,
-		Samples:     o.samples,
-		SampleShape: cli.TrimAll(o.sampleShape),
-		TargetShape: cli.TrimAll(o.targetShape),
-		KillGrace:   o.killGrace,
-		Logger:      log,
+		DialOptions:   dial,
+		Name:          o.name,
+		Director:      o.director,
+		ShardDir:      o.shardDir,
+		Description:   o.description,
+		WorkDir:       o.workDir,
+		Samples:       o.samples,
+		SampleShape:   cli.TrimAll(o.sampleShape),
+		TargetShape:   cli.TrimAll(o.targetShape),
+		KillGrace:     o.killGrace,
+		ArchiveLimits: job.Limits{MaxUnpacked: int64(o.maxUnpacked), MaxFiles: o.maxEntries},
+		Logger:        log,
 	})
 	if err != nil {
 		return fmt.Errorf("start envoy: %w", err)

@@ -190,8 +190,8 @@ func (s *directorService) WaitExperiment(ctx context.Context, req *directorpb.Wa
 }
 
 // GetExperimentData streams a running experiment's archive to one of its
-// envoys in chunks of archiveChunk bytes, after a header with its size and
-// sha256.
+// envoys in chunks of archiveChunk bytes, after a header with its size,
+// its sha256 and the limits the director checked it against.
 func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataRequest, stream directorpb.Director_GetExperimentDataServer) error {
 	ctx := stream.Context()
 	id, name := req.GetExperimentName(), req.GetCollaboratorName()
@@ -203,7 +203,10 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 		return err
 	}
 	defer f.Close()
-	if err := stream.SendHeader(metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256)); err != nil {
+	lim := s.d.ArchiveLimits()
+	if err := stream.SendHeader(metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256,
+		api.MDMaxUnpacked, strconv.FormatInt(lim.MaxUnpacked, 10), api.MDMaxEntries, strconv.Itoa(lim.MaxFiles),
+		api.MDMaxRatio, strconv.FormatInt(lim.MaxRatio, 10), api.MDMaxArchiveRatio, strconv.FormatInt(lim.MaxArchiveRatio, 10))); err != nil {
 		return err
 	}
 	buf := make([]byte, archiveChunk)
