@@ -17,6 +17,18 @@ const (
 	CmdDownloadJob = "download_job"
 	CmdGetMetrics  = "get_metrics"
 	CmdCheckStatus = "check_status"
+	CmdRemoveEnvoy = "remove_envoy"
+)
+
+// Page sizes of list_envoys (-m): a reply holds at most MaxEnvoyPage
+// envoys (DefaultEnvoyPage without -m), and stops early once its envoys
+// reach EnvoyPageBytes (their JSON and table cells), so that no page nears
+// the admin exchange's 16 MiB limit however long the envoys' descriptions
+// are (each at most 1 MiB, the gRPC request cap).
+const (
+	DefaultEnvoyPage = 1000
+	MaxEnvoyPage     = 10000
+	EnvoyPageBytes   = 2 << 20
 )
 
 // MinIDPrefix is the shortest job id prefix commands accept.
@@ -36,6 +48,11 @@ const (
 	// MetaSignature, in a submit_job request, is the submitter's signature
 	// of the archive (pki.JobSignature, as a JSON object).
 	MetaSignature = "signature"
+	MetaTotal     = "total" // list_envoys: how many envoys there are in all
+	// MetaNextAfter, in list_envoys' reply, is the name to pass as -a for
+	// the next page; "" on the last page.
+	MetaNextAfter = "nextAfter"
+	MetaEnvoy     = "envoy" // remove_envoy: the envoy forgotten
 	// MetaUser, in a request, names the caller to a director without TLS.
 	MetaUser = "user"
 )

@@ -40,6 +40,7 @@ const (
 	LogAdmin    = "admin"     // the address of the admin port
 	LogSamples  = "samples"   // a shard's sample count
 	LogKind     = "kind"      // a certificate's kind (envoy, admin, director)
+	LogRole     = "role"      // an admin certificate's role
 	LogEnvoys   = "envoys"    // envoy names
 	LogMissing  = "missing"   // envoy names that did not report
 	LogRounds   = "rounds"    // a job's round count

@@ -22,6 +22,14 @@ const (
 	// experiment that the envoy holds until its site operator approves or
 	// rejects it (site policy "approval: manual").
 	MDAwaitingApproval = "fedplane-awaiting-approval"
+	// MDMaxUnpacked, MDMaxEntries, MDMaxRatio and MDMaxArchiveRatio,
+	// response headers of GetExperimentData, are the limits the director
+	// checked the archive against (job.Limits): the envoy unpacks it under
+	// these or its own, whichever are lower.
+	MDMaxUnpacked     = "fedplane-max-unpacked-bytes"
+	MDMaxEntries      = "fedplane-max-entries"
+	MDMaxRatio        = "fedplane-max-ratio"
+	MDMaxArchiveRatio = "fedplane-max-archive-ratio"
 	// MDClientID is OpenFL's identity header of a frontend without TLS.
 	MDClientID = "client_id"
 )

@@ -4,82 +4,142 @@ import (
 	"fmt"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
 
 // This file decides what a caller may do. Who the caller is comes from the
 // adapters: the verified client certificate with TLS (CN the name, OU the
-// role, O the organisation), or, without TLS, a trusted local caller (the
-// director then listens on loopback only).
+// kind or role, O the organisation), or, without TLS, a trusted local
+// caller (the director then listens on loopback only).
 
-// Caller is who makes an admin or frontend request.
+// Caller is who makes a gRPC call or an admin request.
 type Caller struct {
 	Name string
 	Org  string
+	// Kind is the certificate's kind (pki.KindEnvoy, pki.KindAdmin, ...);
+	// Role an admin's role.
+	Kind string
 	Role string
 }
 
-// Right is what an action needs, after NVIDIA FLARE's default
+// Right is what an admin needs for an action, after NVIDIA FLARE's default
 // authorization policy.
 type Right int
 
 const (
-	// RightView lists and reads jobs, envoys and metrics.
+	// RightView lists and reads jobs, envoys and metrics: every admin role.
 	RightView Right = iota
-	// RightSubmit submits jobs.
+	// RightSubmit submits jobs: leads and project admins.
 	RightSubmit
-	// RightManageOwn aborts, deletes and downloads jobs: its own for a lead,
-	// any for a project_admin.
+	// RightManageOwn aborts, deletes and downloads a job and fetches its
+	// models: its own for a lead, any for a project_admin. The role is
+	// checked here, the job's owner where the job is known (canManage).
 	RightManageOwn
+	// RightProjectAdmin changes the federation itself (forgets an envoy):
+	// project admins only.
+	RightProjectAdmin
 )
 
-// Frontend actions of OpenFL's Director service, named in the table
-// beside the admin commands.
+// Who names the identities a rule admits.
+type Who int
+
 const (
-	ActionSetNewExperiment     = "SetNewExperiment"
-	ActionRemoveExperimentData = "RemoveExperimentData"
+	// Envoys admits envoy certificates only. Each acts only as itself: the
+	// adapter compares the envoy name a request carries with the
+	// certificate's CN.
+	Envoys Who = iota + 1
+	// Admins admits admin certificates whose role has the rule's Right.
+	Admins
+	// EnvoysAndAdmins admits envoy certificates and admin certificates
+	// whose role has the rule's Right.
+	EnvoysAndAdmins
 )
 
-// rights is the one authorization table: what each admin command and each
-// frontend call that changes a job needs. Frontend calls that only read
-// show the jobs a caller may view (canView) and need no row.
-var rights = map[string]Right{
-	api.CmdSubmitJob:           RightSubmit,
-	api.CmdListJobs:            RightView,
-	api.CmdGetJobMeta:          RightView,
-	api.CmdGetMetrics:          RightView,
-	api.CmdListEnvoys:          RightView,
-	api.CmdCheckStatus:         RightView,
-	api.CmdAbortJob:            RightManageOwn,
-	api.CmdDeleteJob:           RightManageOwn,
-	api.CmdDownloadJob:         RightManageOwn,
-	ActionSetNewExperiment:     RightSubmit,
-	ActionRemoveExperimentData: RightManageOwn,
+// Rule says who may call one gRPC method or admin command.
+type Rule struct {
+	Who   Who
+	Right Right // what an admin needs; unused for Envoys
 }
 
-// NeedsRight reports the right an action needs, if the table names it.
-func NeedsRight(action string) (Right, bool) {
-	r, ok := rights[action]
+// rules is the one authorization table: every gRPC method of both OpenFL
+// services (by full method name) and every admin command, and who may call
+// it. What is not in it is refused: a test walks the registered methods
+// and commands and fails on any that it does not name.
+var rules = map[string]Rule{
+	// The envoys' calls.
+	directorpb.Director_UpdateShardInfo_FullMethodName:          {Who: Envoys},
+	directorpb.Director_UpdateEnvoyStatus_FullMethodName:        {Who: Envoys},
+	directorpb.Director_WaitExperiment_FullMethodName:           {Who: Envoys},
+	directorpb.Director_GetExperimentData_FullMethodName:        {Who: Envoys},
+	directorpb.Director_SetExperimentFailed_FullMethodName:      {Who: Envoys},
+	aggregatorpb.Aggregator_GetTasks_FullMethodName:             {Who: Envoys},
+	aggregatorpb.Aggregator_GetAggregatedTensor_FullMethodName:  {Who: Envoys},
+	aggregatorpb.Aggregator_SendLocalTaskResults_FullMethodName: {Who: Envoys},
+
+	// Federation facts that envoys and admins both read; GetEnvoys hides
+	// which experiment runs where from envoys (Caller.CanView).
+	directorpb.Director_GetEnvoys_FullMethodName:      {Who: EnvoysAndAdmins, Right: RightView},
+	directorpb.Director_GetDatasetInfo_FullMethodName: {Who: EnvoysAndAdmins, Right: RightView},
+
+	// OpenFL frontends' calls.
+	directorpb.Director_GetExperimentsList_FullMethodName:           {Who: Admins, Right: RightView},
+	directorpb.Director_GetExperimentDescription_FullMethodName:     {Who: Admins, Right: RightView},
+	aggregatorpb.Aggregator_GetExperimentDescription_FullMethodName: {Who: Admins, Right: RightView},
+	directorpb.Director_GetExperimentStatus_FullMethodName:          {Who: Admins, Right: RightView},
+	directorpb.Director_GetMetricStream_FullMethodName:              {Who: Admins, Right: RightView},
+	aggregatorpb.Aggregator_GetMetricStream_FullMethodName:          {Who: Admins, Right: RightView},
+	directorpb.Director_SetNewExperiment_FullMethodName:             {Who: Admins, Right: RightSubmit},
+	directorpb.Director_GetTrainedModel_FullMethodName:              {Who: Admins, Right: RightManageOwn},
+	aggregatorpb.Aggregator_GetTrainedModel_FullMethodName:          {Who: Admins, Right: RightManageOwn},
+	directorpb.Director_RemoveExperimentData_FullMethodName:         {Who: Admins, Right: RightManageOwn},
+
+	// Admin commands (fladmin).
+	api.CmdListJobs:    {Who: Admins, Right: RightView},
+	api.CmdGetJobMeta:  {Who: Admins, Right: RightView},
+	api.CmdGetMetrics:  {Who: Admins, Right: RightView},
+	api.CmdListEnvoys:  {Who: Admins, Right: RightView},
+	api.CmdCheckStatus: {Who: Admins, Right: RightView},
+	api.CmdSubmitJob:   {Who: Admins, Right: RightSubmit},
+	api.CmdAbortJob:    {Who: Admins, Right: RightManageOwn},
+	api.CmdDeleteJob:   {Who: Admins, Right: RightManageOwn},
+	api.CmdDownloadJob: {Who: Admins, Right: RightManageOwn},
+	api.CmdRemoveEnvoy: {Who: Admins, Right: RightProjectAdmin},
+}
+
+// RuleOf returns the rule of a gRPC full method name or an admin command,
+// if the table names it.
+func RuleOf(action string) (Rule, bool) {
+	r, ok := rules[action]
 	return r, ok
 }
 
-// Authorize says whether c's role allows action at all; jobs owned by
-// others are checked again where the job is known (canManage). Actions the
-// table does not name are allowed here: an adapter refuses unknown
-// commands itself. Refusals wrap api.ErrNotAllowed.
+// Authorize says whether c may call action (a gRPC full method name or an
+// admin command) at all; jobs owned by others are checked again where the
+// job is known (canManage), and an envoy's own name where the request
+// names it. An action the table does not name is refused. Refusals wrap
+// api.ErrNotAllowed.
 func Authorize(c Caller, action string) error {
-	need, ok := rights[action]
+	r, ok := rules[action]
 	if !ok {
-		return nil
+		return fmt.Errorf("%w: %s is not in the authorization table", api.ErrNotAllowed, action)
 	}
+	envoy, admin := c.Kind == pki.KindEnvoy, pki.IsAdminRole(c.Role)
 	switch {
-	case !pki.IsAdminRole(c.Role):
-		return fmt.Errorf("%w: %s has no admin role in its certificate: only project_admin, lead and member may use the admin port", api.ErrNotAllowed, c.Name)
-	case need == RightSubmit && c.Role == pki.RoleMember:
-		return fmt.Errorf("%w: %s is a member: members may only view; submitting needs the lead or project_admin role", api.ErrNotAllowed, c.Name)
-	case need == RightManageOwn && c.Role == pki.RoleMember:
-		return fmt.Errorf("%w: %s is a member: members may only view", api.ErrNotAllowed, c.Name)
+	case r.Who == Envoys && !envoy:
+		return fmt.Errorf("%w: %s is for envoys, and %q's certificate is not an envoy's", api.ErrNotAllowed, action, c.Name)
+	case r.Who == Envoys, r.Who == EnvoysAndAdmins && envoy:
+		return nil
+	case !admin:
+		return fmt.Errorf("%w: %s has no admin role in its certificate: %s needs project_admin, lead or member", api.ErrNotAllowed, c.Name, action)
+	case r.Right == RightSubmit && c.Role == pki.RoleMember:
+		return fmt.Errorf("%w: %s is a member: members may only view; %s needs the lead or project_admin role", api.ErrNotAllowed, c.Name, action)
+	case r.Right == RightManageOwn && c.Role == pki.RoleMember:
+		return fmt.Errorf("%w: %s is a member: members may only view; %s needs the lead role (own jobs) or project_admin", api.ErrNotAllowed, c.Name, action)
+	case r.Right == RightProjectAdmin && c.Role != pki.RoleProjectAdmin:
+		return fmt.Errorf("%w: %s is a %s: %s needs the project_admin role", api.ErrNotAllowed, c.Name, c.Role, action)
 	}
 	return nil
 }

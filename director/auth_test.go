@@ -31,13 +31,18 @@ func TestRoleTable(t *testing.T) {
 		{Caller{Name: "viewer", Role: pki.RoleMember}, "abort_job", false, false},
 		{Caller{Name: "viewer", Role: pki.RoleMember}, "download_job", false, false},
 		{Caller{Name: "site-a"}, "check_status", false, false},
+		{Caller{Name: "site-a", Kind: pki.KindEnvoy}, "list_envoys", false, false},
+		{Caller{Name: "boss", Role: pki.RoleProjectAdmin}, "remove_envoy", true, false},
+		{Caller{Name: "lead1", Role: pki.RoleLead}, "remove_envoy", false, false},
+		{Caller{Name: "viewer", Role: pki.RoleMember}, "remove_envoy", false, false},
+		{Caller{Name: "boss", Role: pki.RoleProjectAdmin}, "no_such_command", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.caller.Name+" "+tt.command, func(t *testing.T) {
 			if err := Authorize(tt.caller, tt.command); (err == nil) != tt.run {
 				t.Fatalf("Authorize: got %v, want allowed=%v", err, tt.run)
 			}
-			if r, _ := NeedsRight(tt.command); r == RightManageOwn && tt.run {
+			if r, _ := RuleOf(tt.command); r.Right == RightManageOwn && tt.run {
 				if err := canManage(tt.caller, job); (err == nil) != tt.manage {
 					t.Fatalf("canManage: got %v, want allowed=%v", err, tt.manage)
 				}

@@ -52,6 +52,31 @@ func (d *Director) shapeMismatch(sample, target []string) string {
 	return ""
 }
 
+// RemoveEnvoy forgets envoy name: its row and its liveness. It refuses
+// (api.ErrRunning) while the envoy takes part in a running experiment:
+// abort the job first, or its rounds would wait on an envoy the director
+// no longer knows. The envoy's part in past experiments stays. An envoy
+// that is still up is told at its next heartbeat that it is unknown, and
+// registers again: removing is for sites that left, not a ban (that is
+// the CA's business: stop issuing it certificates).
+func (d *Director) RemoveEnvoy(ctx context.Context, who Caller, name string) error {
+	if err := api.ValidateName("envoy name", name); err != nil {
+		return err
+	}
+	// life keeps the scheduler from starting an experiment on the envoy
+	// between the check and the removal.
+	d.lc.life.Lock()
+	defer d.lc.life.Unlock()
+	if id := d.runningOf(name); id != "" {
+		return fmt.Errorf("%w: envoy %s takes part in running job %s: abort the job first", api.ErrRunning, name, id)
+	}
+	if err := d.reg.remove(ctx, name); err != nil {
+		return err
+	}
+	d.log.InfoContext(ctx, "envoy removed", api.LogEnvoy, name, api.LogCaller, who.Name)
+	return nil
+}
+
 // Heartbeat records that envoy name is alive and whether it runs an
 // experiment. An unknown name is api.ErrNotFound, which tells the envoy to
 // register again. stop names an ended experiment the envoy still runs (an
@@ -141,6 +166,18 @@ func (d *Director) Envoys() []EnvoyView {
 		views[i].Experiment = running[views[i].Name]
 	}
 	return views
+}
+
+// EnvoysPage lists up to max envoys whose names sort after after, by
+// name, as Envoys does; total is how many envoys there are in all, and more
+// says whether others sort after the last one listed.
+func (d *Director) EnvoysPage(after string, max int) (views []EnvoyView, total int, more bool) {
+	views, total, more = d.reg.page(after, max)
+	running := d.runningByEnvoy()
+	for i := range views {
+		views[i].Experiment = running[views[i].Name]
+	}
+	return views, total, more
 }
 
 // OpenArchive opens the archive of running experiment id for envoy, one of

@@ -66,9 +66,15 @@ func (d *Director) ReceiveArchive(copyFn func(w io.Writer) (int64, error)) (*Upl
 // inspectUpload checks an uploaded archive without trusting it and returns
 // its job.json. Problems of the job wrap job.ErrInvalid.
 func (d *Director) inspectUpload(u *Upload) (*job.Info, error) {
+	return job.Inspect(u.f, u.size, d.ArchiveLimits())
+}
+
+// ArchiveLimits are the limits a job archive is checked against, which
+// the director also tells envoys that fetch it.
+func (d *Director) ArchiveLimits() job.Limits {
 	lim := job.DefaultLimits()
 	lim.MaxUnpacked = d.cfg.MaxUnpackedSize
-	return job.Inspect(u.f, u.size, lim)
+	return lim
 }
 
 // storeJob stores a validated job: the initial model and the archive are

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -94,6 +95,38 @@ func (r *registry) register(ctx context.Context, e store.Envoy) (store.Envoy, er
 	return row, nil
 }
 
+// remove forgets name, in SQLite and here. It holds the entry's write lock
+// across both, as register does, so a registration racing with it either
+// lands first (and is forgotten) or after (and is kept, row and entry).
+func (r *registry) remove(ctx context.Context, name string) error {
+	for {
+		r.mu.RLock()
+		e, ok := r.envoys[name]
+		r.mu.RUnlock()
+		if !ok {
+			return fmt.Errorf("envoy %q is not registered: %w", name, api.ErrNotFound)
+		}
+		e.write.Lock()
+		r.mu.RLock()
+		current := r.envoys[name] == e
+		r.mu.RUnlock()
+		if !current {
+			// A registration swapped the entry while we waited: remove
+			// the new one.
+			e.write.Unlock()
+			continue
+		}
+		err := r.db.DeleteEnvoy(ctx, name)
+		if err == nil {
+			r.mu.Lock()
+			delete(r.envoys, name)
+			r.mu.Unlock()
+		}
+		e.write.Unlock()
+		return err
+	}
+}
+
 // heartbeat records that name is alive. An unknown name is api.ErrNotFound, which
 // tells an envoy to register again. Only a status change writes to SQLite;
 // changed reports one.
@@ -171,21 +204,36 @@ func (r *registry) online(lastSeen, now time.Time) bool {
 }
 
 // list returns every envoy, ordered by name, with liveness judged now.
-// It sorts pointers and copies each envoy once: with 10,000 envoys, sorting
-// the copies themselves was most of list_envoys' time on the director.
 func (r *registry) list() []EnvoyView {
+	views, _, _ := r.page("", math.MaxInt)
+	return views
+}
+
+// page returns up to max envoys whose names sort after after, ordered by
+// name, with liveness judged now, how many envoys there are in all, and
+// whether more sort after the last one returned. It
+// sorts only the names after the cursor, so paging through many envoys
+// costs less with each page, and it sorts pointers and copies each envoy
+// once: with 10,000 envoys, sorting the copies themselves was most of
+// list_envoys' time on the director.
+func (r *registry) page(after string, max int) (views []EnvoyView, total int, more bool) {
 	now := r.now()
 	type named struct {
 		name string
 		e    *envoyEntry
 	}
 	r.mu.RLock()
+	total = len(r.envoys)
 	entries := make([]named, 0, len(r.envoys))
 	for name, e := range r.envoys {
-		entries = append(entries, named{name, e})
+		if name > after {
+			entries = append(entries, named{name, e})
+		}
 	}
 	r.mu.RUnlock()
 	slices.SortFunc(entries, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	more = len(entries) > max
+	entries = entries[:min(len(entries), max)]
 	out := make([]EnvoyView, len(entries))
 	for i, n := range entries {
 		e := n.e
@@ -195,7 +243,7 @@ func (r *registry) list() []EnvoyView {
 		e.mu.Unlock()
 		out[i].Online = r.online(out[i].LastSeen, now)
 	}
-	return out
+	return out, total, more
 }
 
 // count returns how many envoys are registered and how many of them are

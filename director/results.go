@@ -143,10 +143,15 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 }
 
 // OpenTrainedModel opens the best or the last model of the experiment an
-// OpenFL frontend names (see trainedModel). The caller closes the file.
+// OpenFL frontend names (see trainedModel), for a caller who may manage
+// the job (as download_job). The caller closes the file.
 func (d *Director) OpenTrainedModel(ctx context.Context, who Caller, name string, which string) (*tensor.Index, *os.File, error) {
 	e, err := d.LookupExperiment(ctx, who, name)
 	if err != nil {
+		return nil, nil, err
+	}
+	// A model is a job's result: it needs what download_job needs.
+	if err := canManage(who, e); err != nil {
 		return nil, nil, err
 	}
 	r, err := d.trainedModel(ctx, e, which)

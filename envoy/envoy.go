@@ -35,6 +35,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/transport"
+	"github.com/fedplane/fedplane/job"
 )
 
 // Defaults of Config and of the command line.
@@ -98,6 +99,10 @@ type Config struct {
 	// submitters, with allowed training commands, run here, and under
 	// manual approval only once the site operator approves them.
 	Policy *Policy
+	// ArchiveLimits cap what a job archive may unpack to; zero fields take
+	// job's defaults. The director's advertised limits apply where they
+	// are lower.
+	ArchiveLimits job.Limits
 	// KillGrace is how long a stopped training command has between SIGTERM
 	// and SIGKILL. Zero means DefaultKillGrace.
 	KillGrace time.Duration

@@ -61,7 +61,7 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 		return nil, fmt.Errorf("open job archive: %w", err)
 	}
 	defer f.Close()
-	if _, err := job.Unpack(f, size, dir, job.DefaultLimits()); err != nil {
+	if _, err := job.Unpack(f, size, dir, r.limits); err != nil {
 		return nil, err // "unpack job: ..." or "job archive: ..."
 	}
 	b, err := os.ReadFile(filepath.Join(dir, job.ManifestFile))
@@ -77,8 +77,9 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 
 // download streams the archive of experiment id into path (through a
 // temporary file, synced and renamed once it checks out) and returns its
-// size, digest and signature. Errors of the stream are returned as they are, gRPC statuses that
-// retry can judge; anything wrong with what arrived is an error of its own.
+// size, digest, signature and the limits to unpack it under. Errors of the
+// stream are returned as they are, gRPC statuses that retry can judge;
+// anything wrong with what arrived is an error of its own.
 func (e *Envoy) download(ctx context.Context, id, path string) (received, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -151,7 +152,7 @@ func (e *Envoy) download(ctx context.Context, id, path string) (received, error)
 		return received{}, fmt.Errorf("job archive: %w", err)
 	}
 	ok = true
-	r := received{size: size, sha256: sum}
+	r := received{size: size, sha256: sum, limits: archiveLimits(md, e.cfg.ArchiveLimits)}
 	if v := md.Get(api.MDJobSignature); len(v) == 1 {
 		r.signature = []byte(v[0])
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/pki"
 )
 
 // Backoff between attempts to reach the director: jittered, starting at
@@ -83,6 +84,15 @@ func retry(ctx context.Context, log *slog.Logger, rpc string, fn func(context.Co
 			return err
 		}
 		d := b.delay()
+		if problem := pki.CertProblem(err); problem != "" {
+			// The director answers, but a certificate check failed: say
+			// which, every time, since the operator may be fixing it.
+			log.Error("TLS certificate problem; retrying", api.LogRPC, rpc, api.LogReason, problem, api.LogErr, err, api.LogRetryIn, d)
+			if !sleep(ctx, d) {
+				return ctx.Err()
+			}
+			continue
+		}
 		attrs := []any{api.LogRPC, rpc, api.LogErr, err, api.LogRetryIn, d}
 		if hint := dialHint(err); hint != "" {
 			attrs = append(attrs, api.LogHint, hint)

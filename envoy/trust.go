@@ -17,6 +17,9 @@ type received struct {
 	size      int64
 	sha256    string
 	signature []byte
+	// limits are what the archive may unpack to: the lower of the
+	// envoy's own and those the director advertised.
+	limits job.Limits
 }
 
 // refusal is the site's refusal of a job, reported to the director with
@@ -50,7 +53,7 @@ func (e *Envoy) admit(ctx context.Context, x *experiment, path string, r receive
 	if err != nil {
 		return fmt.Errorf("open job archive: %w", err)
 	}
-	info, err := job.Inspect(f, r.size, job.DefaultLimits())
+	info, err := job.Inspect(f, r.size, r.limits)
 	f.Close()
 	if err != nil {
 		return err

@@ -23,6 +23,10 @@ const (
 	// DefaultMaxRatio is the default cap on how many times an entry may
 	// expand when it is unpacked.
 	DefaultMaxRatio = 200
+	// DefaultMaxArchiveRatio is the default cap on how many times a whole
+	// archive may expand: many small entries, each under the per-entry
+	// check's floor, add up.
+	DefaultMaxArchiveRatio = 200
 
 	// ratioFloor is the unpacked size up to which an entry's ratio is not
 	// checked: tiny, very compressible files (a run of spaces) are harmless.
@@ -48,13 +52,20 @@ type Limits struct {
 	// MaxRatio caps unpacked/compressed size for each entry above 1 MiB
 	// unpacked (default 200); deflate reaches about 1000 on runs of zeros.
 	MaxRatio int64
+	// MaxArchiveRatio caps the total unpacked size over the archive's
+	// size, for archives that unpack to more than 1 MiB (default 200).
+	MaxArchiveRatio int64
 }
 
 // DefaultLimits returns the limits the director and envoys use unless
 // configured otherwise.
 func DefaultLimits() Limits {
-	return Limits{MaxUnpacked: DefaultMaxUnpacked, MaxFiles: DefaultMaxFiles, MaxRatio: DefaultMaxRatio}
+	return Limits{MaxUnpacked: DefaultMaxUnpacked, MaxFiles: DefaultMaxFiles, MaxRatio: DefaultMaxRatio, MaxArchiveRatio: DefaultMaxArchiveRatio}
 }
+
+// WithDefaults returns l with its zero or negative fields set to the
+// defaults.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
@@ -66,6 +77,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxRatio <= 0 {
 		l.MaxRatio = d.MaxRatio
+	}
+	if l.MaxArchiveRatio <= 0 {
+		l.MaxArchiveRatio = d.MaxArchiveRatio
 	}
 	return l
 }
@@ -199,6 +213,10 @@ func inspect(r io.ReaderAt, size int64, lim Limits) (*Info, *zip.Reader, error) 
 	}
 	if total > uint64(lim.MaxUnpacked) {
 		return nil, nil, invalidf("job archive: unpacked size %s exceeds the limit of %s", formatSize(clampInt64(total)), formatSize(lim.MaxUnpacked))
+	}
+	if total > ratioFloor && total/uint64(max(size, 1)) > uint64(lim.MaxArchiveRatio) {
+		return nil, nil, invalidf("job archive: expands %d times as a whole (%s from %s); the limit is %d",
+			total/uint64(max(size, 1)), formatSize(clampInt64(total)), formatSize(size), lim.MaxArchiveRatio)
 	}
 	info.Unpacked = int64(total)
 
@@ -346,6 +364,35 @@ func Unpack(r io.ReaderAt, size int64, dst string, lim Limits) (*Info, error) {
 	return info, nil
 }
 
+// UnpackIn is Unpack into a new folder name directly under parent,
+// through parent: name must not exist (a symlink planted there is refused,
+// not followed), nothing is written outside it, and on any error it is
+// removed with what was extracted. It is for a folder that untrusted input
+// names, as a download's job id.
+func UnpackIn(r io.ReaderAt, size int64, parent *os.Root, name string, lim Limits) (*Info, error) {
+	if !filepath.IsLocal(name) || filepath.Base(name) != name {
+		return nil, fmt.Errorf("unpack job: %q is not a name in the folder", name)
+	}
+	lim = lim.withDefaults()
+	info, zr, err := inspect(r, size, lim)
+	if err != nil {
+		return nil, err
+	}
+	if err := parent.Mkdir(name, 0o700); err != nil {
+		return nil, fmt.Errorf("unpack job: %w", err)
+	}
+	root, err := parent.OpenRoot(name)
+	if err == nil {
+		err = extractIn(zr, info, root, lim)
+		root.Close()
+	}
+	if err != nil {
+		parent.RemoveAll(name)
+		return nil, err
+	}
+	return info, nil
+}
+
 func prepareDst(dst string) (created bool, err error) {
 	fi, err := os.Stat(dst)
 	switch {
@@ -392,7 +439,12 @@ func extract(zr *zip.Reader, info *Info, dst string, lim Limits) error {
 		return fmt.Errorf("unpack job: %w", err)
 	}
 	defer root.Close()
+	return extractIn(zr, info, root, lim)
+}
 
+// extractIn writes the archive's entries under root, which holds every
+// path to itself: no name, .. or symlink reaches outside it.
+func extractIn(zr *zip.Reader, info *Info, root *os.Root, lim Limits) error {
 	made := map[string]bool{".": true} // folders known to exist, slash-separated
 	mkdir := func(dir string) error {
 		if made[dir] {
@@ -424,9 +476,6 @@ func extract(zr *zip.Reader, info *Info, dst string, lim Limits) error {
 		osRel := filepath.FromSlash(rel)
 		if !filepath.IsLocal(osRel) {
 			return invalidf("job archive: entry %q is not a local path on this system", f.Name)
-		}
-		if !within(absDst, filepath.Join(absDst, osRel)) {
-			return invalidf("job archive: entry %q escapes the job folder", f.Name)
 		}
 		if isDir {
 			if err := mkdir(rel); err != nil {
@@ -486,13 +535,6 @@ func extractFile(root *os.Root, f *zip.File, name string, buf []byte) (int64, er
 		return n, fmt.Errorf("unpack job: %w", err)
 	}
 	return n, nil
-}
-
-// within reports whether target, a cleaned absolute path, lies in dir.
-func within(dir, target string) bool {
-	rel, err := filepath.Rel(dir, target)
-	return err == nil && rel != "." && rel != ".." &&
-		!strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
 // errReader remembers the error its reader returned, so a copy's read and

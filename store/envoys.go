@@ -34,40 +34,12 @@ const envoyColumns = `name, description, n_samples, sample_shape, target_shape, 
 // Either way the envoy is marked online and seen now; RegisteredAt is kept
 // from the first registration. It returns the row as stored.
 func (db *DB) UpsertEnvoy(ctx context.Context, e Envoy) (Envoy, error) {
-	if e.Name == "" {
-		return Envoy{}, errors.New("upsert envoy: empty name")
-	}
-	sample, err := marshalShape(e.SampleShape)
-	if err != nil {
-		return Envoy{}, err
-	}
-	target, err := marshalShape(e.TargetShape)
-	if err != nil {
-		return Envoy{}, err
-	}
-	if e.Devices == "" {
-		e.Devices = "[]"
-	}
-	now := nanos(db.now())
 	var out Envoy
-	err = db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
-			ON CONFLICT (name) DO UPDATE SET
-				description = excluded.description,
-				n_samples = excluded.n_samples,
-				sample_shape = excluded.sample_shape,
-				target_shape = excluded.target_shape,
-				devices = excluded.devices,
-				updated_at = excluded.updated_at,
-				last_seen = excluded.last_seen,
-				online = 1,
-				experiment_running = excluded.experiment_running`,
-			e.Name, e.Description, int64(e.NSamples), sample, target, e.Devices,
-			now, now, now, e.ExperimentRunning)
-		if err != nil {
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := upsertEnvoy(ctx, tx, e, nanos(db.now())); err != nil {
 			return err
 		}
+		var err error
 		out, err = scanEnvoy(tx.QueryRowContext(ctx, `SELECT `+envoyColumns+` FROM envoys WHERE name = ?`, e.Name))
 		return err
 	})
@@ -75,6 +47,56 @@ func (db *DB) UpsertEnvoy(ctx context.Context, e Envoy) (Envoy, error) {
 		return Envoy{}, fmt.Errorf("upsert envoy %q: %w", e.Name, err)
 	}
 	return out, nil
+}
+
+// UpsertEnvoys is UpsertEnvoy for many envoys in one transaction: an
+// import of a federation's envoys, or a test's thousands, costs one commit.
+func (db *DB) UpsertEnvoys(ctx context.Context, envoys []Envoy) error {
+	now := nanos(db.now())
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		for _, e := range envoys {
+			if err := upsertEnvoy(ctx, tx, e, now); err != nil {
+				return fmt.Errorf("envoy %q: %w", e.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("upsert %d envoys: %w", len(envoys), err)
+	}
+	return nil
+}
+
+func upsertEnvoy(ctx context.Context, tx *sql.Tx, e Envoy, now int64) error {
+	if e.Name == "" {
+		return errors.New("empty name")
+	}
+	sample, err := marshalShape(e.SampleShape)
+	if err != nil {
+		return err
+	}
+	target, err := marshalShape(e.TargetShape)
+	if err != nil {
+		return err
+	}
+	if e.Devices == "" {
+		e.Devices = "[]"
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+		ON CONFLICT (name) DO UPDATE SET
+			description = excluded.description,
+			n_samples = excluded.n_samples,
+			sample_shape = excluded.sample_shape,
+			target_shape = excluded.target_shape,
+			devices = excluded.devices,
+			updated_at = excluded.updated_at,
+			last_seen = excluded.last_seen,
+			online = 1,
+			experiment_running = excluded.experiment_running`,
+		e.Name, e.Description, int64(e.NSamples), sample, target, e.Devices,
+		now, now, now, e.ExperimentRunning)
+	return err
 }
 
 // GetEnvoy returns the envoy of that name, or api.ErrNotFound.
@@ -108,6 +130,28 @@ func (db *DB) ListEnvoys(ctx context.Context) ([]Envoy, error) {
 		return nil, fmt.Errorf("list envoys: %w", err)
 	}
 	return out, nil
+}
+
+// DeleteEnvoy forgets the envoy of that name, or returns api.ErrNotFound.
+// Its part in past experiments (experiment_envoys, task results, metrics)
+// stays: that is the experiments' history.
+func (db *DB) DeleteEnvoy(ctx context.Context, name string) error {
+	var n int64
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM envoys WHERE name = ?`, name)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete envoy %q: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("envoy %q: %w", name, api.ErrNotFound)
+	}
+	return nil
 }
 
 // EnvoyStatus is a status change of one envoy.

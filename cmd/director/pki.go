@@ -111,9 +111,17 @@ the files' base name: letters, digits, '.', '_', '-' and '@', not starting
 with a dot, at most 128 bytes.
 
   --kind director  the director's server certificate. Its --host values
-                   (repeatable or comma-separated; DNS names or IPs) are
-                   the names envoys and fladmin dial; default localhost,
-                   127.0.0.1 and ::1. OU is "director".
+                   (repeatable or comma-separated; DNS names or IPs) must
+                   cover every name and address that envoys (--director)
+                   and fladmin (--addr) dial: a client checks that the
+                   certificate carries the host it dialled, and refuses
+                   it otherwise ("TLS certificate problem: ... does not
+                   carry the name dialled"). Give the DNS name and the IP
+                   if clients use both; default localhost, 127.0.0.1 and
+                   ::1, which suits a director reached on loopback only.
+                   A client that dials a name the certificate lacks (a
+                   tunnel, a load balancer) passes --tls-server-name
+                   with one it has. OU is "director".
   --kind envoy     an envoy's client certificate. --name must be the
                    envoy's name: the director refuses an envoy whose name
                    differs from its certificate's CN. OU is "envoy".
@@ -122,7 +130,8 @@ with a dot, at most 128 bytes.
                    its own) or member (view only, the default).
 
 --org sets the O of any kind. issue refuses to replace existing files.`,
-		Example: `  director pki issue --dir pki --kind director --name director --host fl.example.org --host 10.0.0.7
+		Example: `  # Envoys dial fl.example.org:50051, fladmin on the same LAN dials 10.0.0.7:8003:
+  director pki issue --dir pki --kind director --name director --host fl.example.org --host 10.0.0.7
   director pki issue --dir pki --kind envoy --name env_one --org "Hospital A"
   director pki issue --dir pki --kind admin --name alice --role lead --org "Lab B"`,
 		Args: cobra.NoArgs,
@@ -132,7 +141,7 @@ with a dot, at most 128 bytes.
 	f.StringVar(&o.dir, "dir", "", "directory of the CA; the certificate is written there (required)")
 	f.StringVar(&o.kind, "kind", "", "certificate kind: director, envoy or admin (required)")
 	f.StringVar(&o.name, "name", "", "the certificate's CN and file name; an envoy's name for --kind envoy (required)")
-	f.StringSliceVar(&o.hosts, "host", nil, "director only: DNS name or IP the director is reached at (repeatable)")
+	f.StringSliceVar(&o.hosts, "host", nil, "director only: a DNS name or IP clients dial the director at (repeatable); list every one")
 	f.StringVar(&o.role, "role", "", "admin only: project_admin, lead or member (default member)")
 	f.StringVar(&o.org, "org", "", "organisation, written as the certificate's O")
 	f.IntVar(&o.days, "days", pki.DefaultCertDays, "days the certificate is valid (never past the CA's expiry)")

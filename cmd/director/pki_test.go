@@ -104,7 +104,7 @@ func TestPKIHelp(t *testing.T) {
 		want []string
 	}{
 		{[]string{"pki", "--help"}, []string{"OU", "O ", "0600", "pki init", "--host", "--tls-ca", "--tls-cert", "--tls-key"}},
-		{[]string{"pki", "issue", "--help"}, []string{"OU", "0600", "project_admin", "--org"}},
+		{[]string{"pki", "issue", "--help"}, []string{"OU", "0600", "project_admin", "--org", "must\n                   cover every name and address", "--tls-server-name", "--host fl.example.org --host 10.0.0.7"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/envoy"
+	"github.com/fedplane/fedplane/job"
 )
 
 // startOptions are the flags of `envoy start`.
@@ -35,7 +36,8 @@ type startOptions struct {
 	sandbox     bool
 	shareStderr bool
 	tls         cli.TLSFlags
-	tlsServer   string
+	maxUnpacked cli.ByteSize
+	maxEntries  int
 	logFormat   string
 	logLevel    string
 }
@@ -109,7 +111,10 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f.BoolVar(&o.sandbox, "sandbox", false, "run the training command under bubblewrap (bwrap): no network, read-only file system and shard, work dir and TLS files hidden")
 	f.BoolVar(&o.shareStderr, "share-stderr", true, "send the tail of a failed training command's stderr (site paths redacted) to the director; false sends the exit status alone")
 	o.tls.Add(cmd, "the envoy's")
-	f.StringVar(&o.tlsServer, "tls-server-name", "", "name to verify the director's certificate against (default: the host of --director)")
+	o.tls.AddServerName(f, "--director")
+	o.maxUnpacked = job.DefaultMaxUnpacked
+	f.Var(&o.maxUnpacked, "max-unpacked-size", "largest unpacked total of a job archive this site accepts; the director's own limit applies when lower")
+	f.IntVar(&o.maxEntries, "max-archive-entries", job.DefaultMaxFiles, "most files and folders in a job archive this site accepts; the director's own limit applies when lower")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
 	return cmd
 }
@@ -125,6 +130,10 @@ func (o *startOptions) check() error {
 		return cli.Usagef("--director must not be empty")
 	case o.killGrace <= 0:
 		return cli.Usagef("--kill-grace %v: must be positive", o.killGrace)
+	case o.maxUnpacked <= 0:
+		return cli.Usagef("--max-unpacked-size must be positive")
+	case o.maxEntries <= 0:
+		return cli.Usagef("--max-archive-entries %d: must be positive", o.maxEntries)
 	case !utf8.ValidString(o.description):
 		return cli.Usagef("--description is not UTF-8 text")
 	}
@@ -155,7 +164,7 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 	if o.samples == 0 {
 		log.Warn("--samples is 0: every round fails unless the training command reports n_samples")
 	}
-	tlsCfg, err := o.tls.Client(o.tlsServer)
+	tlsCfg, err := o.tls.Client()
 	if err != nil {
 		return err
 	}
@@ -178,21 +187,22 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		log.Info("site policy loaded", api.LogPath, o.policy, api.LogApproval, policy.Approval)
 	}
 	e, err := envoy.New(envoy.Config{
-		DialOptions: dial,
-		Name:        o.name,
-		Director:    o.director,
-		ShardDir:    o.shardDir,
-		Description: o.description,
-		WorkDir:     o.workDir,
-		Samples:     o.samples,
-		SampleShape: cli.TrimAll(o.sampleShape),
-		TargetShape: cli.TrimAll(o.targetShape),
-		KillGrace:   o.killGrace,
-		Roots:       roots,
-		Policy:      policy,
-		RunAs:       o.runAs,
-		AllowRoot:   o.allowRoot,
-		Sandbox:     o.sandbox,
+		DialOptions:   dial,
+		Name:          o.name,
+		Director:      o.director,
+		ShardDir:      o.shardDir,
+		Description:   o.description,
+		WorkDir:       o.workDir,
+		Samples:       o.samples,
+		SampleShape:   cli.TrimAll(o.sampleShape),
+		TargetShape:   cli.TrimAll(o.targetShape),
+		KillGrace:     o.killGrace,
+		ArchiveLimits: job.Limits{MaxUnpacked: int64(o.maxUnpacked), MaxFiles: o.maxEntries},
+		Roots:         roots,
+		Policy:        policy,
+		RunAs:         o.runAs,
+		AllowRoot:     o.allowRoot,
+		Sandbox:       o.sandbox,
 		// What the training command must not see nor learn the place of.
 		Secrets:        nonEmpty(o.tls.Key, o.tls.Cert, o.tls.CA),
 		WithholdStderr: !o.shareStderr,

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -35,7 +38,10 @@ func newDownloadJobCmd(f *factory) *cobra.Command {
   models/best.safetensors   the best round's model (when job.json sets best_metric)
 The download streams into a temp file in DIR, is checked, and is unpacked
 with the same rules the director applies to uploads. An existing
-DIR/<job id>/ is never overwritten.`,
+DIR/<job id>/ is never overwritten. Nothing the director sends is trusted
+as a path: the job id must be a plain name and the job asked for, and
+every file is created through DIR itself, so no name and no symlink in DIR
+makes fladmin write or remove anything outside it.`,
 		Example: `  fladmin download-job 3f2a9c1e
   fladmin download-job 3f2a9c1e -d ./results`,
 		Args: jobIDArg,
@@ -59,13 +65,21 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
 		return "", "", fmt.Errorf("download folder: %w", err)
 	}
-	tmp, err := os.CreateTemp(o.dir, ".fladmin-download-*.zip")
+	// Every file is made through root: nothing a reply names, nor a
+	// symlink planted in the folder, reaches outside --dir.
+	root, err := os.OpenRoot(o.dir)
+	if err != nil {
+		return "", "", fmt.Errorf("download folder: %w", err)
+	}
+	defer root.Close()
+	tmpName := ".fladmin-download-" + rand.Text() + ".zip"
+	tmp, err := root.OpenFile(tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", "", fmt.Errorf("download folder: %w", err)
 	}
 	defer func() {
 		tmp.Close()
-		os.Remove(tmp.Name())
+		root.Remove(tmpName)
 	}()
 	c, err := f.client()
 	if err != nil {
@@ -82,25 +96,33 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err := reply.Into(api.MetaJobID, &jobID); err != nil {
 		return "", "", err
 	}
-	size, err := tmp.Seek(0, 2)
+	// The id becomes a folder name: it must be a name, and the job asked
+	// for (the id or a prefix of it was given).
+	if err := api.ValidateName("director's "+api.MetaJobID, jobID); err != nil {
+		return "", "", fmt.Errorf("download %s: %w", id, err)
+	}
+	if !strings.HasPrefix(jobID, id) {
+		return "", "", fmt.Errorf("download %s: the director sent job %s, not the one asked for", id, jobID)
+	}
+	size, err := tmp.Seek(0, io.SeekEnd)
 	if err != nil {
 		return "", "", err
 	}
 	dst = filepath.Join(o.dir, jobID)
-	if _, err := os.Stat(dst); err == nil {
+	if _, err := root.Lstat(jobID); err == nil {
 		return "", "", fmt.Errorf("%s already exists: remove it or pass another -d", dst)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", "", err
 	}
 	// Unpack next to dst, then rename: dst never holds half a download.
-	staging := filepath.Join(o.dir, ".fladmin-"+jobID)
-	os.RemoveAll(staging)
-	if _, err := job.Unpack(tmp, size, staging, job.DefaultLimits()); err != nil {
-		os.RemoveAll(staging)
+	// The staging folder is new (UnpackIn refuses one that exists), so
+	// what is removed on failure is only what this run made.
+	staging := ".fladmin-" + jobID + "-" + rand.Text()
+	if _, err := job.UnpackIn(tmp, size, root, staging, job.DefaultLimits()); err != nil {
 		return "", "", fmt.Errorf("unpack results of %s: %w", jobID, err)
 	}
-	if err := os.Rename(staging, dst); err != nil {
-		os.RemoveAll(staging)
+	if err := root.Rename(staging, jobID); err != nil {
+		root.RemoveAll(staging)
 		return "", "", err
 	}
 	return jobID, dst, nil

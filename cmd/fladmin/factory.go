@@ -19,6 +19,7 @@ import (
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
+	"github.com/fedplane/fedplane/pki"
 )
 
 // Defaults of the global flags.
@@ -78,7 +79,8 @@ func (f *factory) addFlags(root *cobra.Command) {
 	pf.StringVarP(&f.output, "output", "o", outputTable, outputUsage)
 	pf.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up when the director sends nothing for this long")
 	f.tls.AddPersistent(root, "your admin")
-	for flag, env := range map[string]string{"tls-ca": "FLADMIN_TLS_CA", "tls-cert": "FLADMIN_TLS_CERT", "tls-key": "FLADMIN_TLS_KEY"} {
+	f.tls.AddServerName(pf, "--addr")
+	for flag, env := range map[string]string{"tls-ca": "FLADMIN_TLS_CA", "tls-cert": "FLADMIN_TLS_CERT", "tls-key": "FLADMIN_TLS_KEY", "tls-server-name": "FLADMIN_TLS_SERVER_NAME"} {
 		if v := os.Getenv(env); v != "" {
 			pf.Set(flag, v)
 			pf.Lookup(flag).Changed = false
@@ -123,7 +125,7 @@ func jobIDArg(cmd *cobra.Command, args []string) error {
 // mutual TLS when the --tls-* flags are given.
 func (f *factory) client() (*adminproto.Client, error) {
 	c := &adminproto.Client{Addr: f.addr, Timeout: f.timeout}
-	cfg, err := f.tls.Client("")
+	cfg, err := f.tls.Client()
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +144,9 @@ func (f *factory) client() (*adminproto.Client, error) {
 // with TLS where the port has none or without where it has.
 func (f *factory) explain(err error) error {
 	var wp *adminproto.WrongPortError
+	if problem := pki.CertProblem(err); problem != "" {
+		return fmt.Errorf("TLS certificate problem: %s (%w)", problem, err)
+	}
 	switch {
 	case errors.As(err, &wp) && wp.Peer == adminproto.PeerGRPC:
 		return fmt.Errorf("%w; fladmin talks to the director's admin port (director serve --admin-listen, default %s): fix --addr or %s", err, defaultAddr, addrEnv)

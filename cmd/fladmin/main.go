@@ -46,6 +46,7 @@ director), 2 on a usage error, 130 on ^C.`,
 		newAbortJobCmd(f),
 		newDeleteJobCmd(f),
 		newListEnvoysCmd(f),
+		newRemoveEnvoyCmd(f),
 		newStatusCmd(f),
 		newVersionCmd(f),
 	)

@@ -74,11 +74,19 @@ func (f *factory) printRecord(v any) error {
 // Should the exchange break midway, what was printed is cut short and the
 // error says why.
 func (f *factory) printList(ctx context.Context, command, key string) error {
+	return f.printElements(func(each func(dec *json.Decoder) error) error {
+		return f.doList(ctx, command, key, each)
+	})
+}
+
+// printElements prints, as printList does, the elements that list hands
+// to each: one reply's list, or the pages of several.
+func (f *factory) printElements(list func(each func(dec *json.Decoder) error) error) error {
 	bw := bufio.NewWriterSize(f.stdout, 64<<10)
 	var raw json.RawMessage
 	var buf bytes.Buffer
 	n := 0
-	err := f.doList(ctx, command, key, func(dec *json.Decoder) error {
+	err := list(func(dec *json.Decoder) error {
 		if err := dec.Decode(&raw); err != nil {
 			return err
 		}

@@ -105,7 +105,7 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 // next hash the same; if a file changes in between, the director finds the
 // signature does not match and refuses the job.
 func (o *submitJobOptions) sign(f *factory, a *job.Archive) (*pki.JobSignature, error) {
-	cfg, err := f.tls.Client("")
+	cfg, err := f.tls.Client()
 	if err != nil || cfg == nil {
 		return nil, err
 	}

@@ -29,14 +29,16 @@ func (s *Server) commands() map[string]command {
 		api.CmdGetJobMeta:  {run: s.getJobMeta, usage: "get_job_meta <job_id>"},
 		api.CmdAbortJob:    {run: s.abortJob, usage: "abort_job <job_id>"},
 		api.CmdDeleteJob:   {run: s.deleteJob, usage: "delete_job <job_id>"},
-		api.CmdListEnvoys:  {run: s.listEnvoys, usage: "list_envoys"},
+		api.CmdListEnvoys:  {run: s.listEnvoys, usage: "list_envoys [-a after_name] [-m max]"},
+		api.CmdRemoveEnvoy: {run: s.removeEnvoy, usage: "remove_envoy <envoy_name>"},
 		api.CmdDownloadJob: {run: s.downloadJob, usage: "download_job <job_id>"},
 		api.CmdGetMetrics:  {run: s.getMetrics, usage: "get_metrics <job_id> [after_seq]"},
 		api.CmdCheckStatus: {run: s.checkStatus, usage: "check_status"},
 	}
 }
 
-func (s *Server) commandNames() []string {
+// CommandNames lists the admin commands the server answers, sorted.
+func (s *Server) CommandNames() []string {
 	var names []string
 	for n := range s.commands() {
 		names = append(names, n)
@@ -198,18 +200,38 @@ func (s *Server) deleteJob(ctx context.Context, req *request) (*adminproto.Messa
 	return replyOK(map[string]any{api.MetaJobID: e.ID}, adminproto.Item{Type: adminproto.TypeSuccess, Data: "Deleted job " + e.ID}), nil
 }
 
-// listEnvoys lists the federation's envoys.
+// listEnvoys lists the federation's envoys a page at a time, by name:
+// those after -a, at most -m of them (api.DefaultEnvoyPage, at most
+// api.MaxEnvoyPage), fewer when they reach api.EnvoyPageBytes. The reply's
+// meta says how many envoys there are in all and, unless this is the last
+// page, the name to ask after for the next.
 func (s *Server) listEnvoys(ctx context.Context, req *request) (*adminproto.Message, error) {
-	if err := s.noArgs(req); err != nil {
-		return nil, err
+	fs := flag.NewFlagSet(api.CmdListEnvoys, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	after := fs.String("a", "", "list the envoys whose names sort after this one")
+	maxEnvoys := fs.Int("m", api.DefaultEnvoyPage, "max envoys")
+	if err := fs.Parse(req.args); err != nil {
+		return nil, s.usage(req.name, err.Error())
 	}
-	views := s.d.Envoys()
+	if fs.NArg() > 0 {
+		return nil, s.usage(req.name, "unexpected arguments")
+	}
+	if *maxEnvoys < 1 || *maxEnvoys > api.MaxEnvoyPage {
+		return nil, s.usage(req.name, fmt.Sprintf("-m %d: want 1 to %d", *maxEnvoys, api.MaxEnvoyPage))
+	}
+	views, total, more := s.d.EnvoysPage(*after, *maxEnvoys)
 	rows := make([][]string, 0, len(views)+1)
 	rows = append(rows, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"})
 	// The list is encoded here, by hand: see jsonenc.go.
 	envoys := make([]byte, 0, 256*len(views)+2)
 	envoys = append(envoys, '[')
+	size, next := 0, ""
 	for i, v := range views {
+		if size >= api.EnvoyPageBytes {
+			next = views[i-1].Name
+			break
+		}
+		start := len(envoys)
 		if i > 0 {
 			envoys = append(envoys, ',')
 		}
@@ -218,11 +240,32 @@ func (s *Server) listEnvoys(ctx context.Context, req *request) (*adminproto.Mess
 			Samples: v.NSamples, Shard: v.Description, SampleShape: v.SampleShape, TargetShape: v.TargetShape,
 			RegisteredAt: v.RegisteredAt,
 		})
-		rows = append(rows, []string{v.Name, strconv.FormatBool(v.Online), v.LastSeen.Format(time.RFC3339), v.Experiment,
-			strconv.FormatUint(v.NSamples, 10), v.Description})
+		row := []string{v.Name, strconv.FormatBool(v.Online), v.LastSeen.Format(time.RFC3339), v.Experiment,
+			strconv.FormatUint(v.NSamples, 10), v.Description}
+		rows = append(rows, row)
+		size += len(envoys) - start
+		for _, c := range row {
+			size += len(c)
+		}
 	}
 	envoys = append(envoys, ']')
-	return replyOK(map[string]any{api.MetaEnvoys: adminproto.RawJSON(envoys)}, adminproto.Item{Type: adminproto.TypeTable, Rows: rows}), nil
+	if next == "" && more {
+		next = views[len(views)-1].Name
+	}
+	meta := map[string]any{api.MetaEnvoys: adminproto.RawJSON(envoys), api.MetaTotal: total, api.MetaNextAfter: next}
+	return replyOK(meta, adminproto.Item{Type: adminproto.TypeTable, Rows: rows}), nil
+}
+
+// removeEnvoy forgets an envoy (see director.RemoveEnvoy).
+func (s *Server) removeEnvoy(ctx context.Context, req *request) (*adminproto.Message, error) {
+	if len(req.args) != 1 {
+		return nil, s.usage(req.name, "give one envoy name")
+	}
+	name := req.args[0]
+	if err := s.d.RemoveEnvoy(ctx, req.caller, name); err != nil {
+		return nil, err
+	}
+	return replyOK(map[string]any{api.MetaEnvoy: name}, adminproto.Item{Type: adminproto.TypeSuccess, Data: "Removed envoy " + name}), nil
 }
 
 // checkStatus reports the director's version, uptime and counts: meta is

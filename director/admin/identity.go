@@ -23,7 +23,7 @@ import (
 // done with: refused, or answered so.
 func (s *Server) caller(raw net.Conn, log *slog.Logger) (conn net.Conn, who director.Caller, ok bool) {
 	if s.cfg.TLS == nil {
-		return raw, director.Caller{Name: anonymous, Role: pki.RoleProjectAdmin}, true
+		return raw, director.Caller{Name: anonymous, Kind: pki.KindAdmin, Role: pki.RoleProjectAdmin}, true
 	}
 	rec := &handshakeRecorder{Conn: raw}
 	tc := tls.Server(rec, s.cfg.TLS)
@@ -50,5 +50,5 @@ func (s *Server) caller(raw net.Conn, log *slog.Logger) (conn net.Conn, who dire
 		log.Warn("admin connection refused", api.LogErr, errors.New("no verified client certificate"))
 		return nil, director.Caller{}, false
 	}
-	return tc, director.Caller{Name: id.Name, Org: id.Org, Role: id.Role}, true
+	return tc, director.Caller{Name: id.Name, Org: id.Org, Kind: id.Kind, Role: id.Role}, true
 }

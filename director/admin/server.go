@@ -283,7 +283,7 @@ func (s *Server) dispatch(ctx context.Context, log *slog.Logger, req *request) *
 	var err error
 	switch {
 	case !ok:
-		err = fmt.Errorf("%w: unknown command %q; known: %s", api.ErrInvalid, req.name, strings.Join(s.commandNames(), ", "))
+		err = fmt.Errorf("%w: unknown command %q; known: %s", api.ErrInvalid, req.name, strings.Join(s.CommandNames(), ", "))
 	case cmd.binary && req.body == nil:
 		err = fmt.Errorf("%w: %s needs a binary request whose body is the job archive", api.ErrInvalid, req.name)
 	case !cmd.binary && req.body != nil:

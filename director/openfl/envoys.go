@@ -196,8 +196,8 @@ func (s *directorService) WaitExperiment(ctx context.Context, req *directorpb.Wa
 }
 
 // GetExperimentData streams a running experiment's archive to one of its
-// envoys in chunks of archiveChunk bytes, after a header with its size and
-// sha256.
+// envoys in chunks of archiveChunk bytes, after a header with its size,
+// its sha256 and the limits the director checked it against.
 func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataRequest, stream directorpb.Director_GetExperimentDataServer) error {
 	ctx := stream.Context()
 	id, name := req.GetExperimentName(), req.GetCollaboratorName()
@@ -209,7 +209,10 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 		return err
 	}
 	defer f.Close()
-	hdr := metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256)
+	lim := s.d.ArchiveLimits()
+	hdr := metadata.Pairs(api.MDArchiveSize, strconv.FormatInt(e.ArchiveSize, 10), api.MDArchiveSHA256, e.ArchiveSHA256,
+		api.MDMaxUnpacked, strconv.FormatInt(lim.MaxUnpacked, 10), api.MDMaxEntries, strconv.Itoa(lim.MaxFiles),
+		api.MDMaxRatio, strconv.FormatInt(lim.MaxRatio, 10), api.MDMaxArchiveRatio, strconv.FormatInt(lim.MaxArchiveRatio, 10))
 	if e.Signature != nil {
 		hdr.Set(api.MDJobSignature, string(e.Signature))
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/fedplane/fedplane/api"
@@ -11,9 +12,59 @@ import (
 	"github.com/fedplane/fedplane/pki"
 )
 
+// authUnary checks every unary call against the domain's authorization
+// table before its handler runs (see authorize).
+func (s *service) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.authorize(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// authStream checks every stream against the table before its handler
+// reads a byte of it.
+func (s *service) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// authorize is the one place the OpenFL services decide whether the
+// caller may call method at all: a method the table does not name is
+// refused, TLS or not; with TLS the caller's certificate must be one the
+// method's rule admits. Which envoy a request acts as is checked by the
+// handler, which knows the name (checkEnvoy); which jobs a frontend may
+// manage, by the domain. Without TLS every caller is trusted, as the
+// director then listens on loopback only.
+func (s *service) authorize(ctx context.Context, method string) error {
+	if _, ok := director.RuleOf(method); !ok {
+		s.log.WarnContext(ctx, "refused: method not in the authorization table", api.LogMethod, method)
+		return fmt.Errorf("%w: %s is not in the authorization table", api.ErrNotAllowed, method)
+	}
+	if !s.tls {
+		return nil
+	}
+	id, ok := pki.FromContext(ctx)
+	if !ok {
+		return fmt.Errorf("%w: no client certificate", api.ErrUnauthenticated)
+	}
+	if err := director.Authorize(callerOf(id), method); err != nil {
+		s.log.WarnContext(ctx, "refused", api.LogMethod, method, api.LogCaller, id.Name, api.LogKind, id.Kind, api.LogRole, id.Role, api.LogErr, err)
+		return err
+	}
+	return nil
+}
+
+// callerOf is the caller a verified certificate names.
+func callerOf(id pki.Identity) director.Caller {
+	return director.Caller{Name: id.Name, Org: id.Org, Kind: id.Kind, Role: id.Role}
+}
+
 // checkEnvoy refuses an envoy RPC whose claimed name is not the caller's
-// certificate CN (and whose certificate is not an envoy's). Without TLS
-// names are trusted: the director listens on loopback only.
+// certificate CN; that the certificate is an envoy's, authorize has
+// checked. Without TLS names are trusted: the director listens on loopback
+// only.
 func (s *service) checkEnvoy(ctx context.Context, method, name string) error {
 	if !s.tls {
 		return nil
@@ -36,17 +87,10 @@ func (s *service) checkEnvoy(ctx context.Context, method, name string) error {
 // OpenFL's client_id header (default "__default__") without.
 func (s *service) caller(ctx context.Context) director.Caller {
 	if !s.tls {
-		return director.Caller{Name: clientID(ctx), Role: pki.RoleProjectAdmin}
+		return director.Caller{Name: clientID(ctx), Kind: pki.KindAdmin, Role: pki.RoleProjectAdmin}
 	}
 	id, _ := pki.FromContext(ctx)
-	return director.Caller{Name: id.Name, Org: id.Org, Role: id.Role}
-}
-
-// authorize establishes the caller of a frontend RPC that changes a job and
-// checks the authorization table for action.
-func (s *service) authorize(ctx context.Context, action string) (director.Caller, error) {
-	who := s.caller(ctx)
-	return who, director.Authorize(who, action)
+	return callerOf(id)
 }
 
 // clientID is OpenFL's identity header of a caller without TLS.

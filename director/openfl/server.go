@@ -45,11 +45,13 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	opts = append(opts,
-		grpc.ChainUnaryInterceptor(errorsUnary(log), capUnary),
-		grpc.ChainStreamInterceptor(errorsStream(log), capStream))
-	s := grpc.NewServer(opts...)
 	svc := &service{d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod)}
+	// Who may call what is decided before a handler runs or a request's
+	// stream is read (identity before bytes), by the domain's one table.
+	opts = append(opts,
+		grpc.ChainUnaryInterceptor(errorsUnary(log), svc.authUnary, capUnary),
+		grpc.ChainStreamInterceptor(errorsStream(log), svc.authStream, capStream))
+	s := grpc.NewServer(opts...)
 	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})
 	return s

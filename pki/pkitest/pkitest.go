@@ -7,11 +7,18 @@ package pkitest
 
 import (
 	"bufio"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -88,6 +95,64 @@ func (p *PKI) ServerTLS() *tls.Config {
 	if err != nil {
 		p.tb.Fatal(err)
 	}
+	return cfg
+}
+
+// ServerTLSOf is the server config of the director certificate name, as
+// director serve builds it.
+func (p *PKI) ServerTLSOf(name string) *tls.Config {
+	p.tb.Helper()
+	cfg, err := pki.ServerTLS(p.Files(name))
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	return cfg
+}
+
+// ExpiredServerTLS is a director's server config, as ServerTLS, whose
+// certificate for the loopback addresses, signed by the CA, expired an
+// hour ago: as a director would serve one it loaded before it ran out
+// (pki issues none, and pki.ServerTLS refuses to load one).
+func (p *PKI) ExpiredServerTLS() *tls.Config {
+	p.tb.Helper()
+	cfg := p.ServerTLS()
+	caPEM, err := os.ReadFile(filepath.Join(p.Dir, pki.CACertFile))
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(p.Dir, pki.CAKeyFile))
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	block, _ := pem.Decode(caPEM)
+	caCert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	caKey, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: DirectorName, OrganizationalUnit: []string{pki.KindDirector}},
+		NotBefore:    time.Now().Add(-48 * time.Hour),
+		NotAfter:     time.Now().Add(-time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey.(crypto.Signer))
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	cfg.Certificates = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}
 	return cfg
 }
 

@@ -14,6 +14,9 @@ import (
 // none.
 type TLSFlags struct {
 	CA, Cert, Key string
+	// ServerName, a client's --tls-server-name, is the name the director's
+	// certificate is checked against instead of the dialled host.
+	ServerName string
 }
 
 // Add registers the flags on c; whose names the certificate's owner.
@@ -21,6 +24,13 @@ func (t *TLSFlags) Add(c *cobra.Command, whose string) { t.addTo(c.Flags(), whos
 
 // AddPersistent registers the flags on c and all its subcommands.
 func (t *TLSFlags) AddPersistent(c *cobra.Command, whose string) { t.addTo(c.PersistentFlags(), whose) }
+
+// AddServerName registers a client's --tls-server-name on fs; dialled
+// names the flag that gives the director's address.
+func (t *TLSFlags) AddServerName(fs *pflag.FlagSet, dialled string) {
+	fs.StringVar(&t.ServerName, "tls-server-name", "", "the name the director's certificate must carry (one of its --host names in \"director pki issue\"), "+
+		"when it differs from the host of "+dialled+": for an address behind a tunnel, a proxy or a load balancer")
+}
 
 // addTo registers the flags. Their usages hold no backquotes: pflag takes a
 // backquoted word for the name of the flag's value in --help.
@@ -56,11 +66,18 @@ func (t *TLSFlags) Server() (*tls.Config, error) {
 
 // Client returns a client config presenting the certificate and verifying
 // the server against the CA (pki.ClientTLS); nil without the flags. The
-// server name comes from the dialled address unless serverName is set.
-func (t *TLSFlags) Client(serverName string) (*tls.Config, error) {
+// server name comes from the dialled address unless --tls-server-name is
+// set; that flag without the others is a usage error.
+func (t *TLSFlags) Client() (*tls.Config, error) {
 	on, err := t.enabled()
-	if !on || err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return pki.ClientTLS(t.CA, t.Cert, t.Key, serverName)
+	if !on {
+		if t.ServerName != "" {
+			return nil, Usagef("--tls-server-name needs --tls-ca, --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	return pki.ClientTLS(t.CA, t.Cert, t.Key, t.ServerName)
 }
