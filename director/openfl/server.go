@@ -35,21 +35,27 @@ type Config struct {
 }
 
 // NewServer returns a gRPC server with fedplane's transport options
-// (transport.ServerOptions), the request caps, the error mapping, and both OpenFL
-// services registered for d; opts come last.
+// (transport.ServerOptions) but for the receive limit, which is
+// maxRecvMessage (limits.go), the request caps, the error mapping, and
+// both OpenFL services registered for d; opts come last.
 func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grpc.Server {
 	log := d.Config().Logger
 	opts = append(append(transport.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(maxRecvMessage),
 	), opts...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
+	svc := &service{
+		d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod),
+		submissions: director.NewGate("uploads of experiments", maxSubmissions, maxSubmissionsPerCaller),
+		downloads:   director.NewGate("downloads", maxDownloads, maxDownloadsPerCaller),
+	}
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(errorsUnary(log), capUnary),
-		grpc.ChainStreamInterceptor(errorsStream(log), capStream))
+		grpc.ChainStreamInterceptor(errorsStream(log), svc.capStream))
 	s := grpc.NewServer(opts...)
-	svc := &service{d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod)}
 	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})
 	return s
@@ -64,6 +70,9 @@ type service struct {
 	// period is the heartbeat period as every UpdateEnvoyStatus reply
 	// carries it.
 	period *durationpb.Duration
+	// submissions bounds SetNewExperiment streams in progress, downloads
+	// the heavy replies (limits.go).
+	submissions, downloads *director.Gate
 }
 
 // errorsUnary maps a unary handler's error to a gRPC status on the way out.
