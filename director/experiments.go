@@ -47,7 +47,8 @@ type experiment struct {
 	round       int             // the round being trained
 	training    map[string]bool // given the train task of round
 	reported    map[string]bool // sent results for round
-	receiving   map[string]bool // results of round being received
+	receiving   map[string]bool // results of round being stored and recorded
+	uploading   map[string]bool // results of round arriving: one stream per envoy
 	aggregating bool
 	model       *roundModel // the global model of round
 	deadline    *time.Timer // round_timeout of round, when job.json sets one
@@ -360,5 +361,6 @@ func (d *Director) stopAll() {
 // newExperiment is a running experiment at round with its model open.
 func newExperiment(id string, m *job.Manifest, participants []string, round int, model *roundModel) *experiment {
 	return &experiment{id: id, manifest: m, participants: participants, round: round, model: model,
-		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{}}
+		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{},
+		uploading: map[string]bool{}}
 }
