@@ -160,11 +160,14 @@ func (s *aggregatorService) GetMetricStream(req *aggregatorpb.GetMetricStreamReq
 
 // GetTrainedModel is the Director service's, on the aggregator's wire.
 func (s *aggregatorService) GetTrainedModel(ctx context.Context, req *aggregatorpb.GetTrainedModelRequest) (*aggregatorpb.TrainedModelResponse, error) {
-	mp, err := s.modelProto(ctx, req.GetExperimentName(), req.GetModelType() == aggregatorpb.GetTrainedModelRequest_BEST_MODEL)
+	b, release, err := s.trainedModel(ctx, req.GetExperimentName(), req.GetModelType() == aggregatorpb.GetTrainedModelRequest_BEST_MODEL)
 	if err != nil {
 		return nil, err
 	}
-	return &aggregatorpb.TrainedModelResponse{ModelProto: mp}, nil
+	context.AfterFunc(ctx, release) // as the Director service's
+	resp := &aggregatorpb.TrainedModelResponse{}
+	resp.ProtoReflect().SetUnknown(b)
+	return resp, nil
 }
 
 // GetExperimentDescription is the Director service's, on the aggregator's wire.

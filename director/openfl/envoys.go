@@ -217,6 +217,11 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 	if err := s.checkEnvoy(ctx, "GetExperimentData", name); err != nil {
 		return err
 	}
+	leave, err := s.archives.Enter(s.callerKey(ctx))
+	if err != nil {
+		return err
+	}
+	defer leave()
 	f, e, err := s.d.OpenArchive(ctx, id, name)
 	if err != nil {
 		return err

@@ -56,10 +56,14 @@ const (
 	// bytes in memory.
 	maxSubmissions          = 2
 	maxSubmissionsPerCaller = 1
-	// maxDownloads and maxDownloadsPerCaller bound the heavy replies in
-	// progress: trained models and experiment archives.
+	// maxDownloads and maxDownloadsPerCaller bound the trained models
+	// being sent, each one message of the whole model.
 	maxDownloads          = 4
 	maxDownloadsPerCaller = 2
+	// maxArchivesPerCaller bounds one envoy's downloads of experiment
+	// archives at once; they stream from the file a chunk at a time, so
+	// all envoys together are not bounded beyond the connection's.
+	maxArchivesPerCaller = 2
 )
 
 // capUnary refuses unary requests larger than maxUnaryRequest (the server

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -51,8 +52,10 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 		d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod),
 		submissions: director.NewGate("uploads of experiments", maxSubmissions, maxSubmissionsPerCaller),
 		downloads:   director.NewGate("downloads", maxDownloads, maxDownloadsPerCaller),
+		archives:    director.NewGate("experiment archive downloads", math.MaxInt, maxArchivesPerCaller),
 	}
 	opts = append(opts,
+		grpc.ForceServerCodecV2(newReplyCodec()),
 		grpc.ChainUnaryInterceptor(errorsUnary(log), capUnary),
 		grpc.ChainStreamInterceptor(errorsStream(log), svc.capStream))
 	s := grpc.NewServer(opts...)
@@ -71,8 +74,11 @@ type service struct {
 	// carries it.
 	period *durationpb.Duration
 	// submissions bounds SetNewExperiment streams in progress, downloads
-	// the heavy replies (limits.go).
-	submissions, downloads *director.Gate
+	// the trained models being sent, archives an envoy's archive
+	// downloads (limits.go).
+	submissions, downloads, archives *director.Gate
+	// models holds trained models being sent (models.go).
+	models modelCache
 }
 
 // errorsUnary maps a unary handler's error to a gRPC status on the way out.
