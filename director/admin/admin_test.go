@@ -233,6 +233,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		assertNoUploadLeft(t, d)
 	})
 	t.Run("truncated then closed", func(t *testing.T) {
+		waitActive(t, srv, 0) // the last subtest's connection is counted
 		before := srv.done.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
@@ -244,6 +245,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		eventuallyDir(t, d, srv, before)
 	})
 	t.Run("stalled mid-body", func(t *testing.T) {
+		waitActive(t, srv, 0)
 		before := srv.done.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {

@@ -181,14 +181,19 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
+			slotted := false
 			defer func() {
+				c.Close()
 				mu.Lock()
 				delete(conns, c)
 				mu.Unlock()
 				s.leaveAddr(addr)
 				s.done.Add(1)
+				if slotted { // after done: no slot held means all counted
+					s.active.Add(-1)
+					<-sem
+				}
 			}()
-			defer c.Close()
 			// The handshake runs outside the slots: a peer that never
 			// finishes one holds a handshake place for HandshakeTimeout
 			// at most, and no slot.
@@ -200,13 +205,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			}
 			select {
 			case sem <- struct{}{}:
+				slotted = true
+				s.active.Add(1)
 			default:
 				conn.SetDeadline(time.Now().Add(time.Second))
 				adminproto.WriteMessage(conn, s.errorReply(context.Background(), "", errBusy(s.cfg.MaxConns)))
 				return
 			}
-			s.active.Add(1)
-			defer func() { s.active.Add(-1); <-sem }()
 			s.handle(ctx, conn, who, log)
 		})
 	}
