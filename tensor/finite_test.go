@@ -154,3 +154,19 @@ func TestMaxTaskResultsSize(t *testing.T) {
 		t.Fatalf("results of %d bytes, bound %d: want the bound above and near", n, max)
 	}
 }
+
+// BenchmarkCheckFinite measures the director's pass over received results
+// (a 64 MiB model held in memory, as the page cache holds a fresh file).
+func BenchmarkCheckFinite(b *testing.B) {
+	w := make([]float32, 16<<20)
+	for i := range w {
+		w[i] = float32(i)
+	}
+	x := mustFloat32Index(b, map[string][]float32{"w": w}, nil)
+	b.SetBytes(4 << 24)
+	for b.Loop() {
+		if err := CheckFinite(x); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
