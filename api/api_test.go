@@ -35,6 +35,7 @@ func TestCodes(t *testing.T) {
 		{"too large", ErrTooLarge, codes.ResourceExhausted, adminproto.StatusError, false},
 		{"data loss", ErrDataLoss, codes.DataLoss, adminproto.StatusError, false},
 		{"unavailable", ErrUnavailable, codes.Unavailable, adminproto.StatusError, false},
+		{"busy", fmt.Errorf("downloads: %w", ErrBusy), codes.ResourceExhausted, adminproto.StatusError, false},
 		{"canceled", context.Canceled, codes.Canceled, adminproto.StatusError, false},
 		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), codes.DeadlineExceeded, adminproto.StatusError, false},
 		{"database error", errors.New("database is locked"), codes.Internal, adminproto.StatusInternalError, true},

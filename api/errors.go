@@ -48,6 +48,9 @@ var (
 	// ErrUnavailable means the director cannot serve the request now (it is
 	// stopping); the caller may try again.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrBusy means too many requests of the kind are in progress, the
+	// caller's or everybody's; the caller may try again later.
+	ErrBusy = errors.New("too many in progress")
 )
 
 // kinds is the one table of error kinds: each with the gRPC code and the
@@ -72,6 +75,7 @@ var kinds = []struct {
 	{ErrTooLarge, codes.ResourceExhausted, adminproto.StatusError},
 	{ErrDataLoss, codes.DataLoss, adminproto.StatusError},
 	{ErrUnavailable, codes.Unavailable, adminproto.StatusError},
+	{ErrBusy, codes.ResourceExhausted, adminproto.StatusError},
 	{context.Canceled, codes.Canceled, adminproto.StatusError},
 	{context.DeadlineExceeded, codes.DeadlineExceeded, adminproto.StatusError},
 }

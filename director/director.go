@@ -34,6 +34,9 @@ const (
 	DefaultMaxJobSize = 10 << 30
 	// DefaultMaxUnpackedSize caps a job archive's unpacked total.
 	DefaultMaxUnpackedSize = 20 << 30
+	// DefaultMaxResultsInFlight caps the temp space of task results being
+	// received, all envoys together (--max-results-in-flight).
+	DefaultMaxResultsInFlight = 20 << 30
 	// dbFile is the SQLite file's name inside the data dir.
 	dbFile = "fedplane.db"
 )
@@ -54,8 +57,13 @@ type Config struct {
 	// MaxUnpackedSize a job archive's unpacked total.
 	MaxJobSize      int64
 	MaxUnpackedSize int64
-	Version         string
-	Logger          *slog.Logger
+	// MaxResultsInFlight caps the bytes of task results being received at
+	// once, all envoys together: each upload reserves the most its
+	// experiment's model allows (tensor.MaxTaskResultsSize) before it
+	// writes, and one past the cap is refused with api.ErrBusy.
+	MaxResultsInFlight int64
+	Version            string
+	Logger             *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -76,6 +84,9 @@ func (c *Config) setDefaults() {
 	if c.MaxUnpackedSize == 0 {
 		c.MaxUnpackedSize = DefaultMaxUnpackedSize
 	}
+	if c.MaxResultsInFlight == 0 {
+		c.MaxResultsInFlight = DefaultMaxResultsInFlight
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -94,7 +105,7 @@ func (c *Config) validate() error {
 	if c.OfflineAfter < c.HealthCheckPeriod {
 		return fmt.Errorf("offline-after %v: must be at least the health check period (%v)", c.OfflineAfter, c.HealthCheckPeriod)
 	}
-	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 {
+	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 || c.MaxResultsInFlight < 0 {
 		return errors.New("size caps must not be negative")
 	}
 	for _, s := range [][]string{c.SampleShape, c.TargetShape} {
@@ -123,6 +134,11 @@ type Director struct {
 	// work tracks goroutines the director starts on its own (aggregations),
 	// so Close and WaitIdle wait for them.
 	work background
+	// inflight is the temp space reserved by task results being received.
+	inflight struct {
+		sync.Mutex
+		n int64
+	}
 }
 
 // background counts goroutines in flight. Unlike a sync.WaitGroup it may be

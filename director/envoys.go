@@ -19,11 +19,45 @@ import (
 // maxReasonLen bounds a failure description kept with an experiment.
 const maxReasonLen = 8 << 10
 
+// Caps on what an envoy's shard info stores and every listing shows.
+const (
+	// MaxShardDescription caps shard_description, in bytes.
+	MaxShardDescription = 4 << 10
+	// MaxShapeDims caps the dimensions of sample_shape and target_shape.
+	MaxShapeDims = 32
+	// MaxDimLen caps one dimension of a shape, in bytes.
+	MaxDimLen = 64
+)
+
+// checkShard refuses shard info over the caps, naming the field.
+func checkShard(e store.Envoy) error {
+	if n := len(e.Description); n > MaxShardDescription {
+		return fmt.Errorf("%w: shard_description of %d bytes exceeds the cap of %d", api.ErrInvalid, n, MaxShardDescription)
+	}
+	for _, s := range []struct {
+		field string
+		dims  []string
+	}{{"sample_shape", e.SampleShape}, {"target_shape", e.TargetShape}} {
+		if len(s.dims) > MaxShapeDims {
+			return fmt.Errorf("%w: %s has %d dimensions, over the cap of %d", api.ErrInvalid, s.field, len(s.dims), MaxShapeDims)
+		}
+		for i, d := range s.dims {
+			if len(d) > MaxDimLen {
+				return fmt.Errorf("%w: %s[%d] of %d bytes exceeds the cap of %d", api.ErrInvalid, s.field, i, len(d), MaxDimLen)
+			}
+		}
+	}
+	return nil
+}
+
 // RegisterEnvoy registers an envoy, or updates the shard info of a known
 // one, if its shapes are the federation's. A shard of other shapes is not
 // an error: refused says why, and nothing is stored.
 func (d *Director) RegisterEnvoy(ctx context.Context, e store.Envoy) (refused string, err error) {
 	if err := api.ValidateName("node_info.name", e.Name); err != nil {
+		return "", err
+	}
+	if err := checkShard(e); err != nil {
 		return "", err
 	}
 	if why := d.shapeMismatch(e.SampleShape, e.TargetShape); why != "" {

@@ -47,7 +47,8 @@ type experiment struct {
 	round       int             // the round being trained
 	training    map[string]bool // given the train task of round
 	reported    map[string]bool // sent results for round
-	receiving   map[string]bool // results of round being received
+	receiving   map[string]bool // results of round being stored and recorded
+	uploading   map[string]bool // results of round arriving: one stream per envoy
 	awaiting    map[string]bool // held by their site operators, not yet approved
 	aggregating bool
 	model       *roundModel // the global model of round
@@ -361,5 +362,6 @@ func (d *Director) stopAll() {
 // newExperiment is a running experiment at round with its model open.
 func newExperiment(id string, m *job.Manifest, participants []string, round int, model *roundModel) *experiment {
 	return &experiment{id: id, manifest: m, participants: participants, round: round, model: model,
-		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{}, awaiting: map[string]bool{}}
+		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{},
+		uploading: map[string]bool{}, awaiting: map[string]bool{}}
 }

@@ -52,7 +52,7 @@ func (d *Director) ReceiveArchive(copyFn func(w io.Writer) (int64, error)) (*Upl
 		return nil, err
 	}
 	hw := job.NewHashWriter(tmp)
-	n, err := copyFn(&capWriter{w: hw, left: d.cfg.MaxJobSize, what: "job archive"})
+	n, err := copyFn(&capWriter{w: hw, left: d.cfg.MaxJobSize, what: "job archive larger than the director's cap"})
 	hw.Close()
 	sum := hw.Sum()
 	if err != nil {

@@ -131,16 +131,77 @@ type Report struct {
 	Round      int
 }
 
-// ReportResults takes an envoy's serialized TaskResults: copyFn writes
-// them into the writer it is given, at most MaxJobSize bytes. The results
-// are checked against the experiment and its model, stored and recorded;
-// verify, if not nil, is asked whether the caller may report as the envoy
-// the results name. The report that completes a round starts its
-// aggregation in the background: no envoy's call waits for it.
-func (d *Director) ReportResults(ctx context.Context, copyFn func(w io.Writer) (int64, error), verify func(envoy string) error) (Report, error) {
-	tmp, n, err := d.receiveResults(copyFn)
+// resultsHeaderMax is how much of a task results stream the director
+// reads into memory to find its header before it writes anything.
+const resultsHeaderMax = 64 << 10
+
+// ReportResults takes an envoy's serialized TaskResults from r (the
+// stream's bytes). Before a byte goes to disk it reads the header from the
+// stream's first bytes and checks it: verify, if not nil, is asked whether
+// the caller may report as the envoy the header names; the envoy must take
+// part in the running experiment, the round must be the current one and
+// not reported yet, and no other upload of the envoy's may be arriving.
+// The upload then reserves its model's most (tensor.MaxTaskResultsSize)
+// from the director's temp space for results (MaxResultsInFlight) and may
+// write no more. The results are checked against the experiment's model,
+// every value must be finite, and they are stored and recorded. The
+// report that completes a round starts its aggregation in the background:
+// no envoy's call waits for it.
+func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(envoy string) error) (Report, error) {
+	prefix := make([]byte, resultsHeaderMax)
+	k, err := io.ReadFull(r, prefix)
+	whole := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	if err != nil && !whole {
+		return Report{}, err
+	}
+	if k == 0 {
+		return Report{}, fmt.Errorf("%w: empty task results stream", api.ErrInvalid)
+	}
+	prefix = prefix[:k]
+	h, err := tensor.ReadTaskResultsHeader(prefix, whole)
+	if err != nil {
+		return Report{}, fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
+	name, round := h.Sender, int(h.Round)
+	if verify != nil {
+		if err := verify(name); err != nil {
+			return Report{}, err
+		}
+	}
+	exp, err := d.running(ctx, h.FederationUUID, name)
 	if err != nil {
 		return Report{}, err
+	}
+	rep := Report{Experiment: exp.id, Envoy: name, Round: round}
+	if h.DataSize <= 0 {
+		return rep, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", api.ErrInvalid, h.DataSize)
+	}
+	if err := exp.claimUpload(name, round); err != nil {
+		return rep, err
+	}
+	defer func() {
+		exp.mu.Lock()
+		delete(exp.uploading, name)
+		exp.mu.Unlock()
+	}()
+	exp.modelMu.RLock()
+	var most int64
+	if exp.model != nil {
+		most = min(tensor.MaxTaskResultsSize(exp.model.x), d.cfg.MaxJobSize)
+	}
+	exp.modelMu.RUnlock()
+	if most == 0 {
+		return rep, fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, exp.id)
+	}
+	release, err := d.reserveResults(most)
+	if err != nil {
+		return rep, err
+	}
+	defer release()
+
+	tmp, n, err := d.receiveResults(prefix, r, most)
+	if err != nil {
+		return rep, err
 	}
 	committed := false
 	defer func() {
@@ -151,21 +212,15 @@ func (d *Director) ReportResults(ctx context.Context, copyFn func(w io.Writer) (
 	}()
 	res, err := tensor.ReadTaskResults(tmp, n)
 	if err != nil {
-		return Report{}, fmt.Errorf("%w: task results: %w", api.ErrInvalid, err)
+		return rep, fmt.Errorf("%w: task results: %w", api.ErrInvalid, err)
 	}
-	name, round := res.Header.Sender, int(res.Header.Round)
-	if verify != nil {
-		if err := verify(name); err != nil {
-			return Report{}, err
-		}
+	if got := res.Header; got.Sender != name || got.FederationUUID != h.FederationUUID || got.Round != h.Round || got.DataSize != h.DataSize {
+		// A header field repeated after the tensors, which protobuf
+		// merges: the checks above were of other values.
+		return rep, fmt.Errorf("%w: task results: the header changes after the tensors", api.ErrInvalid)
 	}
-	exp, err := d.running(ctx, res.Header.FederationUUID, name)
-	if err != nil {
-		return Report{}, err
-	}
-	rep := Report{Experiment: exp.id, Envoy: name, Round: round}
-	if res.Header.DataSize <= 0 {
-		return rep, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", api.ErrInvalid, res.Header.DataSize)
+	if err := tensor.CheckFinite(res.Model); err != nil {
+		return rep, fmt.Errorf("%w: results of %s: %w", api.ErrInvalid, name, err)
 	}
 	// Claim the report: a retry racing its first attempt, or a round that
 	// moves on meanwhile, must not store it twice or into the next round.
@@ -236,9 +291,12 @@ func (d *Director) ReportResults(ctx context.Context, copyFn func(w io.Writer) (
 	return rep, nil
 }
 
-// receiveResults writes task results into a temp file through copyFn,
-// refusing more than MaxJobSize bytes and an empty stream.
-func (d *Director) receiveResults(copyFn func(w io.Writer) (int64, error)) (*os.File, int64, error) {
+// receiveResults writes task results, prefix and then the rest of r,
+// into a temp file, refusing more than most bytes.
+func (d *Director) receiveResults(prefix []byte, r io.Reader, most int64) (*os.File, int64, error) {
+	if int64(len(prefix)) > most {
+		return nil, 0, fmt.Errorf("%w: task results larger than the model allows (%d bytes)", api.ErrTooLarge, most)
+	}
 	tmp, err := d.createTemp("results-*.pb")
 	if err != nil {
 		return nil, 0, err
@@ -249,17 +307,55 @@ func (d *Director) receiveResults(copyFn func(w io.Writer) (int64, error)) (*os.
 		return nil, 0, err
 	}
 	bw := bufio.NewWriterSize(tmp, 1<<20)
-	n, err := copyFn(&capWriter{w: bw, left: d.cfg.MaxJobSize, what: "task results"})
-	if err != nil {
+	if _, err := bw.Write(prefix); err != nil {
 		return fail(err)
 	}
-	if n == 0 {
-		return fail(fmt.Errorf("%w: empty task results stream", api.ErrInvalid))
+	rest := most - int64(len(prefix))
+	n, err := io.Copy(&capWriter{w: bw, left: rest, what: fmt.Sprintf("task results larger than the model allows (%d bytes)", most)}, r)
+	if err != nil {
+		return fail(err)
 	}
 	if err := bw.Flush(); err != nil {
 		return fail(err)
 	}
-	return tmp, n, nil
+	return tmp, int64(len(prefix)) + n, nil
+}
+
+// claimUpload marks envoy's results for round as arriving, or says why
+// they may not: another round, reported already, the round closed, or an
+// upload of the envoy's arriving.
+func (e *experiment) claimUpload(envoy string, round int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch cur := e.round; {
+	case e.aggregating && !e.reported[envoy]:
+		return fmt.Errorf("%w: round %d closed without %s's results (round_timeout)", api.ErrConflict, round, envoy)
+	case round != cur:
+		return fmt.Errorf("%w: results are for round %d, the current round is %d", api.ErrConflict, round, cur)
+	case e.reported[envoy]:
+		return fmt.Errorf("%w: %s already reported round %d", api.ErrAlreadyExists, envoy, round)
+	case e.uploading[envoy]:
+		return fmt.Errorf("%w: %s is sending its results of round %d already", api.ErrAlreadyExists, envoy, round)
+	}
+	e.uploading[envoy] = true
+	return nil
+}
+
+// reserveResults reserves n bytes of the temp space for task results, or
+// refuses with api.ErrBusy when the director's cap would be exceeded.
+func (d *Director) reserveResults(n int64) (release func(), err error) {
+	d.inflight.Lock()
+	defer d.inflight.Unlock()
+	if d.inflight.n+n > d.cfg.MaxResultsInFlight {
+		return nil, fmt.Errorf("%w: task results of %d bytes would exceed the director's temp space for results (%d of %d bytes in use); try again",
+			api.ErrBusy, n, d.inflight.n, d.cfg.MaxResultsInFlight)
+	}
+	d.inflight.n += n
+	return func() {
+		d.inflight.Lock()
+		d.inflight.n -= n
+		d.inflight.Unlock()
+	}, nil
 }
 
 // capWriter refuses to write past a size cap, before the bytes land.
@@ -271,7 +367,7 @@ type capWriter struct {
 
 func (c *capWriter) Write(p []byte) (int, error) {
 	if int64(len(p)) > c.left {
-		return 0, fmt.Errorf("%w: %s larger than the director's cap", api.ErrTooLarge, c.what)
+		return 0, fmt.Errorf("%w: %s", api.ErrTooLarge, c.what)
 	}
 	c.left -= int64(len(p))
 	return c.w.Write(p)

@@ -23,7 +23,9 @@ type Input struct {
 // FedAvg writes to w, as a safetensors file, the weighted mean of inputs,
 // tensor by tensor, in the layout of model: its names, shapes and order.
 // Every tensor must be F32 and every input must have model's layout (see
-// SameLayout). Weights must be finite and non-negative and are normalised by
+// SameLayout). A mean that is not finite (a NaN in an input, or a sum
+// that overflows float32) is an error naming the tensor and element: w
+// then holds a partial file, which the caller discards. Weights must be finite and non-negative and are normalised by
 // their sum, which must be positive; inputs of weight 0 are not read.
 //
 // Memory stays O(one chunk) whatever the model and the number of inputs:
@@ -107,7 +109,13 @@ func fedAvg(w io.Writer, model *Index, inputs []Input, chunk int) error {
 				}
 			}
 			for i, v := range sums {
-				x[i] = float32(v)
+				f := float32(v)
+				if math.Float32bits(f)&exponentF32 == exponentF32 {
+					// A NaN in, or finite values whose mean overflows
+					// float32: no global model may hold it.
+					return fmt.Errorf("tensor %q: element %d averages to %v; a global model holds finite values only", s.Name, done+int64(i), f)
+				}
+				x[i] = f
 			}
 			if _, err := sw.Write(toLittleEndian(x, littleEndian)); err != nil {
 				return err

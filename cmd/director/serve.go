@@ -29,7 +29,10 @@ type serveOptions struct {
 	offlineAfter      time.Duration
 	maxJobSize        cli.ByteSize
 	maxUnpackedSize   cli.ByteSize
+	maxResults        cli.ByteSize
 	adminMaxConns     int
+	adminMaxPerAddr   int
+	adminHandshake    time.Duration
 	adminIdleTimeout  time.Duration
 	pprofListen       string
 	tls               cli.TLSFlags
@@ -42,6 +45,7 @@ func newServeCmd() *cobra.Command {
 	o := &serveOptions{
 		maxJobSize:      director.DefaultMaxJobSize,
 		maxUnpackedSize: director.DefaultMaxUnpackedSize,
+		maxResults:      director.DefaultMaxResultsInFlight,
 	}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -75,7 +79,10 @@ or in --config).`,
 	f.DurationVar(&o.offlineAfter, "offline-after", 0, "an envoy is offline this long after its last heartbeat (default 2 health check periods)")
 	f.Var(&o.maxJobSize, "max-job-size", "largest job archive an upload may send (e.g. 10GiB)")
 	f.Var(&o.maxUnpackedSize, "max-unpacked-size", "largest unpacked total of a job archive")
-	f.IntVar(&o.adminMaxConns, "admin-max-conns", admin.DefaultMaxConns, "concurrent admin connections; more are told to retry")
+	f.Var(&o.maxResults, "max-results-in-flight", "temp space for task results being received, all envoys together; an upload past it is told to retry")
+	f.IntVar(&o.adminMaxConns, "admin-max-conns", admin.DefaultMaxConns, "concurrent admin connections past their TLS handshake; more are told to retry")
+	f.IntVar(&o.adminMaxPerAddr, "admin-max-conns-per-addr", admin.DefaultMaxConnsPerAddr, "concurrent admin connections of one client address, handshaking or served")
+	f.DurationVar(&o.adminHandshake, "admin-handshake-timeout", admin.DefaultHandshakeTimeout, "cut off an admin connection whose TLS handshake takes longer")
 	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", admin.DefaultIdleTimeout, "cut off an admin connection on which nothing moved this long")
 	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
 	o.tls.Add(cmd, "the director's")
@@ -105,21 +112,28 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		AdminListen: o.adminListen,
 		TLS:         tlsCfg,
 		Insecure:    o.insecure,
-		Admin:       admin.Config{MaxConns: o.adminMaxConns, IdleTimeout: o.adminIdleTimeout},
+		Admin: admin.Config{MaxConns: o.adminMaxConns, MaxConnsPerAddr: o.adminMaxPerAddr,
+			HandshakeTimeout: o.adminHandshake, IdleTimeout: o.adminIdleTimeout},
 	}
 	if err := srv.Check(); err != nil {
 		return &cli.UsageError{Err: err} // an address in flags (or --config)
 	}
+	unlock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	d, err := director.New(ctx, director.Config{
-		DataDir:           o.dataDir,
-		SampleShape:       cli.TrimAll(o.sampleShape),
-		TargetShape:       cli.TrimAll(o.targetShape),
-		HealthCheckPeriod: o.healthCheckPeriod,
-		OfflineAfter:      o.offlineAfter,
-		MaxJobSize:        int64(o.maxJobSize),
-		MaxUnpackedSize:   int64(o.maxUnpackedSize),
-		Version:           cli.Version,
-		Logger:            log,
+		DataDir:            o.dataDir,
+		SampleShape:        cli.TrimAll(o.sampleShape),
+		TargetShape:        cli.TrimAll(o.targetShape),
+		HealthCheckPeriod:  o.healthCheckPeriod,
+		OfflineAfter:       o.offlineAfter,
+		MaxJobSize:         int64(o.maxJobSize),
+		MaxUnpackedSize:    int64(o.maxUnpackedSize),
+		MaxResultsInFlight: int64(o.maxResults),
+		Version:            cli.Version,
+		Logger:             log,
 	})
 	if errors.Is(err, api.ErrInvalid) {
 		// director.New refuses a configuration with api.ErrInvalid before
@@ -180,11 +194,11 @@ func (o *serveOptions) check() error {
 	if o.offlineAfter < 0 {
 		return cli.Usagef("--offline-after %v: must not be negative", o.offlineAfter)
 	}
-	if o.maxJobSize <= 0 || o.maxUnpackedSize <= 0 {
-		return cli.Usagef("--max-job-size and --max-unpacked-size must be positive")
+	if o.maxJobSize <= 0 || o.maxUnpackedSize <= 0 || o.maxResults <= 0 {
+		return cli.Usagef("--max-job-size, --max-unpacked-size and --max-results-in-flight must be positive")
 	}
-	if o.adminMaxConns <= 0 || o.adminIdleTimeout <= 0 {
-		return cli.Usagef("--admin-max-conns and --admin-idle-timeout must be positive")
+	if o.adminMaxConns <= 0 || o.adminMaxPerAddr <= 0 || o.adminHandshake <= 0 || o.adminIdleTimeout <= 0 {
+		return cli.Usagef("--admin-max-conns, --admin-max-conns-per-addr, --admin-handshake-timeout and --admin-idle-timeout must be positive")
 	}
 	if o.pprofListen != "" {
 		if err := checkPprofListen(o.pprofListen); err != nil {

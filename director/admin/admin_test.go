@@ -62,6 +62,19 @@ func mustServeAdmin(tb testing.TB, d *director.Director, cfg Config) (*adminprot
 	return &adminproto.Client{Addr: lis.Addr().String(), Timeout: 5 * time.Second}, srv
 }
 
+// waitActive waits until n connections hold a slot of srv: a connection
+// takes its slot once its handshake is done, not when it is accepted.
+func waitActive(tb testing.TB, srv *Server, n int64) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.active.Load() != n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("connections holding a slot: got %d, want %d", srv.active.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // assertNoUploadLeft checks that neither a job nor a temp file was left.
 func assertNoUploadLeft(tb testing.TB, d *director.Director) {
 	tb.Helper()
@@ -220,6 +233,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		assertNoUploadLeft(t, d)
 	})
 	t.Run("truncated then closed", func(t *testing.T) {
+		waitActive(t, srv, 0) // the last subtest's connection is counted
 		before := srv.done.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
@@ -231,6 +245,7 @@ func TestAdminBrokenUploads(t *testing.T) {
 		eventuallyDir(t, d, srv, before)
 	})
 	t.Run("stalled mid-body", func(t *testing.T) {
+		waitActive(t, srv, 0)
 		before := srv.done.Load()
 		conn, err := net.Dial("tcp", c.Addr)
 		if err != nil {
@@ -298,13 +313,14 @@ func eventuallyDir(t *testing.T, d *director.Director, srv *Server, before int64
 
 func TestAdminConnectionCap(t *testing.T) {
 	d := mustNew(t, testCfg(t, newFakeClock()))
-	c, _ := mustServeAdmin(t, d, Config{MaxConns: 1})
+	c, srv := mustServeAdmin(t, d, Config{MaxConns: 1})
 	hold, err := net.Dial("tcp", c.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Close()
 	hold.Write([]byte(`{"data": [`)) // an unfinished request keeps the slot
+	waitActive(t, srv, 1)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		reply := do(t, c, "check_status")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/directortest"
 	"github.com/fedplane/fedplane/store"
 )
@@ -81,10 +82,11 @@ func TestListEnvoysPages(t *testing.T) {
 // pages still list every envoy once.
 func TestListEnvoysPageBytes(t *testing.T) {
 	d := mustNew(t, testCfg(t, newFakeClock()))
-	const n = 40
-	long := strings.Repeat("d", 100<<10)
+	// Descriptions at their cap: enough envoys to fill several pages.
+	const n = 3 * api.EnvoyPageBytes / director.MaxShardDescription
+	long := strings.Repeat("d", director.MaxShardDescription)
 	for i := range n {
-		if _, err := d.RegisterEnvoy(context.Background(), store.Envoy{Name: fmt.Sprintf("site-%02d", i), Description: long,
+		if _, err := d.RegisterEnvoy(context.Background(), store.Envoy{Name: fmt.Sprintf("site-%05d", i), Description: long,
 			SampleShape: []string{"28", "28"}, TargetShape: []string{"1"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +107,7 @@ func TestListEnvoysPageBytes(t *testing.T) {
 			t.Fatalf("page of %d envoys with 100 KiB descriptions, want at most %d", len(p.Envoys), max)
 		}
 		for i, e := range p.Envoys {
-			if want := fmt.Sprintf("site-%02d", seen+i); e.Name != want {
+			if want := fmt.Sprintf("site-%05d", seen+i); e.Name != want {
 				t.Fatalf("page %d envoy %d: got %s, want %s", pages, i, e.Name, want)
 			}
 		}

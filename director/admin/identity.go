@@ -27,7 +27,7 @@ func (s *Server) caller(raw net.Conn, log *slog.Logger) (conn net.Conn, who dire
 	}
 	rec := &handshakeRecorder{Conn: raw}
 	tc := tls.Server(rec, s.cfg.TLS)
-	raw.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) && rh.Conn != nil {

@@ -38,6 +38,12 @@ const (
 	// DefaultStopGrace is how long exchanges in flight may finish once the
 	// server stops.
 	DefaultStopGrace = 3 * time.Second
+	// DefaultHandshakeTimeout bounds a TLS handshake; a connection takes a
+	// slot only once its handshake is done.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxConnsPerAddr caps the connections of one client address,
+	// handshaking or served.
+	DefaultMaxConnsPerAddr = 8
 )
 
 // Config configures the admin server. Zero fields take the Default values.
@@ -46,10 +52,16 @@ type Config struct {
 	// client certificates. Without it every caller is a local
 	// project_admin named by the request, as a director without TLS
 	// listens on loopback only.
-	TLS         *tls.Config
-	MaxConns    int
-	IdleTimeout time.Duration
-	StopGrace   time.Duration
+	TLS *tls.Config
+	// MaxConns caps connections served at once (past the handshake);
+	// twice as many (16 at least) may be handshaking besides.
+	MaxConns int
+	// MaxConnsPerAddr caps one client address's connections, handshaking
+	// or served.
+	MaxConnsPerAddr  int
+	HandshakeTimeout time.Duration
+	IdleTimeout      time.Duration
+	StopGrace        time.Duration
 }
 
 // Server answers admin connections for a director.
@@ -57,8 +69,12 @@ type Server struct {
 	d   *director.Director
 	cfg Config
 	log *slog.Logger
-	// done counts exchanges handled, for tests to wait on.
-	done atomic.Int64
+	// done counts exchanges handled, active the connections holding a
+	// slot, for tests to wait on.
+	done, active atomic.Int64
+
+	mu     sync.Mutex
+	byAddr map[string]int // connections per client address
 }
 
 // New returns an admin server for d.
@@ -72,8 +88,19 @@ func New(d *director.Director, cfg Config) *Server {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = DefaultStopGrace
 	}
-	return &Server{d: d, cfg: cfg, log: d.Config().Logger}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxConnsPerAddr <= 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	return &Server{d: d, cfg: cfg, log: d.Config().Logger, byAddr: map[string]int{}}
 }
+
+// minHandshakes is the fewest TLS handshakes that may run at once; else
+// twice MaxConns, so that clients still handshake while every slot is
+// taken and learn that it is.
+const minHandshakes = 16
 
 // maxDrain bounds how much of a refused upload is read and thrown away.
 const maxDrain = 64 << 20
@@ -105,6 +132,7 @@ type command struct {
 // returns once every connection it started is done.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	sem := make(chan struct{}, s.cfg.MaxConns)
+	handshakes := make(chan struct{}, max(2*s.cfg.MaxConns, minHandshakes))
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -135,21 +163,56 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			}
 			break
 		}
+		addr := hostOf(c.RemoteAddr())
+		if !s.enterAddr(addr) {
+			wg.Go(func() {
+				s.refuseBusy(c, fmt.Errorf("%w: director is busy: %s has %d admin connections open; try again", api.ErrUnavailable, addr, s.cfg.MaxConnsPerAddr))
+			})
+			continue
+		}
 		select {
-		case sem <- struct{}{}:
+		case handshakes <- struct{}{}:
 		default:
-			wg.Go(func() { s.refuseBusy(c) })
+			s.leaveAddr(addr)
+			wg.Go(func() { s.refuseBusy(c, errBusy(s.cfg.MaxConns)) })
 			continue
 		}
 		mu.Lock()
 		conns[c] = struct{}{}
 		mu.Unlock()
 		wg.Go(func() {
-			defer func() { <-sem; s.done.Add(1) }()
-			s.handle(ctx, c)
-			mu.Lock()
-			delete(conns, c)
-			mu.Unlock()
+			slotted := false
+			defer func() {
+				c.Close()
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				s.leaveAddr(addr)
+				s.done.Add(1)
+				if slotted { // after done: no slot held means all counted
+					s.active.Add(-1)
+					<-sem
+				}
+			}()
+			// The handshake runs outside the slots: a peer that never
+			// finishes one holds a handshake place for HandshakeTimeout
+			// at most, and no slot.
+			log := s.log.With(api.LogRemote, c.RemoteAddr().String())
+			conn, who, ok := s.caller(c, log)
+			<-handshakes
+			if !ok {
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+				slotted = true
+				s.active.Add(1)
+			default:
+				conn.SetDeadline(time.Now().Add(time.Second))
+				adminproto.WriteMessage(conn, s.errorReply(context.Background(), "", errBusy(s.cfg.MaxConns)))
+				return
+			}
+			s.handle(ctx, conn, who, log)
 		})
 	}
 	wg.Wait()
@@ -159,9 +222,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
-// refuseBusy answers a connection over the cap without reading its
-// request, within a second.
-func (s *Server) refuseBusy(c net.Conn) {
+// refuseBusy answers a connection refused before its handshake with err,
+// without reading its request, within a second.
+func (s *Server) refuseBusy(c net.Conn, err error) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Second))
 	if s.cfg.TLS != nil {
@@ -169,18 +232,44 @@ func (s *Server) refuseBusy(c net.Conn) {
 		// read to it as a server without TLS.
 		c = tls.Server(c, s.cfg.TLS)
 	}
-	adminproto.WriteMessage(c, s.errorReply(context.Background(), "",
-		fmt.Errorf("%w: director is busy: %d admin connections are open; try again", api.ErrUnavailable, s.cfg.MaxConns)))
+	adminproto.WriteMessage(c, s.errorReply(context.Background(), "", err))
 }
 
-// handle reads one request from c, runs it, and writes the reply.
-func (s *Server) handle(ctx context.Context, raw net.Conn) {
-	defer raw.Close()
-	log := s.log.With(api.LogRemote, raw.RemoteAddr().String())
-	conn, who, ok := s.caller(raw, log)
-	if !ok {
-		return
+func errBusy(max int) error {
+	return fmt.Errorf("%w: director is busy: %d admin connections are open; try again", api.ErrUnavailable, max)
+}
+
+// hostOf is the client address of a connection, without the port.
+func hostOf(a net.Addr) string {
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
 	}
+	return a.String()
+}
+
+// enterAddr counts a connection of addr, unless addr has
+// MaxConnsPerAddr already.
+func (s *Server) enterAddr(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAddr[addr] >= s.cfg.MaxConnsPerAddr {
+		return false
+	}
+	s.byAddr[addr]++
+	return true
+}
+
+func (s *Server) leaveAddr(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAddr[addr]--; s.byAddr[addr] <= 0 {
+		delete(s.byAddr, addr)
+	}
+}
+
+// handle reads one request from conn, whose caller is who, runs it, and
+// writes the reply.
+func (s *Server) handle(ctx context.Context, conn net.Conn, who director.Caller, log *slog.Logger) {
 	c := adminproto.NewIdleConn(conn, s.cfg.IdleTimeout)
 	br := bufio.NewReaderSize(c, 64<<10)
 	// Every admin exchange is at least wrongPortPeekLen bytes long, so the

@@ -188,12 +188,17 @@ func TestAnswerWrongPort(t *testing.T) {
 func TestBusyOverTLS(t *testing.T) {
 	serverTLS, clientTLS := mustPKI(t)
 	d := directortest.New(t, directortest.Config(t, directortest.NewClock()))
-	c, _ := mustServeAdmin(t, d, Config{TLS: serverTLS, MaxConns: 1, IdleTimeout: 30 * time.Second})
-	hold, err := net.Dial("tcp", c.Addr) // a handshake never finished keeps the slot
+	c, srv := mustServeAdmin(t, d, Config{TLS: serverTLS, MaxConns: 1, IdleTimeout: 30 * time.Second})
+	// A handshake finished and a request unfinished keep the slot.
+	hold, err := tls.Dial("tcp", c.Addr, clientTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Close()
+	if _, err := hold.Write([]byte(`{"data": [`)); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, srv, 1)
 	dl := &tls.Dialer{Config: clientTLS}
 	c.Dial = dl.DialContext
 	deadline := time.Now().Add(10 * time.Second)
@@ -205,6 +210,52 @@ func TestBusyOverTLS(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("TLS client over the cap: got %v, %v; want a busy reply over TLS", reply, err)
 		}
+	}
+}
+
+// TestHandshakeTakesNoSlot: peers that open connections and never finish
+// a TLS handshake do not keep a client from the only slot.
+func TestHandshakeTakesNoSlot(t *testing.T) {
+	serverTLS, clientTLS := mustPKI(t)
+	d := directortest.New(t, directortest.Config(t, directortest.NewClock()))
+	c, _ := mustServeAdmin(t, d, Config{TLS: serverTLS, MaxConns: 1, IdleTimeout: 30 * time.Second, HandshakeTimeout: time.Minute})
+	for range 3 {
+		stalled, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stalled.Close()
+	}
+	dl := &tls.Dialer{Config: clientTLS}
+	c.Dial = dl.DialContext
+	reply, err := c.Do(context.Background(), adminproto.NewRequest(api.CmdCheckStatus))
+	if err != nil || reply.Status() != adminproto.StatusOK {
+		t.Fatalf("with handshakes stalled: got %v, %v; want ok", reply, err)
+	}
+}
+
+// TestConnsPerAddr: one client address holding its share of connections
+// is told it is busy; another address is served.
+func TestConnsPerAddr(t *testing.T) {
+	d := directortest.New(t, directortest.Config(t, directortest.NewClock()))
+	c, _ := mustServeAdmin(t, d, Config{MaxConnsPerAddr: 2})
+	for range 2 {
+		hold, err := net.Dial("tcp", c.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Close()
+		hold.Write([]byte(`{"data": [`)) // an unfinished request
+	}
+	reply, err := c.Do(context.Background(), adminproto.NewRequest(api.CmdCheckStatus))
+	if err != nil || !strings.Contains(reply.Info(), "127.0.0.1 has 2 admin connections open") {
+		t.Fatalf("a third connection of 127.0.0.1: got %v, %v; want busy for the address", reply, err)
+	}
+	other := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	c.Dial = other.DialContext
+	reply, err = c.Do(context.Background(), adminproto.NewRequest(api.CmdCheckStatus))
+	if err != nil || reply.Status() != adminproto.StatusOK {
+		t.Fatalf("from 127.0.0.2: got %v, %v; want ok", reply, err)
 	}
 }
 

@@ -76,16 +76,17 @@ func (s *aggregatorService) GetAggregatedTensor(ctx context.Context, req *aggreg
 }
 
 // SendLocalTaskResults receives an envoy's serialized TaskResults as a
-// stream of chunks and hands them to the domain, which checks, stores and
-// records them; the round's aggregation, when this report completes it,
-// runs in the background.
+// stream of chunks and hands them to the domain, which checks who sends
+// them before it stores a byte, then checks, stores and records them; the
+// round's aggregation, when this report completes it, runs in the
+// background.
 func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_SendLocalTaskResultsServer) error {
 	ctx := stream.Context()
 	const method = "SendLocalTaskResults"
-	// Only envoys may make the director store a stream (the table, before
+	// Only envoys may make the director read a stream (the table, before
 	// this handler runs); which envoy is checked against the results'
-	// header once it is parsed.
-	rep, err := s.d.ReportResults(ctx, func(w io.Writer) (int64, error) { return copyChunks(stream, w) },
+	// header, the stream's first bytes.
+	rep, err := s.d.ReportResults(ctx, &chunkReader{stream: stream},
 		func(envoy string) error { return s.checkEnvoy(ctx, method, envoy) })
 	if err != nil {
 		return err
@@ -95,25 +96,49 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	})
 }
 
-// copyChunks writes a DataStream's bytes to w, refusing a chunk whose size
+// chunkReader reads a DataStream's bytes, refusing a chunk whose size
 // differs from its bytes.
-func copyChunks(stream aggregatorpb.Aggregator_SendLocalTaskResultsServer, w io.Writer) (int64, error) {
-	var n int64
-	for i := 0; ; i++ {
-		chunk, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return n, nil
-		}
+type chunkReader struct {
+	stream aggregatorpb.Aggregator_SendLocalTaskResultsServer
+	buf    []byte
+	i      int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		chunk, err := c.stream.Recv()
 		if err != nil {
-			return n, err
+			return 0, err // io.EOF at the stream's end
 		}
 		if int(chunk.GetSize()) != len(chunk.GetNpbytes()) {
-			return n, fmt.Errorf("%w: broken stream: chunk %d has size %d but %d bytes", api.ErrInvalid, i, chunk.GetSize(), len(chunk.GetNpbytes()))
+			return 0, fmt.Errorf("%w: broken stream: chunk %d has size %d but %d bytes", api.ErrInvalid, c.i, chunk.GetSize(), len(chunk.GetNpbytes()))
 		}
-		k, err := w.Write(chunk.GetNpbytes())
-		n += int64(k)
-		if err != nil {
-			return n, err
+		c.buf = chunk.GetNpbytes()
+		c.i++
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+// WriteTo writes the rest of the stream to w a chunk at a time, sparing
+// io.Copy's copy through a buffer of its own.
+func (c *chunkReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(c.buf) > 0 {
+			n, err := w.Write(c.buf)
+			total += int64(n)
+			c.buf = c.buf[n:]
+			if err != nil {
+				return total, err
+			}
+		}
+		if _, err := c.Read(nil); err != nil {
+			if errors.Is(err, io.EOF) {
+				return total, nil
+			}
+			return total, err
 		}
 	}
 }
@@ -129,11 +154,14 @@ func (s *aggregatorService) GetMetricStream(req *aggregatorpb.GetMetricStreamReq
 
 // GetTrainedModel is the Director service's, on the aggregator's wire.
 func (s *aggregatorService) GetTrainedModel(ctx context.Context, req *aggregatorpb.GetTrainedModelRequest) (*aggregatorpb.TrainedModelResponse, error) {
-	mp, err := s.modelProto(ctx, req.GetExperimentName(), req.GetModelType() == aggregatorpb.GetTrainedModelRequest_BEST_MODEL)
+	b, release, err := s.trainedModel(ctx, req.GetExperimentName(), req.GetModelType() == aggregatorpb.GetTrainedModelRequest_BEST_MODEL)
 	if err != nil {
 		return nil, err
 	}
-	return &aggregatorpb.TrainedModelResponse{ModelProto: mp}, nil
+	context.AfterFunc(ctx, release) // as the Director service's
+	resp := &aggregatorpb.TrainedModelResponse{}
+	resp.ProtoReflect().SetUnknown(b)
+	return resp, nil
 }
 
 // GetExperimentDescription is the Director service's, on the aggregator's wire.

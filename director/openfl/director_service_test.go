@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/director"
 )
 
 func TestUpdateShardInfo(t *testing.T) {
@@ -31,6 +32,19 @@ func TestUpdateShardInfo(t *testing.T) {
 		{name: "empty name", req: shard("", 1, sample, target), wantCode: codes.InvalidArgument, wantMsg: "node_info.name is empty"},
 		{name: "bad name", req: shard("../etc", 1, sample, target), wantCode: codes.InvalidArgument, wantMsg: "node_info.name"},
 		{name: "long name", req: shard(strings.Repeat("x", 129), 1, sample, target), wantCode: codes.InvalidArgument, wantMsg: "at most 128"},
+		{name: "long description", req: withShard(shard("site-3", 1, sample, target), func(si *directorpb.ShardInfo) {
+			si.ShardDescription = strings.Repeat("d", director.MaxShardDescription+1)
+		}), wantCode: codes.InvalidArgument, wantMsg: "shard_description of 4097 bytes exceeds the cap of 4096"},
+		{name: "too many dimensions", req: shard("site-3", 1, make([]string, director.MaxShapeDims+1), target),
+			wantCode: codes.InvalidArgument, wantMsg: "sample_shape has 33 dimensions, over the cap of 32"},
+		{name: "long dimension", req: shard("site-3", 1, sample, []string{strings.Repeat("9", director.MaxDimLen+1)}),
+			wantCode: codes.InvalidArgument, wantMsg: "target_shape[0] of 65 bytes exceeds the cap of 64"},
+		{name: "too many devices", req: withShard(shard("site-3", 1, sample, target), func(si *directorpb.ShardInfo) {
+			si.NodeInfo.CudaDevices = make([]*directorpb.CudaDeviceInfo, maxDevices+1)
+		}), wantCode: codes.InvalidArgument, wantMsg: "node_info.cuda_devices has 65 devices, over the cap of 64"},
+		{name: "long device name", req: withShard(shard("site-3", 1, sample, target), func(si *directorpb.ShardInfo) {
+			si.NodeInfo.CudaDevices = []*directorpb.CudaDeviceInfo{{Name: strings.Repeat("n", maxDeviceField+1)}}
+		}), wantCode: codes.InvalidArgument, wantMsg: "node_info.cuda_devices[0].name of 257 bytes exceeds the cap of 256"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,6 +73,12 @@ func TestUpdateShardInfo(t *testing.T) {
 	if got := envoys.GetEnvoyInfos()[0].GetShardInfo().GetNSamples(); got != 200 {
 		t.Fatalf("n_samples after update: got %d, want 200", got)
 	}
+}
+
+// withShard changes a request's shard info with edit.
+func withShard(req *directorpb.UpdateShardInfoRequest, edit func(*directorpb.ShardInfo)) *directorpb.UpdateShardInfoRequest {
+	edit(req.ShardInfo)
+	return req
 }
 
 func TestAnyShapeWithoutFederationShapes(t *testing.T) {

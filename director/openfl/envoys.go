@@ -44,9 +44,28 @@ type cudaDevice struct {
 	Name              string `json:"name"`
 }
 
+// Caps on an envoy's CUDA device list, stored with its shard info.
+const (
+	maxDevices     = 64
+	maxDeviceField = 256
+)
+
+// encodeDevices encodes an envoy's CUDA devices for the store, refusing a
+// list over the caps.
 func encodeDevices(devs []*directorpb.CudaDeviceInfo) (string, error) {
+	if len(devs) > maxDevices {
+		return "", fmt.Errorf("%w: node_info.cuda_devices has %d devices, over the cap of %d", api.ErrInvalid, len(devs), maxDevices)
+	}
 	out := make([]cudaDevice, 0, len(devs))
-	for _, d := range devs {
+	for i, d := range devs {
+		for _, f := range []struct{ name, v string }{
+			{"device_utilization", d.GetDeviceUtilization()}, {"cuda_driver_version", d.GetCudaDriverVersion()},
+			{"cuda_version", d.GetCudaVersion()}, {"name", d.GetName()},
+		} {
+			if len(f.v) > maxDeviceField {
+				return "", fmt.Errorf("%w: node_info.cuda_devices[%d].%s of %d bytes exceeds the cap of %d", api.ErrInvalid, i, f.name, len(f.v), maxDeviceField)
+			}
+		}
 		out = append(out, cudaDevice{
 			Index: d.GetIndex(), MemoryTotal: d.GetMemoryTotal(), MemoryUtilized: d.GetMemoryUtilized(),
 			DeviceUtilization: d.GetDeviceUtilization(), DriverVersion: d.GetCudaDriverVersion(),
@@ -204,6 +223,11 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 	if err := s.checkEnvoy(ctx, "GetExperimentData", name); err != nil {
 		return err
 	}
+	leave, err := s.archives.Enter(s.callerKey(ctx))
+	if err != nil {
+		return err
+	}
+	defer leave()
 	f, e, err := s.d.OpenArchive(ctx, id, name)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/store"
-	"github.com/fedplane/fedplane/tensor"
 )
 
 // This file holds the OpenFL frontend RPCs of the Director service (and
@@ -100,44 +99,19 @@ func (s *directorService) GetExperimentStatus(ctx context.Context, req *director
 	return &directorpb.GetExperimentStatusResponse{ExperimentStatus: string(e.Status)}, nil
 }
 
-// modelProto reads a trained model of an experiment as a ModelProto. It
-// holds the whole model in memory, as the message does; a model over the
-// gRPC message limit is refused with a pointer to download-job.
-func (s *service) modelProto(ctx context.Context, name string, best bool) (*basepb.ModelProto, error) {
-	which := director.ModelLast
-	if best {
-		which = director.ModelBest
-	}
-	x, f, err := s.d.OpenTrainedModel(ctx, s.caller(ctx), name, which)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var total int64
-	for _, t := range x.Tensors {
-		total += t.Size
-	}
-	if total > api.MaxMessageSize-(1<<20) {
-		return nil, fmt.Errorf("%w: the model is %d bytes, over the gRPC message limit; use fladmin download-job", api.ErrTooLarge, total)
-	}
-	out := &basepb.ModelProto{}
-	for _, t := range x.Tensors {
-		data := make([]byte, t.Size)
-		if _, err := x.Section(t).ReadAt(data, 0); err != nil && !(errors.Is(err, io.EOF) && t.Size == 0) {
-			return nil, fmt.Errorf("read tensor %q: %w", t.Name, err)
-		}
-		out.Tensors = append(out.Tensors, tensor.NamedTensor(t, data, []string{"model"}, false))
-	}
-	return out, nil
-}
-
 // GetTrainedModel returns the best or the last model of an experiment.
 func (s *directorService) GetTrainedModel(ctx context.Context, req *directorpb.GetTrainedModelRequest) (*directorpb.TrainedModelResponse, error) {
-	mp, err := s.modelProto(ctx, req.GetExperimentName(), req.GetModelType() == directorpb.GetTrainedModelRequest_BEST_MODEL)
+	b, release, err := s.trainedModel(ctx, req.GetExperimentName(), req.GetModelType() == directorpb.GetTrainedModelRequest_BEST_MODEL)
 	if err != nil {
 		return nil, err
 	}
-	return &directorpb.TrainedModelResponse{ModelProto: mp}, nil
+	// gRPC sends the reply after the method returns, and cancels the
+	// call's context once it is sent (or the call is gone): the hold
+	// ends then.
+	context.AfterFunc(ctx, release)
+	resp := &directorpb.TrainedModelResponse{}
+	resp.ProtoReflect().SetUnknown(b)
+	return resp, nil
 }
 
 // GetMetricStream streams an experiment's metrics as they arrive and ends

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,22 +36,31 @@ type Config struct {
 }
 
 // NewServer returns a gRPC server with fedplane's transport options
-// (transport.ServerOptions), the request caps, the error mapping, and both OpenFL
-// services registered for d; opts come last.
+// (transport.ServerOptions) but for the receive limit, which is
+// maxRecvMessage (limits.go), the request caps, the error mapping, and
+// both OpenFL services registered for d; opts come last.
 func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grpc.Server {
 	log := d.Config().Logger
 	opts = append(append(transport.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(maxRecvMessage),
 	), opts...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
-	svc := &service{d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod)}
+	svc := &service{
+		d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod),
+		submissions: director.NewGate("uploads of experiments", maxSubmissions, maxSubmissionsPerCaller),
+		downloads:   director.NewGate("downloads", maxDownloads, maxDownloadsPerCaller),
+		archives:    director.NewGate("experiment archive downloads", math.MaxInt, maxArchivesPerCaller),
+	}
 	// Who may call what is decided before a handler runs or a request's
-	// stream is read (identity before bytes), by the domain's one table.
+	// stream is read (identity before bytes), by the domain's one table;
+	// then sizes and gates.
 	opts = append(opts,
+		grpc.ForceServerCodecV2(newReplyCodec()),
 		grpc.ChainUnaryInterceptor(errorsUnary(log), svc.authUnary, capUnary),
-		grpc.ChainStreamInterceptor(errorsStream(log), svc.authStream, capStream))
+		grpc.ChainStreamInterceptor(errorsStream(log), svc.authStream, svc.capStream))
 	s := grpc.NewServer(opts...)
 	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})
@@ -66,6 +76,12 @@ type service struct {
 	// period is the heartbeat period as every UpdateEnvoyStatus reply
 	// carries it.
 	period *durationpb.Duration
+	// submissions bounds SetNewExperiment streams in progress, downloads
+	// the trained models being sent, archives an envoy's archive
+	// downloads (limits.go).
+	submissions, downloads, archives *director.Gate
+	// models holds trained models being sent (models.go).
+	models modelCache
 }
 
 // errorsUnary maps a unary handler's error to a gRPC status on the way out.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -287,4 +288,51 @@ func keys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestSetNewExperimentLimits: a frontend's model_proto may be larger than
+// any other message the director takes (SetNewExperiment reads with
+// OpenFL's limit), and one caller uploads one experiment at a time.
+func TestSetNewExperimentLimits(t *testing.T) {
+	ctx := context.Background()
+	f := startFed(t, testCfg(t, newFakeClock()))
+	f.register(t, "site-a")
+	// 3 MiB of float32s: over the server's receive limit for other methods.
+	const n = 3 << 18
+	model := &basepb.ModelProto{Tensors: []*basepb.NamedTensor{
+		tensor.NamedTensor(tensor.Span{Name: "w", DType: "F32", Shape: []int64{n}}, make([]byte, 4*n), nil, false),
+	}}
+	big := grpc.MaxCallSendMsgSize(api.MaxMessageSize)
+	first, err := f.c.dir.SetNewExperiment(ctx, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := jobZip(t)
+	if err := first.Send(&directorpb.ExperimentInfo{Name: "large", CollaboratorNames: []string{"site-a"}, ModelProto: model,
+		ExperimentData: &directorpb.ExperimentData{Size: uint32(len(data)), Npbytes: data}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Header(); err != nil { // admitted
+		t.Fatal(err)
+	}
+	// While the first upload is open, the same caller's second is refused.
+	second, err := f.c.dir.SetNewExperiment(ctx)
+	if err == nil {
+		_, err = second.CloseAndRecv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a second upload at once: got %v, want ResourceExhausted", err)
+	}
+	if _, err := first.CloseAndRecv(); err != nil {
+		t.Fatalf("an upload with a %d-byte model: %v", 4*n, err)
+	}
+	id := f.waitFor(t, "site-a")
+	resp, err := f.c.agg.GetAggregatedTensor(ctx, &aggregatorpb.GetAggregatedTensorRequest{Header: hdr("site-a", id), TensorName: "w"},
+		grpc.MaxCallRecvMsgSize(api.MaxMessageSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(resp.GetTensor().GetDataBytes()); got != 4*n {
+		t.Fatalf("initial model: got %d bytes, want %d", got, 4*n)
+	}
 }

@@ -1,0 +1,83 @@
+package openfl
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/basepb"
+	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/tensor"
+)
+
+// TestModelCacheShares: callers at once share one encoding; once the last
+// lets go it is dropped, and a failed build is not kept.
+func TestModelCacheShares(t *testing.T) {
+	var c modelCache
+	builds := 0
+	build := func() ([]byte, error) { builds++; return []byte{byte(builds)}, nil }
+	a, releaseA, err := c.get("m1", build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, releaseB, _ := c.get("m1", build)
+	if builds != 1 || &a[0] != &b[0] {
+		t.Fatalf("two callers at once: %d builds, shared %v; want 1 build, shared", builds, &a[0] == &b[0])
+	}
+	releaseA()
+	releaseB()
+	if len(c.m) != 0 {
+		t.Fatalf("after both let go: %d models held, want 0", len(c.m))
+	}
+	if _, _, err := c.get("m2", func() ([]byte, error) { return nil, errors.New("broken") }); err == nil {
+		t.Fatal("a failed build: no error")
+	}
+	if _, release, err := c.get("m2", build); err != nil || len(c.m) != 1 {
+		t.Fatalf("after a failed build: %v, %d held", err, len(c.m))
+	} else {
+		release()
+	}
+}
+
+// TestReplyCodec: a reply holding a shared encoding goes out as those very
+// bytes, which decode as the model on both services' wires; other
+// messages encode as proto's codec encodes them.
+func TestReplyCodec(t *testing.T) {
+	mp := &basepb.ModelProto{Tensors: []*basepb.NamedTensor{
+		tensor.NamedTensor(tensor.Span{Name: "w", DType: "F32", Shape: []int64{2}}, []byte{0, 0, 128, 63, 0, 0, 0, 64}, []string{"model"}, false),
+	}}
+	enc, err := proto.Marshal(&directorpb.TrainedModelResponse{ModelProto: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec := newReplyCodec()
+	d := &directorpb.TrainedModelResponse{}
+	d.ProtoReflect().SetUnknown(enc)
+	a := &aggregatorpb.TrainedModelResponse{}
+	a.ProtoReflect().SetUnknown(enc)
+	for _, reply := range []proto.Message{d, a} {
+		out, err := codec.Marshal(reply)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out) != 1 || &out[0].ReadOnlyData()[0] != &enc[0] {
+			t.Fatalf("%T: the encoding was copied", reply)
+		}
+		back := reply.ProtoReflect().New().Interface()
+		if err := proto.Unmarshal(out.Materialize(), back); err != nil {
+			t.Fatal(err)
+		}
+		got := back.ProtoReflect().Get(back.ProtoReflect().Descriptor().Fields().ByName("model_proto")).Message().Interface()
+		if !proto.Equal(got, mp) {
+			t.Fatalf("%T: decoded %v, want %v", reply, got, mp)
+		}
+	}
+	other := &directorpb.TrainedModelResponse{ModelProto: mp}
+	out, err := codec.Marshal(other)
+	if err != nil || !bytes.Equal(out.Materialize(), enc) {
+		t.Fatalf("a plain reply: %v, %x; want %x", err, out.Materialize(), enc)
+	}
+}
