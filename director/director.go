@@ -134,6 +134,9 @@ type Director struct {
 	// work tracks goroutines the director starts on its own (aggregations),
 	// so Close and WaitIdle wait for them.
 	work background
+	// downloads bounds the heavy replies in progress (trained models over
+	// gRPC, result bundles over the admin port), per caller and overall.
+	downloads *Gate
 	// inflight is the temp space reserved by task results being received.
 	inflight struct {
 		sync.Mutex
@@ -217,6 +220,7 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 	d := &Director{
 		cfg: cfg, log: cfg.Logger, db: db, reg: reg, started: cfg.Now(),
 		lc: newLifecycle(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
+		downloads: NewGate("downloads", MaxDownloads, MaxDownloadsPerCaller),
 	}
 	if err := d.reconcile(ctx); err != nil {
 		db.Close()

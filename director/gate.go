@@ -7,6 +7,22 @@ import (
 	"github.com/fedplane/fedplane/api"
 )
 
+// Bounds of the director's one downloads gate (Director.EnterDownload):
+// each download is a whole model (one gRPC message) or a results bundle
+// zipped on the fly, so a few at a time keep the director's memory and disk
+// bounded, whatever the callers ask.
+const (
+	MaxDownloads          = 4
+	MaxDownloadsPerCaller = 2
+)
+
+// EnterDownload admits one heavy reply for caller (a name for the
+// per-caller bound: "kind:name" of a certificate, or a host without TLS),
+// or refuses it with api.ErrBusy. Call release once the reply is sent.
+func (d *Director) EnterDownload(caller string) (release func(), err error) {
+	return d.downloads.Enter(caller)
+}
+
 // Gate bounds how many requests of one kind (model downloads, uploads of
 // experiments) are in progress, per caller and overall. A request past
 // either bound is refused at once with api.ErrBusy rather than queued:

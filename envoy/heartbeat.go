@@ -81,11 +81,7 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 			e.log.Warn("registering again failed", api.LogErr, err, api.LogRetryIn, wait)
 		default:
 			wait = b.delay()
-			attrs := []any{api.LogErr, err, api.LogRetryIn, wait}
-			if hint := dialHint(err); hint != "" {
-				attrs = append(attrs, api.LogHint, hint)
-			}
-			e.log.Warn("heartbeat failed", attrs...)
+			logRetry(e.log, "heartbeat failed", "UpdateEnvoyStatus", err, wait)
 		}
 		t := time.NewTimer(wait)
 		select {

@@ -84,22 +84,25 @@ func retry(ctx context.Context, log *slog.Logger, rpc string, fn func(context.Co
 			return err
 		}
 		d := b.delay()
-		if problem := pki.CertProblem(err); problem != "" {
-			// The director answers, but a certificate check failed: say
-			// which, every time, since the operator may be fixing it.
-			log.Error("TLS certificate problem; retrying", api.LogRPC, rpc, api.LogReason, problem, api.LogErr, err, api.LogRetryIn, d)
-			if !sleep(ctx, d) {
-				return ctx.Err()
-			}
-			continue
-		}
-		attrs := []any{api.LogRPC, rpc, api.LogErr, err, api.LogRetryIn, d}
-		if hint := dialHint(err); hint != "" {
-			attrs = append(attrs, api.LogHint, hint)
-		}
-		log.Warn("director unreachable; retrying", attrs...)
+		logRetry(log, "director unreachable; retrying", rpc, err, d)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}
+}
+
+// logRetry logs a failed call to the director that is retried in d: a
+// certificate problem as such, at error level and every time (the director
+// answers, but a certificate check failed, and the operator may be fixing
+// it), anything else as msg with a hint where one applies.
+func logRetry(log *slog.Logger, msg, rpc string, err error, d time.Duration) {
+	if problem := pki.CertProblem(err); problem != "" {
+		log.Error("TLS certificate problem; retrying", api.LogRPC, rpc, api.LogReason, problem, api.LogErr, err, api.LogRetryIn, d)
+		return
+	}
+	attrs := []any{api.LogRPC, rpc, api.LogErr, err, api.LogRetryIn, d}
+	if hint := dialHint(err); hint != "" {
+		attrs = append(attrs, api.LogHint, hint)
+	}
+	log.Warn(msg, attrs...)
 }

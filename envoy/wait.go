@@ -76,7 +76,10 @@ func (e *Envoy) work(ctx context.Context) {
 		}
 		if err != nil || resp.GetExperimentName() == "" {
 			d := b.delay()
-			e.log.Warn("waiting for an experiment failed", api.LogErr, err, api.LogRetryIn, d)
+			if err == nil {
+				err = errors.New("the director named no experiment")
+			}
+			logRetry(e.log, "waiting for an experiment failed", "WaitExperiment", err, d)
 			sleep(ctx, d)
 			continue
 		}

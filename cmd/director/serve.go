@@ -34,6 +34,7 @@ type serveOptions struct {
 	adminMaxPerAddr   int
 	adminHandshake    time.Duration
 	adminIdleTimeout  time.Duration
+	adminMinRate      cli.ByteSize
 	pprofListen       string
 	tls               cli.TLSFlags
 	insecure          bool
@@ -84,6 +85,8 @@ or in --config).`,
 	f.IntVar(&o.adminMaxPerAddr, "admin-max-conns-per-addr", admin.DefaultMaxConnsPerAddr, "concurrent admin connections of one client address, handshaking or served")
 	f.DurationVar(&o.adminHandshake, "admin-handshake-timeout", admin.DefaultHandshakeTimeout, "cut off an admin connection whose TLS handshake takes longer")
 	f.DurationVar(&o.adminIdleTimeout, "admin-idle-timeout", admin.DefaultIdleTimeout, "cut off an admin connection on which nothing moved this long")
+	o.adminMinRate = admin.DefaultMinRate
+	f.Var(&o.adminMinRate, "admin-min-rate", "drop an admin client whose request arrives slower than this per second, measured over 10 s of waiting for it (0 turns the check off)")
 	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
@@ -113,7 +116,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		TLS:         tlsCfg,
 		Insecure:    o.insecure,
 		Admin: admin.Config{MaxConns: o.adminMaxConns, MaxConnsPerAddr: o.adminMaxPerAddr,
-			HandshakeTimeout: o.adminHandshake, IdleTimeout: o.adminIdleTimeout},
+			HandshakeTimeout: o.adminHandshake, IdleTimeout: o.adminIdleTimeout, MinRate: minRate(int64(o.adminMinRate))},
 	}
 	if err := srv.Check(); err != nil {
 		return &cli.UsageError{Err: err} // an address in flags (or --config)
@@ -206,4 +209,13 @@ func (o *serveOptions) check() error {
 		}
 	}
 	return nil
+}
+
+// minRate is --admin-min-rate as admin.Config takes it: 0 turns the check
+// off, which the config says with a negative rate.
+func minRate(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

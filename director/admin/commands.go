@@ -99,6 +99,16 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID}), nil
 }
 
+// callerKey names req's caller for the per-caller bounds, as the gRPC
+// services do: its certificate with TLS, its host without (where callers
+// name themselves).
+func (s *Server) callerKey(req *request) string {
+	if s.cfg.TLS != nil {
+		return req.caller.Kind + ":" + req.caller.Name
+	}
+	return req.remote
+}
+
 // signature reads submit_job's job signature, if any, before the body: its
 // certificate must be the caller's own, from the federation's CA, so that
 // nobody stores a job under another submitter's signature. That it signs
@@ -319,6 +329,11 @@ func (s *Server) downloadJob(ctx context.Context, req *request) (*adminproto.Mes
 	if err != nil {
 		return nil, err
 	}
+	release, err := s.d.EnterDownload(s.callerKey(req))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	dir, err := s.d.ResultsBundle(ctx, req.caller, e)
 	if err != nil {
 		return nil, err

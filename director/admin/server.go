@@ -44,6 +44,12 @@ const (
 	// DefaultMaxConnsPerAddr caps the connections of one client address,
 	// handshaking or served.
 	DefaultMaxConnsPerAddr = 8
+	// DefaultMinRate is the slowest a request may arrive, in bytes per
+	// second of the time the director waits for it, measured over
+	// DefaultRateWindow: a peer that trickles bytes to hold a connection
+	// (slowloris) is dropped, a slow link uploading a job is not.
+	DefaultMinRate    = 1 << 10
+	DefaultRateWindow = 10 * time.Second
 )
 
 // Config configures the admin server. Zero fields take the Default values.
@@ -62,6 +68,11 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	IdleTimeout      time.Duration
 	StopGrace        time.Duration
+	// MinRate (bytes/s) and RateWindow: a request that arrives slower,
+	// over a window of time spent waiting for it, is dropped. A negative
+	// MinRate turns the check off.
+	MinRate    int64
+	RateWindow time.Duration
 }
 
 // Server answers admin connections for a director.
@@ -94,6 +105,12 @@ func New(d *director.Director, cfg Config) *Server {
 	if cfg.MaxConnsPerAddr <= 0 {
 		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
 	}
+	if cfg.MinRate == 0 {
+		cfg.MinRate = DefaultMinRate
+	}
+	if cfg.RateWindow <= 0 {
+		cfg.RateWindow = DefaultRateWindow
+	}
 	return &Server{d: d, cfg: cfg, log: d.Config().Logger, byAddr: map[string]int{}}
 }
 
@@ -115,6 +132,9 @@ type request struct {
 	body *adminproto.Binary
 	// w receives a binary reply (download_job); handlers that use it return nil.
 	w io.Writer
+	// remote is the client's host, which names a caller without TLS for
+	// the per-caller bounds.
+	remote string
 }
 
 // command is a handler and what it needs. A handler returns its reply,
@@ -270,7 +290,7 @@ func (s *Server) leaveAddr(addr string) {
 // handle reads one request from conn, whose caller is who, runs it, and
 // writes the reply.
 func (s *Server) handle(ctx context.Context, conn net.Conn, who director.Caller, log *slog.Logger) {
-	c := adminproto.NewIdleConn(conn, s.cfg.IdleTimeout)
+	c := adminproto.NewIdleConn(newRateConn(conn, s.cfg.MinRate, s.cfg.RateWindow), s.cfg.IdleTimeout)
 	br := bufio.NewReaderSize(c, 64<<10)
 	// Every admin exchange is at least wrongPortPeekLen bytes long, so the
 	// peek never waits on an admin client.
@@ -294,6 +314,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn, who director.Caller,
 		reply = s.errorReply(ctx, "", err)
 	} else {
 		req.w = c
+		req.remote = hostOf(conn.RemoteAddr())
 		reply = s.dispatch(ctx, log, req)
 		if req.body != nil && reply != nil {
 			// A handler that refused before reading the body leaves it

@@ -47,6 +47,12 @@ const (
 	maxChunkMessage = api.ChunkSize + 1<<10
 	// maxRecvMessage is the server's receive limit (MaxRecvMsgSize).
 	maxRecvMessage = maxChunkMessage
+	// maxStreamsPerConn bounds the calls in progress on one connection
+	// (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS: more wait at the
+	// client), so one connection holds at most that many messages of
+	// maxRecvMessage bytes. An envoy needs a handful; the heartbeat
+	// benchmark drives 64 at once over one connection.
+	maxStreamsPerConn = 128
 	// maxExperimentMessage caps one message of SetNewExperiment.
 	maxExperimentMessage = api.MaxMessageSize
 
@@ -55,10 +61,6 @@ const (
 	// bytes in memory.
 	maxSubmissions          = 2
 	maxSubmissionsPerCaller = 1
-	// maxDownloads and maxDownloadsPerCaller bound the trained models
-	// being sent, each one message of the whole model.
-	maxDownloads          = 4
-	maxDownloadsPerCaller = 2
 	// maxArchivesPerCaller bounds one envoy's downloads of experiment
 	// archives at once; they stream from the file a chunk at a time, so
 	// all envoys together are not bounded beyond the connection's.

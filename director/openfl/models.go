@@ -89,7 +89,7 @@ func (s *service) trainedModel(ctx context.Context, name string, best bool) (b [
 	if best {
 		which = director.ModelBest
 	}
-	leave, err := s.downloads.Enter(s.callerKey(ctx))
+	leave, err := s.d.EnterDownload(s.callerKey(ctx))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -44,6 +44,7 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	opts = append(append(transport.ServerOptions(),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(maxRecvMessage),
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
 	), opts...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
@@ -51,7 +52,6 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	svc := &service{
 		d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod),
 		submissions: director.NewGate("uploads of experiments", maxSubmissions, maxSubmissionsPerCaller),
-		downloads:   director.NewGate("downloads", maxDownloads, maxDownloadsPerCaller),
 		archives:    director.NewGate("experiment archive downloads", math.MaxInt, maxArchivesPerCaller),
 	}
 	// Who may call what is decided before a handler runs or a request's
@@ -76,10 +76,10 @@ type service struct {
 	// period is the heartbeat period as every UpdateEnvoyStatus reply
 	// carries it.
 	period *durationpb.Duration
-	// submissions bounds SetNewExperiment streams in progress, downloads
-	// the trained models being sent, archives an envoy's archive
-	// downloads (limits.go).
-	submissions, downloads, archives *director.Gate
+	// submissions bounds SetNewExperiment streams in progress, archives
+	// an envoy's archive downloads (limits.go); the director's downloads
+	// gate bounds the trained models being sent.
+	submissions, archives *director.Gate
 	// models holds trained models being sent (models.go).
 	models modelCache
 }
