@@ -104,6 +104,9 @@ shows "site NAME refused the job: REASON".`,
 		Example: `  envoy reject 5f2c9a1e --reason "trains on columns we do not share"`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(reason) == "" {
+				return cli.Usagef("--reason is required: the director and the submitter are told why the site refuses the job")
+			}
 			j, err := envoy.Decide(workDir, args[0], false, reason, operator())
 			if err != nil {
 				return err
