@@ -130,7 +130,10 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	// Tests and scripts read the bound addresses from this line.
 	log.Info("director serving", api.LogGRPC, lis.Addr().String(), api.LogAdmin, adminAddr)
 
-	loopCtx, stopLoop := context.WithCancel(ctx)
+	// The admin port and the director's loops stop when Serve says, after
+	// the drain and the gRPC server: not when ctx ends, which would race
+	// the admin listener's clean return against ctx.Done below.
+	loopCtx, stopLoop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { d.Run(loopCtx) })
 	adminErr := make(chan error, 1)
