@@ -158,9 +158,10 @@ func (s *aggregatorService) GetTrainedModel(ctx context.Context, req *aggregator
 	if err != nil {
 		return nil, err
 	}
-	context.AfterFunc(ctx, release) // as the Director service's
 	resp := &aggregatorpb.TrainedModelResponse{}
 	resp.ProtoReflect().SetUnknown(b)
+	// The hold ends once the reply is written, or the call is gone.
+	s.holds.hold(ctx, resp, release)
 	return resp, nil
 }
 

@@ -105,12 +105,10 @@ func (s *directorService) GetTrainedModel(ctx context.Context, req *directorpb.G
 	if err != nil {
 		return nil, err
 	}
-	// gRPC sends the reply after the method returns, and cancels the
-	// call's context once it is sent (or the call is gone): the hold
-	// ends then.
-	context.AfterFunc(ctx, release)
 	resp := &directorpb.TrainedModelResponse{}
 	resp.ProtoReflect().SetUnknown(b)
+	// The hold ends once the reply is written, or the call is gone.
+	s.holds.hold(ctx, resp, release)
 	return resp, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/encoding"
@@ -26,7 +27,12 @@ import (
 // rides in the reply's unknown fields (the encoding of model_proto, field
 // 1, in both services' TrainedModelResponse), which proto.Marshal would
 // copy out as they are; replyCodec hands gRPC the shared bytes without
-// copying them. The downloads gate bounds how many models are held.
+// copying them. The downloads gate bounds how many models are held, and a
+// caller's hold (its place in the gate, its reference to the encoding)
+// ends only once gRPC has written the reply's last frame, or the call is
+// gone without a reply: gRPC cancels a call's context as soon as the reply
+// is queued, and a client that does not read would otherwise have the
+// director encode and queue model after model (replyHolds).
 
 // modelCache holds encoded trained models while callers use them.
 type modelCache struct {
@@ -130,9 +136,55 @@ func encodeModel(x *tensor.Index) ([]byte, error) {
 // replyCodec is gRPC's protobuf codec, but for a TrainedModelResponse that
 // holds nothing but unknown fields (a shared encoded model), whose
 // encoding is those bytes: it hands them to gRPC as they are.
-type replyCodec struct{ encoding.CodecV2 }
+type replyCodec struct {
+	encoding.CodecV2
+	holds *replyHolds
+}
 
-func newReplyCodec() replyCodec { return replyCodec{encoding.GetCodecV2(proto.Name)} }
+func newReplyCodec(holds *replyHolds) replyCodec {
+	return replyCodec{CodecV2: encoding.GetCodecV2(proto.Name), holds: holds}
+}
+
+// replyHolds are the holds of replies not yet handed to gRPC, by reply.
+type replyHolds struct{ m sync.Map }
+
+// hold ties release to reply: the codec takes it when it encodes the
+// reply and runs it once the transport has written it; if the call ends
+// before (the client went away, the reply was never encoded), it runs
+// when ctx ends.
+func (h *replyHolds) hold(ctx context.Context, reply any, release func()) {
+	var once sync.Once
+	rel := func() { once.Do(release) }
+	h.m.Store(reply, rel)
+	context.AfterFunc(ctx, func() {
+		if _, ok := h.m.LoadAndDelete(reply); ok {
+			rel()
+		}
+	})
+}
+
+// take returns reply's release, for the codec, and forgets it.
+func (h *replyHolds) take(reply any) func() {
+	if h == nil {
+		return nil
+	}
+	if v, ok := h.m.LoadAndDelete(reply); ok {
+		return v.(func())
+	}
+	return nil
+}
+
+// releasePool is the BufferPool of a shared encoding handed to gRPC: the
+// transport frees the buffer once it has written it, which "puts" it
+// here, which ends the caller's hold. It never hands out buffers.
+type releasePool struct{ release func() }
+
+func (p releasePool) Get(length int) *[]byte {
+	b := make([]byte, length)
+	return &b
+}
+
+func (p releasePool) Put(*[]byte) { p.release() }
 
 func (c replyCodec) Marshal(v any) (mem.BufferSlice, error) {
 	var m gproto.Message
@@ -148,7 +200,19 @@ func (c replyCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	if m != nil {
 		if raw := m.ProtoReflect().GetUnknown(); len(raw) > 0 {
-			return mem.BufferSlice{mem.SliceBuffer(raw)}, nil
+			release := c.holds.take(v)
+			switch {
+			case release == nil:
+				return mem.BufferSlice{mem.SliceBuffer(raw)}, nil
+			case mem.IsBelowBufferPoolingThreshold(cap(raw)):
+				// gRPC would not free so small a buffer through a pool:
+				// send a copy and let go now.
+				out := mem.SliceBuffer(slices.Clone(raw))
+				release()
+				return mem.BufferSlice{out}, nil
+			}
+			data := []byte(raw)
+			return mem.BufferSlice{mem.NewBuffer(&data, releasePool{release})}, nil
 		}
 	}
 	return c.CodecV2.Marshal(v)

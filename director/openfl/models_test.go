@@ -2,8 +2,11 @@ package openfl
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -53,7 +56,7 @@ func TestReplyCodec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	codec := newReplyCodec()
+	codec := newReplyCodec(nil)
 	d := &directorpb.TrainedModelResponse{}
 	d.ProtoReflect().SetUnknown(enc)
 	a := &aggregatorpb.TrainedModelResponse{}
@@ -79,5 +82,54 @@ func TestReplyCodec(t *testing.T) {
 	out, err := codec.Marshal(other)
 	if err != nil || !bytes.Equal(out.Materialize(), enc) {
 		t.Fatalf("a plain reply: %v, %x; want %x", err, out.Materialize(), enc)
+	}
+}
+
+// TestReplyHoldsLastUntilWritten: a caller's hold on a shared model ends
+// when gRPC frees the encoded reply (written), not when the call's context
+// ends (which gRPC does as soon as the reply is queued); a reply never
+// encoded lets go when its call ends.
+func TestReplyHoldsLastUntilWritten(t *testing.T) {
+	big := make([]byte, 64<<10)
+	big[0] = 0x0a // field 1, bytes: any content will do for the codec
+	holds := &replyHolds{}
+	codec := newReplyCodec(holds)
+
+	var released atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	reply := &directorpb.TrainedModelResponse{}
+	reply.ProtoReflect().SetUnknown(big)
+	holds.hold(ctx, reply, func() { released.Add(1) })
+	out, err := codec.Marshal(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the reply is queued: gRPC ends the call's context
+	time.Sleep(10 * time.Millisecond)
+	if n := released.Load(); n != 0 {
+		t.Fatalf("released %d times while the reply is still queued", n)
+	}
+	out.Free() // the transport has written it
+	if n := released.Load(); n != 1 {
+		t.Fatalf("released %d times once written, want 1", n)
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	never := &directorpb.TrainedModelResponse{}
+	never.ProtoReflect().SetUnknown(big)
+	holds.hold(ctx2, never, func() { released.Add(1) })
+	cancel2() // the call is gone before its reply was encoded
+	deadline := time.Now().Add(5 * time.Second)
+	for released.Load() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("a reply never encoded was never released")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := codec.Marshal(never); err != nil { // too late: sent without a hold
+		t.Fatal(err)
+	}
+	if n := released.Load(); n != 2 {
+		t.Fatalf("released %d times, want 2", n)
 	}
 }

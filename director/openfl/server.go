@@ -53,12 +53,13 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 		d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod),
 		submissions: director.NewGate("uploads of experiments", maxSubmissions, maxSubmissionsPerCaller),
 		archives:    director.NewGate("experiment archive downloads", math.MaxInt, maxArchivesPerCaller),
+		holds:       &replyHolds{},
 	}
 	// Who may call what is decided before a handler runs or a request's
 	// stream is read (identity before bytes), by the domain's one table;
 	// then sizes and gates.
 	opts = append(opts,
-		grpc.ForceServerCodecV2(newReplyCodec()),
+		grpc.ForceServerCodecV2(newReplyCodec(svc.holds)),
 		grpc.ChainUnaryInterceptor(errorsUnary(log), svc.authUnary, capUnary),
 		grpc.ChainStreamInterceptor(errorsStream(log), svc.authStream, svc.capStream))
 	s := grpc.NewServer(opts...)
@@ -80,8 +81,10 @@ type service struct {
 	// an envoy's archive downloads (limits.go); the director's downloads
 	// gate bounds the trained models being sent.
 	submissions, archives *director.Gate
-	// models holds trained models being sent (models.go).
+	// models holds trained models being sent, holds the callers' holds on
+	// them until their replies are written (models.go).
 	models modelCache
+	holds  *replyHolds
 }
 
 // errorsUnary maps a unary handler's error to a gRPC status on the way out.
