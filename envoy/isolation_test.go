@@ -336,3 +336,37 @@ func TestSandboxStopGivesGrace(t *testing.T) {
 		t.Error("the process group was not recorded")
 	}
 }
+
+// TestRunAsLeavesNothingRunning: a command run as another user that starts
+// a session of its own (out of the group the envoy kills) does not outlive
+// its run, so it cannot reach into the next run's folders as that user.
+func TestRunAsLeavesNothingRunning(t *testing.T) {
+	needRoot(t)
+	nobody, err := lookupAccount(testRunAs)
+	if err != nil {
+		t.Skipf("no user %s: %v", testRunAs, err)
+	}
+	marker := "977.0" + strconv.Itoa(os.Getpid()%1000)
+	c := shCommand(t, "setsid sleep "+marker+" </dev/null >/dev/null 2>&1 & sleep 0.2", 10*time.Second)
+	c.Cred = nobody.credential()
+	for _, d := range []string{filepath.Dir(c.Dir), c.Dir} { // t.TempDir's are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline"); err == nil && strings.Contains(string(b), marker) {
+			if st, err := os.ReadFile("/proc/" + d.Name() + "/stat"); err == nil && !strings.Contains(string(st), ") Z ") {
+				t.Errorf("process %d (%q) of user %s outlived its run", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '}), testRunAs)
+			}
+		}
+	}
+}

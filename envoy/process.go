@@ -155,8 +155,12 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 		werr = c.stop(pgid, exited)
 	}
 	// The leader is reaped. What it left in its group (background
-	// children, say) must not outlive the run.
+	// children, say) must not outlive the run; nor, when the command runs
+	// as a user of its own, what it started in a session of its own.
 	killGroup(pgid, reapTimeout)
+	if c.Cred != nil {
+		killUser(c.Cred.Uid)
+	}
 
 	select {
 	case <-drained:

@@ -135,15 +135,28 @@ func permName(want uint32) string {
 }
 
 // handOver makes the tree at root the account's, so that the training
-// command can use it. Nothing in it runs yet, so nothing can swap a link in
-// while it is walked; links are changed themselves, never followed.
+// command can use it. It goes children first and root last: until the end
+// every folder it reads is still the envoy's, so a process of the account
+// (one left by an earlier run, say) cannot create entries in them or swap
+// a folder for a link to elsewhere while the walk follows the path; links
+// are changed themselves (Lchown), never followed.
 func (a *account) handOver(root string) error {
-	return filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
+	fi, err := os.Lstat(root)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		entries, err := os.ReadDir(root)
 		if err != nil {
 			return err
 		}
-		return os.Lchown(path, int(a.uid), int(a.gid))
-	})
+		for _, e := range entries {
+			if err := a.handOver(filepath.Join(root, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return os.Lchown(root, int(a.uid), int(a.gid))
 }
 
 // openProduced opens a file the training command wrote, for reading by the

@@ -106,7 +106,7 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f.StringVar(&o.workDir, "work-dir", envoy.DefaultWorkDir, "directory for experiments and their logs (created if missing)")
 	f.DurationVar(&o.killGrace, "kill-grace", envoy.DefaultKillGrace, "time a stopped training command has between SIGTERM and SIGKILL")
 	f.StringVar(&o.policy, "policy", "", "the site policy (YAML): who may run jobs here, which training commands, manual approval; needs --tls-ca (see examples/site-policy.yaml)")
-	f.StringVar(&o.runAs, "run-as", "", "run the training command as this user (name or uid), which then cannot read the envoy's key or other experiments; needs the envoy to run as root")
+	f.StringVar(&o.runAs, "run-as", "", "run the training command as this user (name or uid), which then cannot read the envoy's key or other experiments; needs the envoy to run as root; give it a user of its own: every process of that user is killed when a run ends")
 	f.BoolVar(&o.allowRoot, "allow-root", false, "let the training command run as root (the envoy runs as root without --run-as, or --run-as names root)")
 	f.BoolVar(&o.sandbox, "sandbox", false, "run the training command under bubblewrap (bwrap): no network, read-only file system and shard, work dir and TLS files hidden")
 	f.BoolVar(&o.shareStderr, "share-stderr", true, "send the tail of a failed training command's stderr (site paths redacted) to the director; false sends the exit status alone")
