@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
+	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
@@ -86,7 +87,9 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	// Only envoys may make the director read a stream (the table, before
 	// this handler runs); which envoy is checked against the results'
 	// header, the stream's first bytes.
-	rep, err := s.d.ReportResults(ctx, &chunkReader{stream: stream},
+	pr := newPacedRecv(stream)
+	defer pr.stop()
+	rep, err := s.d.ReportResults(ctx, &chunkReader{recv: pr.recv},
 		func(envoy string) error { return s.checkEnvoy(ctx, method, envoy) })
 	if err != nil {
 		return err
@@ -99,14 +102,14 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 // chunkReader reads a DataStream's bytes, refusing a chunk whose size
 // differs from its bytes.
 type chunkReader struct {
-	stream aggregatorpb.Aggregator_SendLocalTaskResultsServer
-	buf    []byte
-	i      int
+	recv func() (*basepb.DataStream, error)
+	buf  []byte
+	i    int
 }
 
 func (c *chunkReader) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
-		chunk, err := c.stream.Recv()
+		chunk, err := c.recv()
 		if err != nil {
 			return 0, err // io.EOF at the stream's end
 		}
