@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/pki"
@@ -50,5 +52,20 @@ func (s *Server) caller(raw net.Conn, log *slog.Logger) (conn net.Conn, who dire
 		log.Warn("admin connection refused", api.LogErr, errors.New("no verified client certificate"))
 		return nil, director.Caller{}, false
 	}
-	return tc, director.Caller{Name: id.Name, Org: id.Org, Kind: id.Kind, Role: id.Role}, true
+	who = director.Caller{Name: id.Name, Org: id.Org, Kind: id.Kind, Role: id.Role}
+	if !pki.IsAdminRole(id.Role) {
+		// Refused before it takes a slot or sends a byte of request: a
+		// certificate that may do nothing here (an envoy's) must not hold
+		// admin connections.
+		err := director.Authorize(who, api.CmdCheckStatus)
+		if err == nil {
+			err = fmt.Errorf("%w: %s has no admin role in its certificate", api.ErrNotAllowed, id.Name)
+		}
+		log.Warn("admin connection refused", api.LogCaller, id.Name, api.LogKind, id.Kind, api.LogErr, err)
+		tc.SetDeadline(time.Now().Add(time.Second))
+		adminproto.WriteMessage(tc, s.errorReply(context.Background(), "", err))
+		tc.Close()
+		return nil, director.Caller{}, false
+	}
+	return tc, who, true
 }
