@@ -48,7 +48,15 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	}
 	size := r.size
 	x.log.Info("job archive received", api.LogBytes, size, api.LogTook, time.Since(start).Round(time.Millisecond))
-	if err := e.admit(ctx, x, path, r); err != nil {
+	// One open file from here on: what is verified is what is unpacked,
+	// whatever becomes of the path meanwhile (a manual approval may take
+	// hours).
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open job archive: %w", err)
+	}
+	defer f.Close()
+	if err := e.admit(ctx, x, f, r); err != nil {
 		return nil, err
 	}
 
@@ -56,11 +64,6 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("remove stale job folder: %w", err)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open job archive: %w", err)
-	}
-	defer f.Close()
 	if _, err := job.Unpack(f, size, dir, r.limits); err != nil {
 		return nil, err // "unpack job: ..." or "job archive: ..."
 	}
@@ -99,6 +102,11 @@ func (e *Envoy) download(ctx context.Context, id, path string) (received, error)
 			return received{}, err
 		}
 		return received{}, herr
+	}
+	// Before a byte lands on the site's disk: an archive cannot be larger
+	// than what it may unpack to, plus its directory.
+	if most := maxArchiveSize(e.cfg.ArchiveLimits); size > most {
+		return received{}, refusal("the job archive is %d bytes, more than this site accepts (%d: --max-unpacked-size and --max-archive-entries)", size, most)
 	}
 
 	tmp := path + tmpSuffix

@@ -33,3 +33,15 @@ func archiveLimits(md metadata.MD, own job.Limits) job.Limits {
 	lim.MaxArchiveRatio = lower(lim.MaxArchiveRatio, api.MDMaxArchiveRatio)
 	return lim
 }
+
+// maxEntryOverhead bounds what a zip archive the director accepts spends
+// per entry besides the data: a local and a central header, and the name
+// twice (at most 4096 bytes, job's limit).
+const maxEntryOverhead = 9 << 10
+
+// maxArchiveSize is the largest archive that can unpack within own: its
+// data (stored at worst) and each entry's headers.
+func maxArchiveSize(own job.Limits) int64 {
+	lim := own.WithDefaults()
+	return lim.MaxUnpacked + int64(lim.MaxFiles)*maxEntryOverhead + maxEntryOverhead
+}

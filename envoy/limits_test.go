@@ -1,6 +1,13 @@
 package envoy
 
 import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/metadata"
@@ -34,5 +41,26 @@ func TestArchiveLimits(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestArchiveTooLargeForTheSite: an archive announced larger than the site
+// could ever unpack is refused before a byte of it is written.
+func TestArchiveTooLargeForTheSite(t *testing.T) {
+	filler := make([]byte, 96<<10)
+	rand.Read(filler)
+	archive := mustJob(t, []string{"true"}, map[string]string{"filler": base64.StdEncoding.EncodeToString(filler)})
+	fl := newFlow(t, archive)
+	e := mustEnvoy(t, fl.fakeDirector, 10)
+	e.cfg.ArchiveLimits = job.Limits{MaxUnpacked: 1, MaxFiles: 1}
+	startRun(t, e)
+	fl.finished(t)
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.failed.GetErrorCode() != api.CodeSiteRefused || !strings.Contains(fl.failed.GetErrorDescription(), "more than this site accepts") {
+		t.Fatalf("failure %v", fl.failed)
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.WorkDir, testID, archiveName+tmpSuffix)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused archive was written: %v", err)
 	}
 }

@@ -28,13 +28,13 @@ func refusal(format string, args ...any) *failure {
 	return &failure{code: api.CodeSiteRefused, err: fmt.Errorf("refused by site: "+format, args...)}
 }
 
-// admit decides whether the archive at path may run here, before a byte of
+// admit decides whether the archive may run here, before a byte of
 // it is unpacked: the signature must verify against the envoy's CA for the
 // digest the envoy computed; the site policy, if any, must allow the signer
 // and the training command of the archive's job.json; and under manual
 // approval the site operator must approve. It returns nil to go on, or a
 // refusal.
-func (e *Envoy) admit(ctx context.Context, x *experiment, path string, r received) error {
+func (e *Envoy) admit(ctx context.Context, x *experiment, archive *os.File, r received) error {
 	signer, signed, err := e.signer(x, r)
 	if err != nil {
 		return err
@@ -49,12 +49,7 @@ func (e *Envoy) admit(ctx context.Context, x *experiment, path string, r receive
 		}
 	}
 	// job.json, read from the archive without unpacking it.
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("open job archive: %w", err)
-	}
-	info, err := job.Inspect(f, r.size, r.limits)
-	f.Close()
+	info, err := job.Inspect(archive, r.size, r.limits)
 	if err != nil {
 		return err
 	}
