@@ -182,10 +182,10 @@ func TestHeartbeatGPUStatus(t *testing.T) {
 		wantCode codes.Code
 		want     []*directorpb.CudaDeviceInfo
 	}{
-		{"reported", []*directorpb.CudaDeviceInfo{a100(0, 1 << 30), a100(1, 2 << 30)}, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 1 << 30), a100(1, 2 << 30)}},
-		{"changed", []*directorpb.CudaDeviceInfo{a100(0, 5 << 30)}, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 5 << 30)}},
-		{"none keeps", nil, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 5 << 30)}},
-		{"over the cap", make([]*directorpb.CudaDeviceInfo, maxDevices+1), codes.InvalidArgument, []*directorpb.CudaDeviceInfo{a100(0, 5 << 30)}},
+		{"reported", []*directorpb.CudaDeviceInfo{a100(0, 1<<30), a100(1, 2<<30)}, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 1<<30), a100(1, 2<<30)}},
+		{"changed", []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}},
+		{"none keeps", nil, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}},
+		{"over the cap", make([]*directorpb.CudaDeviceInfo, maxDevices+1), codes.InvalidArgument, []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
