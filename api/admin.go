@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -104,6 +106,21 @@ type Envoy struct {
 	SampleShape       []string  `json:"sampleShape"`
 	TargetShape       []string  `json:"targetShape"`
 	RegisteredAt      time.Time `json:"registeredAt"`
+	// CUDADevices is the GPU status the envoy last reported (at
+	// registration or in a heartbeat).
+	CUDADevices []CUDADevice `json:"cudaDevices"`
+}
+
+// CUDADevice is one GPU of an envoy, as OpenFL's envoy reports it
+// (openfl.director.CudaDeviceInfo).
+type CUDADevice struct {
+	Index             uint64 `json:"index"`
+	MemoryTotal       uint64 `json:"memoryTotal"`
+	MemoryUtilized    uint64 `json:"memoryUtilized"`
+	DeviceUtilization string `json:"deviceUtilization"`
+	DriverVersion     string `json:"cudaDriverVersion"`
+	CUDAVersion       string `json:"cudaVersion"`
+	Name              string `json:"name"`
 }
 
 // OriginAggregator is the origin of the metrics the director computes (the
@@ -129,4 +146,20 @@ type DirectorStatus struct {
 	Envoys       int               `json:"envoys"`
 	EnvoysOnline int               `json:"envoysOnline"`
 	Jobs         map[JobStatus]int `json:"jobs"`
+}
+
+// GPUSummary is list-envoys' GPU column: the devices' names in order
+// ("T4, T4"), a device without a name by its index, "-" for none.
+func GPUSummary(devs []CUDADevice) string {
+	if len(devs) == 0 {
+		return "-"
+	}
+	names := make([]string, len(devs))
+	for i, d := range devs {
+		names[i] = d.Name
+		if d.Name == "" {
+			names[i] = "cuda:" + strconv.FormatUint(d.Index, 10)
+		}
+	}
+	return strings.Join(names, ", ")
 }

@@ -118,8 +118,11 @@ func (d *Director) RemoveEnvoy(ctx context.Context, who Caller, name string) err
 //
 // awaiting, if not empty, names the experiment that the envoy's site holds
 // for its operator's approval; the job shows it as waiting for that site.
-func (d *Director) Heartbeat(ctx context.Context, name string, running bool, awaiting string) (stop string, err error) {
-	changed, err := d.reg.heartbeat(ctx, name, running)
+//
+// devices, if not empty, is the envoy's GPU status (JSON of
+// api.CUDADevice), which replaces the one it registered with.
+func (d *Director) Heartbeat(ctx context.Context, name string, running bool, awaiting, devices string) (stop string, err error) {
+	changed, err := d.reg.heartbeat(ctx, name, running, devices)
 	if err != nil {
 		return "", err
 	}

@@ -52,6 +52,7 @@ type experiment struct {
 	awaiting    map[string]bool // held by their site operators, not yet approved
 	aggregating bool
 	model       *roundModel // the global model of round
+	prev        *roundModel // the global model of round-1, opened for the first delta asked of round
 	deadline    *time.Timer // round_timeout of round, when job.json sets one
 
 	// modelMu guards model's file against being closed while a tensor is
@@ -82,6 +83,8 @@ func (e *experiment) closeModel() {
 	defer e.modelMu.Unlock()
 	e.model.close()
 	e.model = nil
+	e.prev.close()
+	e.prev = nil
 }
 
 // errModelUnreadable marks a stored model that cannot be read, as opposed

@@ -129,8 +129,12 @@ func (r *registry) remove(ctx context.Context, name string) error {
 
 // heartbeat records that name is alive. An unknown name is api.ErrNotFound, which
 // tells an envoy to register again. Only a status change writes to SQLite;
-// changed reports one.
-func (r *registry) heartbeat(ctx context.Context, name string, running bool) (changed bool, err error) {
+// changed reports one. devices, if not empty, replaces the envoy's GPU
+// status in memory only: utilisation changes with every heartbeat, and a
+// disk write each time would cost more than the status is worth after a
+// restart, when the next heartbeat brings it again (the registration's list
+// is on disk meanwhile).
+func (r *registry) heartbeat(ctx context.Context, name string, running bool, devices string) (changed bool, err error) {
 	r.mu.RLock()
 	e, ok := r.envoys[name]
 	r.mu.RUnlock()
@@ -143,6 +147,9 @@ func (r *registry) heartbeat(ctx context.Context, name string, running bool) (ch
 		e.lastSeen = now
 	}
 	e.running = running
+	if devices != "" {
+		e.persisted.Devices = devices
+	}
 	if e.persisted.Online && e.persisted.ExperimentRunning == running {
 		e.dirty = true
 		e.mu.Unlock()

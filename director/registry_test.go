@@ -22,7 +22,7 @@ func TestRegistryLiveness(t *testing.T) {
 	r := d.reg
 	offline := 2 * cfg.HealthCheckPeriod
 
-	if _, err := r.heartbeat(ctx, "ghost", false); !errors.Is(err, api.ErrNotFound) {
+	if _, err := r.heartbeat(ctx, "ghost", false, ""); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("heartbeat of unknown envoy: got %v, want api.ErrNotFound", err)
 	}
 	if _, err := r.register(ctx, store.Envoy{Name: "a", NSamples: 5}); err != nil {
@@ -51,7 +51,7 @@ func TestRegistryLiveness(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			clock.Add(st.advance)
 			if st.heartbeat {
-				if _, err := r.heartbeat(ctx, "a", st.running); err != nil {
+				if _, err := r.heartbeat(ctx, "a", st.running, ""); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -90,7 +90,7 @@ func TestHeartbeatWritesOnlyInBatches(t *testing.T) {
 	}
 	start := clock.Now()
 	clock.Add(3 * time.Second)
-	if _, err := r.heartbeat(ctx, "a", false); err != nil {
+	if _, err := r.heartbeat(ctx, "a", false, ""); err != nil {
 		t.Fatal(err)
 	}
 	row, _ := d.db.GetEnvoy(ctx, "a")
@@ -120,7 +120,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		}
 	}
 	clock.Add(5 * time.Second)
-	if _, err := d.reg.heartbeat(ctx, "b", false); err != nil {
+	if _, err := d.reg.heartbeat(ctx, "b", false, ""); err != nil {
 		t.Fatal(err)
 	}
 	seen := clock.Now()
@@ -195,7 +195,7 @@ func TestListingDoesNotWaitOnTheDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { _, err := r.heartbeat(ctx, "a", false); done <- err }()
+	go func() { _, err := r.heartbeat(ctx, "a", false, ""); done <- err }()
 	// The heartbeat has reached its write once its liveness is in memory.
 	for {
 		if views := r.list(); len(views) == 1 && views[0].Online {

@@ -3,9 +3,11 @@ package director
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,10 +101,17 @@ func (d *Director) NextTask(ctx context.Context, id, envoy string) (Task, error)
 
 // GlobalTensor returns the tensor name of the global model that round of
 // experiment id trains from, for one of its envoys: its layout and bytes.
-func (d *Director) GlobalTensor(ctx context.Context, id, envoy string, round int, name string) (tensor.Span, []byte, error) {
+// With tensor.FormDelta it is that tensor minus the previous round's, as
+// OpenFL's aggregator answers a delta_updates collaborator.
+func (d *Director) GlobalTensor(ctx context.Context, id, envoy string, round int, name string, form tensor.Form) (tensor.Span, []byte, error) {
 	exp, err := d.running(ctx, id, envoy)
 	if err != nil {
 		return tensor.Span{}, nil, err
+	}
+	if form == tensor.FormDelta {
+		if err := d.openPrevious(ctx, exp, round); err != nil {
+			return tensor.Span{}, nil, err
+		}
 	}
 	exp.modelMu.RLock()
 	defer exp.modelMu.RUnlock()
@@ -113,6 +122,55 @@ func (d *Director) GlobalTensor(ctx context.Context, id, envoy string, round int
 	if round != m.round {
 		return tensor.Span{}, nil, fmt.Errorf("%w: round %d is not the current round %d", api.ErrConflict, round, m.round)
 	}
+	span, data, err := readTensor(m, name)
+	if err != nil || form != tensor.FormDelta {
+		return span, data, err
+	}
+	if exp.prev == nil || exp.prev.round != round-1 {
+		// The round moved on between openPrevious and here.
+		return tensor.Span{}, nil, fmt.Errorf("%w: round %d is not the current round", api.ErrConflict, round)
+	}
+	_, base, err := readTensor(exp.prev, name)
+	if err != nil {
+		return tensor.Span{}, nil, err
+	}
+	if len(base) != len(data) {
+		return tensor.Span{}, nil, fmt.Errorf("tensor %q: round %d's model holds %d bytes, round %d's %d", name, round-1, len(base), round, len(data))
+	}
+	for i := 0; i+4 <= len(data); i += 4 {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(data[i:])) - math.Float32frombits(binary.LittleEndian.Uint32(base[i:]))
+		binary.LittleEndian.PutUint32(data[i:], math.Float32bits(v))
+	}
+	return span, data, nil
+}
+
+// openPrevious opens the global model of round-1, the base of round's
+// deltas, unless it is open. Models of past rounds stay on disk (the best
+// one may be any), so this is a read, never a recomputation.
+func (d *Director) openPrevious(ctx context.Context, exp *experiment, round int) error {
+	exp.modelMu.RLock()
+	open := exp.prev != nil && exp.prev.round == round-1
+	exp.modelMu.RUnlock()
+	if open || round < 1 {
+		return nil
+	}
+	prev, err := d.openModel(ctx, exp.id, round-1)
+	if err != nil {
+		return err
+	}
+	exp.modelMu.Lock()
+	defer exp.modelMu.Unlock()
+	if exp.model == nil || exp.model.round != round || (exp.prev != nil && exp.prev.round == round-1) {
+		prev.close() // ended, moved on, or opened by another caller meanwhile
+		return nil
+	}
+	exp.prev.close()
+	exp.prev = prev
+	return nil
+}
+
+// readTensor reads tensor name of m.
+func readTensor(m *roundModel, name string) (tensor.Span, []byte, error) {
 	span, ok := m.x.Lookup(name)
 	if !ok {
 		return tensor.Span{}, nil, fmt.Errorf("%w: the model has no tensor %q", api.ErrNotFound, name)
@@ -129,6 +187,9 @@ type Report struct {
 	Experiment string
 	Envoy      string
 	Round      int
+	// Receiver and CommonName are the results header's, which the reply
+	// echoes.
+	Receiver, CommonName string
 }
 
 // resultsHeaderMax is how much of a task results stream the director
@@ -172,7 +233,7 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	if err != nil {
 		return Report{}, err
 	}
-	rep := Report{Experiment: exp.id, Envoy: name, Round: round}
+	rep := Report{Experiment: exp.id, Envoy: name, Round: round, Receiver: h.Receiver, CommonName: h.CommonName}
 	if h.DataSize <= 0 {
 		return rep, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", api.ErrInvalid, h.DataSize)
 	}
@@ -505,8 +566,9 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		return err
 	}
 	exp.modelMu.Lock()
-	old := exp.model
-	exp.model = model
+	// The model replaced is the base of the new round's deltas.
+	old := exp.prev
+	exp.prev, exp.model = exp.model, model
 	exp.modelMu.Unlock()
 	old.close()
 	exp.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/fedplane/fedplane/api/basepb"
 )
@@ -77,4 +78,81 @@ func checkDataSize(n int64, shape []int64) error {
 		return fmt.Errorf("data_bytes has %d bytes, shape %v needs %d", n, shape, 4*elems)
 	}
 	return nil
+}
+
+// Tags OpenFL's TensorCodec puts on a NamedTensor (openfl/pipelines/
+// tensor_codec.py). A model tensor is "model" (the global model a round
+// trains from), "aggregated" (the aggregator's result of a round, the same
+// values), or "trained" (a collaborator's result); "delta" marks the
+// difference from the round's base model rather than the values;
+// "compressed" says the lossless codec encoded it (float32 bytes and the
+// shape, the only encoding fedplane speaks), "lossy_compressed" a lossy one.
+const (
+	TagModel           = "model"
+	TagAggregated      = "aggregated"
+	TagTrained         = "trained"
+	TagDelta           = "delta"
+	TagMetric          = "metric"
+	TagCompressed      = "compressed"
+	TagLossyCompressed = "lossy_compressed"
+)
+
+// Form is which form of a global tensor a GetAggregatedTensor request
+// asks for.
+type Form int
+
+const (
+	// FormValues is the tensor of the round's global model.
+	FormValues Form = iota
+	// FormDelta is the round's global tensor minus the previous round's,
+	// what an OpenFL collaborator with delta_updates asks for after round
+	// 0 ("aggregated", "delta", "compressed").
+	FormDelta
+)
+
+// RequestedForm reads the tags of a GetAggregatedTensor request for a tensor
+// of round: which form of the global tensor they ask for, and the tags of
+// the reply as OpenFL's aggregator gives them. OpenFL's aggregator looks
+// the tensor up without its codec tag and its lossless codec adds
+// "compressed" back; its tag tuples are sorted sets (change_tags), so a
+// request for ("model",) gets ("compressed", "model") and one for
+// ("aggregated", "delta", "compressed") gets ("aggregated", "compressed",
+// "delta"). No tags at all ask for the model too, as fedplane's tests and
+// older envoys send them. A delta before round 1 has no base: OpenFL's
+// aggregator has no such tensor either.
+func RequestedForm(tags []string, round int) (Form, []string, error) {
+	set := map[string]bool{}
+	for _, t := range tags {
+		switch t {
+		case TagCompressed:
+		case TagLossyCompressed:
+			// OpenFL asks lossy only with a lossy pipeline; the reply is
+			// lossless either way, as OpenFL's own aggregator answers
+			// require_lossless requests.
+		default:
+			set[t] = true
+		}
+	}
+	form := FormValues
+	switch {
+	case len(set) == 0, len(set) == 1 && (set[TagModel] || set[TagAggregated] || set[TagTrained]):
+		if len(set) == 0 {
+			set[TagModel] = true
+		}
+	case len(set) == 2 && set[TagAggregated] && set[TagDelta]:
+		if round < 1 {
+			return 0, nil, fmt.Errorf("tags %q ask for a delta of round %d; deltas exist from round 1 on", tags, round)
+		}
+		form = FormDelta
+	default:
+		return 0, nil, fmt.Errorf("tags %q name no form of the global model (one of %q, %q, %q, or %q with %q, each optionally %q)",
+			tags, TagModel, TagAggregated, TagTrained, TagAggregated, TagDelta, TagCompressed)
+	}
+	set[TagCompressed] = true
+	reply := make([]string, 0, len(set))
+	for t := range set {
+		reply = append(reply, t)
+	}
+	slices.Sort(reply)
+	return form, reply, nil
 }

@@ -413,8 +413,11 @@ func (c *chunkWriter) Close() error {
 // TaskResults is a TaskResults message indexed in place: the small fields
 // decoded, the model tensors' data left in the file.
 type TaskResults struct {
-	Header  TaskResultsHeader
-	Model   *Index   // the non-report tensors; Offsets point at data_bytes inside the file
+	Header TaskResultsHeader
+	// Model is the non-report tensors; Offsets point at data_bytes inside
+	// the file. A span with Delta set holds the difference from the
+	// round's model (OpenFL's delta_updates), not the values.
+	Model   *Index
 	Metrics []Metric // the report tensors, in the order sent
 }
 
@@ -622,6 +625,7 @@ func (d *wireReader) str(f field, what string) (string, error) {
 type wireTensor struct {
 	name             string
 	report           bool
+	delta            bool // tagged "delta": the difference from the round's model
 	shape            []int64
 	hasShape         bool
 	dataOff, dataLen int64
@@ -684,7 +688,7 @@ func (d *wireReader) taskResults() (*TaskResults, error) {
 			if err := checkDataSize(t.dataLen, t.shape); err != nil {
 				return fmt.Errorf("tensor %q: %w", t.name, err)
 			}
-			spans = append(spans, Span{Name: t.name, DType: F32, Shape: t.shape, Offset: t.dataOff, Size: t.dataLen})
+			spans = append(spans, Span{Name: t.name, DType: F32, Shape: t.shape, Offset: t.dataOff, Size: t.dataLen, Delta: t.delta})
 		}
 		return err
 	})
@@ -732,12 +736,22 @@ func (d *wireReader) tensor(f field, i int) (wireTensor, error) {
 		case g.num == fieldReport && g.typ == protowire.VarintType:
 			t.report = g.v != 0
 		case g.num == fieldTags && g.typ == protowire.BytesType:
-			// Tags are not kept, only bounded and checked as
-			// proto.Unmarshal checks them.
+			// Tags are bounded and checked as proto.Unmarshal checks
+			// them; of their meanings only a delta and a lossy encoding
+			// matter here (see RequestedForm for the others).
 			if tags++; tags > MaxTags {
 				return fmt.Errorf("more than %d tags", MaxTags)
 			}
-			_, err = d.str(g, "tag")
+			var tag string
+			if tag, err = d.str(g, "tag"); err != nil {
+				return err
+			}
+			switch tag {
+			case TagDelta:
+				t.delta = true
+			case TagLossyCompressed:
+				return fmt.Errorf("tagged %q: a lossy compression pipeline's encoding; use the lossless one (OpenFL's default NoCompressionPipeline)", tag)
+			}
 		case g.num == fieldMetadata && g.typ == protowire.BytesType:
 			if metas++; metas > maxMetadata {
 				return fmt.Errorf("more than %d transformer_metadata", maxMetadata)

@@ -54,6 +54,10 @@ type Span struct {
 	Shape  []int64 // empty for a scalar
 	Offset int64   // absolute offset in the file
 	Size   int64   // bytes
+	// Delta marks a tensor of task results that holds the difference from
+	// the round's global tensor, not the values (an OpenFL collaborator
+	// with delta_updates sends these). FedAvg adds the base back.
+	Delta bool
 }
 
 // Elements returns the number of elements of s's shape, or -1 if a

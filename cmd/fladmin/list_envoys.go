@@ -16,7 +16,8 @@ func newListEnvoysCmd(f *factory) *cobra.Command {
 		Use:   "list-envoys",
 		Short: "List the federation's envoys and whether they are online",
 		Long: `List the federation's envoys: whether each is online, when the director
-last heard from it, the experiment it runs, and its shard.
+last heard from it, the experiment it runs, its GPUs (as an OpenFL envoy
+reports them; -o json lists each device) and its shard.
 
 The director answers a page of envoys at a time (list_envoys -a NAME -m N);
 fladmin asks for every page and prints the envoys as they arrive, so a
@@ -40,7 +41,7 @@ table is drawn once every envoy is in.`,
 }
 
 // envoyHeader is list-envoys' table header.
-var envoyHeader = []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"}
+var envoyHeader = []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "GPU", "SHARD"}
 
 // printEnvoys prints the envoys as a table: row by row as they arrive when
 // stdout is not a terminal, boxed once all are in when it is (the columns'
@@ -63,7 +64,7 @@ func (f *factory) printEnvoys(ctx context.Context) error {
 		if exp == "" {
 			exp = "-"
 		}
-		row := []string{e.Name, yesNo(e.Online), fmtTime(e.LastSeen), exp, strconv.FormatUint(e.Samples, 10), e.Shard}
+		row := []string{e.Name, yesNo(e.Online), fmtTime(e.LastSeen), exp, strconv.FormatUint(e.Samples, 10), api.GPUSummary(e.CUDADevices), e.Shard}
 		if tty {
 			rows = append(rows, row)
 			return nil

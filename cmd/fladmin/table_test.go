@@ -172,18 +172,19 @@ func TestIsTerminal(t *testing.T) {
 func TestListEnvoysOutput(t *testing.T) {
 	srv := startFakeAdmin(t, ok(map[string]any{"envoys": []any{
 		map[string]any{"name": "site-a", "online": true, "lastSeen": "0001-01-01T00:00:00Z", "samples": 42, "shard": "hospital A"},
-		map[string]any{"name": "site-b", "online": false, "experiment": "3f2a", "samples": 7},
+		map[string]any{"name": "site-b", "online": false, "experiment": "3f2a", "samples": 7, "cudaDevices": []any{
+			map[string]any{"index": 0, "name": "T4", "memoryTotal": 16 << 30}, map[string]any{"index": 1}}},
 	}}))
 	out, stderr, code := runFladminTTY(t, srv.addr, false, "list-envoys")
-	want := "NAME\tONLINE\tLAST SEEN\tEXPERIMENT\tSAMPLES\tSHARD\n" +
-		"site-a\tyes\t-\t-\t42\thospital A\n" +
-		"site-b\tno\t-\t3f2a\t7\t\n"
+	want := "NAME\tONLINE\tLAST SEEN\tEXPERIMENT\tSAMPLES\tGPU\tSHARD\n" +
+		"site-a\tyes\t-\t-\t42\t-\thospital A\n" +
+		"site-b\tno\t-\t3f2a\t7\tT4, cuda:1\t\n"
 	if code != 0 || out != want {
 		t.Fatalf("pipe: exit %d, stderr %q, stdout %q; want %q", code, stderr, out, want)
 	}
 	out, stderr, code = runFladminTTY(t, srv.addr, true, "list-envoys")
-	want = batchTable(t, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"},
-		[][]string{{"site-a", "yes", "-", "-", "42", "hospital A"}, {"site-b", "no", "-", "3f2a", "7", ""}})
+	want = batchTable(t, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "GPU", "SHARD"},
+		[][]string{{"site-a", "yes", "-", "-", "42", "-", "hospital A"}, {"site-b", "no", "-", "3f2a", "7", "T4, cuda:1", ""}})
 	if code != 0 || out != want {
 		t.Fatalf("terminal: exit %d, stderr %q, stdout\n%s\nwant\n%s", code, stderr, out, want)
 	}

@@ -231,7 +231,7 @@ func (s *Server) listEnvoys(ctx context.Context, req *request) (*adminproto.Mess
 	}
 	views, total, more := s.d.EnvoysPage(*after, *maxEnvoys)
 	rows := make([][]string, 0, len(views)+1)
-	rows = append(rows, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "SHARD"})
+	rows = append(rows, []string{"NAME", "ONLINE", "LAST SEEN", "EXPERIMENT", "SAMPLES", "GPU", "SHARD"})
 	// The list is encoded here, by hand: see jsonenc.go.
 	envoys := make([]byte, 0, 256*len(views)+2)
 	envoys = append(envoys, '[')
@@ -249,9 +249,9 @@ func (s *Server) listEnvoys(ctx context.Context, req *request) (*adminproto.Mess
 			Name: v.Name, Online: v.Online, LastSeen: v.LastSeen, ExperimentRunning: v.ExperimentRunning, Experiment: v.Experiment,
 			Samples: v.NSamples, Shard: v.Description, SampleShape: v.SampleShape, TargetShape: v.TargetShape,
 			RegisteredAt: v.RegisteredAt,
-		})
+		}, v.Devices)
 		row := []string{v.Name, strconv.FormatBool(v.Online), v.LastSeen.Format(time.RFC3339), v.Experiment,
-			strconv.FormatUint(v.NSamples, 10), v.Description}
+			strconv.FormatUint(v.NSamples, 10), gpuColumn(v.Devices), v.Description}
 		rows = append(rows, row)
 		size += len(envoys) - start
 		for _, c := range row {

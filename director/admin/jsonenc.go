@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -91,7 +92,20 @@ func appendJSONStrings(b []byte, ss []string) []byte {
 }
 
 // appendEnvoyJSON appends e as encoding/json encodes an api.Envoy.
-func appendEnvoyJSON(b []byte, e *api.Envoy) []byte {
+//
+// devices is the envoy's stored GPU list, JSON of api.CUDADevice that the
+// director wrote itself; it goes out as is, "" as an empty list.
+// gpuColumn is the GPU column of an envoy whose stored device list is
+// devices.
+func gpuColumn(devices string) string {
+	var devs []api.CUDADevice
+	if devices != "" && devices != "[]" && json.Unmarshal([]byte(devices), &devs) != nil {
+		return "?"
+	}
+	return api.GPUSummary(devs)
+}
+
+func appendEnvoyJSON(b []byte, e *api.Envoy, devices string) []byte {
 	b = append(b, `{"name":`...)
 	b = appendJSONString(b, e.Name)
 	b = append(b, `,"online":`...)
@@ -112,5 +126,10 @@ func appendEnvoyJSON(b []byte, e *api.Envoy) []byte {
 	b = appendJSONStrings(b, e.TargetShape)
 	b = append(b, `,"registeredAt":`...)
 	b = appendJSONTime(b, e.RegisteredAt)
+	b = append(b, `,"cudaDevices":`...)
+	if devices == "" || devices == "null" {
+		devices = "[]"
+	}
+	b = append(b, devices...)
 	return append(b, '}')
 }

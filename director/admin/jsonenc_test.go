@@ -40,7 +40,7 @@ func TestAppendEnvoyJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	pick := func() string { return jsonStrings[rng.IntN(len(jsonStrings))] }
 	zones := []*time.Location{time.UTC, time.FixedZone("x", -(3*3600 + 30*60)), time.Local}
-	envoys := []api.Envoy{{}, {SampleShape: []string{}, TargetShape: []string{""}}}
+	envoys := []api.Envoy{{CUDADevices: []api.CUDADevice{}}, {SampleShape: []string{}, TargetShape: []string{""}, CUDADevices: []api.CUDADevice{}}}
 	for range 200 {
 		e := api.Envoy{
 			Name: pick(), Online: rng.IntN(2) == 0, Experiment: pick(), ExperimentRunning: rng.IntN(2) == 0,
@@ -54,6 +54,10 @@ func TestAppendEnvoyJSON(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			e.TargetShape = []string{pick()}
 		}
+		e.CUDADevices = []api.CUDADevice{}
+		for i := range rng.IntN(3) {
+			e.CUDADevices = append(e.CUDADevices, api.CUDADevice{Index: uint64(i), MemoryTotal: 16 << 30, Name: pick(), CUDAVersion: "12.4"})
+		}
 		envoys = append(envoys, e)
 	}
 	for _, e := range envoys {
@@ -61,7 +65,11 @@ func TestAppendEnvoyJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := appendEnvoyJSON(nil, &e); string(got) != string(want) {
+		devs, err := json.Marshal(e.CUDADevices)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendEnvoyJSON(nil, &e, string(devs)); string(got) != string(want) {
 			t.Fatalf("appendEnvoyJSON = %s\nencoding/json gives %s", got, want)
 		}
 	}

@@ -26,11 +26,27 @@ type aggregatorService struct {
 // while others have not yet.
 const waitSeconds = 1
 
-// directorName is MessageHeader.sender of the director's replies.
+// directorName is MessageHeader.sender of the director's replies to a
+// request that names no receiver.
 const directorName = "director"
 
+// replyHeader is the header of the reply to a request with header h, as
+// OpenFL's aggregator fills it (aggregator_server.py get_header) and its
+// collaborator checks it (aggregator_client.py validate_response): sent by
+// the aggregator the request addressed ("aggregator_" + federation_uuid
+// for an OpenFL collaborator, "director" for fedplane's envoy), to the
+// request's sender, with its federation and common name echoed.
 func replyHeader(h *aggregatorpb.MessageHeader) *aggregatorpb.MessageHeader {
-	return &aggregatorpb.MessageHeader{Sender: directorName, Receiver: h.GetSender(), FederationUuid: h.GetFederationUuid()}
+	sender := h.GetReceiver()
+	if sender == "" {
+		sender = directorName
+	}
+	return &aggregatorpb.MessageHeader{
+		Sender:                  sender,
+		Receiver:                h.GetSender(),
+		FederationUuid:          h.GetFederationUuid(),
+		SingleColCertCommonName: h.GetSingleColCertCommonName(),
+	}
 }
 
 // GetTasks hands an envoy the train task of the current round, tells it to
@@ -58,21 +74,30 @@ func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetT
 }
 
 // GetAggregatedTensor returns one tensor of the global model of the round
-// being trained, in OpenFL's tensor encoding.
+// being trained, or its delta from the round before, as OpenFL's
+// aggregator encodes it: the requested round, the requested tags with the
+// lossless codec's "compressed" (tensor.RequestedForm), lossless, and the
+// shape in one MetadataProto.
 func (s *aggregatorService) GetAggregatedTensor(ctx context.Context, req *aggregatorpb.GetAggregatedTensorRequest) (*aggregatorpb.GetAggregatedTensorResponse, error) {
 	h := req.GetHeader()
 	if err := s.checkEnvoy(ctx, "GetAggregatedTensor", h.GetSender()); err != nil {
 		return nil, err
 	}
 	round := int(req.GetRoundNumber())
-	span, data, err := s.d.GlobalTensor(ctx, h.GetFederationUuid(), h.GetSender(), round, req.GetTensorName())
+	form, tags, err := tensor.RequestedForm(req.GetTags(), round)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tensor %q: %w", api.ErrInvalid, req.GetTensorName(), err)
+	}
+	span, data, err := s.d.GlobalTensor(ctx, h.GetFederationUuid(), h.GetSender(), round, req.GetTensorName(), form)
 	if err != nil {
 		return nil, err
 	}
+	nt := tensor.NamedTensor(span, data, tags, false)
+	nt.RoundNumber = int32(round)
 	return &aggregatorpb.GetAggregatedTensorResponse{
 		Header:      replyHeader(h),
 		RoundNumber: int32(round),
-		Tensor:      tensor.NamedTensor(span, data, []string{"model"}, false),
+		Tensor:      nt,
 	}, nil
 }
 
@@ -95,7 +120,7 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 		return err
 	}
 	return stream.SendAndClose(&aggregatorpb.SendLocalTaskResultsResponse{
-		Header: replyHeader(&aggregatorpb.MessageHeader{Sender: rep.Envoy, FederationUuid: rep.Experiment}),
+		Header: replyHeader(&aggregatorpb.MessageHeader{Sender: rep.Envoy, Receiver: rep.Receiver, FederationUuid: rep.Experiment, SingleColCertCommonName: rep.CommonName}),
 	})
 }
 

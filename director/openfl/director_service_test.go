@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
@@ -147,6 +148,61 @@ func TestUpdateEnvoyStatusAndGetEnvoys(t *testing.T) {
 	}
 	if d := si.GetNodeInfo().GetCudaDevices(); len(d) != 1 || d[0].GetName() != "T4" || d[0].GetMemoryTotal() != 16<<30 {
 		t.Fatalf("cuda devices: got %v", d)
+	}
+}
+
+// TestHeartbeatGPUStatus: the GPU status an OpenFL envoy sends with every
+// UpdateEnvoyStatus replaces the registration's, GetEnvoys returns it, a
+// heartbeat without devices (fedplane's envoy, a site without GPUs) keeps
+// it, and a list over the caps is refused as at registration.
+func TestHeartbeatGPUStatus(t *testing.T) {
+	ctx := context.Background()
+	cfg := testCfg(t, newFakeClock())
+	c := mustServeBufconn(t, mustNew(t, cfg))
+	req := shard("site-1", 100, cfg.SampleShape, cfg.TargetShape)
+	req.ShardInfo.NodeInfo.CudaDevices = []*directorpb.CudaDeviceInfo{{Index: 0, Name: "T4"}}
+	if _, err := c.dir.UpdateShardInfo(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	a100 := func(i uint64, used uint64) *directorpb.CudaDeviceInfo {
+		return &directorpb.CudaDeviceInfo{Index: i, MemoryTotal: 80 << 30, MemoryUtilized: used, DeviceUtilization: "37%",
+			CudaDriverVersion: "550.54", CudaVersion: "12.4", Name: "A100"}
+	}
+	devices := func() []*directorpb.CudaDeviceInfo {
+		t.Helper()
+		resp, err := c.dir.GetEnvoys(ctx, &directorpb.GetEnvoysRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetEnvoyInfos()[0].GetShardInfo().GetNodeInfo().GetCudaDevices()
+	}
+	tests := []struct {
+		name     string
+		devs     []*directorpb.CudaDeviceInfo
+		wantCode codes.Code
+		want     []*directorpb.CudaDeviceInfo
+	}{
+		{"reported", []*directorpb.CudaDeviceInfo{a100(0, 1<<30), a100(1, 2<<30)}, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 1<<30), a100(1, 2<<30)}},
+		{"changed", []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}},
+		{"none keeps", nil, codes.OK, []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}},
+		{"over the cap", make([]*directorpb.CudaDeviceInfo, maxDevices+1), codes.InvalidArgument, []*directorpb.CudaDeviceInfo{a100(0, 5<<30)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.dir.UpdateEnvoyStatus(ctx, &directorpb.UpdateEnvoyStatusRequest{Name: "site-1", CudaDevices: tt.devs})
+			if status.Code(err) != tt.wantCode {
+				t.Fatalf("UpdateEnvoyStatus: got %v, want %v", err, tt.wantCode)
+			}
+			got := devices()
+			if len(got) != len(tt.want) {
+				t.Fatalf("devices: got %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if !proto.Equal(got[i], tt.want[i]) {
+					t.Fatalf("device %d: got %v, want %v", i, got[i], tt.want[i])
+				}
+			}
+		})
 	}
 }
 

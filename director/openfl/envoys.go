@@ -33,30 +33,20 @@ type directorService struct {
 // any size up to api.ChunkSize.
 const archiveChunk = 32<<10 - 16
 
-// cudaDevice is the stored form of directorpb.CudaDeviceInfo.
-type cudaDevice struct {
-	Index             uint64 `json:"index"`
-	MemoryTotal       uint64 `json:"memoryTotal"`
-	MemoryUtilized    uint64 `json:"memoryUtilized"`
-	DeviceUtilization string `json:"deviceUtilization"`
-	DriverVersion     string `json:"cudaDriverVersion"`
-	CUDAVersion       string `json:"cudaVersion"`
-	Name              string `json:"name"`
-}
-
 // Caps on an envoy's CUDA device list, stored with its shard info.
 const (
 	maxDevices     = 64
 	maxDeviceField = 256
 )
 
-// encodeDevices encodes an envoy's CUDA devices for the store, refusing a
-// list over the caps.
+// encodeDevices encodes an envoy's CUDA devices for the store (JSON of
+// api.CUDADevice, which list_envoys passes on as is), refusing a list over
+// the caps.
 func encodeDevices(devs []*directorpb.CudaDeviceInfo) (string, error) {
 	if len(devs) > maxDevices {
 		return "", fmt.Errorf("%w: node_info.cuda_devices has %d devices, over the cap of %d", api.ErrInvalid, len(devs), maxDevices)
 	}
-	out := make([]cudaDevice, 0, len(devs))
+	out := make([]api.CUDADevice, 0, len(devs))
 	for i, d := range devs {
 		for _, f := range []struct{ name, v string }{
 			{"device_utilization", d.GetDeviceUtilization()}, {"cuda_driver_version", d.GetCudaDriverVersion()},
@@ -66,7 +56,7 @@ func encodeDevices(devs []*directorpb.CudaDeviceInfo) (string, error) {
 				return "", fmt.Errorf("%w: node_info.cuda_devices[%d].%s of %d bytes exceeds the cap of %d", api.ErrInvalid, i, f.name, len(f.v), maxDeviceField)
 			}
 		}
-		out = append(out, cudaDevice{
+		out = append(out, api.CUDADevice{
 			Index: d.GetIndex(), MemoryTotal: d.GetMemoryTotal(), MemoryUtilized: d.GetMemoryUtilized(),
 			DeviceUtilization: d.GetDeviceUtilization(), DriverVersion: d.GetCudaDriverVersion(),
 			CUDAVersion: d.GetCudaVersion(), Name: d.GetName(),
@@ -77,7 +67,7 @@ func encodeDevices(devs []*directorpb.CudaDeviceInfo) (string, error) {
 }
 
 func decodeDevices(s string) []*directorpb.CudaDeviceInfo {
-	var devs []cudaDevice
+	var devs []api.CUDADevice
 	if json.Unmarshal([]byte(s), &devs) != nil {
 		return nil
 	}
@@ -137,13 +127,24 @@ func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb
 	if err := s.checkEnvoy(ctx, "UpdateEnvoyStatus", name); err != nil {
 		return nil, err
 	}
-	var awaiting string
+	var (
+		awaiting string
+		err      error
+	)
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get(api.MDAwaitingApproval); len(v) == 1 && api.ValidateName("experiment", v[0]) == nil {
 			awaiting = v[0]
 		}
 	}
-	stop, err := s.d.Heartbeat(ctx, name, req.GetIsExperimentRunning(), awaiting)
+	var devs string
+	if len(req.GetCudaDevices()) > 0 {
+		// An envoy without GPUs, or fedplane's, sends none: the list of its
+		// registration stands.
+		if devs, err = encodeDevices(req.GetCudaDevices()); err != nil {
+			return nil, err
+		}
+	}
+	stop, err := s.d.Heartbeat(ctx, name, req.GetIsExperimentRunning(), awaiting, devs)
 	if err != nil {
 		return nil, err
 	}
