@@ -20,6 +20,30 @@ const (
 	CmdGetMetrics  = "get_metrics"
 	CmdCheckStatus = "check_status"
 	CmdRemoveEnvoy = "remove_envoy"
+	// CmdDownloadJobFile is the second step of FLARE's two-step download
+	// (download_job lists the files and opens a transaction).
+	CmdDownloadJobFile = "download_job_file"
+	// CmdDownloadJobZip is fedplane's single-step download: one binary
+	// reply whose body is a zip of the job's results (fladmin uses it).
+	CmdDownloadJobZip = "download_job_zip"
+)
+
+// The session commands FLARE 2.6's admin client sends besides the commands
+// it is asked to run: it logs in with its certificate, builds its command
+// registry from _commands, checks its session now and then and logs out.
+const (
+	CmdCertLogin    = "_cert_login"
+	CmdCommands     = "_commands"
+	CmdCheckSession = "_check_session"
+	CmdLogout       = "_logout"
+)
+
+// Command scopes, as FLARE 2.6 groups its commands; a command may be sent
+// as SCOPE.NAME or NAME. fedplane's own commands are in ScopeFedplane.
+const (
+	ScopeJobMgmt  = "job_mgmt"
+	ScopeTraining = "training"
+	ScopeFedplane = "fedplane"
 )
 
 // Page sizes of list_envoys (-m): a reply holds at most MaxEnvoyPage
@@ -57,7 +81,26 @@ const (
 	MetaEnvoy     = "envoy" // remove_envoy: the envoy forgotten
 	// MetaUser, in a request, names the caller to a director without TLS.
 	MetaUser = "user"
+
+	// FLARE 2.6's keys (nvflare/fuel/hci/proto.py MetaKey).
+	MetaJobMeta    = "job_meta"    // get_job_meta: the job as FLARE's job meta
+	MetaFiles      = "files"       // download_job: the files to fetch, relative paths
+	MetaTxID       = "tx_id"       // download_job: the download transaction
+	MetaFolderName = "folder_name" // download_job: the folder the files land in
+	MetaCmdName    = "cmd_name"    // download_job: the command that fetches each file
+	// MetaJobFolderName, in submit_job's reply, is the job folder's name as
+	// the request gave it.
+	MetaJobFolderName = "job_folder_name"
 )
+
+// FlareJob is one job of list_jobs' meta "jobs": a Job plus the keys FLARE
+// 2.6's clients read, which Job does not already carry (job_id, status and
+// duration it does).
+type FlareJob struct {
+	Job
+	JobName       string `json:"job_name"`
+	SubmitTimeISO string `json:"submit_time"` // as FLARE's submit_time_iso
+}
 
 // Job is a job as admin replies carry it (meta "job" and "jobs") and as a
 // download's status.json holds it.

@@ -107,6 +107,15 @@ var rules = map[string]Rule{
 	api.CmdDeleteJob:   {Who: Admins, Right: RightManageOwn},
 	api.CmdDownloadJob: {Who: Admins, Right: RightManageOwn},
 	api.CmdRemoveEnvoy: {Who: Admins, Right: RightProjectAdmin},
+	// FLARE 2.6's client: the second step of download_job, and its login
+	// and session commands (any admin logs in; what it may do is checked
+	// per command all the same).
+	api.CmdDownloadJobFile: {Who: Admins, Right: RightManageOwn},
+	api.CmdDownloadJobZip:  {Who: Admins, Right: RightManageOwn},
+	api.CmdCertLogin:       {Who: Admins, Right: RightView},
+	api.CmdCommands:        {Who: Admins, Right: RightView},
+	api.CmdCheckSession:    {Who: Admins, Right: RightView},
+	api.CmdLogout:          {Who: Admins, Right: RightView},
 }
 
 // RuleOf returns the rule of a gRPC full method name or an admin command,

@@ -17,6 +17,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -140,7 +141,19 @@ type IssueOptions struct {
 	Role  string   // admin only: RoleProjectAdmin, RoleLead or RoleMember (default RoleMember)
 	Org   string   // the subject's O, if any
 	Days  int      // validity, DefaultCertDays if 0; cut to the CA's own expiry
+	// KeyType is KeyECDSA (the default) or, for admins only, KeyRSA.
+	KeyType string
 }
+
+// Key types of IssueOptions.KeyType. ECDSA P-256 is the default. RSA is
+// for admins who use NVIDIA FLARE's own tools, which sign job folders
+// with RSA-PSS and cannot sign with any other key.
+const (
+	KeyECDSA = "ecdsa"
+	KeyRSA   = "rsa"
+	// RSABits is the size of RSA keys, FLARE's own.
+	RSABits = 2048
+)
 
 // Issue signs a certificate with the CA in dir and writes dir/NAME.crt and
 // dir/NAME.key (0644 and 0600). The subject is CN = Name, O = Org, and OU = the
@@ -165,7 +178,12 @@ func Issue(dir string, o IssueOptions) error {
 		return err
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var key crypto.Signer
+	if o.KeyType == KeyRSA {
+		key, err = rsa.GenerateKey(rand.Reader, RSABits)
+	} else {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
@@ -239,6 +257,15 @@ func (o IssueOptions) check() error {
 		}
 	default:
 		return fmt.Errorf("%w: unknown kind %q; want %s, %s or %s", api.ErrInvalid, o.Kind, KindDirector, KindEnvoy, KindAdmin)
+	}
+	switch o.KeyType {
+	case "", KeyECDSA:
+	case KeyRSA:
+		if o.Kind != KindAdmin {
+			return fmt.Errorf("%w: key type %s given for a %s certificate; only admin certificates may have RSA keys (for NVIDIA FLARE's tools)", api.ErrInvalid, KeyRSA, o.Kind)
+		}
+	default:
+		return fmt.Errorf("%w: unknown key type %q; want %s or %s", api.ErrInvalid, o.KeyType, KeyECDSA, KeyRSA)
 	}
 	if o.Kind != KindDirector && len(o.Hosts) > 0 {
 		return fmt.Errorf("%w: hosts given for a %s certificate; only director certificates carry hosts", api.ErrInvalid, o.Kind)
@@ -329,7 +356,7 @@ func parseKey(keyPEM []byte) (crypto.Signer, error) {
 // writePair writes a certificate and its key (PKCS #8) durably. If the
 // certificate cannot be written the key is removed again, so a failure
 // leaves nothing that would block a retry.
-func writePair(crtPath, keyPath string, der []byte, key *ecdsa.PrivateKey) error {
+func writePair(crtPath, keyPath string, der []byte, key crypto.Signer) error {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return fmt.Errorf("encode key: %w", err)

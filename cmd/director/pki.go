@@ -91,13 +91,19 @@ func (o *pkiInitOptions) run(w io.Writer) error {
 
 // pkiIssueOptions are the flags of `director pki issue`.
 type pkiIssueOptions struct {
-	dir   string
-	kind  string
-	name  string
-	hosts []string
-	role  string
-	org   string
-	days  int
+	dir     string
+	kind    string
+	name    string
+	hosts   []string
+	role    string
+	org     string
+	days    int
+	keyType string
+	// FLARE's admin startup kit (--kind admin).
+	kit       string
+	adminHost string
+	adminPort int
+	flPort    int
 }
 
 func newPKIIssueCmd() *cobra.Command {
@@ -129,15 +135,38 @@ with a dot, at most 128 bytes.
                    project_admin (anything), lead (submit jobs and manage
                    its own) or member (view only, the default).
 
---org sets the O of any kind. issue refuses to replace existing files.`,
+--org sets the O of any kind. issue refuses to replace existing files.
+
+For an admin who uses NVIDIA FLARE 2.6's own admin console or FLARE API
+session (see the README's compatibility table):
+
+  --key-type rsa       an RSA key instead of ECDSA P-256: FLARE's client
+                       signs each job folder with RSA-PSS before it
+                       uploads it, and cannot with an ECDSA key.
+  --startup-kit DIR    also write FLARE's admin startup kit into DIR:
+                       startup/fed_admin.json naming the director's admin
+                       port (--admin-host, --admin-port; --fl-port is the
+                       gRPC port, which the kit names too),
+                       startup/client.crt, client.key and rootCA.pem, and
+                       startup/fl_admin.sh, which starts FLARE's console.
+                       Point FLARE's tools at DIR (new_secure_session's
+                       startup_kit_location, or run startup/fl_admin.sh).`,
 		Example: `  # Envoys dial fl.example.org:50051, fladmin on the same LAN dials 10.0.0.7:8003:
   director pki issue --dir pki --kind director --name director --host fl.example.org --host 10.0.0.7
   director pki issue --dir pki --kind envoy --name env_one --org "Hospital A"
-  director pki issue --dir pki --kind admin --name alice --role lead --org "Lab B"`,
+  director pki issue --dir pki --kind admin --name alice --role lead --org "Lab B"
+  # An admin who uses FLARE 2.6's console, director's admin port at fl.example.org:8003:
+  director pki issue --dir pki --kind admin --name carol --role lead --key-type rsa \
+    --startup-kit carol-kit --admin-host fl.example.org`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.OutOrStdout()) },
 	}
 	f := cmd.Flags()
+	f.StringVar(&o.keyType, "key-type", pki.KeyECDSA, "admin only: key type, ecdsa or rsa (rsa for FLARE's tools, which sign job folders with RSA-PSS)")
+	f.StringVar(&o.kit, "startup-kit", "", "admin only: also write FLARE 2.6's admin startup kit into this directory")
+	f.StringVar(&o.adminHost, "admin-host", "localhost", "with --startup-kit: the host FLARE's client dials for the director's admin port")
+	f.IntVar(&o.adminPort, "admin-port", 8003, "with --startup-kit: the director's admin port")
+	f.IntVar(&o.flPort, "fl-port", 50051, "with --startup-kit: the director's gRPC port")
 	f.StringVar(&o.dir, "dir", "", "directory of the CA; the certificate is written there (required)")
 	f.StringVar(&o.kind, "kind", "", "certificate kind: director, envoy or admin (required)")
 	f.StringVar(&o.name, "name", "", "the certificate's CN and file name; an envoy's name for --kind envoy (required)")
@@ -158,20 +187,37 @@ func (o *pkiIssueOptions) run(w io.Writer) error {
 		return cli.Usagef("--name is required")
 	case o.days <= 0:
 		return cli.Usagef("--days %d: must be positive", o.days)
+	case o.kit != "" && o.kind != pki.KindAdmin:
+		return cli.Usagef("--startup-kit is for --kind admin: it is FLARE's admin startup kit")
+	}
+	kit := pki.FlareKitOptions{Name: o.name, AdminHost: o.adminHost, AdminPort: o.adminPort, FLPort: o.flPort}
+	if o.kit != "" {
+		// Check the kit's options before the certificate is issued, so a
+		// typo does not leave a certificate without its kit.
+		if err := pki.CheckFlareKit(kit); err != nil {
+			return pkiError("startup kit", err)
+		}
 	}
 	err := pki.Issue(o.dir, pki.IssueOptions{
-		Kind:  o.kind,
-		Name:  o.name,
-		Hosts: o.hosts,
-		Role:  o.role,
-		Org:   o.org,
-		Days:  o.days,
+		Kind:    o.kind,
+		Name:    o.name,
+		Hosts:   o.hosts,
+		Role:    o.role,
+		Org:     o.org,
+		Days:    o.days,
+		KeyType: o.keyType,
 	})
 	if err != nil {
 		return pkiError("issue certificate", err)
 	}
 	fmt.Fprintf(w, "wrote %s\n", filepath.Join(o.dir, o.name+".crt"))
 	fmt.Fprintf(w, "wrote %s (private key, mode 0600)\n", filepath.Join(o.dir, o.name+".key"))
+	if o.kit != "" {
+		if err := pki.WriteFlareAdminKit(o.dir, o.kit, kit); err != nil {
+			return pkiError("write startup kit", err)
+		}
+		fmt.Fprintf(w, "wrote FLARE's admin startup kit in %s (startup/%s, key mode 0600)\n", o.kit, pki.FlareAdminConfig)
+	}
 	return nil
 }
 

@@ -85,7 +85,7 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err != nil {
 		return "", "", err
 	}
-	msg, err := c.Download(cmd.Context(), f.request(api.CmdDownloadJob+" "+id), maxDownload, tmp)
+	msg, err := c.Download(cmd.Context(), f.request(api.CmdDownloadJobZip+" "+id), maxDownload, tmp)
 	if err != nil {
 		return "", "", fmt.Errorf("download %s: %w", id, f.explain(err))
 	}

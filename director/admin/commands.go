@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
@@ -21,20 +22,75 @@ import (
 	"github.com/fedplane/fedplane/store"
 )
 
-// commands is the admin command set of admin-wire.md.
+// commands is the admin command set of admin-wire.md, with what FLARE
+// 2.6's client learns of each from _commands: its scope, description and
+// usage, the confirmation its console asks for, the client-side handler
+// it maps the command onto, and whether a user sees it.
 func (s *Server) commands() map[string]command {
 	return map[string]command{
-		api.CmdSubmitJob:   {run: s.submitJob, binary: true, usage: "submit_job (binary request, body = zip of the job folder)"},
-		api.CmdListJobs:    {run: s.listJobs, usage: "list_jobs [-n name_prefix] [-m max] [-r]"},
-		api.CmdGetJobMeta:  {run: s.getJobMeta, usage: "get_job_meta <job_id>"},
-		api.CmdAbortJob:    {run: s.abortJob, usage: "abort_job <job_id>"},
-		api.CmdDeleteJob:   {run: s.deleteJob, usage: "delete_job <job_id>"},
-		api.CmdListEnvoys:  {run: s.listEnvoys, usage: "list_envoys [-a after_name] [-m max]"},
-		api.CmdRemoveEnvoy: {run: s.removeEnvoy, usage: "remove_envoy <envoy_name>"},
-		api.CmdDownloadJob: {run: s.downloadJob, usage: "download_job <job_id>"},
-		api.CmdGetMetrics:  {run: s.getMetrics, usage: "get_metrics <job_id> [after_seq]"},
-		api.CmdCheckStatus: {run: s.checkStatus, usage: "check_status"},
+		api.CmdSubmitJob: {run: s.submitJob, binary: true, scope: api.ScopeJobMgmt, desc: "submit a job",
+			usage: "submit_job [job_folder] (binary request, body = zip of the job folder)", clientCmd: flarePushFolder},
+		api.CmdListJobs:   {run: s.listJobs, scope: api.ScopeJobMgmt, desc: "list submitted jobs", usage: "list_jobs [-n name_prefix] [-m max] [-r]"},
+		api.CmdGetJobMeta: {run: s.getJobMeta, scope: api.ScopeJobMgmt, desc: "get meta info of specified job", usage: "get_job_meta <job_id>"},
+		api.CmdAbortJob: {run: s.abortJob, scope: api.ScopeJobMgmt, desc: "abort a job if it is pending or running",
+			usage: "abort_job <job_id>", confirm: confirmYesNo},
+		api.CmdDeleteJob: {run: s.deleteJob, scope: api.ScopeJobMgmt, desc: "delete a job that is not running",
+			usage: "delete_job <job_id>", confirm: confirmAuth},
+		api.CmdDownloadJob: {run: s.downloadJob, scope: api.ScopeJobMgmt, desc: "download a job's results",
+			usage: "download_job <job_id>", clientCmd: flarePullFolder},
+		api.CmdDownloadJobFile: {run: s.downloadJobFile, scope: api.ScopeJobMgmt, desc: "download one file of a job download",
+			usage: "download_job_file <tx_id> <job_id> <file> [end]", clientCmd: flarePullBinary, hidden: true},
+		api.CmdCheckStatus: {run: s.checkStatus, scope: api.ScopeTraining, desc: "check status of the director", usage: "check_status [server]"},
+		api.CmdListEnvoys: {run: s.listEnvoys, scope: api.ScopeFedplane, desc: "list the federation's envoys",
+			usage: "list_envoys [-a after_name] [-m max]"},
+		api.CmdRemoveEnvoy: {run: s.removeEnvoy, scope: api.ScopeFedplane, desc: "forget an envoy",
+			usage: "remove_envoy <envoy_name>", confirm: confirmAuth},
+		api.CmdGetMetrics: {run: s.getMetrics, scope: api.ScopeFedplane, desc: "get a job's metrics",
+			usage: "get_metrics <job_id> [after_seq]"},
+		api.CmdDownloadJobZip: {run: s.downloadJobZip, scope: api.ScopeFedplane, desc: "download a job's results as one zip",
+			usage: "download_job_zip <job_id> (binary reply, body = zip of the results)"},
+
+		api.CmdCertLogin:    {run: s.certLogin, usage: "_cert_login <user>", session: true},
+		api.CmdCommands:     {run: s.listCommands, usage: "_commands", session: true},
+		api.CmdCheckSession: {run: s.checkSession, usage: "_check_session", session: true},
+		api.CmdLogout:       {run: s.logout, usage: "_logout", session: true},
 	}
+}
+
+// What FLARE 2.6's console asks before it sends a command (its
+// ConfirmMethod), and the client-side handlers of its file transfer module
+// that its client maps commands onto (file_transfer_defs.py).
+const (
+	confirmNone     = "none"
+	confirmYesNo    = "yesno"
+	confirmAuth     = "auth"
+	flarePushFolder = "file_transfer.push_folder"
+	flarePullFolder = "file_transfer.pull_folder"
+	flarePullBinary = "file_transfer.pull_binary"
+)
+
+// resolve finds the command a request names: NAME, or SCOPE.NAME with the
+// scope _commands gives NAME (as FLARE's client sends every command). It
+// returns the bare name, which the authorization table keys on.
+func (s *Server) resolve(word string) (string, command, error) {
+	cmds := s.commands()
+	name := word
+	scope, bare, scoped := strings.Cut(word, ".")
+	if scoped {
+		name = bare
+	}
+	cmd, ok := cmds[name]
+	switch {
+	case !ok:
+		return "", command{}, fmt.Errorf("%w: unknown command %q; known: %s", api.ErrInvalid, word, strings.Join(s.CommandNames(), ", "))
+	case scoped && scope != cmd.scope:
+		want := name
+		if cmd.scope != "" {
+			want = cmd.scope + "." + name
+		}
+		return "", command{}, fmt.Errorf("%w: command %q: %s is not in scope %q; send %s", api.ErrInvalid, word, name, scope, want)
+	}
+	return name, cmd, nil
 }
 
 // CommandNames lists the admin commands the server answers, sorted.
@@ -70,9 +126,21 @@ func (s *Server) job(ctx context.Context, req *request) (store.Experiment, error
 
 // submitJob stores an uploaded job archive: stream to a temp file with its
 // sha256, inspect it without trusting it, commit the file, then the row.
+//
+// FLARE's client always names the job folder it zipped (`submit_job
+// <folder>`); fladmin names none. The name must be a plain name; the reply
+// gives it back.
 func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Message, error) {
-	if err := s.noArgs(req); err != nil {
-		return nil, err
+	var folder string
+	switch len(req.args) {
+	case 0:
+	case 1:
+		folder = req.args[0]
+		if err := api.ValidateName("job folder", folder); err != nil {
+			return nil, s.usage(req.name, err.Error())
+		}
+	default:
+		return nil, s.usage(req.name, fmt.Sprintf("takes at most one job folder name, got %q", req.args))
 	}
 	sig, err := s.signature(req)
 	if err != nil {
@@ -95,8 +163,11 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 	if err != nil {
 		return nil, err
 	}
-	return replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJob: s.d.JobInfo(e, false)},
-		adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID}), nil
+	meta := map[string]any{api.MetaJobID: e.ID, api.MetaJob: s.d.JobInfo(e, false)}
+	if folder != "" {
+		meta[api.MetaJobFolderName] = folder
+	}
+	return replyOK(meta, adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID}), nil
 }
 
 // callerKey names req's caller for the per-caller bounds, as the gRPC
@@ -160,15 +231,19 @@ func (s *Server) listJobs(ctx context.Context, req *request) (*adminproto.Messag
 	if err != nil {
 		return nil, err
 	}
-	meta := map[string]any{api.MetaJobs: jobs}
+	rows := make([]api.FlareJob, len(jobs))
+	for i, j := range jobs {
+		rows[i] = api.FlareJob{Job: j, JobName: j.Name, SubmitTimeISO: j.SubmitTime.Format(time.RFC3339Nano)}
+	}
+	meta := map[string]any{api.MetaJobs: rows}
 	if len(jobs) == 0 {
 		return replyOK(meta, adminproto.Item{Type: adminproto.TypeString, Data: "No jobs."}), nil
 	}
-	rows := [][]string{{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}}
+	table := [][]string{{"JOB ID", "NAME", "STATUS", "SUBMITTER", "SUBMIT TIME", "DURATION"}}
 	for _, j := range jobs {
-		rows = append(rows, []string{j.JobID, j.Name, string(j.Status), j.Submitter, j.SubmitTime.Format(time.RFC3339), j.Duration})
+		table = append(table, []string{j.JobID, j.Name, string(j.Status), j.Submitter, j.SubmitTime.Format(time.RFC3339), j.Duration})
 	}
-	return replyOK(meta, adminproto.Item{Type: adminproto.TypeTable, Rows: rows}), nil
+	return replyOK(meta, adminproto.Item{Type: adminproto.TypeTable, Rows: table}), nil
 }
 
 // getJobMeta shows one job with its manifest and each envoy's state.
@@ -181,7 +256,7 @@ func (s *Server) getJobMeta(ctx context.Context, req *request) (*adminproto.Mess
 	if err != nil {
 		return nil, err
 	}
-	return replyOK(map[string]any{api.MetaJob: j}, adminproto.Item{Type: adminproto.TypeDict, Data: j}), nil
+	return replyOK(map[string]any{api.MetaJob: j, api.MetaJobMeta: flareJobMeta(j)}, adminproto.Item{Type: adminproto.TypeDict, Data: j}), nil
 }
 
 // abortJob aborts a job that has not ended.
@@ -280,7 +355,14 @@ func (s *Server) removeEnvoy(ctx context.Context, req *request) (*adminproto.Mes
 
 // checkStatus reports the director's version, uptime and counts: meta is
 // an api.DirectorStatus.
+// FLARE's client names the target, "server", which is the director.
 func (s *Server) checkStatus(ctx context.Context, req *request) (*adminproto.Message, error) {
+	if len(req.args) == 1 && req.args[0] == "server" {
+		req.args = nil
+	}
+	if err := s.noArgs(req); err != nil {
+		return nil, err
+	}
 	st, err := s.d.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -321,10 +403,10 @@ func (s *Server) getMetrics(ctx context.Context, req *request) (*adminproto.Mess
 	return replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status, api.MetaMetrics: ms}), nil
 }
 
-// downloadJob replies with a binary exchange whose body is a zip of the
+// downloadJobZip replies with a binary exchange whose body is a zip of the
 // job's results (see director.ResultsBundle), streamed: its size is known
 // before the first byte is sent and nothing is held in memory.
-func (s *Server) downloadJob(ctx context.Context, req *request) (*adminproto.Message, error) {
+func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.Message, error) {
 	e, err := s.job(ctx, req)
 	if err != nil {
 		return nil, err

@@ -86,6 +86,9 @@ type Server struct {
 
 	mu     sync.Mutex
 	byAddr map[string]int // connections per client address
+
+	sessions  *sessions  // FLARE's login sessions (session.go)
+	downloads *downloads // FLARE's two-step downloads in progress (download.go)
 }
 
 // New returns an admin server for d.
@@ -111,7 +114,12 @@ func New(d *director.Director, cfg Config) *Server {
 	if cfg.RateWindow <= 0 {
 		cfg.RateWindow = DefaultRateWindow
 	}
-	return &Server{d: d, cfg: cfg, log: d.Config().Logger, byAddr: map[string]int{}}
+	now := d.Config().Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Server{d: d, cfg: cfg, log: d.Config().Logger, byAddr: map[string]int{},
+		sessions: newSessions(now), downloads: newDownloads(now)}
 }
 
 // minHandshakes is the fewest TLS handshakes that may run at once; else
@@ -144,6 +152,14 @@ type command struct {
 	run    func(ctx context.Context, req *request) (*adminproto.Message, error)
 	binary bool   // the request must be a binary exchange
 	usage  string // shown on syntax errors
+	// What _commands tells FLARE's client: the command's scope (see
+	// resolve), description, confirmation and client-side handler, and
+	// whether a user sees it.
+	scope, desc, confirm, clientCmd string
+	hidden                          bool
+	// session marks FLARE's login and session commands, which _commands
+	// does not list.
+	session bool
 }
 
 // Serve accepts admin connections on lis until ctx ends: one request and
@@ -236,6 +252,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		})
 	}
 	wg.Wait()
+	s.downloads.closeAll()
 	if err != nil {
 		return fmt.Errorf("admin accept: %w", err)
 	}
@@ -388,23 +405,30 @@ const anonymous = "anonymous"
 // kind; an internal error is logged and told as api.InternalMessage.
 func (s *Server) dispatch(ctx context.Context, log *slog.Logger, req *request) *adminproto.Message {
 	t0 := time.Now()
-	cmd, ok := s.commands()[req.name]
+	name, cmd, err := s.resolve(req.name)
+	if err == nil {
+		req.name = name
+	}
 	var reply *adminproto.Message
-	var err error
 	switch {
-	case !ok:
-		err = fmt.Errorf("%w: unknown command %q; known: %s", api.ErrInvalid, req.name, strings.Join(s.CommandNames(), ", "))
+	case err != nil:
 	case cmd.binary && req.body == nil:
 		err = fmt.Errorf("%w: %s needs a binary request whose body is the job archive", api.ErrInvalid, req.name)
 	case !cmd.binary && req.body != nil:
 		err = fmt.Errorf("%w: %s takes a text request, not a binary one", api.ErrInvalid, req.name)
 	default:
+		if err = s.checkToken(req, cmd); err != nil {
+			break
+		}
 		if err = director.Authorize(req.caller, req.name); err == nil {
 			reply, err = cmd.run(ctx, req)
 		}
 	}
 	if err != nil {
 		reply = s.errorReply(ctx, req.name, err)
+		if req.name == api.CmdCertLogin {
+			rejectLogin(reply)
+		}
 	}
 	attrs := []any{api.LogMethod, req.name, api.LogCaller, req.caller.Name, api.LogTook, time.Since(t0)}
 	if reply != nil {

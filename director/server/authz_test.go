@@ -329,9 +329,16 @@ func TestRoleMatrix(t *testing.T) {
 		}},
 		{api.CmdAbortJob, managers, text(api.CmdAbortJob + " " + job1)},   // finished: not aborted
 		{api.CmdDeleteJob, managers, text(api.CmdDeleteJob + " " + job2)}, // running: not deleted
-		{api.CmdDownloadJob, managers, func(c *adminproto.Client) (*adminproto.Message, error) {
-			return c.Download(ctx, adminproto.NewRequest(api.CmdDownloadJob+" "+job1), 1<<30, io.Discard)
+		{api.CmdDownloadJobZip, managers, func(c *adminproto.Client) (*adminproto.Message, error) {
+			return c.Download(ctx, adminproto.NewRequest(api.CmdDownloadJobZip+" "+job1), 1<<30, io.Discard)
 		}},
+		{api.CmdDownloadJob, managers, text(api.CmdDownloadJob + " " + job1)},
+		{api.CmdDownloadJobFile, submitters, text( // the transaction is the caller's own: its job was checked by download_job
+			api.CmdDownloadJobFile + " 00000000000000000000000000000000 " + job1 + " job.json end")},
+		{api.CmdCertLogin, admins, text(api.CmdCertLogin + " someone")}, // not the caller: refused, but not denied
+		{api.CmdCommands, admins, text(api.CmdCommands)},
+		{api.CmdCheckSession, admins, text(api.CmdCheckSession)},
+		{api.CmdLogout, admins, text(api.CmdLogout)},
 		{api.CmdRemoveEnvoy, []string{boss}, text(api.CmdRemoveEnvoy + " no-such-envoy")},
 	}
 	covered = covered[:0]

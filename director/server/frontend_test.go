@@ -254,7 +254,7 @@ func TestDownloadJobBundle(t *testing.T) {
 	f.trainWithAccuracy(t, "site-a", id, 1, 10, 0.8)
 	f.settle(t)
 	var body bytes.Buffer
-	reply, err := f.admin.Download(context.Background(), adminproto.NewRequest("download_job "+id[:8]), 1<<30, &body)
+	reply, err := f.admin.Download(context.Background(), adminproto.NewRequest(api.CmdDownloadJobZip+" "+id[:8]), 1<<30, &body)
 	if err != nil || reply.Status() != adminproto.StatusOK {
 		t.Fatalf("download: %v %v", reply, err)
 	}
