@@ -63,7 +63,11 @@ func (s *Server) caller(raw net.Conn, log *slog.Logger) (conn net.Conn, who dire
 		}
 		log.Warn("admin connection refused", api.LogCaller, id.Name, api.LogKind, id.Kind, api.LogErr, err)
 		tc.SetDeadline(time.Now().Add(time.Second))
-		adminproto.WriteMessage(tc, s.errorReply(context.Background(), "", err))
+		reply := s.errorReply(context.Background(), "", err)
+		// Unread, the request may be FLARE's _cert_login: its client
+		// takes a login as refused only after the string REJECT.
+		rejectLogin(reply)
+		adminproto.WriteMessage(tc, reply)
 		tc.Close()
 		return nil, director.Caller{}, false
 	}
