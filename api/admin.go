@@ -105,20 +105,22 @@ type FlareJob struct {
 // Job is a job as admin replies carry it (meta "job" and "jobs") and as a
 // download's status.json holds it.
 type Job struct {
-	JobID         string          `json:"job_id"`
-	Name          string          `json:"name"`
-	Status        JobStatus       `json:"status"`
-	Reason        string          `json:"reason,omitempty"`
-	Submitter     string          `json:"submitter"`
-	SubmitterOrg  string          `json:"submitterOrg,omitempty"`
-	SubmitterRole string          `json:"submitterRole,omitempty"`
-	SubmitTime    time.Time       `json:"submitTime"`
-	StartTime     time.Time       `json:"startTime,omitzero"`
-	EndTime       time.Time       `json:"endTime,omitzero"`
-	Duration      string          `json:"duration"`
-	ArchiveSize   int64           `json:"archiveSize"`
-	ArchiveSHA256 string          `json:"archiveSha256"`
-	Manifest      json.RawMessage `json:"manifest,omitempty"`
+	JobID         string    `json:"job_id"`
+	Name          string    `json:"name"`
+	Status        JobStatus `json:"status"`
+	Reason        string    `json:"reason,omitempty"`
+	Submitter     string    `json:"submitter"`
+	SubmitterOrg  string    `json:"submitterOrg,omitempty"`
+	SubmitterRole string    `json:"submitterRole,omitempty"`
+	SubmitTime    time.Time `json:"submitTime"`
+	StartTime     time.Time `json:"startTime,omitzero"`
+	EndTime       time.Time `json:"endTime,omitzero"`
+	Duration      string    `json:"duration"`
+	ArchiveSize   int64     `json:"archiveSize"`
+	ArchiveSHA256 string    `json:"archiveSha256"`
+	// FolderName is the job folder a FLARE admin client named at submit.
+	FolderName string          `json:"job_folder_name,omitempty"`
+	Manifest   json.RawMessage `json:"manifest,omitempty"`
 	// RoundsDone is how many rounds have been aggregated, of Rounds.
 	RoundsDone int `json:"roundsDone"`
 	Rounds     int `json:"rounds"`

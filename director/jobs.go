@@ -80,7 +80,7 @@ func (d *Director) ArchiveLimits() job.Limits {
 // storeJob stores a validated job: the initial model and the archive are
 // committed (fsync, rename) into the experiment's folder, then the row. It
 // owns u and model: each is either stored or removed.
-func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, model *os.File, modelSum string, who Caller, sig []byte) (store.Experiment, error) {
+func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, model *os.File, modelSum string, who Caller, sig []byte, folder string) (store.Experiment, error) {
 	defer u.Discard()
 	manifest, err := json.Marshal(m)
 	if err != nil {
@@ -105,7 +105,7 @@ func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, mod
 	e, err := d.db.CreateExperiment(ctx, store.Experiment{
 		ID: id, Name: m.Name, Manifest: string(manifest),
 		Submitter: who.Name, SubmitterOrg: who.Org, SubmitterRole: who.Role,
-		ArchivePath: rel, ArchiveSHA256: u.sha256, ArchiveSize: u.size, Signature: sig,
+		ArchivePath: rel, ArchiveSHA256: u.sha256, ArchiveSize: u.size, Signature: sig, FolderName: folder,
 	}, store.Round{Round: 0, ModelPath: modelRel, ModelSHA256: modelSum})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -132,6 +132,9 @@ type Submission struct {
 	// signs this archive and stores it for the envoys, which check it again
 	// against their own CA.
 	Signature *pki.JobSignature
+	// FolderName is the job folder's name a FLARE admin client gives
+	// (submit_job <folder>), kept with the job; "" for none.
+	FolderName string
 }
 
 // SubmitJob checks an uploaded job without trusting it (job.json, the
@@ -189,7 +192,7 @@ func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Sub
 	if sub.Signature != nil {
 		sig = sub.Signature.Marshal()
 	}
-	return d.storeJob(ctx, u, m, model, modelSum, who, sig)
+	return d.storeJob(ctx, u, m, model, modelSum, who, sig, sub.FolderName)
 }
 
 // unknownEnvoys explains why a job naming envoys that never registered is

@@ -40,7 +40,7 @@ func (d *Director) JobInfo(e store.Experiment, withManifest bool) api.Job {
 		JobID: e.ID, Name: e.Name, Status: e.Status, Reason: e.Reason,
 		Submitter: e.Submitter, SubmitterOrg: e.SubmitterOrg, SubmitterRole: e.SubmitterRole,
 		SubmitTime: e.CreatedAt, StartTime: e.StartedAt, EndTime: e.FinishedAt, Duration: d.jobDuration(e),
-		ArchiveSize: e.ArchiveSize, ArchiveSHA256: e.ArchiveSHA256, RoundsDone: e.RoundsDone,
+		ArchiveSize: e.ArchiveSize, ArchiveSHA256: e.ArchiveSHA256, RoundsDone: e.RoundsDone, FolderName: e.FolderName,
 	}
 	if withManifest {
 		j.Manifest = json.RawMessage(e.Manifest)

@@ -28,6 +28,9 @@ type Experiment struct {
 	ArchivePath   string // relative to the data dir
 	ArchiveSHA256 string
 	ArchiveSize   int64
+	// FolderName is the job folder a FLARE admin client named when it
+	// submitted the job, "" otherwise.
+	FolderName string
 	// Signature is the submitter's signature of the archive (JSON), nil
 	// when unsigned. CreateExperiment stores it; reads leave it nil (see
 	// JobSignature), so listings do not carry it.
@@ -40,7 +43,7 @@ type Experiment struct {
 }
 
 const experimentColumns = `id, name, submitter, submitter_org, submitter_role, manifest, status, reason,
-	created_at, started_at, finished_at, archive_path, archive_sha256, archive_size`
+	created_at, started_at, finished_at, archive_path, archive_sha256, archive_size, folder_name`
 
 // experimentSelect reads experimentColumns and the derived fields, each an
 // index lookup by the primary keys of rounds and experiment_envoys, so a
@@ -60,9 +63,9 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 	}
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO experiments (`+experimentColumns+`, signature)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.ID, e.Name, e.Submitter, e.SubmitterOrg, e.SubmitterRole, e.Manifest, e.Status, e.Reason,
-			nanos(e.CreatedAt), nanos(e.StartedAt), nanos(e.FinishedAt), e.ArchivePath, e.ArchiveSHA256, e.ArchiveSize, e.Signature)
+			nanos(e.CreatedAt), nanos(e.StartedAt), nanos(e.FinishedAt), e.ArchivePath, e.ArchiveSHA256, e.ArchiveSize, e.FolderName, e.Signature)
 		if err != nil {
 			return err
 		}
@@ -320,7 +323,7 @@ func scanExperiment(s rowScanner) (Experiment, error) {
 		created, started, finished int64
 	)
 	if err := s.Scan(&e.ID, &e.Name, &e.Submitter, &e.SubmitterOrg, &e.SubmitterRole, &e.Manifest, &e.Status, &e.Reason,
-		&created, &started, &finished, &e.ArchivePath, &e.ArchiveSHA256, &e.ArchiveSize, &e.RoundsDone, &e.Participants); err != nil {
+		&created, &started, &finished, &e.ArchivePath, &e.ArchiveSHA256, &e.ArchiveSize, &e.FolderName, &e.RoundsDone, &e.Participants); err != nil {
 		return Experiment{}, err
 	}
 	e.CreatedAt, e.StartedAt, e.FinishedAt = fromNanos(created), fromNanos(started), fromNanos(finished)

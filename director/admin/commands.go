@@ -159,7 +159,7 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 		}
 		return nil, err
 	}
-	e, err := s.d.SubmitJob(ctx, req.caller, u, director.Submission{Signature: sig})
+	e, err := s.d.SubmitJob(ctx, req.caller, u, director.Submission{Signature: sig, FolderName: folder})
 	if err != nil {
 		return nil, err
 	}

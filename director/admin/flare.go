@@ -43,6 +43,9 @@ func flareJobMeta(j api.Job) map[string]any {
 	if j.Reason != "" {
 		m["fedplane_reason"] = j.Reason
 	}
+	if j.FolderName != "" {
+		m["job_folder_name"] = j.FolderName
+	}
 	var parts []string
 	for _, p := range j.Envoys {
 		parts = append(parts, p.Name)
