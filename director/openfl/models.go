@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/stats"
 	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/fedplane/fedplane/api"
@@ -152,9 +153,19 @@ type replyHolds struct{ m sync.Map }
 // reply and runs it once the transport has written it; if the call ends
 // before (the client went away, the reply was never encoded), it runs
 // when ctx ends.
+//
+// gRPC frees a queued reply only when its stream is cleaned up, not when
+// the connection drops: so every hold also ends when its connection does
+// (connHolds), or a client that hangs up mid-reply would keep its place in
+// the downloads gate for good.
 func (h *replyHolds) hold(ctx context.Context, reply any, release func()) {
 	var once sync.Once
 	rel := func() { once.Do(release) }
+	if ch, ok := ctx.Value(connHoldsKey{}).(*connHolds); ok {
+		id := ch.add(rel)
+		inner := rel
+		rel = func() { ch.remove(id); inner() }
+	}
 	h.m.Store(reply, rel)
 	context.AfterFunc(ctx, func() {
 		if _, ok := h.m.LoadAndDelete(reply); ok {
@@ -217,3 +228,68 @@ func (c replyCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	return c.CodecV2.Marshal(v)
 }
+
+// connHolds are the holds of one connection's replies, which end with it.
+type connHolds struct {
+	mu    sync.Mutex
+	next  int
+	m     map[int]func()
+	ended bool
+}
+
+type connHoldsKey struct{}
+
+// add registers release, which runs at once if the connection has ended,
+// and returns its id for remove.
+func (c *connHolds) add(release func()) int {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		release()
+		return -1
+	}
+	c.next++
+	id := c.next
+	c.m[id] = release
+	c.mu.Unlock()
+	return id
+}
+
+func (c *connHolds) remove(id int) {
+	c.mu.Lock()
+	delete(c.m, id)
+	c.mu.Unlock()
+}
+
+// end runs every hold still pending on the connection.
+func (c *connHolds) end() {
+	c.mu.Lock()
+	c.ended = true
+	pending := c.m
+	c.m = nil
+	c.mu.Unlock()
+	for _, release := range pending {
+		release()
+	}
+}
+
+// connStats is the server's stats handler: it gives each connection its
+// connHolds, which calls on it find in their context, and ends them with
+// the connection.
+type connStats struct{}
+
+func (connStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return context.WithValue(ctx, connHoldsKey{}, &connHolds{m: map[int]func(){}})
+}
+
+func (connStats) HandleConn(ctx context.Context, s stats.ConnStats) {
+	if _, ok := s.(*stats.ConnEnd); ok {
+		if ch, ok := ctx.Value(connHoldsKey{}).(*connHolds); ok {
+			ch.end()
+		}
+	}
+}
+
+func (connStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (connStats) HandleRPC(context.Context, stats.RPCStats) {}

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedplane/fedplane/api/aggregatorpb"
@@ -131,5 +134,63 @@ func TestReplyHoldsLastUntilWritten(t *testing.T) {
 	}
 	if n := released.Load(); n != 2 {
 		t.Fatalf("released %d times, want 2", n)
+	}
+}
+
+// TestHoldsEndWithTheConnection: a reply gRPC still holds when its
+// connection drops is never freed by gRPC; its hold ends with the
+// connection, once.
+func TestHoldsEndWithTheConnection(t *testing.T) {
+	big := make([]byte, 64<<10)
+	big[0] = 0x0a
+	holds := &replyHolds{}
+	codec := newReplyCodec(holds)
+	ctx := connStats{}.TagConn(context.Background(), nil)
+
+	var released atomic.Int32
+	reply := &directorpb.TrainedModelResponse{}
+	reply.ProtoReflect().SetUnknown(big)
+	holds.hold(ctx, reply, func() { released.Add(1) })
+	out, err := codec.Marshal(reply) // queued; the client never reads it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := released.Load(); n != 0 {
+		t.Fatalf("released %d times while queued", n)
+	}
+	connStats{}.HandleConn(ctx, &stats.ConnEnd{}) // the client hangs up
+	if n := released.Load(); n != 1 {
+		t.Fatalf("released %d times when the connection ended, want 1", n)
+	}
+	out.Free()
+	if n := released.Load(); n != 1 {
+		t.Fatalf("released %d times, want once", n)
+	}
+	// A hold taken on a connection already gone ends at once.
+	late := &directorpb.TrainedModelResponse{}
+	holds.hold(ctx, late, func() { released.Add(1) })
+	if n := released.Load(); n != 2 {
+		t.Fatalf("a hold on an ended connection: released %d times, want 2", n)
+	}
+}
+
+// TestCallsSeeTheirConnection: the server's handlers find their
+// connection's holds in their context.
+func TestCallsSeeTheirConnection(t *testing.T) {
+	seen := make(chan bool, 1)
+	srv := grpc.NewServer(grpc.StatsHandler(connStats{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		_, ok := ss.Context().Value(connHoldsKey{}).(*connHolds)
+		seen <- ok
+		return nil
+	}))
+	lis := bufconn.Listen(1 << 20)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn := mustDial(t, lis)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn.Invoke(ctx, "/x.Y/Z", &directorpb.GetEnvoysRequest{}, &directorpb.GetEnvoysResponse{})
+	if !<-seen {
+		t.Fatal("a call's context has no connection holds")
 	}
 }
