@@ -51,9 +51,15 @@ type experiment struct {
 	uploading   map[string]bool // results of round arriving: one stream per envoy
 	awaiting    map[string]bool // held by their site operators, not yet approved
 	aggregating bool
-	model       *roundModel // the global model of round
-	prev        *roundModel // the global model of round-1, opened for the first delta asked of round
-	deadline    *time.Timer // round_timeout of round, when job.json sets one
+	// validated holds the validation tasks of an OpenFL task group each
+	// envoy reported in round (tasks.go), valSums their metrics' sums by
+	// task and name, in valOrder.
+	validated map[string]map[string]bool
+	valSums   map[string]*metricSum
+	valOrder  []string
+	model     *roundModel // the global model of round
+	prev      *roundModel // the global model of round-1, opened for the first delta asked of round
+	deadline  *time.Timer // round_timeout of round, when job.json sets one
 
 	// modelMu guards model's file against being closed while a tensor is
 	// read from it.
@@ -366,5 +372,6 @@ func (d *Director) stopAll() {
 func newExperiment(id string, m *job.Manifest, participants []string, round int, model *roundModel) *experiment {
 	return &experiment{id: id, manifest: m, participants: participants, round: round, model: model,
 		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{},
-		uploading: map[string]bool{}, awaiting: map[string]bool{}}
+		uploading: map[string]bool{}, awaiting: map[string]bool{},
+		validated: map[string]map[string]bool{}, valSums: map[string]*metricSum{}}
 }

@@ -170,6 +170,10 @@ func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Sub
 		return store.Experiment{}, err
 	}
 	m := info.Manifest
+	if m.OpenFL != nil && !sub.Frontend {
+		return store.Experiment{}, fmt.Errorf("%w: the archive is an OpenFL workspace (%s, no %s): submit it with OpenFL's frontend (SetNewExperiment), whose collaborators run its tasks",
+			job.ErrInvalid, job.PlanFile, job.ManifestFile)
+	}
 	if sub.Frontend {
 		m.Name, m.Envoys, m.MinEnvoys = sub.Name, slices.Clone(sub.Envoys), 0
 		if err := m.Validate(); err != nil {

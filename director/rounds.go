@@ -34,9 +34,13 @@ const MetricSamples = "n_samples"
 type Task struct {
 	// Round is the round being trained.
 	Round int
-	// Train: train Round. Wait: the envoy reported Round and waits for the
-	// others. Quit: the experiment is over.
+	// Train: run Tasks in Round. Wait: the envoy reported every task of
+	// Round and waits for the others. Quit: the experiment is over.
 	Train, Wait, Quit bool
+	// Tasks are the tasks of the round the envoy has not reported, in
+	// order: fedplane's train task, or those of an OpenFL workspace's task
+	// group (tasks.go).
+	Tasks []job.Task
 }
 
 // participant resolves the running experiment id and checks that envoy
@@ -86,17 +90,18 @@ func (d *Director) NextTask(ctx context.Context, id, envoy string) (Task, error)
 	if !reported {
 		exp.training[envoy] = true
 	}
+	tasks := exp.pendingLocked(envoy)
 	delete(exp.awaiting, envoy) // asking for a task: its site approved
 	exp.mu.Unlock()
-	if reported {
+	if len(tasks) == 0 {
 		return Task{Round: round, Wait: true}, nil
 	}
-	if !known {
+	if !known && !reported {
 		if err := d.db.SetEnvoyState(ctx, exp.id, envoy, api.EnvoyTraining, round, ""); err != nil && !errors.Is(err, api.ErrConflict) {
 			return Task{}, err
 		}
 	}
-	return Task{Round: round, Train: true}, nil
+	return Task{Round: round, Train: true, Tasks: tasks}, nil
 }
 
 // GlobalTensor returns the tensor name of the global model that round of
@@ -234,6 +239,15 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 		return Report{}, err
 	}
 	rep := Report{Experiment: exp.id, Envoy: name, Round: round, Receiver: h.Receiver, CommonName: h.CommonName}
+	if o := exp.manifest.OpenFL; o != nil {
+		t, ok := o.Lookup(h.TaskName)
+		if !ok {
+			return rep, fmt.Errorf("%w: task %q is not in the experiment's task group", api.ErrInvalid, h.TaskName)
+		}
+		if t.Type == job.TaskTypeValidate {
+			return d.reportValidation(ctx, exp, rep, t, h, prefix, whole)
+		}
+	}
 	if h.DataSize <= 0 {
 		return rep, fmt.Errorf("%w: data_size is %d; it must be the positive number of samples trained on", api.ErrInvalid, h.DataSize)
 	}
@@ -326,7 +340,7 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	committed = true
 	metrics := make([]store.Metric, 0, len(res.Metrics))
 	for _, m := range res.Metrics {
-		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: name, Task: TaskTrain, Name: m.Name, Value: float64(m.Value)})
+		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: name, Task: exp.trainTaskName(), Name: m.Name, Value: float64(m.Value)})
 	}
 	err = d.db.RecordTaskResult(ctx, store.TaskResult{ExperimentID: exp.id, Round: round, Envoy: name, DataSize: int64(res.Header.DataSize), ResultPath: rel}, metrics)
 	if err != nil {
@@ -340,7 +354,7 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	all := false
 	if exp.round == round { // the round cannot move on while a claim is open, but be sure
 		exp.reported[name] = true
-		all = len(exp.reported) == len(exp.participants) && !exp.aggregating
+		all = exp.roundDoneLocked() && !exp.aggregating
 		if all {
 			exp.aggregating = true
 		}
@@ -504,8 +518,11 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		if name == MetricSamples {
 			value = totalSamples // a count adds up; its weighted mean means nothing
 		}
-		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: api.OriginAggregator, Task: TaskTrain, Name: name, Value: value})
+		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: api.OriginAggregator, Task: exp.trainTaskName(), Name: name, Value: value})
 	}
+	exp.mu.Lock()
+	metrics = append(metrics, exp.validationMetricsLocked(round)...)
+	exp.mu.Unlock()
 
 	tmp, err := d.createTemp("model-*.safetensors")
 	if err != nil {
@@ -575,6 +592,8 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	exp.round = next
 	exp.reported = map[string]bool{}
 	exp.training = map[string]bool{}
+	exp.validated = map[string]map[string]bool{}
+	exp.valSums, exp.valOrder = map[string]*metricSum{}, nil
 	exp.mu.Unlock()
 	d.armRound(exp, next)
 	return nil

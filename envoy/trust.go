@@ -54,6 +54,11 @@ func (e *Envoy) admit(ctx context.Context, x *experiment, archive *os.File, r re
 		return err
 	}
 	m := info.Manifest
+	if m.OpenFL != nil {
+		// An OpenFL workspace runs in OpenFL's collaborator; this envoy
+		// has no command to run for its tasks.
+		return refusal("the job is an OpenFL workspace (%s): run it with OpenFL's envoy and collaborator, not fedplane's envoy", job.PlanFile)
+	}
 	if p == nil {
 		return nil
 	}

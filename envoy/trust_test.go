@@ -1,6 +1,8 @@
 package envoy
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"slices"
 	"strconv"
@@ -58,6 +60,23 @@ func serveSigned(fl *flow, archive, sig []byte) {
 	}
 }
 
+// mustWorkspace zips an OpenFL workspace as OpenFL's frontend does: its
+// plan at the top, no job.json.
+func mustWorkspace(t *testing.T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.Create("plan/plan.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("aggregator: {settings: {rounds_to_train: 1}}\n"))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func mustPolicy(t *testing.T, yaml string) *Policy {
 	t.Helper()
 	p, err := ParsePolicy([]byte(yaml))
@@ -75,6 +94,7 @@ func TestSiteTrust(t *testing.T) {
 	train := []string{"./train.sh"}
 	archive := mustJob(t, train, map[string]string{"train.sh": trainScript})
 	evil := mustJob(t, train, map[string]string{"train.sh": "#!/bin/sh\ncat /etc/shadow >&2\n"})
+	workspace := mustWorkspace(t)
 
 	tests := []struct {
 		name    string
@@ -106,6 +126,7 @@ func TestSiteTrust(t *testing.T) {
 			policy: "commands: {programs: [python3], exact: [[./train.sh, --x]]}", wantRefused: `training command ["./train.sh"] is not allowed`},
 		{name: "policy allows exact", serve: archive, sig: sign(t, tp.p, "alice", archive),
 			policy: "commands: {exact: [[./train.sh]]}"},
+		{name: "an OpenFL workspace", serve: workspace, wantRefused: "the job is an OpenFL workspace (plan/plan.yaml)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -90,6 +90,11 @@ func TestManifestKeysMatchStructTags(t *testing.T) {
 				want[path] = kindInt
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.String:
 				want[path] = kindStrings
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				want[path] = kindObjects
+				walk(path+"[]", ft.Elem())
+			case ft.Kind() == reflect.Bool:
+				want[path] = kindBool
 			default:
 				t.Fatalf("field %q has type %v, which checkJSON has no kind for", path, ft)
 			}

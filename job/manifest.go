@@ -50,6 +50,10 @@ type Manifest struct {
 	RoundTimeout Duration `json:"round_timeout,omitempty"`
 	// Description is free text for people.
 	Description string `json:"description,omitempty"`
+	// OpenFL, set for an OpenFL workspace (ParsePlan), is its plan's task
+	// group. Such a job has no train.command: OpenFL's collaborators run
+	// it, never fedplane's envoy.
+	OpenFL *OpenFL `json:"openfl,omitempty"`
 }
 
 // Train is how an envoy runs one round of local training.
@@ -191,10 +195,16 @@ func (m *Manifest) Validate() error {
 		return manifestErrf(nil, `"rounds" must be at most %d, got %d`, maxRounds, m.Rounds)
 	}
 
-	if len(m.Train.Command) == 0 {
+	if m.OpenFL != nil {
+		if len(m.Train.Command) > 0 {
+			return manifestErrf(nil, `"train.command" is set for an OpenFL workspace, whose collaborators run its tasks`)
+		}
+		if err := m.OpenFL.validate(); err != nil {
+			return manifestErrf(err, `"openfl": %v`, err)
+		}
+	} else if len(m.Train.Command) == 0 {
 		return manifestErrf(nil, `"train.command" is empty`)
-	}
-	if m.Train.Command[0] == "" {
+	} else if m.Train.Command[0] == "" {
 		return manifestErrf(nil, `"train.command[0]" is empty; it names the program to run`)
 	}
 	if m.Train.Timeout <= 0 {
@@ -263,6 +273,8 @@ const (
 	kindInt
 	kindStrings
 	kindDuration
+	kindBool
+	kindObjects
 )
 
 func (k jsonKind) String() string {
@@ -277,6 +289,10 @@ func (k jsonKind) String() string {
 		return "a list of strings"
 	case kindDuration:
 		return `a duration string like "30m"`
+	case kindBool:
+		return "true or false"
+	case kindObjects:
+		return "a list of objects"
 	}
 	return "?"
 }
@@ -297,6 +313,15 @@ var manifestKeys = map[string]jsonKind{
 	"min_envoys_per_round": kindInt,
 	"round_timeout":        kindDuration,
 	"description":          kindString,
+	// What ParsePlan reads from an OpenFL workspace, as the director
+	// stores it.
+	"openfl":                     kindObject,
+	"openfl.tasks":               kindObjects,
+	"openfl.tasks[].name":        kindString,
+	"openfl.tasks[].function":    kindString,
+	"openfl.tasks[].type":        kindString,
+	"openfl.tasks[].apply_local": kindBool,
+	"openfl.delta_updates":       kindBool,
 }
 
 // checkJSON walks the tokens of job.json before it is decoded. encoding/json
@@ -436,6 +461,28 @@ func (w *jsonWalker) value(path string, kind jsonKind) error {
 		if _, err := time.ParseDuration(s); err != nil {
 			return manifestErrf(nil, "%q: invalid duration %q (use a form like \"90s\", \"30m\" or \"1h30m\")", path, s)
 		}
+	case kindBool:
+		if _, ok := t.(bool); !ok {
+			return wrongType(path, kind, t)
+		}
+	case kindObjects:
+		if t != json.Delim('[') {
+			return wrongType(path, kind, t)
+		}
+		for i := 0; w.dec.More(); i++ {
+			t, err := w.mustToken()
+			if err != nil {
+				return err
+			}
+			if t != json.Delim('{') {
+				return wrongType(fmt.Sprintf("%s[%d]", path, i), kindObject, t)
+			}
+			if err := w.object(path + "[]"); err != nil {
+				return err
+			}
+		}
+		_, err := w.mustToken() // ']'
+		return err
 	case kindStrings:
 		if t != json.Delim('[') {
 			return wrongType(path, kind, t)

@@ -86,7 +86,9 @@ func (l Limits) withDefaults() Limits {
 
 // Info describes a job archive that passed Inspect.
 type Info struct {
-	// Manifest is the archive's job.json, parsed and validated.
+	// Manifest is the archive's job.json, parsed and validated, or the
+	// plan of an OpenFL workspace (ParsePlan), parsed but without the
+	// name and envoys a frontend's submission gives it.
 	Manifest *Manifest
 	// Root is "" when job.json sits at the top of the archive, or "top/"
 	// when everything sits in one top folder holding job.json; Unpack
@@ -103,7 +105,8 @@ type Info struct {
 // folder; the entry count, the declared unpacked total and each entry's
 // expansion ratio are within lim; entries use only the stored and deflated
 // methods and their data lies inside the archive without overlapping; and
-// job.json, at the top or in the single top folder, parses and validates.
+// job.json, at the top or in the single top folder, parses and validates,
+// or, without one, an OpenFL workspace's plan/plan.yaml at the top parses.
 // File contents other than job.json are not read.
 //
 // Errors about the archive wrap ErrInvalid and name the entry at fault;
@@ -251,13 +254,20 @@ func inspect(r io.ReaderAt, size int64, lim Limits) (*Info, *zip.Reader, error) 
 			}
 		}
 	}
-	if mf == nil {
-		return nil, nil, invalidf("job archive: no %s at the top of the archive (or of its single top folder)", ManifestFile)
+	if mf != nil {
+		if info.Manifest, err = readArchivedManifest(mf); err != nil {
+			return nil, nil, err
+		}
+		return info, zr, nil
 	}
-	if info.Manifest, err = readArchivedManifest(mf); err != nil {
-		return nil, nil, err
+	// An OpenFL workspace, as OpenFL's frontend zips it: its plan at the top.
+	if pf := files[PlanFile]; pf != nil {
+		if info.Manifest, err = readArchivedPlan(pf); err != nil {
+			return nil, nil, err
+		}
+		return info, zr, nil
 	}
-	return info, zr, nil
+	return nil, nil, invalidf("job archive: no %s at the top of the archive (or of its single top folder), nor an OpenFL workspace's %s", ManifestFile, PlanFile)
 }
 
 // singleTop returns "top/" when every entry lies in the folder top, or "".
@@ -293,6 +303,30 @@ func readArchivedManifest(f *zip.File) (*Manifest, error) {
 		return nil, archiveReadErr(err, f.Name)
 	}
 	m, err := ParseManifest(b)
+	if err != nil {
+		return nil, relabel(err, label)
+	}
+	return m, nil
+}
+
+// readArchivedPlan reads an OpenFL workspace's plan. The Manifest it
+// returns is not validated: it has no name or envoys until a frontend's
+// submission gives them.
+func readArchivedPlan(f *zip.File) (*Manifest, error) {
+	label := "job archive: " + f.Name
+	if f.UncompressedSize64 > MaxPlanSize {
+		return nil, invalidf("%s: %s exceeds the limit of %s", label, formatSize(clampInt64(f.UncompressedSize64)), formatSize(MaxPlanSize))
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, archiveReadErr(err, f.Name)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, MaxPlanSize+1))
+	if err != nil {
+		return nil, archiveReadErr(err, f.Name)
+	}
+	m, err := ParsePlan(b)
 	if err != nil {
 		return nil, relabel(err, label)
 	}

@@ -337,3 +337,23 @@ func insertMetricsTx(ctx context.Context, tx *sql.Tx, metrics []Metric, now time
 	}
 	return nil
 }
+
+// RecordMetrics stores metrics of a running experiment that come with no
+// task result of their own: an OpenFL validation task's report.
+func (db *DB) RecordMetrics(ctx context.Context, id string, metrics []Metric) error {
+	now := db.now()
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var status api.JobStatus
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, id).Scan(&status); err != nil {
+			return err
+		}
+		if status != api.JobInProgress {
+			return fmt.Errorf("experiment %s is %s: %w", id, status, api.ErrConflict)
+		}
+		return insertMetricsTx(ctx, tx, metrics, now)
+	})
+	if err != nil {
+		return fmt.Errorf("record metrics of %s: %w", id, err)
+	}
+	return nil
+}

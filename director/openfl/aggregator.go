@@ -9,7 +9,6 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
-	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -49,8 +48,11 @@ func replyHeader(h *aggregatorpb.MessageHeader) *aggregatorpb.MessageHeader {
 	}
 }
 
-// GetTasks hands an envoy the train task of the current round, tells it to
-// wait while others finish the round, or to quit once the experiment ended.
+// GetTasks hands an envoy the tasks of the current round it has not
+// reported, in order (fedplane's train task, or an OpenFL workspace's task
+// group), tells it to wait (sleep_time, no tasks) while others finish the
+// round, or to quit (quit, no tasks, no sleep) once the experiment ended,
+// as OpenFL's aggregator answers.
 func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetTasksRequest) (*aggregatorpb.GetTasksResponse, error) {
 	h := req.GetHeader()
 	if err := s.checkEnvoy(ctx, "GetTasks", h.GetSender()); err != nil {
@@ -67,8 +69,13 @@ func (s *aggregatorService) GetTasks(ctx context.Context, req *aggregatorpb.GetT
 	case task.Wait:
 		resp.SleepTime = waitSeconds
 	case task.Train:
-		t := director.TaskTrain
-		resp.Tasks = []*aggregatorpb.Task{{Name: t, FunctionName: t, TaskType: t}}
+		// All four fields, as OpenFL's aggregator sends its Task objects:
+		// a collaborator built on the interactive API's CoreTaskRunner
+		// runs function_name with apply from task_type and apply_local;
+		// one built on a TaskRunner reads the name only.
+		for _, t := range task.Tasks {
+			resp.Tasks = append(resp.Tasks, &aggregatorpb.Task{Name: t.Name, FunctionName: t.Function, TaskType: t.Type, ApplyLocal: t.ApplyLocal})
+		}
 	}
 	return resp, nil
 }

@@ -139,9 +139,10 @@ func (s *directorService) RemoveExperimentData(ctx context.Context, req *directo
 // SetNewExperiment takes an OpenFL frontend's upload: the archive from the
 // chunks of experiment_data and the initial model from model_proto (Python
 // frontends repeat name, collaborators and the model in every message: the
-// first non-empty one counts). The archive must be a fedplane job (a
-// job.json at its top); the experiment's name and collaborators replace
-// job.json's name and envoys. A name already used, or a collaborator that
+// first non-empty one counts). The archive is a fedplane job (a job.json
+// at its top) or an OpenFL workspace (its plan/plan.yaml at the top, whose
+// task group the collaborators run); the experiment's name and
+// collaborators replace job.json's name and envoys. A name already used, or a collaborator that
 // never registered, is refused.
 func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExperimentServer) error {
 	ctx := stream.Context()
