@@ -282,6 +282,7 @@ func (s *Server) deleteJob(ctx context.Context, req *request) (*adminproto.Messa
 	if err := s.d.DeleteJob(ctx, req.caller, e); err != nil {
 		return nil, err
 	}
+	s.downloads.endJob(e.ID)
 	return replyOK(map[string]any{api.MetaJobID: e.ID}, adminproto.Item{Type: adminproto.TypeSuccess, Data: "Deleted job " + e.ID}), nil
 }
 

@@ -58,6 +58,7 @@ type downloads struct {
 type download struct {
 	caller string // sessionKey of who opened it
 	folder string // download_job's argument, which the client echoes
+	job    string // the job's id
 	dir    string
 	files  []string // relative, slash-separated, sorted
 	last   time.Time
@@ -70,7 +71,7 @@ func newDownloads(now func() time.Time) *downloads {
 
 // open keeps dir as a transaction of caller and returns its id; on error
 // it removes dir.
-func (t *downloads) open(caller, folder, dir string, files []string) (string, error) {
+func (t *downloads) open(caller, job, folder, dir string, files []string) (string, error) {
 	var b [txIDBytes]byte
 	rand.Read(b[:]) // never fails (crypto/rand)
 	id := hex.EncodeToString(b[:])
@@ -94,7 +95,7 @@ func (t *downloads) open(caller, folder, dir string, files []string) (string, er
 		os.RemoveAll(dir)
 		return "", err
 	}
-	t.byID[id] = &download{caller: caller, folder: folder, dir: dir, files: files, last: t.now()}
+	t.byID[id] = &download{caller: caller, job: job, folder: folder, dir: dir, files: files, last: t.now()}
 	return id, nil
 }
 
@@ -122,6 +123,27 @@ func (t *downloads) end(id string) {
 	t.mu.Unlock()
 	if ok {
 		os.RemoveAll(d.dir)
+	}
+}
+
+// sweep ends the transactions unused for the TTL, so that their folders do
+// not wait for the next download to go.
+func (t *downloads) sweep() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expireLocked()
+}
+
+// endJob ends every transaction of job, when the job is deleted: its
+// results are gone for everyone.
+func (t *downloads) endJob(job string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, d := range t.byID {
+		if d.job == job {
+			os.RemoveAll(d.dir)
+			delete(t.byID, id)
+		}
 	}
 }
 
@@ -201,7 +223,7 @@ func (s *Server) downloadJob(ctx context.Context, req *request) (*adminproto.Mes
 		return nil, err
 	}
 	folder := req.args[0]
-	tx, err := s.downloads.open(s.sessionKey(req), folder, dir, files)
+	tx, err := s.downloads.open(s.sessionKey(req), e.ID, folder, dir, files)
 	if err != nil {
 		return nil, err
 	}

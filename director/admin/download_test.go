@@ -138,6 +138,15 @@ func TestDownloadTransactions(t *testing.T) {
 			t.Errorf("results folder after expiry: %v, want it removed", err)
 		}
 	})
+	t.Run("swept unused", func(t *testing.T) {
+		// Nobody downloads again: the sweep alone removes the folder.
+		_, dir := open()
+		clock.Add(DefaultDownloadTTL)
+		srv.downloads.sweep()
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("results folder after the sweep: %v, want it removed", err)
+		}
+	})
 	t.Run("per caller cap", func(t *testing.T) {
 		for range DefaultDownloadsPerCaller {
 			open()
@@ -147,5 +156,17 @@ func TestDownloadTransactions(t *testing.T) {
 			t.Fatalf("download past the cap: %v", m)
 		}
 		clock.Add(time.Hour)
+	})
+	t.Run("job deleted", func(t *testing.T) {
+		tx, dir := open()
+		if st := meta(flareParse(t, alice.exchange(flareText(flareRequest("job_mgmt.delete_job "+id, ""))))); st["status"] != adminproto.StatusOK {
+			t.Fatalf("delete_job: %v", st)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("results folder of a deleted job: %v, want it removed", err)
+		}
+		if got := fetch(alice, tx+" "+id+" job.json"); got != adminproto.StatusInvalidJobID {
+			t.Fatalf("a deleted job's download: got %s, want %s", got, adminproto.StatusInvalidJobID)
+		}
 	})
 }

@@ -127,6 +127,9 @@ func New(d *director.Director, cfg Config) *Server {
 // taken and learn that it is.
 const minHandshakes = 16
 
+// downloadSweep is how often unused download transactions are looked for.
+const downloadSweep = time.Minute
+
 // maxDrain bounds how much of a refused upload is read and thrown away.
 const maxDrain = 64 << 20
 
@@ -174,6 +177,19 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		mu    sync.Mutex
 		conns = map[net.Conn]struct{}{}
 	)
+	sweep := time.NewTicker(downloadSweep)
+	swept := make(chan struct{})
+	defer func() { sweep.Stop(); close(swept) }()
+	go func() {
+		for {
+			select {
+			case <-sweep.C:
+				s.downloads.sweep()
+			case <-swept:
+				return
+			}
+		}
+	}()
 	stop := context.AfterFunc(ctx, func() {
 		lis.Close()
 		// Give exchanges in flight the grace, then cut them off.
