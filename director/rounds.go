@@ -324,6 +324,9 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	var layoutErr error
 	if !ended {
 		layoutErr = tensor.SameLayout(exp.model.x, res.Model)
+		if layoutErr == nil {
+			layoutErr = tensor.CheckDeltaFinite(exp.model.x, res.Model)
+		}
 	}
 	exp.modelMu.RUnlock()
 	if ended {

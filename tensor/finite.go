@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // ErrNotFinite is wrapped by CheckFinite's error when a floating-point
@@ -127,4 +128,43 @@ func coords(shape []int64, e int64) string {
 		}
 	}
 	return fmt.Sprint(" ", c)
+}
+
+// CheckDeltaFinite checks what the delta tensors of res (F32 spans with
+// Delta set: differences from the round's model) become once added to
+// model, as FedAvg adds them, in float32: a delta that is finite itself
+// can still overflow against a large base, and would then spoil the
+// average for everyone. It returns an error wrapping ErrNotFinite naming
+// the tensor and element, or nil.
+func CheckDeltaFinite(model, res *Index) error {
+	const chunk = finiteChunk / 4 * 4
+	bb, db := make([]byte, chunk), make([]byte, chunk)
+	for _, d := range res.Tensors {
+		if !d.Delta {
+			continue
+		}
+		b, ok := model.Lookup(d.Name)
+		if !ok || b.DType != F32 || d.DType != F32 || b.Size != d.Size {
+			return fmt.Errorf("delta tensor %q does not match the model's", d.Name)
+		}
+		br, dr := model.Section(b), res.Section(d)
+		for off := int64(0); off < d.Size; {
+			n := int(min(int64(chunk), d.Size-off))
+			if _, err := io.ReadFull(br, bb[:n]); err != nil {
+				return fmt.Errorf("tensor %q: %w", d.Name, err)
+			}
+			if _, err := io.ReadFull(dr, db[:n]); err != nil {
+				return fmt.Errorf("tensor %q: %w", d.Name, err)
+			}
+			for i := 0; i+4 <= n; i += 4 {
+				v := math.Float32frombits(binary.LittleEndian.Uint32(bb[i:])) + math.Float32frombits(binary.LittleEndian.Uint32(db[i:]))
+				if math.IsInf(float64(v), 0) || math.IsNaN(float64(v)) {
+					e := (off + int64(i)) / 4
+					return fmt.Errorf("tensor %q: element %d%s is %v once the delta is added to the round's model: %w", d.Name, e, coords(d.Shape, e), v, ErrNotFinite)
+				}
+			}
+			off += int64(n)
+		}
+	}
+	return nil
 }

@@ -128,3 +128,37 @@ func BenchmarkCheckFinite(b *testing.B) {
 		}
 	}
 }
+
+// TestCheckDeltaFinite: a finite delta that overflows once added to the
+// round's model is refused, naming the element; others pass.
+func TestCheckDeltaFinite(t *testing.T) {
+	model := mustFloat32Index(t, map[string][]float32{"w": {1, 3e38}, "b": {3e38}}, nil)
+	tests := []struct {
+		name  string
+		w, b  []float32
+		delta bool
+		want  string
+	}{
+		{name: "fine", w: []float32{2, -1e38}, b: []float32{-3e38}, delta: true},
+		{name: "overflows", w: []float32{2, 3e38}, b: []float32{0}, delta: true, want: `tensor "w": element 1 is +Inf once the delta is added`},
+		{name: "values, not deltas", w: []float32{2, 3e38}, b: []float32{3e38}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := mustFloat32Index(t, map[string][]float32{"w": tt.w, "b": tt.b}, nil)
+			for i := range res.Tensors {
+				res.Tensors[i].Delta = tt.delta
+			}
+			err := CheckDeltaFinite(model, res)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNotFinite) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
