@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -224,4 +225,14 @@ func (d *Director) Status(ctx context.Context) (api.DirectorStatus, error) {
 		Version: d.cfg.Version, Uptime: d.cfg.Now().Sub(d.started).Round(time.Second).String(), StartTime: d.started,
 		Envoys: total, EnvoysOnline: online, Jobs: counts,
 	}, nil
+}
+
+// RoundTasks lists the tasks every participant of e runs each round, in
+// order: its OpenFL plan's task group (fromPlan), or fedplane's one train
+// task.
+func (d *Director) RoundTasks(e store.Experiment) (tasks []job.Task, fromPlan bool) {
+	if m, err := manifestOf(e); err == nil && m.OpenFL != nil {
+		return m.OpenFL.Tasks, true
+	}
+	return []job.Task{{Name: TaskTrain, Function: TaskTrain, Type: job.TaskTypeTrain}}, false
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -31,7 +32,7 @@ func (s *directorService) GetExperimentsList(ctx context.Context, _ *directorpb.
 	for _, e := range exps {
 		done, total := s.d.Progress(e)
 		out.Experiments = append(out.Experiments, &directorpb.ExperimentListItem{
-			Name: e.ID, Status: string(e.Status), CollaboratorsAmount: uint32(s.d.PlannedEnvoys(e)), TasksAmount: 1,
+			Name: e.ID, Status: string(e.Status), CollaboratorsAmount: uint32(s.d.PlannedEnvoys(e)), TasksAmount: uint32(taskCount(s.d.RoundTasks(e))),
 			Progress: fraction(done, total),
 		})
 	}
@@ -58,7 +59,14 @@ func (s *service) describe(ctx context.Context, name string) (*basepb.Experiment
 	done, total := s.d.Progress(e)
 	desc := &basepb.ExperimentDescription{
 		Name: e.ID, Status: string(e.Status), Progress: fraction(done, total), TotalRounds: uint32(total), CurrentRound: uint32(done),
-		Tasks: []*basepb.TaskDescription{{Name: director.TaskTrain, Description: "runs the job's train.command on the round's global model"}},
+	}
+	tasks, fromPlan := s.d.RoundTasks(e)
+	for _, t := range tasks {
+		what := "runs the job's train.command on the round's global model"
+		if fromPlan {
+			what = fmt.Sprintf("%s task of the plan's task group (function %s)", t.Type, t.Function)
+		}
+		desc.Tasks = append(desc.Tasks, &basepb.TaskDescription{Name: t.Name, Description: what})
 	}
 	modelStatus := "pending"
 	if done > 0 {
@@ -188,3 +196,5 @@ func (s *directorService) SetNewExperiment(stream directorpb.Director_SetNewExpe
 	}
 	return stream.SendAndClose(&directorpb.SetNewExperimentResponse{Accepted: true})
 }
+
+func taskCount(tasks []job.Task, _ bool) int { return len(tasks) }

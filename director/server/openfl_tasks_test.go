@@ -4,9 +4,12 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -15,6 +18,9 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/pki"
 )
 
 // workspacePlan is plan/plan.yaml as OpenFL 1.6's frontend writes it
@@ -171,6 +177,22 @@ func TestOpenFLWorkspaceTaskGroup(t *testing.T) {
 		{Name: "train", FunctionName: "train_task", TaskType: "train"},
 		{Name: "locally_tuned_model_validation", FunctionName: "validate_task", TaskType: "validate", ApplyLocal: true},
 	}
+	// The frontend's view lists the plan's tasks.
+	list, err := f.c.dir.GetExperimentsList(ctx, &directorpb.GetExperimentsListRequest{})
+	if err != nil || len(list.GetExperiments()) != 1 || list.GetExperiments()[0].GetTasksAmount() != 3 {
+		t.Fatalf("experiments list: %v, %v; want one with 3 tasks", list, err)
+	}
+	desc, err := f.c.dir.GetExperimentDescription(ctx, &directorpb.GetExperimentDescriptionRequest{Name: "workspace-exp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, task := range desc.GetExperiment().GetTasks() {
+		names = append(names, task.GetName())
+	}
+	if !slices.Equal(names, []string{wantTasks[0].Name, wantTasks[1].Name, wantTasks[2].Name}) {
+		t.Fatalf("described tasks %v", names)
+	}
 	const agg, local = "aggregated_model_validation", "locally_tuned_model_validation"
 	steps := [][2]float32{{1, 3}, {1, -1}}
 	for round := int32(0); round < 2; round++ {
@@ -266,5 +288,21 @@ func TestOpenFLWorkspaceTaskGroup(t *testing.T) {
 	// 2 rounds × (2 sites + aggregator) × 3 tasks' metrics.
 	if len(got) != 18 {
 		t.Errorf("got %d metrics, want 18: %v", len(got), got)
+	}
+}
+
+// TestWorkspaceOnlyThroughTheFrontend: an OpenFL workspace submitted as a
+// fedplane job (fladmin submit-job, the admin port's path) is refused: only
+// OpenFL's frontend names the collaborators that run its tasks.
+func TestWorkspaceOnlyThroughTheFrontend(t *testing.T) {
+	f := startFed(t, testCfg(t, newFakeClock()))
+	zb := workspaceArchive(t)
+	u, err := f.d.ReceiveArchive(func(w io.Writer) (int64, error) { n, err := w.Write(zb); return int64(n), err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.d.SubmitJob(context.Background(), director.Caller{Name: "admin", Kind: pki.KindAdmin, Role: pki.RoleProjectAdmin}, u, director.Submission{})
+	if !errors.Is(err, job.ErrInvalid) || !strings.Contains(err.Error(), "submit it with OpenFL's frontend") {
+		t.Fatalf("workspace through submit_job: %v, want invalid job saying to use OpenFL's frontend", err)
 	}
 }
