@@ -404,23 +404,32 @@ func (s *Server) getMetrics(ctx context.Context, req *request) (*adminproto.Mess
 	return replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status, api.MetaMetrics: ms}), nil
 }
 
+// resultsBundle lays out the results of req's job in a folder of their
+// own, within the downloads gate: release leaves the gate, and the caller
+// owns dir.
+func (s *Server) resultsBundle(ctx context.Context, req *request) (e store.Experiment, dir string, release func(), err error) {
+	if e, err = s.job(ctx, req); err != nil {
+		return e, "", nil, err
+	}
+	if release, err = s.d.EnterDownload(s.callerKey(req)); err != nil {
+		return e, "", nil, err
+	}
+	if dir, err = s.d.ResultsBundle(ctx, req.caller, e); err != nil {
+		release()
+		return e, "", nil, err
+	}
+	return e, dir, release, nil
+}
+
 // downloadJobZip replies with a binary exchange whose body is a zip of the
 // job's results (see director.ResultsBundle), streamed: its size is known
 // before the first byte is sent and nothing is held in memory.
 func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.Message, error) {
-	e, err := s.job(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	release, err := s.d.EnterDownload(s.callerKey(req))
+	e, dir, release, err := s.resultsBundle(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	dir, err := s.d.ResultsBundle(ctx, req.caller, e)
-	if err != nil {
-		return nil, err
-	}
 	defer os.RemoveAll(dir)
 	a, err := job.NewArchive(dir)
 	if err != nil {

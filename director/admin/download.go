@@ -204,19 +204,11 @@ func parseFileArgs(args []string) (fileArgs, error) {
 // downloadJob is FLARE's first step: it lays out job's results and answers
 // with the files to fetch and the transaction that holds them.
 func (s *Server) downloadJob(ctx context.Context, req *request) (*adminproto.Message, error) {
-	e, err := s.job(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	release, err := s.d.EnterDownload(s.callerKey(req))
+	e, dir, release, err := s.resultsBundle(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	dir, err := s.d.ResultsBundle(ctx, req.caller, e)
-	if err != nil {
-		return nil, err
-	}
 	files, err := listFiles(dir)
 	if err != nil {
 		os.RemoveAll(dir)

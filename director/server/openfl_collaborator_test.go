@@ -221,25 +221,7 @@ func TestOpenFLCollaboratorRounds(t *testing.T) {
 				}
 				f.settle(t)
 			}
-			for _, c := range []*collaborator{a, b} {
-				if resp := c.getTasks(t, f); !resp.GetQuit() || resp.GetSleepTime() != 0 || len(resp.GetTasks()) != 0 {
-					t.Fatalf("%s at the end: got %v, want quit", c.name, resp)
-				}
-			}
-			e, err := f.db.GetExperiment(ctx, id)
-			if err != nil || e.Status != api.JobFinished {
-				t.Fatalf("experiment: %v %v, want finished", e.Status, err)
-			}
-			last, err := f.c.dir.GetTrainedModel(ctx, &directorpb.GetTrainedModelRequest{ExperimentName: "openfl-exp", ModelType: directorpb.GetTrainedModelRequest_LAST_MODEL})
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := map[string][]float32{"b": {2.5}, "w": {3, 4}}
-			for _, nt := range last.GetModelProto().GetTensors() {
-				if got := fromF32s(nt.GetDataBytes()); !slices.Equal(got, want[nt.GetName()]) {
-					t.Errorf("final %s: got %v, want %v", nt.GetName(), got, want[nt.GetName()])
-				}
-			}
+			checkFinished(t, f, id, "openfl-exp", map[string][]float32{"b": {2.5}, "w": {3, 4}}, a, b)
 			ms, err := f.db.Metrics(ctx, id)
 			if err != nil {
 				t.Fatal(err)
@@ -255,5 +237,30 @@ func TestOpenFLCollaboratorRounds(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkFinished checks the end of an OpenFL experiment: both collaborators
+// are told to quit, the experiment finished, and its last model is want.
+func checkFinished(t *testing.T, f *fed, id, name string, want map[string][]float32, cs ...*collaborator) {
+	t.Helper()
+	ctx := context.Background()
+	for _, c := range cs {
+		if resp := c.getTasks(t, f); !resp.GetQuit() || resp.GetSleepTime() != 0 || len(resp.GetTasks()) != 0 {
+			t.Fatalf("%s at the end: got %v, want quit", c.name, resp)
+		}
+	}
+	e, err := f.db.GetExperiment(ctx, id)
+	if err != nil || e.Status != api.JobFinished {
+		t.Fatalf("experiment: %v %v, want finished", e.Status, err)
+	}
+	last, err := f.c.dir.GetTrainedModel(ctx, &directorpb.GetTrainedModelRequest{ExperimentName: name, ModelType: directorpb.GetTrainedModelRequest_LAST_MODEL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nt := range last.GetModelProto().GetTensors() {
+		if got := fromF32s(nt.GetDataBytes()); !slices.Equal(got, want[nt.GetName()]) {
+			t.Errorf("final %s: got %v, want %v", nt.GetName(), got, want[nt.GetName()])
+		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
@@ -235,25 +234,7 @@ func TestOpenFLWorkspaceTaskGroup(t *testing.T) {
 		}
 		f.settle(t)
 	}
-	for _, c := range []*collaborator{a, b} {
-		if resp := c.getTasks(t, f); !resp.GetQuit() || resp.GetSleepTime() != 0 || len(resp.GetTasks()) != 0 {
-			t.Fatalf("%s at the end: got %v, want quit", c.name, resp)
-		}
-	}
-	e, err := f.db.GetExperiment(ctx, id)
-	if err != nil || e.Status != api.JobFinished {
-		t.Fatalf("experiment: %v %v, want finished", e.Status, err)
-	}
-	last, err := f.c.dir.GetTrainedModel(ctx, &directorpb.GetTrainedModelRequest{ExperimentName: "workspace-exp", ModelType: directorpb.GetTrainedModelRequest_LAST_MODEL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string][]float32{"b": {2.5}, "w": {3, 4}}
-	for _, nt := range last.GetModelProto().GetTensors() {
-		if got := fromF32s(nt.GetDataBytes()); !slices.Equal(got, want[nt.GetName()]) {
-			t.Errorf("final %s: got %v, want %v", nt.GetName(), got, want[nt.GetName()])
-		}
-	}
+	checkFinished(t, f, id, "workspace-exp", map[string][]float32{"b": {2.5}, "w": {3, 4}}, a, b)
 	ms, err := f.db.Metrics(ctx, id)
 	if err != nil {
 		t.Fatal(err)
