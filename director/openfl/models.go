@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"sync"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/peer"
 	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/fedplane/fedplane/api"
@@ -156,12 +157,12 @@ type replyHolds struct{ m sync.Map }
 //
 // gRPC frees a queued reply only when its stream is cleaned up, not when
 // the connection drops: so every hold also ends when its connection does
-// (connHolds), or a client that hangs up mid-reply would keep its place in
-// the downloads gate for good.
+// (connHolds, on a listener from Listener), or a client that hangs up
+// mid-reply would keep its place in the downloads gate for good.
 func (h *replyHolds) hold(ctx context.Context, reply any, release func()) {
 	var once sync.Once
 	rel := func() { once.Do(release) }
-	if ch, ok := ctx.Value(connHoldsKey{}).(*connHolds); ok {
+	if ch := connOf(ctx); ch != nil {
 		id := ch.add(rel)
 		inner := rel
 		rel = func() { ch.remove(id); inner() }
@@ -237,8 +238,6 @@ type connHolds struct {
 	ended bool
 }
 
-type connHoldsKey struct{}
-
 // add registers release, which runs at once if the connection has ended,
 // and returns its id for remove.
 func (c *connHolds) add(release func()) int {
@@ -273,23 +272,66 @@ func (c *connHolds) end() {
 	}
 }
 
-// connStats is the server's stats handler: it gives each connection its
-// connHolds, which calls on it find in their context, and ends them with
-// the connection.
-type connStats struct{}
+// Listener returns lis with its connections tracked, so that the holds of
+// replies still queued on a connection end when it closes: serve the
+// director's gRPC server on it. (A stats handler would tell the same, at
+// the price of events on every call; a listener costs nothing per call.)
+func Listener(lis net.Listener) net.Listener { return trackedListener{lis} }
 
-func (connStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return context.WithValue(ctx, connHoldsKey{}, &connHolds{m: map[int]func(){}})
+type trackedListener struct{ net.Listener }
+
+// connKey names a live connection by both ends, as a call's peer does.
+type connKey struct{ local, remote string }
+
+// conns are the live connections of every tracked listener.
+var conns struct {
+	sync.Mutex
+	m map[connKey]*connHolds
 }
 
-func (connStats) HandleConn(ctx context.Context, s stats.ConnStats) {
-	if _, ok := s.(*stats.ConnEnd); ok {
-		if ch, ok := ctx.Value(connHoldsKey{}).(*connHolds); ok {
-			ch.end()
-		}
+func (l trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
+	k := connKey{c.LocalAddr().String(), c.RemoteAddr().String()}
+	ch := &connHolds{m: map[int]func(){}}
+	conns.Lock()
+	if conns.m == nil {
+		conns.m = map[connKey]*connHolds{}
+	}
+	conns.m[k] = ch
+	conns.Unlock()
+	return &trackedConn{Conn: c, key: k, holds: ch}, nil
 }
 
-func (connStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+type trackedConn struct {
+	net.Conn
+	key   connKey
+	holds *connHolds
+	once  sync.Once
+}
 
-func (connStats) HandleRPC(context.Context, stats.RPCStats) {}
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		conns.Lock()
+		if conns.m[c.key] == c.holds {
+			delete(conns.m, c.key)
+		}
+		conns.Unlock()
+		c.holds.end()
+	})
+	return c.Conn.Close()
+}
+
+// connOf returns the holds of the tracked connection a call came on, or
+// nil.
+func connOf(ctx context.Context) *connHolds {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil || p.LocalAddr == nil {
+		return nil
+	}
+	conns.Lock()
+	defer conns.Unlock()
+	return conns.m[connKey{p.LocalAddr.String(), p.Addr.String()}]
+}

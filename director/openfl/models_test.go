@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/stats"
-	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedplane/fedplane/api/aggregatorpb"
@@ -139,15 +139,37 @@ func TestReplyHoldsLastUntilWritten(t *testing.T) {
 
 // TestHoldsEndWithTheConnection: a reply gRPC still holds when its
 // connection drops is never freed by gRPC; its hold ends with the
-// connection, once.
+// connection, once. The calls run on a real server over a tracked
+// listener, so their peers are what tracking keys on.
 func TestHoldsEndWithTheConnection(t *testing.T) {
 	big := make([]byte, 64<<10)
 	big[0] = 0x0a
 	holds := &replyHolds{}
 	codec := newReplyCodec(holds)
-	ctx := connStats{}.TagConn(context.Background(), nil)
-
 	var released atomic.Int32
+	calls := make(chan context.Context, 1)
+	proceed := make(chan struct{})
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		calls <- ss.Context()
+		<-proceed
+		return nil
+	}))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(Listener(lis))
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.Invoke(context.Background(), "/x.Y/Z", &directorpb.GetEnvoysRequest{}, &directorpb.GetEnvoysResponse{})
+	ctx := <-calls
+	if connOf(ctx) == nil {
+		t.Fatal("a call's peer is not a tracked connection")
+	}
+
 	reply := &directorpb.TrainedModelResponse{}
 	reply.ProtoReflect().SetUnknown(big)
 	holds.hold(ctx, reply, func() { released.Add(1) })
@@ -158,39 +180,26 @@ func TestHoldsEndWithTheConnection(t *testing.T) {
 	if n := released.Load(); n != 0 {
 		t.Fatalf("released %d times while queued", n)
 	}
-	connStats{}.HandleConn(ctx, &stats.ConnEnd{}) // the client hangs up
-	if n := released.Load(); n != 1 {
-		t.Fatalf("released %d times when the connection ended, want 1", n)
+	conn.Close() // the client hangs up
+	deadline := time.Now().Add(10 * time.Second)
+	for released.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hold did not end with its connection")
+		}
+		time.Sleep(time.Millisecond)
 	}
 	out.Free()
+	close(proceed)
 	if n := released.Load(); n != 1 {
 		t.Fatalf("released %d times, want once", n)
 	}
-	// A hold taken on a connection already gone ends at once.
+	// A hold taken on a call whose connection is gone ends with the call.
 	late := &directorpb.TrainedModelResponse{}
 	holds.hold(ctx, late, func() { released.Add(1) })
-	if n := released.Load(); n != 2 {
-		t.Fatalf("a hold on an ended connection: released %d times, want 2", n)
-	}
-}
-
-// TestCallsSeeTheirConnection: the server's handlers find their
-// connection's holds in their context.
-func TestCallsSeeTheirConnection(t *testing.T) {
-	seen := make(chan bool, 1)
-	srv := grpc.NewServer(grpc.StatsHandler(connStats{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
-		_, ok := ss.Context().Value(connHoldsKey{}).(*connHolds)
-		seen <- ok
-		return nil
-	}))
-	lis := bufconn.Listen(1 << 20)
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn := mustDial(t, lis)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn.Invoke(ctx, "/x.Y/Z", &directorpb.GetEnvoysRequest{}, &directorpb.GetEnvoysResponse{})
-	if !<-seen {
-		t.Fatal("a call's context has no connection holds")
+	for released.Load() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("a hold after its connection closed never ended")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

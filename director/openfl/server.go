@@ -60,7 +60,6 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	// then sizes and gates.
 	opts = append(opts,
 		grpc.ForceServerCodecV2(newReplyCodec(svc.holds)),
-		grpc.StatsHandler(connStats{}),
 		grpc.ChainUnaryInterceptor(errorsUnary(log), svc.authUnary, capUnary),
 		grpc.ChainStreamInterceptor(errorsStream(log), svc.authStream, svc.capStream))
 	s := grpc.NewServer(opts...)

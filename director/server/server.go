@@ -142,7 +142,7 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 		wg.Go(func() { adminErr <- srv.Serve(loopCtx, adminLis) })
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.Serve(lis) }()
+	go func() { serveErr <- s.Serve(openfl.Listener(lis)) }()
 
 	var err error
 	select {
