@@ -83,7 +83,13 @@ func (d *Director) NextTask(ctx context.Context, id, envoy string) (Task, error)
 		return Task{}, err
 	}
 	if ended {
-		return Task{Quit: true}, nil
+		// The rounds done, as OpenFL's aggregator answers quit with
+		// rounds_to_train once they all are.
+		e, err := d.db.GetExperiment(ctx, id)
+		if err != nil {
+			return Task{}, err
+		}
+		return Task{Quit: true, Round: e.RoundsDone}, nil
 	}
 	exp.mu.Lock()
 	round, reported, known := exp.round, exp.reported[envoy], exp.training[envoy]

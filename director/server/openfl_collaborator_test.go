@@ -246,8 +246,8 @@ func checkFinished(t *testing.T, f *fed, id, name string, want map[string][]floa
 	t.Helper()
 	ctx := context.Background()
 	for _, c := range cs {
-		if resp := c.getTasks(t, f); !resp.GetQuit() || resp.GetSleepTime() != 0 || len(resp.GetTasks()) != 0 {
-			t.Fatalf("%s at the end: got %v, want quit", c.name, resp)
+		if resp := c.getTasks(t, f); !resp.GetQuit() || resp.GetSleepTime() != 0 || len(resp.GetTasks()) != 0 || resp.GetRoundNumber() != 2 {
+			t.Fatalf("%s at the end: got %v, want quit at round 2 (rounds_to_train)", c.name, resp)
 		}
 	}
 	e, err := f.db.GetExperiment(ctx, id)
