@@ -28,7 +28,7 @@ SOAK_DURATION       ?= 3m
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test vet staticcheck fmt-check tools generate generate-check bench bench-go fuzz soak check demo clean
+.PHONY: help build test test-python vet staticcheck fmt-check tools generate generate-check bench bench-go fuzz soak check demo clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} \
@@ -43,6 +43,14 @@ build: ## Build bin/director, bin/envoy and bin/fladmin (VERSION=... to override
 
 test: ## Run all tests with the race detector (TESTFLAGS=... for extra flags).
 	go test -race $(TESTFLAGS) ./...
+
+# The python3 that has numpy: Debian's python3-numpy serves /usr/bin/python3,
+# which need not be the first python3 in PATH.
+PYTHON ?= $(shell for p in python3 /usr/bin/python3; do $$p -c 'import numpy' 2>/dev/null && { echo $$p; break; }; done)
+
+test-python: ## Run the tests of the Python training helper (python/) with a python3 that has numpy.
+	@if [ -z "$(PYTHON)" ]; then echo "no python3 with numpy: install python3-numpy (apt) or set PYTHON=..."; exit 1; fi
+	$(PYTHON) -m unittest discover -s python/tests
 
 vet: ## Run go vet over the whole module.
 	go vet ./...
@@ -117,7 +125,7 @@ fuzz: ## Run every Fuzz target in the tree for FUZZTIME each (default 30s).
 soak: ## Soak a real director for SOAK_DURATION (default 3m): 1,000 simulated envoys, jobs, RSS and goroutine checks.
 	SOAK_DURATION=$(SOAK_DURATION) go test -tags soak -run TestSoak -v -timeout 20m ./cmd/internal/soak/
 
-check: fmt-check vet staticcheck generate-check test ## Run all CI checks.
+check: fmt-check vet staticcheck generate-check test test-python ## Run all CI checks.
 
 demo: build ## Run a director and three envoys training examples/logreg for 10 rounds (KEEP=1 keeps the workspace).
 	bash examples/demo.sh
