@@ -329,6 +329,66 @@ class RoundTest(unittest.TestCase):
                 self.assertIn(want, str(cm.exception))
 
 
+DOC = os.path.join(HERE, "..", "..", "docs", "training.md")
+
+
+def doc_blocks():
+    """The ```python blocks of docs/training.md, the minimal trainer first."""
+    with open(DOC) as f:
+        text = f.read()
+    start = text.index("<!-- minimal-trainer -->")
+    blocks = text[start:].split("```python\n")[1:]
+    return [b[: b.index("```")] for b in blocks]
+
+
+class DocTrainerTest(Temp):
+    """The trainers of docs/training.md run and produce what the envoy accepts."""
+
+    def run_trainer(self, code, rows, d):
+        """Run code as a round's training command in folder d; return the process and d's path()."""
+        path = lambda name: os.path.join(d, name)  # noqa: E731
+        os.makedirs(path("shard"))
+        with open(path("shard/data.csv"), "w") as f:
+            f.write("".join(",".join(str(v) for v in r) + "\n" for r in rows))
+        ft.write_safetensors(path("input.safetensors"), {"mean": np.zeros(2, np.float32)})
+        with open(path("train.py"), "w") as f:
+            f.write(code)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": os.path.join(HERE, ".."),
+            "FEDPLANE_INPUT_MODEL": path("input.safetensors"),
+            "FEDPLANE_OUTPUT_MODEL": path("output.safetensors"),
+            "FEDPLANE_METRICS": path("metrics.jsonl"),
+            "FEDPLANE_DATA": path("shard"),
+            "FEDPLANE_ROUND": "0",
+            "FEDPLANE_ENVOY": "site-a",
+            "FEDPLANE_EXPERIMENT": "doc",
+            "FEDPLANE_SAMPLES": "0",
+        }
+        out = subprocess.run([sys.executable, path("train.py")], env=env, cwd=d, capture_output=True, text=True)
+        return out, path
+
+    def test_trainers(self):
+        blocks = doc_blocks()
+        self.assertEqual(len(blocks), 2)
+        for i, code in enumerate(blocks):
+            with self.subTest(block=i):
+                out, path = self.run_trainer(code, [[1, 2], [3, 4], [5, 12]], self.path(str(i)))
+                self.assertEqual(out.returncode, 0, out.stderr)
+                model = ft.read_safetensors(path("output.safetensors"))
+                ft.check_layout(model, ft.read_safetensors(path("input.safetensors")))
+                np.testing.assert_allclose(model["mean"], [3, 6])
+                m = ft.read_metrics(path("metrics.jsonl"))
+                self.assertEqual(m["n_samples"], 3)
+                self.assertAlmostEqual(m["distance"], math.hypot(3, 6), places=5)
+
+    def test_minimal_trainer_says_why(self):
+        out, path = self.run_trainer(doc_blocks()[0], [[1, 2, 3]], self.path("bad"))
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("data.csv: want rows of 2 numbers", out.stderr)
+        self.assertFalse(os.path.exists(path("output.safetensors")))
+
+
 class OneFileTest(unittest.TestCase):
     """The helper is one file needing the standard library and numpy only."""
 
