@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -66,6 +67,8 @@ type Config struct {
 	Logger             *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Metrics records what Prometheus is shown; a new set when nil.
+	Metrics *metrics.Director
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +99,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewDirector()
+	}
 }
 
 func (c *Config) validate() error {
@@ -123,6 +129,7 @@ func (c *Config) validate() error {
 type Director struct {
 	cfg     Config
 	log     *slog.Logger
+	metrics *metrics.Director
 	db      *store.DB
 	reg     *registry
 	started time.Time
@@ -218,10 +225,11 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		return nil, err
 	}
 	d := &Director{
-		cfg: cfg, log: cfg.Logger, db: db, reg: reg, started: cfg.Now(),
+		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, db: db, reg: reg, started: cfg.Now(),
 		lc: newLifecycle(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
 		downloads: NewGate("downloads", MaxDownloads, MaxDownloadsPerCaller),
 	}
+	d.metrics.Watch(d)
 	if err := d.reconcile(ctx); err != nil {
 		db.Close()
 		return nil, err

@@ -45,6 +45,7 @@ type experiment struct {
 
 	mu          sync.Mutex
 	round       int             // the round being trained
+	roundStart  time.Time       // when round began here (or the director resumed it), for its duration metric
 	training    map[string]bool // given the train task of round
 	reported    map[string]bool // sent results for round
 	receiving   map[string]bool // results of round being stored and recorded
@@ -176,6 +177,7 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 		return err
 	}
 	exp := newExperiment(e.ID, m, nil, cur, model)
+	exp.roundStart = d.cfg.Now()
 	for _, p := range parts {
 		exp.participants = append(exp.participants, p.Envoy)
 	}
@@ -214,6 +216,7 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 		return err
 	}
 	exp := newExperiment(e.ID, m, envoys, 0, model)
+	exp.roundStart = d.cfg.Now()
 	d.lc.mu.Lock()
 	d.lc.running[e.ID] = exp
 	for _, name := range envoys {

@@ -19,6 +19,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
@@ -54,6 +55,7 @@ func (d *Director) ReceiveArchive(copyFn func(w io.Writer) (int64, error)) (*Upl
 	hw := job.NewHashWriter(tmp)
 	n, err := copyFn(&capWriter{w: hw, left: d.cfg.MaxJobSize, what: "job archive larger than the director's cap"})
 	hw.Close()
+	d.metrics.Received(metrics.KindArchives, n)
 	sum := hw.Sum()
 	if err != nil {
 		tmp.Close()

@@ -220,7 +220,7 @@ func (d *Director) Status(ctx context.Context) (api.DirectorStatus, error) {
 	if err != nil {
 		return api.DirectorStatus{}, err
 	}
-	total, online := d.reg.count()
+	total, online, _ := d.reg.count()
 	return api.DirectorStatus{
 		Version: d.cfg.Version, Uptime: d.cfg.Now().Sub(d.started).Round(time.Second).String(), StartTime: d.started,
 		Envoys: total, EnvoysOnline: online, Jobs: counts,

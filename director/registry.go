@@ -254,8 +254,9 @@ func (r *registry) page(after string, max int) (views []EnvoyView, total int, mo
 }
 
 // count returns how many envoys are registered and how many of them are
-// online now, without copying them.
-func (r *registry) count() (total, online int) {
+// online now, without copying them; lag is the age of the oldest last
+// heartbeat among those online.
+func (r *registry) count() (total, online int, lag time.Duration) {
 	now := r.now()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -265,9 +266,10 @@ func (r *registry) count() (total, online int) {
 		e.mu.Unlock()
 		if r.online(seen, now) {
 			online++
+			lag = max(lag, now.Sub(seen))
 		}
 	}
-	return len(r.envoys), online
+	return len(r.envoys), online, lag
 }
 
 // flush writes the liveness gathered since the last flush in one transaction.

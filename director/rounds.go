@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
+	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -281,6 +282,7 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	defer release()
 
 	tmp, n, err := d.receiveResults(prefix, r, most)
+	d.metrics.Received(metrics.KindResults, n)
 	if err != nil {
 		return rep, err
 	}
@@ -481,6 +483,7 @@ func (d *Director) aggregate(ctx context.Context, exp *experiment, round int) {
 // experiment is failed next, and neither a deadline nor a straggler's
 // report may start a second aggregation of it meanwhile.
 func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round int) (err error) {
+	aggStart := d.cfg.Now()
 	defer func() {
 		if err == nil {
 			exp.mu.Lock()
@@ -572,6 +575,11 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		os.Remove(filepath.Join(d.cfg.DataDir, rel))
 		return err
 	}
+	exp.mu.Lock()
+	roundStart := exp.roundStart
+	exp.mu.Unlock()
+	now := d.cfg.Now()
+	d.metrics.RoundDone(now.Sub(roundStart), now.Sub(aggStart))
 	// The reports are folded into the new model: they are no longer needed.
 	os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
 	d.log.InfoContext(ctx, "round aggregated", api.LogJob, exp.id, api.LogRound, round, api.LogReports, len(inputs), api.LogFinal, final)
@@ -598,7 +606,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	exp.modelMu.Unlock()
 	old.close()
 	exp.mu.Lock()
-	exp.round = next
+	exp.round, exp.roundStart = next, d.cfg.Now()
 	exp.reported = map[string]bool{}
 	exp.training = map[string]bool{}
 	exp.validated = map[string]map[string]bool{}

@@ -36,6 +36,7 @@ type serveOptions struct {
 	adminIdleTimeout  time.Duration
 	adminMinRate      cli.ByteSize
 	pprofListen       string
+	metricsListen     string
 	tls               cli.TLSFlags
 	insecure          bool
 	logFormat         string
@@ -88,6 +89,7 @@ or in --config).`,
 	o.adminMinRate = admin.DefaultMinRate
 	f.Var(&o.adminMinRate, "admin-min-rate", "drop an admin client whose request arrives slower than this per second, measured over 10 s of waiting for it (0 turns the check off)")
 	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
+	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and /healthz, /readyz over plain HTTP on this address, e.g. 127.0.0.1:9464; empty is off; beyond loopback only with TLS flags or --insecure")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -111,10 +113,11 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	ctx, stop := context.WithCancel(cmd.Context())
 	defer stop()
 	srv := server.Config{
-		GRPCListen:  o.grpcListen,
-		AdminListen: o.adminListen,
-		TLS:         tlsCfg,
-		Insecure:    o.insecure,
+		GRPCListen:    o.grpcListen,
+		AdminListen:   o.adminListen,
+		MetricsListen: o.metricsListen,
+		TLS:           tlsCfg,
+		Insecure:      o.insecure,
 		Admin: admin.Config{MaxConns: o.adminMaxConns, MaxConnsPerAddr: o.adminMaxPerAddr,
 			HandshakeTimeout: o.adminHandshake, IdleTimeout: o.adminIdleTimeout, MinRate: minRate(int64(o.adminMinRate))},
 	}
@@ -202,6 +205,11 @@ func (o *serveOptions) check() error {
 	}
 	if o.adminMaxConns <= 0 || o.adminMaxPerAddr <= 0 || o.adminHandshake <= 0 || o.adminIdleTimeout <= 0 {
 		return cli.Usagef("--admin-max-conns, --admin-max-conns-per-addr, --admin-handshake-timeout and --admin-idle-timeout must be positive")
+	}
+	if o.metricsListen != "" {
+		if err := cli.CheckHostPort("metrics-listen", o.metricsListen); err != nil {
+			return err
+		}
 	}
 	if o.pprofListen != "" {
 		if err := checkPprofListen(o.pprofListen); err != nil {

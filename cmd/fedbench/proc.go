@@ -63,7 +63,13 @@ func (b *bench) startDirector(ctx context.Context, dir string, extra ...string) 
 	if d.admin, err = freeAddr(); err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "--data-dir", d.dataDir, "--grpc-listen", d.grpc, "--admin-listen", d.admin}
+	// Metrics on, as an operator runs it: their cost (the gRPC call
+	// counter) is in every figure.
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--data-dir", d.dataDir, "--grpc-listen", d.grpc, "--admin-listen", d.admin, "--metrics-listen", metricsAddr}
 	if b.cfg.profile != "" {
 		if d.pprof, err = freeAddr(); err != nil {
 			return nil, err

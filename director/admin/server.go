@@ -422,7 +422,8 @@ const anonymous = "anonymous"
 func (s *Server) dispatch(ctx context.Context, log *slog.Logger, req *request) *adminproto.Message {
 	t0 := time.Now()
 	name, cmd, err := s.resolve(req.name)
-	if err == nil {
+	known := err == nil
+	if known {
 		req.name = name
 	}
 	var reply *adminproto.Message
@@ -448,6 +449,13 @@ func (s *Server) dispatch(ctx context.Context, log *slog.Logger, req *request) *
 	}
 	attrs := []any{api.LogMethod, req.name, api.LogCaller, req.caller.Name, api.LogTook, time.Since(t0)}
 	if reply != nil {
+		// Only names the director knows become a label: a client's
+		// made-up commands all count as "unknown".
+		counted := req.name
+		if !known {
+			counted = "unknown"
+		}
+		s.d.Prometheus().AdminCommand(counted, reply.Status())
 		attrs = append(attrs, api.LogStatus, reply.Status())
 		if st := reply.Status(); st != adminproto.StatusOK {
 			attrs = append(attrs, api.LogReason, reply.Info())

@@ -9,6 +9,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
+	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -99,6 +100,7 @@ func (s *aggregatorService) GetAggregatedTensor(ctx context.Context, req *aggreg
 	if err != nil {
 		return nil, err
 	}
+	s.d.Prometheus().Sent(metrics.KindModels, int64(len(data)))
 	nt := tensor.NamedTensor(span, data, tags, false)
 	nt.RoundNumber = int32(round)
 	return &aggregatorpb.GetAggregatedTensorResponse{

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -251,6 +252,7 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 			if err := stream.Send(&directorpb.ExperimentData{Size: uint32(n), Npbytes: buf[:n]}); err != nil {
 				return err
 			}
+			s.d.Prometheus().Sent(metrics.KindArchives, int64(n))
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil

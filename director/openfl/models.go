@@ -20,6 +20,7 @@ import (
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -112,6 +113,7 @@ func (s *service) trainedModel(ctx context.Context, name string, best bool) (b [
 		leave()
 		return nil, nil, err
 	}
+	s.d.Prometheus().Sent(metrics.KindModels, int64(len(b)))
 	return b, func() { drop(); leave() }, nil
 }
 

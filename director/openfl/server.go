@@ -24,6 +24,7 @@ import (
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/metrics"
 )
 
 // Config configures the services.
@@ -33,6 +34,10 @@ type Config struct {
 	// the names they give and frontends by OpenFL's client_id header, as
 	// a director without TLS listens on loopback only.
 	TLS *tls.Config
+	// Metrics, when set, counts every call by method and code; nil leaves
+	// the interceptor out, so a director without --metrics-listen pays
+	// nothing for it.
+	Metrics *metrics.Director
 }
 
 // NewServer returns a gRPC server with fedplane's transport options
@@ -58,10 +63,17 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	// Who may call what is decided before a handler runs or a request's
 	// stream is read (identity before bytes), by the domain's one table;
 	// then sizes and gates.
+	// The call counter comes first, so it counts the code a caller gets.
+	unary := []grpc.UnaryServerInterceptor{errorsUnary(log), svc.authUnary, capUnary}
+	stream := []grpc.StreamServerInterceptor{errorsStream(log), svc.authStream, svc.capStream}
+	if cfg.Metrics != nil {
+		unary = append([]grpc.UnaryServerInterceptor{cfg.Metrics.UnaryInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{cfg.Metrics.StreamInterceptor()}, stream...)
+	}
 	opts = append(opts,
 		grpc.ForceServerCodecV2(newReplyCodec(svc.holds)),
-		grpc.ChainUnaryInterceptor(errorsUnary(log), svc.authUnary, capUnary),
-		grpc.ChainStreamInterceptor(errorsStream(log), svc.authStream, svc.capStream))
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...))
 	s := grpc.NewServer(opts...)
 	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})

@@ -42,6 +42,12 @@ type fed struct {
 
 func startFed(t *testing.T, cfg director.Config) *fed {
 	t.Helper()
+	return startFedWith(t, cfg, Config{})
+}
+
+// startFedWith starts a federation as startFed does, served with scfg.
+func startFedWith(t *testing.T, cfg director.Config, scfg Config) *fed {
+	t.Helper()
 	d := mustNew(t, cfg)
 	lis := bufconn.Listen(1 << 20)
 	adminLis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,7 +56,7 @@ func startFed(t *testing.T, cfg director.Config) *fed {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, d, Config{}, lis, adminLis) }()
+	go func() { done <- Serve(ctx, d, scfg, lis, adminLis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -22,6 +22,7 @@ import (
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
 	"github.com/fedplane/fedplane/director/openfl"
+	"github.com/fedplane/fedplane/metrics"
 )
 
 // Defaults of Config.
@@ -48,6 +49,12 @@ type Config struct {
 	// Admin configures the admin channel; its TLS and StopGrace are taken
 	// from this Config.
 	Admin admin.Config
+	// MetricsListen, when set, is where Run serves /metrics, /healthz and
+	// /readyz over plain HTTP (see MetricsListener).
+	MetricsListen string
+	// MetricsListener, when set, is where Serve serves them; Serve owns
+	// it. With it the gRPC calls are counted too.
+	MetricsListener net.Listener
 }
 
 func (c *Config) setDefaults() {
@@ -70,7 +77,13 @@ func (c Config) Check() error {
 	if c.TLS != nil || c.Insecure {
 		return nil
 	}
-	for _, a := range []struct{ flag, addr string }{{"grpc-listen", c.GRPCListen}, {"admin-listen", c.AdminListen}} {
+	addrs := []struct{ flag, addr string }{{"grpc-listen", c.GRPCListen}, {"admin-listen", c.AdminListen}}
+	if c.MetricsListen != "" {
+		// The metrics port is plain HTTP even with TLS set; without TLS
+		// it is held to loopback like the others.
+		addrs = append(addrs, struct{ flag, addr string }{"metrics-listen", c.MetricsListen})
+	}
+	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a.addr)
 		if err != nil {
 			return fmt.Errorf("%w: --%s %q: %w", api.ErrInvalid, a.flag, a.addr, err)
@@ -109,6 +122,13 @@ func Run(ctx context.Context, d *director.Director, cfg Config) error {
 		lis.Close()
 		return fmt.Errorf("admin listen: %w", err)
 	}
+	if cfg.MetricsListen != "" {
+		if cfg.MetricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			lis.Close()
+			adminLis.Close()
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+	}
 	return Serve(ctx, d, cfg, lis, adminLis)
 }
 
@@ -119,7 +139,11 @@ func Run(ctx context.Context, d *director.Director, cfg Config) error {
 func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis net.Listener) error {
 	cfg.setDefaults()
 	log := d.Config().Logger
-	s := openfl.NewServer(d, openfl.Config{TLS: cfg.TLS})
+	ocfg := openfl.Config{TLS: cfg.TLS}
+	if cfg.MetricsListener != nil {
+		ocfg.Metrics = d.Prometheus()
+	}
+	s := openfl.NewServer(d, ocfg)
 	if cfg.TLS == nil {
 		log.Warn("serving without TLS: anyone who can reach the ports is trusted; use director pki and --tls-* beyond loopback")
 	}
@@ -143,6 +167,12 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Serve(openfl.Listener(lis)) }()
+	// Ready once the ports serve, until the drain.
+	metricsErr := make(chan error, 1)
+	if cfg.MetricsListener != nil {
+		h := d.Prometheus().Handler(d.Ready)
+		wg.Go(func() { metricsErr <- metrics.Serve(loopCtx, cfg.MetricsListener, h, log) })
+	}
 
 	var err error
 	select {
@@ -160,6 +190,10 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 		d.Drain()
 		stopWithGrace(s, cfg.StopGrace)
 		<-serveErr
+	case err = <-metricsErr:
+		d.Drain()
+		stopWithGrace(s, cfg.StopGrace)
+		<-serveErr
 	case <-ctx.Done():
 		log.Info("director stopping")
 		d.Drain()
@@ -171,6 +205,12 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	if err == nil {
 		select {
 		case err = <-adminErr:
+		default:
+		}
+	}
+	if err == nil {
+		select {
+		case err = <-metricsErr:
 		default:
 		}
 	}
