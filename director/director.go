@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/api"
-	"github.com/fedplane/fedplane/metrics"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/store"
 )
 

@@ -18,8 +18,8 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/basepb"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/job"
-	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/fedplane/fedplane/metrics"
+	"github.com/fedplane/fedplane/director/metrics"
 )
 
 // Prometheus is what the director records for Prometheus; the adapters count

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/job"
-	"github.com/fedplane/fedplane/metrics"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
-	"github.com/fedplane/fedplane/metrics"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )

@@ -15,7 +15,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
-	"github.com/fedplane/fedplane/metrics"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/store"
 )
 

@@ -20,7 +20,7 @@ import (
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/director"
-	"github.com/fedplane/fedplane/metrics"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/tensor"
 )
 

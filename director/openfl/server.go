@@ -24,7 +24,7 @@ import (
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
-	"github.com/fedplane/fedplane/metrics"
+	"github.com/fedplane/fedplane/director/metrics"
 )
 
 // Config configures the services.

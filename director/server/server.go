@@ -21,8 +21,8 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
+	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/director/openfl"
-	"github.com/fedplane/fedplane/metrics"
 )
 
 // Defaults of Config.
