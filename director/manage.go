@@ -49,6 +49,9 @@ func (d *Director) JobInfo(e store.Experiment, withManifest bool) api.Job {
 	if m, err := manifestOf(e); err == nil {
 		j.Rounds = m.Rounds
 	}
+	if e.Status == api.JobPending && j.Reason == "" {
+		j.Reason = d.pendingReason(e)
+	}
 	if e.Status == api.JobInProgress && j.Reason == "" {
 		if names := d.awaitingApproval(e.ID); len(names) > 0 {
 			j.Reason = "waiting for approval at " + strings.Join(names, ", ")
@@ -235,4 +238,85 @@ func (d *Director) RoundTasks(e store.Experiment) (tasks []job.Task, fromPlan bo
 		return m.OpenFL.Tasks, true
 	}
 	return []job.Task{{Name: TaskTrain, Function: TaskTrain, Type: job.TaskTypeTrain}}, false
+}
+
+// maxNamesShown bounds the envoy names a pending job's reason lists.
+const maxNamesShown = 5
+
+// pendingReason says what pending job e waits for, judged now: the named
+// envoys that are not online and free, or how many free envoys min_envoys
+// needs against how many there are; "" once it can start (the scheduler
+// takes it on its next pass).
+func (d *Director) pendingReason(e store.Experiment) string {
+	m, err := manifestOf(e)
+	if err != nil {
+		return ""
+	}
+	views := d.reg.list()
+	running := d.runningByEnvoy()
+	if len(m.Envoys) > 0 {
+		byName := make(map[string]EnvoyView, len(views))
+		for _, v := range views {
+			byName[v.Name] = v
+		}
+		var waits []string
+		for _, name := range m.Envoys {
+			v, ok := byName[name]
+			switch {
+			case !ok:
+				waits = append(waits, name+" (not registered)")
+			case !v.Online:
+				waits = append(waits, name+" (offline)")
+			case running[name] != "":
+				waits = append(waits, name+" (busy with job "+short(running[name])+")")
+			case v.ExperimentRunning:
+				waits = append(waits, name+" (still stopping a job)")
+			}
+		}
+		if len(waits) == 0 {
+			return ""
+		}
+		return "waits for " + listNames(waits)
+	}
+	var free []string
+	online := 0
+	for _, v := range views {
+		if v.Online {
+			online++
+			if running[v.Name] == "" && !v.ExperimentRunning {
+				free = append(free, v.Name)
+			}
+		}
+	}
+	if len(free) >= m.MinEnvoys {
+		return ""
+	}
+	noun := "envoys"
+	if m.MinEnvoys == 1 {
+		noun = "envoy"
+	}
+	reason := fmt.Sprintf("needs %d %s, %d free of %d online", m.MinEnvoys, noun, len(free), online)
+	if len(free) > 0 {
+		reason += ": " + listNames(free)
+	}
+	if len(views) < m.MinEnvoys {
+		reason += fmt.Sprintf("; only %d registered", len(views))
+	}
+	return reason
+}
+
+// listNames joins names, the first maxNamesShown of them.
+func listNames(names []string) string {
+	if len(names) <= maxNamesShown {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:maxNamesShown], ", ") + fmt.Sprintf(" and %d more", len(names)-maxNamesShown)
+}
+
+// short is a job id's first characters, as users type them.
+func short(id string) string {
+	if len(id) > api.MinIDPrefix {
+		return id[:api.MinIDPrefix]
+	}
+	return id
 }
