@@ -25,8 +25,11 @@ type fakeAdmin struct {
 	mu    sync.Mutex
 	got   []string
 	bytes int64
-	// reply is the document every request gets, encoded once.
+	// reply is the document every request gets, encoded once, unless
+	// seq is set: then each request gets the next of seq, and the last one
+	// from then on.
 	reply []byte
+	seq   [][]byte
 }
 
 func startFakeAdmin(t testing.TB, reply *adminproto.Message) *fakeAdmin {
@@ -78,8 +81,15 @@ func (f *fakeAdmin) serve(c net.Conn) {
 	f.mu.Lock()
 	f.got = append(f.got, cmd)
 	f.bytes += n
+	reply := f.reply
+	if len(f.seq) > 0 {
+		reply = f.seq[0]
+		if len(f.seq) > 1 {
+			f.seq = f.seq[1:]
+		}
+	}
 	f.mu.Unlock()
-	adminproto.WriteText(c, f.reply)
+	adminproto.WriteText(c, reply)
 }
 
 func ok(meta map[string]any) *adminproto.Message {

@@ -28,9 +28,12 @@ func newWaitJobCmd(f *factory) *cobra.Command {
 	o := &waitJobOptions{}
 	cmd := &cobra.Command{
 		Use:   "wait-job JOB_ID",
-		Short: "Wait until a job ends; print its final status and reason",
+		Short: "Wait until a job ends, printing each change on the way; then its final status",
 		Long: `Wait until the job ends, asking the director every --interval, then print
 its final status and, for a job that failed or was aborted, the reason.
+Meanwhile each change of the job's state, round or reason (what a pending
+job waits for, which site's approval a running one waits for) is printed as
+a line with the time it was seen; -o json and -o yaml print only the end.
 --wait-timeout bounds the whole wait; the global --timeout still bounds each
 question to the director.
 
@@ -62,6 +65,7 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 	}
 	t := time.NewTicker(o.interval)
 	defer t.Stop()
+	var last string // the job's state, round and reason as last printed
 	for {
 		reply, err := f.do(ctx, api.CmdGetJobMeta+" "+id)
 		if err != nil {
@@ -89,6 +93,12 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 			}
 			return nil
 		}
+		if !f.structured() {
+			if now := progressLine(j); now != last {
+				fmt.Fprintf(f.stdout, "%s  %s\n", time.Now().Format(time.TimeOnly), now)
+				last = now
+			}
+		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), errWaitTimeout) {
@@ -109,4 +119,17 @@ func waitExpired(ctx context.Context) bool {
 	}
 	dl, ok := ctx.Deadline()
 	return ok && !time.Now().Before(dl)
+}
+
+// progressLine says where a job that has not ended is: its state, its
+// round once it runs, and its reason (what it waits for).
+func progressLine(j api.Job) string {
+	s := string(j.Status)
+	if j.Status == api.JobInProgress && j.Rounds > 0 {
+		s += fmt.Sprintf(", round %d of %d done", j.RoundsDone, j.Rounds)
+	}
+	if j.Reason != "" {
+		s += ": " + j.Reason
+	}
+	return s
 }
