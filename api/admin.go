@@ -74,6 +74,14 @@ const (
 	// MetaSignature, in a submit_job request, is the submitter's signature
 	// of the archive (pki.JobSignature, as a JSON object).
 	MetaSignature = "signature"
+	// MetaWaitForEnvoys, in a submit_job request, false asks the director
+	// to refuse a job that cannot start with the envoys registered now;
+	// left out or true, such a job is taken and waits, and the reply's
+	// MetaWarning says why it cannot start yet.
+	MetaWaitForEnvoys = "waitForEnvoys"
+	// MetaWarning, in a reply, is something the caller should know
+	// although the command succeeded.
+	MetaWarning = "warning"
 	MetaTotal     = "total" // list_envoys: how many envoys there are in all
 	// MetaNextAfter, in list_envoys' reply, is the name to pass as -a for
 	// the next page; "" on the last page.

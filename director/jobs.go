@@ -137,6 +137,35 @@ type Submission struct {
 	// FolderName is the job folder's name a FLARE admin client gives
 	// (submit_job <folder>), kept with the job; "" for none.
 	FolderName string
+	// NoWait refuses a job that cannot start with the envoys registered
+	// now (more min_envoys than there are), rather than keep it waiting.
+	NoWait bool
+}
+
+// JobCannotStart is CannotStart for a stored job.
+func (d *Director) JobCannotStart(e store.Experiment) string {
+	m, err := manifestOf(e)
+	if err != nil {
+		return ""
+	}
+	return d.CannotStart(m)
+}
+
+// CannotStart says why job.json m cannot start with the envoys registered
+// now, or returns "": it asks for more envoys than have registered. Named
+// envoys that never registered are refused at submit already.
+func (d *Director) CannotStart(m *job.Manifest) string {
+	if len(m.Envoys) > 0 || m.MinEnvoys == 0 {
+		return ""
+	}
+	if total, _, _ := d.reg.count(); total < m.MinEnvoys {
+		noun := "envoys"
+		if m.MinEnvoys == 1 {
+			noun = "envoy"
+		}
+		return fmt.Sprintf("it asks for %d %s (min_envoys) and only %d have registered: it waits until more do", m.MinEnvoys, noun, total)
+	}
+	return ""
 }
 
 // SubmitJob checks an uploaded job without trusting it (job.json, the
@@ -183,6 +212,8 @@ func (d *Director) SubmitJob(ctx context.Context, who Caller, u *Upload, sub Sub
 		}
 	} else if why := d.unknownEnvoys(m.Envoys); why != "" {
 		return store.Experiment{}, fmt.Errorf("%w: job.json: \"envoys\" %s", job.ErrInvalid, why)
+	} else if why := d.CannotStart(m); why != "" && sub.NoWait {
+		return store.Experiment{}, fmt.Errorf("%w: the job cannot start now: %s (submitted with --wait-for-envoys=false)", job.ErrInvalid, why)
 	}
 	var model *os.File
 	var modelSum string

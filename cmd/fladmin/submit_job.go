@@ -19,6 +19,7 @@ import (
 
 type submitJobOptions struct {
 	noProgress bool
+	waitEnvoys bool
 }
 
 func newSubmitJobCmd(f *factory) *cobra.Command {
@@ -44,6 +45,7 @@ refuses unsigned jobs.`,
 		},
 	}
 	cmd.Flags().BoolVar(&o.noProgress, "no-progress", false, "never draw the progress bar")
+	cmd.Flags().BoolVar(&o.waitEnvoys, "wait-for-envoys", true, "keep a job that cannot start yet (more min_envoys than have registered) waiting for envoys; false has the director refuse it")
 	return cmd
 }
 
@@ -81,6 +83,9 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if sig != nil {
 		req.Meta[api.MetaSignature] = json.RawMessage(sig.Marshal())
 	}
+	if !o.waitEnvoys {
+		req.Meta[api.MetaWaitForEnvoys] = false
+	}
 	msg, err := c.Upload(ctx, req, uint64(a.Size()), body)
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", dir, f.explain(err))
@@ -92,6 +97,10 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	var id string
 	if err := reply.Into(api.MetaJobID, &id); err != nil {
 		return err
+	}
+	var warning string
+	if reply.Into(api.MetaWarning, &warning) == nil && warning != "" {
+		fmt.Fprintf(f.stderr, "warning: %s\n", warning)
 	}
 	if f.structured() {
 		return f.print(map[string]any{api.MetaJobID: id, "bytes": a.Size(), "files": a.Files()})

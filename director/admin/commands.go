@@ -159,11 +159,18 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 		}
 		return nil, err
 	}
-	e, err := s.d.SubmitJob(ctx, req.caller, u, director.Submission{Signature: sig, FolderName: folder})
+	noWait := false
+	if v, ok := req.msg.Meta[api.MetaWaitForEnvoys].(bool); ok {
+		noWait = !v
+	}
+	e, err := s.d.SubmitJob(ctx, req.caller, u, director.Submission{Signature: sig, FolderName: folder, NoWait: noWait})
 	if err != nil {
 		return nil, err
 	}
 	meta := map[string]any{api.MetaJobID: e.ID, api.MetaJob: s.d.JobInfo(e, false)}
+	if why := s.d.JobCannotStart(e); why != "" {
+		meta[api.MetaWarning] = "the job cannot start yet: " + why
+	}
 	if folder != "" {
 		meta[api.MetaJobFolderName] = folder
 	}
