@@ -82,7 +82,7 @@ const (
 	// MetaWarning, in a reply, is something the caller should know
 	// although the command succeeded.
 	MetaWarning = "warning"
-	MetaTotal     = "total" // list_envoys: how many envoys there are in all
+	MetaTotal   = "total" // list_envoys: how many envoys there are in all
 	// MetaNextAfter, in list_envoys' reply, is the name to pass as -a for
 	// the next page; "" on the last page.
 	MetaNextAfter = "nextAfter"
