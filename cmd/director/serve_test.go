@@ -51,3 +51,11 @@ func TestServeUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleConfig keeps examples/director.yaml a valid config file.
+func TestExampleConfig(t *testing.T) {
+	cmd := newServeCmd()
+	if err := cli.LoadConfig(cmd.Flags(), "../../examples/director.yaml", "config"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -157,3 +157,11 @@ func TestStartConfigFile(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want exit 2 naming --name", code, stderr)
 	}
 }
+
+// TestExampleConfig keeps examples/envoy.yaml a valid config file.
+func TestExampleConfig(t *testing.T) {
+	cmd := newStartCmd()
+	if err := cli.LoadConfig(cmd.Flags(), "../../examples/envoy.yaml", "config"); err != nil {
+		t.Fatal(err)
+	}
+}
