@@ -30,7 +30,7 @@ SOAK_DURATION       ?= 3m
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help build docker test test-python vet staticcheck fmt-check tools generate generate-check bench bench-go fuzz soak check demo clean
+.PHONY: help build docker test test-python vet staticcheck fmt-check tools generate generate-check bench bench-go fuzz soak check demo demo-digits clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} \
@@ -134,6 +134,9 @@ check: fmt-check vet staticcheck generate-check test test-python ## Run all CI c
 
 demo: build ## Run a director and three envoys training examples/logreg for 10 rounds (KEEP=1 keeps the workspace).
 	bash examples/demo.sh
+
+demo-digits: build ## Train examples/digits (PyTorch, scikit-learn's digits) on three envoys; federated vs central accuracy.
+	bash examples/digits/run.sh
 
 clean: ## Remove bin/ and .tools/.
 	rm -rf bin .tools
