@@ -44,6 +44,10 @@ const (
 	// EnvoyRefused: the site refused the job (its policy, its operator, or
 	// a signature that does not verify); the reason says why.
 	EnvoyRefused EnvoyState = "refused"
+	// EnvoyMissed: the envoy missed the current round (it went offline,
+	// its training failed or timed out, its results were refused); the
+	// reason says how. It rejoins when it asks for a task again.
+	EnvoyMissed EnvoyState = "missed"
 )
 
 // CodeSiteRefused is the error_code of SetExperimentFailed with which an

@@ -263,19 +263,15 @@ func (d *Director) EnvoyFailed(ctx context.Context, id, envoy string, code uint3
 	if len(desc) > maxReasonLen {
 		desc = desc[:maxReasonLen] + "..."
 	}
-	reason := fmt.Sprintf("envoy %s failed (code %d): %s", envoy, code, desc)
-	state := api.EnvoyFailed
 	if code == api.CodeSiteRefused {
-		// The site's own decision, not a fault: said as such. The job
-		// cannot run as submitted without the site, so it fails.
-		reason, state = fmt.Sprintf("site %s refused the job: %s", envoy, desc), api.EnvoyRefused
+		// The site's own decision, not a fault: said as such. The site is
+		// out of every round; the job goes on without it if its quorum
+		// still can be reached.
 		d.log.Warn("a site refused the job", api.LogJob, id, api.LogEnvoy, envoy, api.LogReason, desc)
+		return d.missRound(ctx, exp, envoy, missFailed, true, fmt.Sprintf("site %s refused the job: %s", envoy, desc))
 	}
-	if err := d.db.SetEnvoyState(ctx, id, envoy, state, d.currentRound(id), desc); err != nil && !errors.Is(err, api.ErrConflict) {
-		return err
-	}
-	if _, err := d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
-		return err
-	}
-	return nil
+	// Its training failed or timed out: it misses this round, and rejoins
+	// when it asks for a task again.
+	d.log.Warn("an envoy missed the round", api.LogJob, id, api.LogEnvoy, envoy, api.LogReason, desc)
+	return d.missRound(ctx, exp, envoy, missFailed, false, fmt.Sprintf("envoy %s failed (code %d): %s", envoy, code, desc))
 }

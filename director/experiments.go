@@ -52,6 +52,13 @@ type experiment struct {
 	receiving   map[string]bool // results of round being stored and recorded
 	uploading   map[string]bool // results of round arriving: one stream per envoy
 	awaiting    map[string]bool // held by their site operators, not yet approved
+	// sampled are the envoys that train round (nil: every participant);
+	// missed those of them that missed it, and how; refused the sites
+	// that refused the job, out of every round (participation.go).
+	sampled     map[string]bool
+	missed      map[string]miss
+	refused     map[string]bool
+	seed        uint64 // of the per-round sampling
 	aggregating bool
 	// validated holds the validation tasks of an OpenFL task group each
 	// envoy reported in round (tasks.go), valSums their metrics' sums by
@@ -61,7 +68,7 @@ type experiment struct {
 	valOrder  []string
 	model     *roundModel // the global model of round
 	prev      *roundModel // the global model of round-1, opened for the first delta asked of round
-	deadline  *time.Timer // round_timeout of round, when job.json sets one
+	deadline  *time.Timer // the deadline of round (job.Manifest.RoundDeadline)
 
 	// modelMu guards model's file against being closed while a tensor is
 	// read from it.
@@ -183,7 +190,11 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 	exp.roundStart = d.cfg.Now()
 	for _, p := range parts {
 		exp.participants = append(exp.participants, p.Envoy)
+		if p.Status == api.EnvoyRefused {
+			exp.refused[p.Envoy] = true
+		}
 	}
+	exp.sampled = nameSet(rounds[len(rounds)-1].Participants)
 	for _, r := range results {
 		exp.reported[r.Envoy] = true
 	}
@@ -191,9 +202,14 @@ func (d *Director) resume(ctx context.Context, e store.Experiment) error {
 	d.lc.running[e.ID] = exp
 	d.lc.mu.Unlock()
 	d.log.Info("experiment resumed", api.LogJob, e.ID, api.LogRound, cur, api.LogReports, len(results))
-	if len(results) == len(exp.participants) {
-		// Every report of the round arrived before the stop: aggregate now.
+	exp.mu.Lock()
+	v, _ := exp.verdictLocked(false)
+	if v == closeRound {
+		// The round's reports arrived before the stop: aggregate now.
 		exp.aggregating = true
+	}
+	exp.mu.Unlock()
+	if v == closeRound {
 		d.aggregateAsync(exp, cur)
 		return nil
 	}
@@ -214,11 +230,13 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 	}
 	d.lc.life.Lock()
 	defer d.lc.life.Unlock()
-	if _, err := d.db.StartExperiment(ctx, e.ID, envoys); err != nil {
+	exp := newExperiment(e.ID, m, envoys, 0, model)
+	sampled := d.sample(exp, 0)
+	exp.sampled = nameSet(sampled)
+	if _, err := d.db.StartExperiment(ctx, e.ID, envoys, sampled); err != nil {
 		model.close()
 		return err
 	}
-	exp := newExperiment(e.ID, m, envoys, 0, model)
 	exp.roundStart = d.cfg.Now()
 	d.lc.mu.Lock()
 	d.lc.running[e.ID] = exp
@@ -340,21 +358,33 @@ func (d *Director) WaitForWork(ctx context.Context, envoy string) (string, error
 	}
 }
 
-// envoysOffline fails the running experiments of envoys that went offline.
+// envoysOffline records that envoys that went offline miss the current
+// round of their running experiments; the round then closes without them
+// once its quorum has reported, and they rejoin if they come back
+// (participation.go).
 func (d *Director) envoysOffline(ctx context.Context, names []string) {
 	for _, name := range names {
-		id := d.runningOf(name)
-		if id == "" {
+		exp := d.runningExperiment(d.runningOf(name))
+		if exp == nil {
 			continue
 		}
 		reason := fmt.Sprintf("envoy %s went offline: no health check for %v", name, d.cfg.OfflineAfter)
-		if err := d.db.SetEnvoyState(ctx, id, name, api.EnvoyFailed, d.currentRound(id), reason); err != nil && !errors.Is(err, api.ErrConflict) {
-			d.log.ErrorContext(ctx, "record envoy state", api.LogErr, err)
-		}
-		if _, err := d.endExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
-			d.log.ErrorContext(ctx, "fail experiment of an offline envoy", api.LogJob, id, api.LogErr, err)
+		if err := d.missRound(ctx, exp, name, missOffline, false, reason); err != nil {
+			d.log.ErrorContext(ctx, "record an offline envoy's missed round", api.LogJob, exp.id, api.LogErr, err)
 		}
 	}
+}
+
+// nameSet is names as a set; nil for nil.
+func nameSet(names []string) map[string]bool {
+	if names == nil {
+		return nil
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out
 }
 
 // currentRound is the round experiment id trains, or 0 when it is not running.
@@ -394,5 +424,6 @@ func newExperiment(id string, m *job.Manifest, participants []string, round int,
 	return &experiment{id: id, manifest: m, participants: participants, round: round, model: model,
 		training: map[string]bool{}, reported: map[string]bool{}, receiving: map[string]bool{},
 		uploading: map[string]bool{}, awaiting: map[string]bool{},
+		missed: map[string]miss{}, refused: map[string]bool{}, seed: samplingSeed(id, m.SamplingSeed),
 		validated: map[string]map[string]bool{}, valSums: map[string]*metricSum{}}
 }

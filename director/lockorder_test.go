@@ -1,6 +1,7 @@
 package director
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -8,7 +9,8 @@ import (
 )
 
 // TestRoundDeadlineAgainstDrain runs a round's deadline against the
-// disarming that Drain and Close do, many times. roundTimedOut once took
+// disarming that Drain and Close do, many times. The deadline (settle)
+// once took
 // exp.mu and then the lifecycle's lock, and disarmAll the two the other way
 // round: a deadline firing at a stop hung the director.
 func TestRoundDeadlineAgainstDrain(t *testing.T) {
@@ -22,7 +24,7 @@ func TestRoundDeadlineAgainstDrain(t *testing.T) {
 		defer close(done)
 		for range 2000 {
 			fired := make(chan struct{})
-			go func() { d.roundTimedOut(exp, 0, time.Second); close(fired) }()
+			go func() { d.settle(context.Background(), exp, 0, true); close(fired) }()
 			d.disarmAll()
 			<-fired
 		}
@@ -30,6 +32,6 @@ func TestRoundDeadlineAgainstDrain(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(2 * time.Minute):
-		t.Fatal("roundTimedOut and disarmAll deadlocked")
+		t.Fatal("a round's deadline and disarmAll deadlocked")
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
@@ -93,13 +92,25 @@ func (d *Director) NextTask(ctx context.Context, id, envoy string) (Task, error)
 		return Task{Quit: true, Round: e.RoundsDone}, nil
 	}
 	exp.mu.Lock()
-	round, reported, known := exp.round, exp.reported[envoy], exp.training[envoy]
+	round := exp.round
+	if !exp.inRoundLocked(envoy) {
+		// Not sampled for this round (or its site refused the job): it
+		// waits for the next.
+		delete(exp.awaiting, envoy)
+		exp.mu.Unlock()
+		return Task{Round: round, Wait: true}, nil
+	}
+	rejoined := exp.rejoinLocked(envoy)
+	reported, known := exp.reported[envoy], exp.training[envoy]
 	if !reported {
 		exp.training[envoy] = true
 	}
 	tasks := exp.pendingLocked(envoy)
 	delete(exp.awaiting, envoy) // asking for a task: its site approved
 	exp.mu.Unlock()
+	if rejoined {
+		d.log.InfoContext(ctx, "envoy rejoins the round it missed", api.LogJob, exp.id, api.LogEnvoy, envoy, api.LogRound, round)
+	}
 	if len(tasks) == 0 {
 		return Task{Round: round, Wait: true}, nil
 	}
@@ -316,7 +327,9 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	exp.mu.Unlock()
 	switch {
 	case closing && !already:
-		return rep, fmt.Errorf("%w: round %d closed without %s's results (round_timeout)", api.ErrConflict, round, name)
+		return rep, lateResults(name, round)
+	case round < cur:
+		return rep, closedRound(round, cur)
 	case round != cur:
 		return rep, fmt.Errorf("%w: results are for round %d, the current round is %d", api.ErrConflict, round, cur)
 	case already || busy:
@@ -362,18 +375,12 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	d.notify(exp.id)
 
 	exp.mu.Lock()
-	all := false
 	if exp.round == round { // the round cannot move on while a claim is open, but be sure
 		exp.reported[name] = true
-		all = exp.roundDoneLocked() && !exp.aggregating
-		if all {
-			exp.aggregating = true
-		}
+		delete(exp.missed, name) // back in time after all
 	}
 	exp.mu.Unlock()
-	if all {
-		d.aggregateAsync(exp, round)
-	}
+	d.settle(ctx, exp, round, false)
 	return rep, nil
 }
 
@@ -414,8 +421,10 @@ func (e *experiment) claimUpload(envoy string, round int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch cur := e.round; {
-	case e.aggregating && !e.reported[envoy]:
-		return fmt.Errorf("%w: round %d closed without %s's results (round_timeout)", api.ErrConflict, round, envoy)
+	case e.aggregating && !e.reported[envoy] && round == cur:
+		return lateResults(envoy, round)
+	case round < cur:
+		return closedRound(round, cur)
 	case round != cur:
 		return fmt.Errorf("%w: results are for round %d, the current round is %d", api.ErrConflict, round, cur)
 	case e.reported[envoy]:
@@ -425,6 +434,17 @@ func (e *experiment) claimUpload(envoy string, round int) error {
 	}
 	e.uploading[envoy] = true
 	return nil
+}
+
+// lateResults refuses results of a round that closed without them: they
+// are never counted.
+func lateResults(envoy string, round int) error {
+	return fmt.Errorf("%w: round %d closed without %s's results (its quorum reported and its deadline passed, or every other envoy reported); they are not counted", api.ErrConflict, round, envoy)
+}
+
+// closedRound refuses results of a round that has closed.
+func closedRound(round, cur int) error {
+	return fmt.Errorf("%w: results are for round %d, which has closed (the current round is %d); they are not counted", api.ErrConflict, round, cur)
 }
 
 // reserveResults reserves n bytes of the temp space for task results, or
@@ -567,10 +587,14 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		return err
 	}
 	final := next >= exp.manifest.Rounds
+	var sampled []string
+	if !final {
+		sampled = d.sample(exp, next)
+	}
 	// From here to the model swap, no abort or failure may interleave.
 	d.lc.life.Lock()
 	defer d.lc.life.Unlock()
-	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum()}, metrics, final)
+	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum(), Participants: sampled}, metrics, final)
 	if err != nil {
 		os.Remove(filepath.Join(d.cfg.DataDir, rel))
 		return err
@@ -612,6 +636,8 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	exp.round, exp.roundStart = next, d.cfg.Now()
 	exp.reported = map[string]bool{}
 	exp.training = map[string]bool{}
+	exp.missed = map[string]miss{}
+	exp.sampled = nameSet(sampled)
 	exp.validated = map[string]map[string]bool{}
 	exp.valSums, exp.valOrder = map[string]*metricSum{}, nil
 	exp.mu.Unlock()
@@ -632,19 +658,16 @@ func (d *Director) emitRound(exp *experiment, done, reports int, metrics []store
 		Message: fmt.Sprintf("round %d of %d aggregated from %d reports", done, exp.manifest.Rounds, reports), Metrics: values})
 }
 
-// armRound starts round's round_timeout, if job.json sets one.
+// armRound starts round's deadline: round_timeout, or the default
+// (job.Manifest.RoundDeadline), so that no round waits forever.
 func (d *Director) armRound(exp *experiment, round int) {
-	timeout := time.Duration(exp.manifest.RoundTimeout)
-	if timeout <= 0 {
-		return
-	}
-	d.armAfter(exp, round, timeout, timeout)
+	d.armAfter(exp, round, exp.manifest.RoundDeadline())
 }
 
 // armAfter arms round's deadline to fire after wait, unless the director
 // drains: a deadline that fires while envoys cannot reach a stopping
 // director would fail a job that a restart resumes.
-func (d *Director) armAfter(exp *experiment, round int, wait, timeout time.Duration) {
+func (d *Director) armAfter(exp *experiment, round int, wait time.Duration) {
 	if d.draining() {
 		return
 	}
@@ -653,7 +676,7 @@ func (d *Director) armAfter(exp *experiment, round int, wait, timeout time.Durat
 	if exp.deadline != nil {
 		exp.deadline.Stop()
 	}
-	exp.deadline = time.AfterFunc(wait, func() { d.roundTimedOut(exp, round, timeout) })
+	exp.deadline = time.AfterFunc(wait, func() { d.settle(context.Background(), exp, round, true) })
 }
 
 // receivingGrace is how long a round past its deadline waits for a report
@@ -667,55 +690,5 @@ func (e *experiment) disarm() {
 	if e.deadline != nil {
 		e.deadline.Stop()
 		e.deadline = nil
-	}
-}
-
-// roundTimedOut closes a round that ran out of time: without its stragglers
-// when at least min_envoys_per_round reported, else by failing the job.
-func (d *Director) roundTimedOut(exp *experiment, round int, timeout time.Duration) {
-	ctx := context.Background()
-	// Look at the lifecycle before taking exp.mu: Drain and Close hold the
-	// lifecycle's lock while they take exp.mu.
-	if d.draining() || d.runningExperiment(exp.id) == nil {
-		return
-	}
-	exp.mu.Lock()
-	if exp.round != round || exp.aggregating {
-		exp.mu.Unlock()
-		return
-	}
-	if len(exp.receiving) > 0 {
-		// A report is arriving: let it land (or fail) rather than take an
-		// envoy's results and then not count them.
-		exp.mu.Unlock()
-		d.armAfter(exp, round, receivingGrace, timeout)
-		return
-	}
-	var missing []string
-	for _, p := range exp.participants {
-		if !exp.reported[p] {
-			missing = append(missing, p)
-		}
-	}
-	reported := len(exp.participants) - len(missing)
-	quorum := exp.manifest.MinEnvoysPerRound
-	closeIt := quorum > 0 && reported >= quorum
-	if closeIt {
-		exp.aggregating = true
-	}
-	exp.mu.Unlock()
-	if closeIt {
-		d.log.Warn("round closes without stragglers", api.LogJob, exp.id, api.LogRound, round, api.LogMissing, missing, api.LogReports, reported)
-		d.aggregateAsync(exp, round)
-		return
-	}
-	reason := fmt.Sprintf("round %d timed out after %v: %s did not report (%d of %d reported", round, timeout,
-		strings.Join(missing, ", "), reported, len(exp.participants))
-	if quorum > 0 {
-		reason += fmt.Sprintf("; min_envoys_per_round is %d", quorum)
-	}
-	reason += ")"
-	if _, err := d.endExperiment(ctx, exp.id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
-		d.log.Error("fail a timed-out round", api.LogJob, exp.id, api.LogErr, err)
 	}
 }

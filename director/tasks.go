@@ -166,7 +166,6 @@ func (d *Director) reportValidation(ctx context.Context, exp *experiment, rep Re
 
 	weight := float64(max(h.DataSize, 0))
 	exp.mu.Lock()
-	all := false
 	if exp.round == round {
 		if exp.validated[name] == nil {
 			exp.validated[name] = map[string]bool{}
@@ -185,14 +184,8 @@ func (d *Director) reportValidation(ctx context.Context, exp *experiment, rep Re
 			s.values += float64(m.Value)
 			s.count++
 		}
-		all = exp.roundDoneLocked() && !exp.aggregating
-		if all {
-			exp.aggregating = true
-		}
 	}
 	exp.mu.Unlock()
-	if all {
-		d.aggregateAsync(exp, round)
-	}
+	d.settle(ctx, exp, round, false)
 	return rep, nil
 }

@@ -86,8 +86,10 @@ func TestManifestKeysMatchStructTags(t *testing.T) {
 				walk(path, ft)
 			case ft.Kind() == reflect.String:
 				want[path] = kindString
-			case ft.Kind() == reflect.Int:
+			case ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64:
 				want[path] = kindInt
+			case ft.Kind() == reflect.Float64:
+				want[path] = kindNumber
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.String:
 				want[path] = kindStrings
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:

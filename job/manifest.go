@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"time"
 
@@ -46,8 +47,17 @@ type Manifest struct {
 	// MinEnvoysPerRound is the quorum that lets a round finish at its
 	// deadline without every envoy; 0 means all of them.
 	MinEnvoysPerRound int `json:"min_envoys_per_round,omitempty"`
-	// RoundTimeout is the round's deadline; 0 means none.
+	// RoundTimeout is the round's deadline; 0 means the default,
+	// RoundDeadline's.
 	RoundTimeout Duration `json:"round_timeout,omitempty"`
+	// ParticipantsPerRound samples the envoys that train each round: a
+	// count (3) or a fraction of the participants (0.5, rounded up), as
+	// Flower's fraction_fit; 0 means every participant, every round.
+	ParticipantsPerRound float64 `json:"participants_per_round,omitempty"`
+	// SamplingSeed seeds the sampling; when left out the director derives
+	// one from the job id. The same seed over the same online envoys picks
+	// the same sample, so a run can be replayed.
+	SamplingSeed *int64 `json:"sampling_seed,omitempty"`
 	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// OpenFL, set for an OpenFL workspace (ParsePlan), is its plan's task
@@ -232,7 +242,62 @@ func (m *Manifest) Validate() error {
 	if m.RoundTimeout < 0 {
 		return manifestErrf(nil, `"round_timeout" must not be negative, got %v`, m.RoundTimeout)
 	}
+	if m.SamplingSeed != nil && *m.SamplingSeed < 0 {
+		return manifestErrf(nil, `"sampling_seed" must not be negative, got %d`, *m.SamplingSeed)
+	}
+	if p := m.ParticipantsPerRound; p < 0 || math.IsNaN(p) || math.IsInf(p, 0) || (p > 1 && p != math.Trunc(p)) {
+		return manifestErrf(nil, `"participants_per_round" must be a count (3) or a fraction of the participants (0.5), got %v`, p)
+	}
+	if p := m.ParticipantsPerRound; p > 1 && int(p) > m.Participants() {
+		return manifestErrf(nil, `"participants_per_round" is %v, more than the job's %d participants`, p, m.Participants())
+	}
+	if p, q := m.PerRound(m.Participants()), m.MinEnvoysPerRound; m.ParticipantsPerRound > 0 && q > p {
+		return manifestErrf(nil, `"min_envoys_per_round" is %d, more than the %d envoys "participants_per_round" samples each round`, q, p)
+	}
 	return nil
+}
+
+// RoundDeadlineGrace is what the default round deadline allows beyond
+// train.timeout: fetching the model, sending the results.
+const RoundDeadlineGrace = 10 * time.Minute
+
+// RoundDeadline is how long a round may take: round_timeout, or by
+// default train.timeout plus RoundDeadlineGrace, so that no round waits
+// forever on an envoy that heartbeats but never reports.
+func (m *Manifest) RoundDeadline() time.Duration {
+	if m.RoundTimeout > 0 {
+		return time.Duration(m.RoundTimeout)
+	}
+	t := time.Duration(m.Train.Timeout)
+	if t <= 0 {
+		t = DefaultTrainTimeout
+	}
+	return t + RoundDeadlineGrace
+}
+
+// PerRound is how many of n participants train each round
+// (participants_per_round: a count, or a fraction rounded up; all of them
+// when unset), at least 1 and at most n.
+func (m *Manifest) PerRound(n int) int {
+	p := m.ParticipantsPerRound
+	k := n
+	switch {
+	case p <= 0:
+	case p <= 1:
+		k = int(math.Ceil(p * float64(n)))
+	default:
+		k = int(p)
+	}
+	return max(1, min(k, n))
+}
+
+// Quorum is the reports a round of k sampled envoys needs to close:
+// min_envoys_per_round, or all k when unset; never more than k.
+func (m *Manifest) Quorum(k int) int {
+	if q := m.MinEnvoysPerRound; q > 0 {
+		return min(q, k)
+	}
+	return k
 }
 
 func checkJobName(name string) error {
@@ -275,6 +340,7 @@ const (
 	kindDuration
 	kindBool
 	kindObjects
+	kindNumber
 )
 
 func (k jsonKind) String() string {
@@ -293,6 +359,8 @@ func (k jsonKind) String() string {
 		return "true or false"
 	case kindObjects:
 		return "a list of objects"
+	case kindNumber:
+		return "a number"
 	}
 	return "?"
 }
@@ -300,19 +368,21 @@ func (k jsonKind) String() string {
 // manifestKeys lists every key job.json may hold, by dotted path, with the
 // kind of value it takes. It must agree with the json tags of Manifest.
 var manifestKeys = map[string]jsonKind{
-	"name":                 kindString,
-	"envoys":               kindStrings,
-	"min_envoys":           kindInt,
-	"rounds":               kindInt,
-	"train":                kindObject,
-	"train.command":        kindStrings,
-	"train.timeout":        kindDuration,
-	"best_metric":          kindObject,
-	"best_metric.name":     kindString,
-	"best_metric.mode":     kindString,
-	"min_envoys_per_round": kindInt,
-	"round_timeout":        kindDuration,
-	"description":          kindString,
+	"name":                   kindString,
+	"envoys":                 kindStrings,
+	"min_envoys":             kindInt,
+	"rounds":                 kindInt,
+	"train":                  kindObject,
+	"train.command":          kindStrings,
+	"train.timeout":          kindDuration,
+	"best_metric":            kindObject,
+	"best_metric.name":       kindString,
+	"best_metric.mode":       kindString,
+	"min_envoys_per_round":   kindInt,
+	"round_timeout":          kindDuration,
+	"participants_per_round": kindNumber,
+	"sampling_seed":          kindInt,
+	"description":            kindString,
 	// What ParsePlan reads from an OpenFL workspace, as the director
 	// stores it.
 	"openfl":                     kindObject,
@@ -452,6 +522,14 @@ func (w *jsonWalker) value(path string, kind jsonKind) error {
 				return manifestErrf(nil, "%q is out of range, got %s", path, n)
 			}
 			return manifestErrf(nil, "%q must be a whole number, got %s", path, n)
+		}
+	case kindNumber:
+		n, ok := t.(json.Number)
+		if !ok {
+			return wrongType(path, kind, t)
+		}
+		if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+			return manifestErrf(nil, "%q is out of range, got %s", path, n)
 		}
 	case kindDuration:
 		s, ok := t.(string)

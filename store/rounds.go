@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -28,6 +29,9 @@ type Round struct {
 	ModelPath    string // relative to the data dir
 	ModelSHA256  string
 	CreatedAt    time.Time
+	// Participants are the envoys sampled to train the round; nil when
+	// every participant trains it.
+	Participants []string
 }
 
 // TaskResult is one envoy's report for one round.
@@ -53,14 +57,24 @@ type Metric struct {
 }
 
 // StartExperiment moves a pending experiment to in_progress with envoys as
-// its participants, in one transaction.
-func (db *DB) StartExperiment(ctx context.Context, id string, envoys []string) (Experiment, error) {
+// its participants, and sampled (nil: all of them) as the first round's,
+// in one transaction.
+func (db *DB) StartExperiment(ctx context.Context, id string, envoys, sampled []string) (Experiment, error) {
 	var out Experiment
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
 		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []api.JobStatus{api.JobPending}, api.JobInProgress, "")
 		if err != nil {
 			return err
+		}
+		if sampled != nil {
+			list, err := marshalNames(sampled)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE rounds SET participants = ? WHERE experiment_id = ? AND round = 0`, list, id); err != nil {
+				return err
+			}
 		}
 		now := nanos(db.now())
 		for _, name := range envoys {
@@ -273,7 +287,7 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 
 // Rounds returns the rounds of experiment id in order.
 func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, created_at
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, created_at, participants
 		FROM rounds WHERE experiment_id = ? ORDER BY round`, id)
 	if err != nil {
 		return nil, fmt.Errorf("rounds of %s: %w", id, err)
@@ -283,8 +297,14 @@ func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
 	for rows.Next() {
 		var r Round
 		var created int64
-		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &created); err != nil {
+		var participants string
+		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &created, &participants); err != nil {
 			return nil, fmt.Errorf("rounds of %s: %w", id, err)
+		}
+		if participants != "" {
+			if err := json.Unmarshal([]byte(participants), &r.Participants); err != nil {
+				return nil, fmt.Errorf("rounds of %s: round %d's participants: %w", id, r.Round, err)
+			}
 		}
 		r.CreatedAt = fromNanos(created)
 		out = append(out, r)
@@ -320,9 +340,25 @@ func (db *DB) MetricsAfter(ctx context.Context, id string, seq int64) ([]Metric,
 }
 
 func insertRoundTx(ctx context.Context, tx *sql.Tx, r Round, now int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, created_at)
-		VALUES (?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, now)
+	participants := ""
+	if r.Participants != nil {
+		var err error
+		if participants, err = marshalNames(r.Participants); err != nil {
+			return err
+		}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, created_at, participants)
+		VALUES (?, ?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, now, participants)
 	return err
+}
+
+// marshalNames is a list of names as a column holds it: JSON.
+func marshalNames(names []string) (string, error) {
+	if names == nil {
+		names = []string{}
+	}
+	b, err := json.Marshal(names)
+	return string(b), err
 }
 
 func insertMetricsTx(ctx context.Context, tx *sql.Tx, metrics []Metric, now time.Time) error {

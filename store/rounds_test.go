@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/fedplane/fedplane/api"
@@ -15,7 +16,7 @@ func TestRoundLifecycle(t *testing.T) {
 	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
 	id := "eeeeeeee-0000-4000-8000-000000000001"
 	mustRunning(t, db, id, "b", "a")
-	if _, err := db.StartExperiment(ctx, id, []string{"a"}); !errors.Is(err, api.ErrConflict) {
+	if _, err := db.StartExperiment(ctx, id, []string{"a"}, nil); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("second start: got %v, want api.ErrConflict", err)
 	}
 	if err := db.SetEnvoyState(ctx, id, "a", api.EnvoyTraining, 0, ""); err != nil {
@@ -80,7 +81,7 @@ func TestEndExperimentMarksParticipants(t *testing.T) {
 	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
 	id := "eeeeeeee-0000-4000-8000-000000000002"
 	mustCreate(t, db, id, "x")
-	if _, err := db.StartExperiment(ctx, id, []string{"a", "b"}); err != nil {
+	if _, err := db.StartExperiment(ctx, id, []string{"a", "b"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetEnvoyState(ctx, id, "a", api.EnvoyFailed, 0, "boom"); err != nil {
@@ -110,7 +111,7 @@ func mustRunning(tb testing.TB, db *DB, id string, envoys ...string) {
 		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := db.StartExperiment(ctx, id, envoys); err != nil {
+	if _, err := db.StartExperiment(ctx, id, envoys, nil); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -128,7 +129,7 @@ func mustExperiments(tb testing.TB, db *DB, n int) []string {
 			tb.Fatal(err)
 		}
 		if i%10 != 0 {
-			if _, err := db.StartExperiment(ctx, id, []string{"a"}); err != nil {
+			if _, err := db.StartExperiment(ctx, id, []string{"a"}, nil); err != nil {
 				tb.Fatal(err)
 			}
 			if _, err := db.EndExperiment(ctx, id, api.JobFinished, ""); err != nil {
@@ -191,5 +192,37 @@ func BenchmarkRecordTaskResult(b *testing.B) {
 			b.Fatal(err)
 		}
 		round++
+	}
+}
+
+// TestRoundParticipantsRecorded: the first round's sample is recorded at
+// the start and a later round's with its model; a round without a sample
+// reads back as nil (every participant).
+func TestRoundParticipantsRecorded(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
+	id := "eeeeeeee-0000-4000-8000-000000000009"
+	if _, err := db.CreateExperiment(ctx, Experiment{ID: id, Name: "x", Manifest: "{}", ArchivePath: "a", ArchiveSHA256: "s", ArchiveSize: 1},
+		Round{Round: 0, ModelPath: "m0", ModelSHA256: "h0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.StartExperiment(ctx, id, []string{"a", "b", "c"}, []string{"c", "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 1, ModelPath: "m1", ModelSHA256: "h1", Participants: []string{"b"}}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 2, ModelPath: "m2", ModelSHA256: "h2"}, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	rounds, err := db.Rounds(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"c", "a"}, {"b"}, nil}
+	for i, r := range rounds {
+		if !reflect.DeepEqual(r.Participants, want[i]) {
+			t.Fatalf("round %d participants %v, want %v", r.Round, r.Participants, want[i])
+		}
 	}
 }

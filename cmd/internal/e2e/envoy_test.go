@@ -233,17 +233,24 @@ func TestAbortKillsTheProcess(t *testing.T) {
 	})
 }
 
+// TestKilledEnvoyFailsItsJob: an envoy killed mid-round misses it
+// (offline); with no other envoy to reach the quorum, the job fails at the
+// round's deadline, saying why.
 func TestKilledEnvoyFailsItsJob(t *testing.T) {
 	d := startDirectorAdmin(t, t.TempDir(), fastDirector...)
 	shard := makeShard(t, 1, 10)
 	e := startEnvoy(t, d, "site-a", shard)
 	waitOnline(t, d, "site-a")
-	id := submitJob(t, d, trainJob(t, "orphaned", `"min_envoys": 1`, 1, "sleep", "10m"))
+	id := submitJob(t, d, trainJob(t, "orphaned", `"min_envoys": 1, "round_timeout": "5s"`, 1, "sleep", "10m"))
 	pid := waitPID(t, shard)
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) }) // kill -9 leaves the training process behind
 	e.Kill()
+	eventually(t, 10*time.Second, "site-a to miss the round", func() bool {
+		j := showJob(t, d, id)
+		return j.Status == "in_progress" && len(j.Envoys) == 1 && j.Envoys[0].Status == "missed"
+	})
 	r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "30s")
-	if r.code != 1 || !strings.Contains(r.stdout, "went offline") {
+	if r.code != 1 || !strings.Contains(r.stdout, "timed out after 5s") || !strings.Contains(r.stdout, "went offline") {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if envoys := listEnvoys(t, d); len(envoys) != 1 || envoys[0].Online {
