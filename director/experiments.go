@@ -44,14 +44,14 @@ type experiment struct {
 	manifest     *job.Manifest
 	participants []string
 
-	mu          sync.Mutex
-	round       int             // the round being trained
-	roundStart  time.Time       // when round began here (or the director resumed it), for its duration metric
-	training    map[string]bool // given the train task of round
-	reported    map[string]bool // sent results for round
-	receiving   map[string]bool // results of round being stored and recorded
-	uploading   map[string]bool // results of round arriving: one stream per envoy
-	awaiting    map[string]bool // held by their site operators, not yet approved
+	mu         sync.Mutex
+	round      int             // the round being trained
+	roundStart time.Time       // when round began here (or the director resumed it), for its duration metric
+	training   map[string]bool // given the train task of round
+	reported   map[string]bool // sent results for round
+	receiving  map[string]bool // results of round being stored and recorded
+	uploading  map[string]bool // results of round arriving: one stream per envoy
+	awaiting   map[string]bool // held by their site operators, not yet approved
 	// sampled are the envoys that train round (nil: every participant);
 	// missed those of them that missed it, and how; refused the sites
 	// that refused the job, out of every round (participation.go).
