@@ -18,8 +18,8 @@ import (
 	"github.com/fedplane/fedplane/api/directorpb"
 )
 
-// scrape GETs /metrics from addr and parses it as Prometheus text.
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+// mustScrape GETs /metrics from addr and parses it as Prometheus text.
+func mustScrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -92,7 +92,7 @@ func TestMetrics(t *testing.T) {
 	f := startFedWith(t, testCfg(t, newFakeClock()), Config{MetricsListener: lis})
 	ctx := context.Background()
 
-	fams := scrape(t, addr)
+	fams := mustScrape(t, addr)
 	types := map[string]dto.MetricType{
 		"fedplane_envoys":                       dto.MetricType_GAUGE,
 		"fedplane_jobs":                         dto.MetricType_GAUGE,
@@ -116,11 +116,11 @@ func TestMetrics(t *testing.T) {
 
 	f.register(t, "site-a")
 	hb := map[string]string{"method": directorpb.Director_UpdateEnvoyStatus_FullMethodName, "code": "OK"}
-	before := value(scrape(t, addr), "fedplane_grpc_calls_total", hb)
+	before := value(mustScrape(t, addr), "fedplane_grpc_calls_total", hb)
 	if _, err := f.c.dir.UpdateEnvoyStatus(ctx, &directorpb.UpdateEnvoyStatusRequest{Name: "site-a"}); err != nil {
 		t.Fatal(err)
 	}
-	fams = scrape(t, addr)
+	fams = mustScrape(t, addr)
 	if got := value(fams, "fedplane_grpc_calls_total", hb); got != max(before, 0)+1 {
 		t.Errorf("heartbeat calls: got %v, want %v", got, max(before, 0)+1)
 	}
@@ -153,7 +153,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := f.waitFor(t, "site-a")
-	if got := value(scrape(t, addr), "fedplane_jobs", map[string]string{"status": "in_progress"}); got != 1 {
+	if got := value(mustScrape(t, addr), "fedplane_jobs", map[string]string{"status": "in_progress"}); got != 1 {
 		t.Errorf("jobs in progress: got %v, want 1", got)
 	}
 	c := &collaborator{name: "site-a", fed: id, model: map[string][]float32{}}
@@ -163,7 +163,7 @@ func TestMetrics(t *testing.T) {
 	f.settle(t)
 	do(t, f.admin, api.CmdListJobs)
 
-	fams = scrape(t, addr)
+	fams = mustScrape(t, addr)
 	for _, tt := range []struct {
 		name   string
 		labels map[string]string
