@@ -65,7 +65,17 @@ FEDPLANE_INPUT_MODEL, FEDPLANE_OUTPUT_MODEL, FEDPLANE_METRICS, FEDPLANE_DATA
 (--shard-dir), FEDPLANE_ROUND, FEDPLANE_ENVOY, FEDPLANE_EXPERIMENT and
 FEDPLANE_SAMPLES in its environment. The shard's path goes to the training
 command only; nothing of the shard is sent to the director. The commands'
-output is kept in <work-dir>/<experiment>/logs/.
+output (stdout and stderr) is kept in <work-dir>/<experiment>/logs/train.log,
+about its last 16 MiB. --share-logs (or share_logs: true in the site
+policy) also sends its last 4 MiB, the site's paths redacted, to the
+director after each run, where the job's submitter reads it with
+"fladmin logs JOB --envoy NAME"; by default it stays here.
+
+--metrics-listen serves Prometheus metrics (/metrics; names start with
+fedplane_envoy_) and /healthz, /readyz (200 once registered) over plain
+HTTP without authentication; they show how the site trains, never paths,
+names or data. Keep the address on loopback or a network only the scraper
+reaches.
 
 The training command's environment is those variables plus HOME and TMPDIR
 (in the experiment's folder), PATH and LANG; nothing else of the envoy's.
