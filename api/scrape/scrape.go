@@ -1,9 +1,11 @@
-// Package scrape serves a Prometheus registry over plain HTTP with the two
-// probes every fedplane program answers the same way: /metrics, /healthz
-// (200 while the process serves HTTP at all) and /readyz (200 when ready,
-// 503 with the reason otherwise). The director and the envoy both serve
-// it (--metrics-listen), so it lives beside the other pieces both ends
-// share; it is apart from package api so that what imports the wire
+// Package scrape serves what fedplane's programs show on their plain HTTP
+// side ports: a Prometheus registry with the two probes every program
+// answers the same way, /metrics, /healthz (200 while the process serves
+// HTTP at all) and /readyz (200 when ready, 503 with the reason otherwise),
+// and the one way such a port is served and stopped (Serve), which the
+// director's profile port uses too. The director and the envoy both serve
+// metrics (--metrics-listen), so it lives beside the other pieces both
+// ends share; it is apart from package api so that what imports the wire
 // vocabulary does not link the Prometheus client.
 package scrape
 
@@ -22,8 +24,9 @@ import (
 	"github.com/fedplane/fedplane/api"
 )
 
-// stopGrace is how long a stopping metrics server lets a scrape in flight
-// finish.
+// stopGrace is how long a stopping server lets a request in flight
+// finish; a scrape is quick, and a CPU profile or trace runs for as long
+// as it was asked to, so whatever is left after it is cut off.
 const stopGrace = time.Second
 
 // readHeaderTimeout drops a client that does not finish its request's
@@ -50,20 +53,21 @@ func Handler(reg prometheus.Gatherer, ready func(context.Context) error) http.Ha
 
 // Serve serves h on lis until ctx ends, then shuts the server down and
 // returns once it has stopped. It owns lis. The error is nil unless
-// serving failed. It logs "metrics serving" with the bound address
-// (api.LogAddr), which tests and scripts read.
-func Serve(ctx context.Context, lis net.Listener, h http.Handler, log *slog.Logger) error {
+// serving failed. It logs "<what> serving" (ServingMsg for "metrics") with
+// the bound address (api.LogAddr), which tests and scripts read; what
+// names the port in errors too.
+func Serve(ctx context.Context, what string, lis net.Listener, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info(ServingMsg, api.LogAddr, lis.Addr().String())
+	log.Info(what+" serving", api.LogAddr, lis.Addr().String())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	select {
 	case err := <-serveErr:
-		return fmt.Errorf("metrics serve: %w", err)
+		return fmt.Errorf("%s serve: %w", what, err)
 	case <-ctx.Done():
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), stopGrace)
@@ -72,12 +76,13 @@ func Serve(ctx context.Context, lis net.Listener, h http.Handler, log *slog.Logg
 		srv.Close()
 	}
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("metrics serve: %w", err)
+		return fmt.Errorf("%s serve: %w", what, err)
 	}
 	return nil
 }
 
-// ServingMsg is the message of the line Serve logs once it listens.
+// ServingMsg is the message of the line Serve logs once a metrics port
+// listens.
 const ServingMsg = "metrics serving"
 
 // BuildInfo is a gauge of value 1 named prefix+"build_info" whose labels

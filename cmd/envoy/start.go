@@ -279,7 +279,7 @@ func (o *startOptions) runWithMetrics(ctx context.Context, e *envoy.Envoy, prom 
 		serveErr error
 	)
 	wg.Go(func() {
-		if serveErr = scrape.Serve(ctx, lis, scrape.Handler(prom.Registry(), e.Ready), log); serveErr != nil {
+		if serveErr = scrape.Serve(ctx, "metrics", lis, scrape.Handler(prom.Registry(), e.Ready), log); serveErr != nil {
 			stop()
 		}
 	})

@@ -171,7 +171,7 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	metricsErr := make(chan error, 1)
 	if cfg.MetricsListener != nil {
 		h := d.Prometheus().Handler(d.Ready)
-		wg.Go(func() { metricsErr <- scrape.Serve(loopCtx, cfg.MetricsListener, h, log) })
+		wg.Go(func() { metricsErr <- scrape.Serve(loopCtx, "metrics", cfg.MetricsListener, h, log) })
 	}
 
 	var err error

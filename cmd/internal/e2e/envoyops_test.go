@@ -8,68 +8,10 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/scrape"
+	"github.com/fedplane/fedplane/api/scrape/scrapetest"
 )
-
-// scrapeMetrics GETs /metrics from addr and parses it as Prometheus text.
-func scrapeMetrics(tb testing.TB, addr string) map[string]*dto.MetricFamily {
-	tb.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		tb.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of family name's series whose labels include
-// want (a counter's, a gauge's, or a histogram's count); -1 if none.
-func metricValue(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-next:
-	for _, m := range fams[name].GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return -1
-}
-
-func httpStatus(tb testing.TB, url string) int {
-	tb.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
 
 // TestEnvoyMetrics scrapes a real envoy's --metrics-listen after it ran a
 // two-round job: each round counts an ok training run with its duration,
@@ -85,11 +27,11 @@ func TestEnvoyMetrics(t *testing.T) {
 		t.Fatalf("the envoy's %q line has no addr", scrape.ServingMsg)
 	}
 	waitOnline(t, d, "site-a")
-	if got := httpStatus(t, "http://"+addr+"/healthz"); got != http.StatusOK {
+	if got := scrapetest.Status(t, "http://"+addr+"/healthz"); got != http.StatusOK {
 		t.Errorf("/healthz: got %d, want 200", got)
 	}
 	eventually(t, 30*time.Second, "/readyz 200 once registered", func() bool {
-		return httpStatus(t, "http://"+addr+"/readyz") == http.StatusOK
+		return scrapetest.Status(t, "http://"+addr+"/readyz") == http.StatusOK
 	})
 
 	const rounds = 2
@@ -97,10 +39,10 @@ func TestEnvoyMetrics(t *testing.T) {
 	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s"); r.code != 0 {
 		t.Fatalf("wait-job: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	var fams map[string]*dto.MetricFamily
+	var fams scrapetest.Families
 	eventually(t, 30*time.Second, "the envoy idle again", func() bool {
-		fams = scrapeMetrics(t, addr)
-		return metricValue(fams, "fedplane_envoy_experiment_running", nil) == 0
+		fams = scrapetest.Scrape(t, addr)
+		return fams.Value("fedplane_envoy_experiment_running", nil) == 0
 	})
 	train := map[string]string{"task": "train"}
 	for _, tt := range []struct {
@@ -117,7 +59,7 @@ func TestEnvoyMetrics(t *testing.T) {
 		{"fedplane_envoy_awaiting_approval", nil, 0},
 		{"fedplane_envoy_sent_bytes_total", map[string]string{"kind": "logs"}, 0}, // not shared
 	} {
-		if got := metricValue(fams, tt.name, tt.labels); got != tt.want {
+		if got := fams.Value(tt.name, tt.labels); got != tt.want {
 			t.Errorf("%s%v: got %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
@@ -126,14 +68,14 @@ func TestEnvoyMetrics(t *testing.T) {
 		{"fedplane_envoy_received_bytes_total", "models"},
 		{"fedplane_envoy_sent_bytes_total", "results"},
 	} {
-		if got := metricValue(fams, k.name, map[string]string{"kind": k.kind}); got <= 0 {
+		if got := fams.Value(k.name, map[string]string{"kind": k.kind}); got <= 0 {
 			t.Errorf("%s{kind=%s}: got %v, want > 0", k.name, k.kind, got)
 		}
 	}
-	if got := metricValue(fams, "fedplane_envoy_heartbeats_total", map[string]string{"result": "ok"}); got < 1 {
+	if got := fams.Value("fedplane_envoy_heartbeats_total", map[string]string{"result": "ok"}); got < 1 {
 		t.Errorf("heartbeats ok: got %v, want at least 1", got)
 	}
-	if got := metricValue(fams, "fedplane_envoy_build_info", nil); got != 1 {
+	if got := fams.Value("fedplane_envoy_build_info", nil); got != 1 {
 		t.Errorf("build info: got %v, want 1", got)
 	}
 	// What the port shows is the site's activity, not its file system.
