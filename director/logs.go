@@ -37,7 +37,7 @@ const (
 // reply), and a count of uploads stored per log, which waiting admins
 // watch.
 type trainLogs struct {
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	shares  map[string]bool
 	asked   map[string][]string // envoy -> job ids
 	stored  map[logKey]int
@@ -52,6 +52,14 @@ type logKey struct{ job, envoy string }
 // the heartbeat is accepted (the envoy is known and authenticated).
 func (d *Director) LogHeartbeat(envoy string, shares bool) (send []string) {
 	l := &d.logs
+	// Most envoys share nothing and are asked nothing: a read lock
+	// spares the heartbeat path any contention.
+	l.mu.RLock()
+	idle := !l.shares[envoy] && len(l.asked[envoy]) == 0
+	l.mu.RUnlock()
+	if idle && !shares {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.shares == nil {

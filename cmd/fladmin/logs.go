@@ -57,7 +57,7 @@ lead) or a project_admin may read it.`, api.MaxSharedLog>>20),
 			}
 			note := ""
 			if !l.Fresh {
-				note = " (the latest copy; the envoy sent no newer one when asked)"
+				note = " (the latest copy the director has; no newer one came when asked, or the envoy is offline)"
 			}
 			if l.Truncated {
 				note += fmt.Sprintf("; only its last %d MiB", api.MaxSharedLog>>20)
