@@ -26,6 +26,12 @@ const (
 	// CmdDownloadJobZip is fedplane's single-step download: one binary
 	// reply whose body is a zip of the job's results (fladmin uses it).
 	CmdDownloadJobZip = "download_job_zip"
+	// CmdGetEvents returns the federation's events after a sequence
+	// number, waiting for the next ones when asked to (fladmin events
+	// --follow, wait-job).
+	CmdGetEvents = "get_events"
+	// CmdGetAudit returns the audit trail: project admins only.
+	CmdGetAudit = "get_audit"
 )
 
 // The session commands FLARE 2.6's admin client sends besides the commands

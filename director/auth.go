@@ -111,6 +111,8 @@ var rules = map[string]Rule{
 	api.CmdDownloadJob: {Who: Admins, Right: RightManageOwn},
 	api.CmdGetLog:      {Who: Admins, Right: RightManageOwn},
 	api.CmdRemoveEnvoy: {Who: Admins, Right: RightProjectAdmin},
+	api.CmdGetEvents:   {Who: Admins, Right: RightView},
+	api.CmdGetAudit:    {Who: Admins, Right: RightProjectAdmin},
 	// FLARE 2.6's client: the second step of download_job, and its login
 	// and session commands (any admin logs in; what it may do is checked
 	// per command all the same).

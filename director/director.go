@@ -69,6 +69,9 @@ type Config struct {
 	Now func() time.Time
 	// Metrics records what Prometheus is shown; a new set when nil.
 	Metrics *metrics.Director
+	// EventHistory is how many events the director keeps
+	// (api.DefaultEventHistory when 0); older ones are pruned.
+	EventHistory int
 }
 
 func (c *Config) setDefaults() {
@@ -102,6 +105,9 @@ func (c *Config) setDefaults() {
 	if c.Metrics == nil {
 		c.Metrics = metrics.NewDirector()
 	}
+	if c.EventHistory == 0 {
+		c.EventHistory = api.DefaultEventHistory
+	}
 }
 
 func (c *Config) validate() error {
@@ -110,6 +116,9 @@ func (c *Config) validate() error {
 	}
 	if c.OfflineAfter < c.HealthCheckPeriod {
 		return fmt.Errorf("offline-after %v: must be at least the health check period (%v)", c.OfflineAfter, c.HealthCheckPeriod)
+	}
+	if c.EventHistory < 100 {
+		return fmt.Errorf("event history %d: must keep at least 100 events", c.EventHistory)
 	}
 	if c.MaxJobSize < 0 || c.MaxUnpackedSize < 0 || c.MaxResultsInFlight < 0 {
 		return errors.New("size caps must not be negative")
@@ -132,6 +141,7 @@ type Director struct {
 	metrics *metrics.Director
 	db      *store.DB
 	reg     *registry
+	journal *journal
 	started time.Time
 
 	lc       *lifecycle
@@ -226,13 +236,20 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		db.Close()
 		return nil, err
 	}
+	jn, err := newJournal(ctx, db, cfg.Logger, cfg.EventHistory)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	d := &Director{
-		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, db: db, reg: reg, started: cfg.Now(),
+		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, db: db, reg: reg, journal: jn, started: cfg.Now(),
 		lc: newLifecycle(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
 		downloads: NewGate("downloads", MaxDownloads, MaxDownloadsPerCaller),
 	}
+	reg.emit = d.emit
 	d.metrics.Watch(d)
 	if err := d.reconcile(ctx); err != nil {
+		jn.close()
 		db.Close()
 		return nil, err
 	}
@@ -241,6 +258,7 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		d.Drain()
 		d.work.close()
 		d.stopAll()
+		jn.close()
 		db.Close()
 		return nil, fmt.Errorf("load running experiments: %w", err)
 	}
@@ -250,12 +268,14 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 // Config returns the director's configuration, defaults filled in.
 func (d *Director) Config() Config { return d.cfg }
 
-// Close waits for the aggregations in flight, then closes open models and
-// the database. Call it after Run has returned.
+// Close waits for the aggregations in flight, then closes open models,
+// writes the journal's last entries and closes the database. Call it after
+// Run has returned.
 func (d *Director) Close() error {
 	d.Drain()
 	d.work.close()
 	d.stopAll()
+	d.journal.close()
 	return d.db.Close()
 }
 

@@ -68,6 +68,7 @@ func (d *Director) RegisterEnvoy(ctx context.Context, e store.Envoy) (refused st
 		return "", err
 	}
 	d.log.InfoContext(ctx, "envoy registered", api.LogEnvoy, e.Name, api.LogSamples, e.NSamples)
+	d.emit(api.Event{Kind: api.EventEnvoyRegistered, Envoy: e.Name, Message: fmt.Sprintf("%d samples", e.NSamples)})
 	d.kickScheduler()
 	return "", nil
 }
@@ -108,6 +109,7 @@ func (d *Director) RemoveEnvoy(ctx context.Context, who Caller, name string) err
 		return err
 	}
 	d.log.InfoContext(ctx, "envoy removed", api.LogEnvoy, name, api.LogCaller, who.Name)
+	d.emit(api.Event{Kind: api.EventEnvoyRemoved, Envoy: name, Message: "removed by " + who.Name})
 	return nil
 }
 

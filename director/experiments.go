@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,9 +142,11 @@ func (d *Director) loadRunning(ctx context.Context) error {
 	for _, e := range exps {
 		if err := d.resume(ctx, e); err != nil {
 			d.log.Error("cannot resume experiment", api.LogJob, e.ID, api.LogErr, err)
-			if _, err := d.db.EndExperiment(ctx, e.ID, api.JobFailed, "cannot resume after a director restart: "+err.Error()); err != nil {
+			ended, err := d.db.EndExperiment(ctx, e.ID, api.JobFailed, "cannot resume after a director restart: "+err.Error())
+			if err != nil {
 				return err
 			}
+			d.emitEnded(ended)
 		}
 	}
 	return nil
@@ -228,6 +231,7 @@ func (d *Director) startExperiment(ctx context.Context, e store.Experiment, m *j
 	}
 	d.lc.mu.Unlock()
 	d.armRound(exp, 0)
+	d.emit(api.Event{Kind: api.EventJobStarted, Job: e.ID, JobName: e.Name, Message: "on " + strings.Join(envoys, ", ")})
 	d.log.InfoContext(ctx, "experiment started", api.LogJob, e.ID, api.LogJobName, e.Name, api.LogEnvoys, envoys, api.LogRounds, m.Rounds)
 	d.notify(e.ID)
 	return nil
@@ -243,6 +247,7 @@ func (d *Director) endExperiment(ctx context.Context, id string, status api.JobS
 	if err != nil {
 		return e, err
 	}
+	d.emitEnded(e)
 	d.lc.mu.Lock()
 	exp := d.lc.running[id]
 	delete(d.lc.running, id)
@@ -255,6 +260,19 @@ func (d *Director) endExperiment(ctx context.Context, id string, status api.JobS
 	d.notify(id)
 	d.kickScheduler()
 	return e, nil
+}
+
+// emitEnded records the event of an experiment's end: finished, failed or
+// aborted, with its reason.
+func (d *Director) emitEnded(e store.Experiment) {
+	kind := api.EventJobFailed
+	switch e.Status {
+	case api.JobFinished:
+		kind = api.EventJobFinished
+	case api.JobAborted:
+		kind = api.EventJobAborted
+	}
+	d.emit(api.Event{Kind: kind, Job: e.ID, JobName: e.Name, Message: e.Reason})
 }
 
 // runningExperiment returns the running experiment id, or nil.

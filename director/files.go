@@ -147,8 +147,12 @@ func (d *Director) reconcile(ctx context.Context) error {
 	for id, rel := range missing {
 		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
 		d.log.Error("failing a job whose file is missing", api.LogJob, id, api.LogPath, rel)
-		if _, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason); err != nil && !errors.Is(err, api.ErrConflict) {
+		ended, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason)
+		if err != nil && !errors.Is(err, api.ErrConflict) {
 			return err
+		}
+		if err == nil {
+			d.emitEnded(ended)
 		}
 	}
 	return nil

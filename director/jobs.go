@@ -115,6 +115,8 @@ func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, mod
 	}
 	d.kickScheduler()
 	d.log.InfoContext(ctx, "job submitted", api.LogJob, id, api.LogJobName, e.Name, api.LogBytes, u.size, api.LogCaller, e.Submitter)
+	d.emit(api.Event{Kind: api.EventJobSubmitted, Job: id, JobName: e.Name,
+		Message: fmt.Sprintf("by %s, %d rounds", e.Submitter, m.Rounds)})
 	return e, nil
 }
 

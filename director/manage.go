@@ -135,6 +135,7 @@ func (d *Director) DeleteJob(ctx context.Context, who Caller, e store.Experiment
 	d.removeLogs(e.ID)
 	d.notify(e.ID) // ends metric streams of the job, which find it gone
 	d.log.InfoContext(ctx, "job deleted", api.LogJob, e.ID)
+	d.emit(api.Event{Kind: api.EventJobDeleted, Job: e.ID, JobName: e.Name, Message: "deleted by " + who.Name})
 	return nil
 }
 

@@ -26,6 +26,8 @@ type registry struct {
 	// before loaded+offlineAfter, so a director that was down for a while
 	// gives its envoys time to reach it again before failing their jobs.
 	loaded time.Time
+	// emit records an event: set by the director before any call.
+	emit func(api.Event)
 
 	mu     sync.RWMutex
 	envoys map[string]*envoyEntry
@@ -199,8 +201,11 @@ func (r *registry) writeStatus(ctx context.Context, name string, e *envoyEntry, 
 	switch {
 	case online && !wasOnline:
 		r.log.InfoContext(ctx, "envoy online", api.LogEnvoy, name)
+		r.emit(api.Event{Kind: api.EventEnvoyOnline, Envoy: name})
 	case !online:
 		r.log.WarnContext(ctx, "envoy offline", api.LogEnvoy, name, api.LogLastSeen, st.LastSeen)
+		r.emit(api.Event{Kind: api.EventEnvoyOffline, Envoy: name,
+			Message: "last seen " + st.LastSeen.UTC().Format(time.RFC3339)})
 	}
 	return true, nil
 }

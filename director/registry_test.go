@@ -180,6 +180,7 @@ func TestListingDoesNotWaitOnTheDisk(t *testing.T) {
 	if gone, err := r.sweep(ctx); err != nil || len(gone) != 1 {
 		t.Fatalf("sweep: got %v, %v; want a gone", gone, err)
 	}
+	d.FlushJournal() // the offline event's write, which would meet the lock
 
 	raw, err := sql.Open("sqlite", filepath.Join(cfg.DataDir, dbFile))
 	if err != nil {

@@ -583,6 +583,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	// The reports are folded into the new model: they are no longer needed.
 	os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
 	d.log.InfoContext(ctx, "round aggregated", api.LogJob, exp.id, api.LogRound, round, api.LogReports, len(inputs), api.LogFinal, final)
+	d.emitRound(exp, next, len(inputs), metrics)
 	defer d.notify(exp.id)
 
 	exp.disarm()
@@ -592,6 +593,8 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		d.lc.mu.Unlock()
 		exp.closeModel()
 		d.log.InfoContext(ctx, "experiment ended", api.LogJob, exp.id, api.LogStatus, api.JobFinished)
+		d.emit(api.Event{Kind: api.EventJobFinished, Job: exp.id, JobName: exp.manifest.Name,
+			Message: fmt.Sprintf("%d rounds done", next)})
 		d.kickScheduler()
 		return nil
 	}
@@ -614,6 +617,19 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	exp.mu.Unlock()
 	d.armRound(exp, next)
 	return nil
+}
+
+// emitRound records a round's aggregation: done is the rounds done, and
+// the event carries the aggregator's metrics as "task/name".
+func (d *Director) emitRound(exp *experiment, done, reports int, metrics []store.Metric) {
+	values := make(map[string]float64, len(metrics))
+	for _, m := range metrics {
+		if m.Origin == api.OriginAggregator {
+			values[m.Task+"/"+m.Name] = m.Value
+		}
+	}
+	d.emit(api.Event{Kind: api.EventJobRound, Job: exp.id, JobName: exp.manifest.Name, Round: done,
+		Message: fmt.Sprintf("round %d of %d aggregated from %d reports", done, exp.manifest.Rounds, reports), Metrics: values})
 }
 
 // armRound starts round's round_timeout, if job.json sets one.

@@ -37,6 +37,7 @@ type serveOptions struct {
 	adminMinRate      cli.ByteSize
 	pprofListen       string
 	metricsListen     string
+	eventHistory      int
 	tls               cli.TLSFlags
 	insecure          bool
 	logFormat         string
@@ -90,6 +91,7 @@ or in --config).`,
 	f.Var(&o.adminMinRate, "admin-min-rate", "drop an admin client whose request arrives slower than this per second, measured over 10 s of waiting for it (0 turns the check off)")
 	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and /healthz, /readyz over plain HTTP on this address, e.g. 127.0.0.1:9464; empty is off; beyond loopback only with TLS flags or --insecure")
+	f.IntVar(&o.eventHistory, "event-history", api.DefaultEventHistory, "how many events (fladmin events) the director keeps; older ones are pruned (the audit trail is never pruned)")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -138,6 +140,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		MaxJobSize:         int64(o.maxJobSize),
 		MaxUnpackedSize:    int64(o.maxUnpackedSize),
 		MaxResultsInFlight: int64(o.maxResults),
+		EventHistory:       o.eventHistory,
 		Version:            cli.Version,
 		Logger:             log,
 	})
@@ -205,6 +208,9 @@ func (o *serveOptions) check() error {
 	}
 	if o.adminMaxConns <= 0 || o.adminMaxPerAddr <= 0 || o.adminHandshake <= 0 || o.adminIdleTimeout <= 0 {
 		return cli.Usagef("--admin-max-conns, --admin-max-conns-per-addr, --admin-handshake-timeout and --admin-idle-timeout must be positive")
+	}
+	if o.eventHistory < 100 {
+		return cli.Usagef("--event-history %d: keep at least 100 events", o.eventHistory)
 	}
 	if o.metricsListen != "" {
 		if err := cli.CheckHostPort("metrics-listen", o.metricsListen); err != nil {

@@ -59,7 +59,7 @@ func TestExitCodes(t *testing.T) {
 // TestWaitJobTimeout checks that --wait-timeout, not the global --timeout,
 // bounds the wait, and that the error says which.
 func TestWaitJobTimeout(t *testing.T) {
-	srv := startFakeAdmin(t, ok(map[string]any{"job": sampleJob})) // pending forever
+	srv := startFakeAdmin(t, ok(map[string]any{"job": sampleJob, "events": []any{}, "last_seq": 0})) // pending forever
 	_, stderr, code := runFladminTTY(t, srv.addr, false, "wait-job", "0b5a6a7e", "--wait-timeout", "300ms", "--interval", "50ms")
 	if code != cli.ExitError || !strings.Contains(stderr, "after 300ms (--wait-timeout)") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)

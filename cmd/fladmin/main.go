@@ -49,6 +49,8 @@ director), 2 on a usage error, 130 on ^C.`,
 		newListEnvoysCmd(f),
 		newRemoveEnvoyCmd(f),
 		newStatusCmd(f),
+		newEventsCmd(f),
+		newAuditCmd(f),
 		newVersionCmd(f),
 	)
 	return root

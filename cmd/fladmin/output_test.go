@@ -87,7 +87,7 @@ func TestYAMLMatchesJSON(t *testing.T) {
 		{"list-envoys", []string{"list-envoys"}, ok(map[string]any{"envoys": []any{
 			map[string]any{"name": "site-a", "online": true, "lastSeen": "2026-01-02T03:04:05Z", "samples": 42, "sampleShape": []any{"28", "28"}}}})},
 		{"show-job", []string{"show-job", "0b5a6a7e"}, ok(map[string]any{"job": sampleJob})},
-		{"wait-job", []string{"wait-job", "0b5a6a7e"}, ok(map[string]any{"job": map[string]any{"job_id": "0b5a6a7e-1111", "status": "finished"}})},
+		{"wait-job", []string{"wait-job", "0b5a6a7e"}, ok(map[string]any{"job": map[string]any{"job_id": "0b5a6a7e-1111", "status": "finished"}, "events": []any{}, "last_seq": 0})},
 		{"abort-job", []string{"abort-job", "0b5a6a7e"}, ok(map[string]any{"job": sampleJob})},
 		{"delete-job", []string{"delete-job", "0b5a6a7e"}, ok(map[string]any{"job_id": sampleJob["job_id"]})},
 		{"status", []string{"status"}, ok(map[string]any{"version": "v1", "uptime": "5s", "envoys": 2, "envoysOnline": 1, "jobs": map[string]any{"pending": 3}})},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,11 +30,14 @@ func newWaitJobCmd(f *factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "wait-job JOB_ID",
 		Short: "Wait until a job ends, printing each change on the way; then its final status",
-		Long: `Wait until the job ends, asking the director every --interval, then print
-its final status and, for a job that failed or was aborted, the reason.
-Meanwhile each change of the job's state, round or reason (what a pending
-job waits for, which site's approval a running one waits for) is printed as
-a line with the time it was seen; -o json and -o yaml print only the end.
+		Long: `Wait until the job ends, then print its final status and, for a job that
+failed or was aborted, the reason. fladmin follows the director's event
+stream (as fladmin events --follow does) and looks at the job again on
+every event (an envoy online or offline, a round done, the job's end) and
+at least every --interval (a site's approval is not an event). Each change
+of the job's state, round or reason (what a pending job waits for, which
+site's approval a running one waits for) is printed as a line with the time
+it was seen; -o json and -o yaml print only the end.
 --wait-timeout bounds the whole wait; the global --timeout still bounds each
 question to the director.
 
@@ -53,7 +57,7 @@ rejected, or --wait-timeout passed first; 130 on ^C.`,
 		},
 	}
 	cmd.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 0, "give up when the job has not ended after this long (0: wait as long as it takes)")
-	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "how often to ask the director")
+	cmd.Flags().DurationVar(&o.interval, "interval", 5*time.Second, "look at the job at least this often when no event comes")
 	return cmd
 }
 
@@ -63,9 +67,17 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 		ctx, cancel = context.WithTimeoutCause(ctx, o.waitTimeout, errWaitTimeout)
 		defer cancel()
 	}
-	t := time.NewTicker(o.interval)
-	defer t.Stop()
+	wait := min(o.interval, f.pollWait())
 	var last string // the job's state, round and reason as last printed
+	// Only what happens from now on matters: the job's state is read
+	// before each wait.
+	_, seq, err := fetchEvents(ctx, f, math.MaxInt64, "", 0)
+	if err != nil {
+		if waitExpired(ctx) {
+			return fmt.Errorf("job %s has not ended after %v (--wait-timeout)", id, o.waitTimeout)
+		}
+		return err
+	}
 	for {
 		reply, err := f.do(ctx, api.CmdGetJobMeta+" "+id)
 		if err != nil {
@@ -99,13 +111,19 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 				last = now
 			}
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(context.Cause(ctx), errWaitTimeout) {
-				return fmt.Errorf("job %s is still %s after %v (--wait-timeout)", id, j.Status, o.waitTimeout)
-			}
+		// Wait for the next event, or --interval.
+		events, newest, err := fetchEvents(ctx, f, seq, "", wait)
+		switch {
+		case waitExpired(ctx):
+			return fmt.Errorf("job %s is still %s after %v (--wait-timeout)", id, j.Status, o.waitTimeout)
+		case ctx.Err() != nil:
 			return context.Cause(ctx)
-		case <-t.C:
+		case err != nil:
+			return err
+		}
+		seq = max(seq, newest)
+		for _, e := range events {
+			seq = max(seq, e.Seq)
 		}
 	}
 }

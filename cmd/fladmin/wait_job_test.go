@@ -9,13 +9,17 @@ import (
 )
 
 // TestWaitJobPrintsChanges: wait-job prints a line per change of state,
-// round or reason, once each, and then the end.
+// round or reason, once each, and then the end. Every reply of the fake
+// director carries the job and an empty page of events, for wait-job's
+// get_job_meta and the get_events it waits on after each.
 func TestWaitJobPrintsChanges(t *testing.T) {
 	job := func(status string, done int, reason string) *adminproto.Message {
-		return ok(map[string]any{"job": map[string]any{"job_id": "0b5a6a7e-1111", "status": status, "rounds": 2, "roundsDone": done, "reason": reason}})
+		return ok(map[string]any{"job": map[string]any{"job_id": "0b5a6a7e-1111", "status": status, "rounds": 2, "roundsDone": done, "reason": reason},
+			"events": []any{}, "last_seq": 7})
 	}
 	var seq [][]byte
-	for _, m := range []*adminproto.Message{
+	for i, m := range []*adminproto.Message{
+		job("pending", 0, ""), // the first get_events
 		job("pending", 0, "needs 2 envoys, 1 free of 1 online: site-a"),
 		job("pending", 0, "needs 2 envoys, 1 free of 1 online: site-a"),
 		job("in_progress", 0, ""),
@@ -28,6 +32,9 @@ func TestWaitJobPrintsChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		seq = append(seq, b)
+		if i > 0 {
+			seq = append(seq, b) // the get_events after this state
+		}
 	}
 	srv := startFakeAdmin(t, job("finished", 2, ""))
 	srv.mu.Lock()

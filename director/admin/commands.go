@@ -51,6 +51,10 @@ func (s *Server) commands() map[string]command {
 			usage: "get_log <job_id> <envoy_name>"},
 		api.CmdDownloadJobZip: {run: s.downloadJobZip, scope: api.ScopeFedplane, desc: "download a job's results as one zip",
 			usage: "download_job_zip <job_id> (binary reply, body = zip of the results)"},
+		api.CmdGetEvents: {run: s.getEvents, scope: api.ScopeFedplane, desc: "get the federation's events",
+			usage: "get_events [-a after_seq] [-j job_id] [-m max] [-w wait_seconds]"},
+		api.CmdGetAudit: {run: s.getAudit, scope: api.ScopeFedplane, desc: "get the audit trail (project admins)",
+			usage: "get_audit [-a after_seq] [-s since_rfc3339] [-c caller] [-m max]"},
 
 		api.CmdCertLogin:    {run: s.certLogin, usage: "_cert_login <user>", session: true},
 		api.CmdCommands:     {run: s.listCommands, usage: "_commands", session: true},

@@ -462,7 +462,28 @@ func (s *Server) dispatch(ctx context.Context, log *slog.Logger, req *request) *
 		}
 	}
 	log.Info("admin command", attrs...)
+	s.audit(req, reply)
 	return reply
+}
+
+// audit adds the request to the audit trail: who, what it named and how
+// it ended. A binary handler that wrote its own reply (a download) ended
+// well as far as the director could tell.
+func (s *Server) audit(req *request, reply *adminproto.Message) {
+	target := strings.Join(req.args, " ")
+	outcome, detail := adminproto.StatusOK, ""
+	if reply != nil {
+		outcome = reply.Status()
+		if outcome != adminproto.StatusOK {
+			detail = reply.Info()
+		} else if id, ok := reply.Meta[api.MetaJobID].(string); ok && req.name == api.CmdSubmitJob {
+			target = strings.TrimSpace(target + " job " + id)
+		}
+	}
+	s.d.RecordAudit(api.AuditRecord{
+		Caller: req.caller.Name, Org: req.caller.Org, Kind: req.caller.Kind, Role: req.caller.Role, Remote: req.remote,
+		Channel: api.AuditAdmin, Action: api.Truncate(req.name, api.MaxNameLen), Target: target, Outcome: outcome, Detail: detail,
+	})
 }
 
 // errorReply is the reply to a command that failed with err: the status

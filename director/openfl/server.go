@@ -65,9 +65,10 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	// Who may call what is decided before a handler runs or a request's
 	// stream is read (identity before bytes), by the domain's one table;
 	// then sizes and gates.
-	// The call counter comes first, so it counts the code a caller gets.
-	unary := []grpc.UnaryServerInterceptor{errorsUnary(log), svc.authUnary, capUnary}
-	stream := []grpc.StreamServerInterceptor{errorsStream(log), svc.authStream, svc.capStream}
+	// The call counter and the audit trail come first, so they see the
+	// code a caller gets.
+	unary := []grpc.UnaryServerInterceptor{svc.auditUnary, errorsUnary(log), svc.authUnary, capUnary}
+	stream := []grpc.StreamServerInterceptor{svc.auditStream, errorsStream(log), svc.authStream, svc.capStream}
 	if cfg.Metrics != nil {
 		unary = append([]grpc.UnaryServerInterceptor{cfg.Metrics.UnaryInterceptor()}, unary...)
 		stream = append([]grpc.StreamServerInterceptor{cfg.Metrics.StreamInterceptor()}, stream...)

@@ -27,6 +27,7 @@ import (
 	"github.com/fedplane/fedplane/director/openfl"
 	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/pki/pkitest"
+	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -344,6 +345,8 @@ func TestRoleMatrix(t *testing.T) {
 		{api.CmdGetJobMeta, admins, text(api.CmdGetJobMeta + " " + job1)},
 		{api.CmdGetMetrics, admins, text(api.CmdGetMetrics + " " + job1)},
 		{api.CmdListEnvoys, admins, text(api.CmdListEnvoys)},
+		{api.CmdGetEvents, admins, text(api.CmdGetEvents + " -j " + job1)},
+		{api.CmdGetAudit, []string{boss}, text(api.CmdGetAudit + " -c " + lead1)},
 		{api.CmdCheckStatus, admins, text(api.CmdCheckStatus)},
 		{api.CmdSubmitJob, submitters, func(c *adminproto.Client) (*adminproto.Message, error) {
 			body := []byte("not a zip")
@@ -383,6 +386,56 @@ func TestRoleMatrix(t *testing.T) {
 	sort.Strings(covered)
 	if want := admin.New(f.d, admin.Config{}).CommandNames(); !slices.Equal(covered, want) {
 		t.Errorf("the matrix covers %v, the admin port answers %v", covered, want)
+	}
+	checkAuditTrail(t, f.d, job1)
+}
+
+// checkAuditTrail checks what the role matrix left in the audit trail:
+// admins' calls on both ports with role, target and outcome, every refused
+// call whoever made it, and none of an envoy's own work.
+func checkAuditTrail(t *testing.T, d *director.Director, job1 string) {
+	t.Helper()
+	d.FlushJournal()
+	trail, err := d.Audit(context.Background(), store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(caller, action string, match func(a api.AuditRecord) bool) bool {
+		for _, a := range trail {
+			if a.Caller == caller && a.Action == action && match(a) {
+				return true
+			}
+		}
+		return false
+	}
+	denied := func(a api.AuditRecord) bool { return a.Outcome == codes.PermissionDenied.String() && a.Detail != "" }
+	cases := []struct {
+		what   string
+		caller string
+		action string
+		match  func(a api.AuditRecord) bool
+		want   bool
+	}{
+		{"a frontend call with its role and what it named", boss, directorpb.Director_GetExperimentDescription_FullMethodName,
+			func(a api.AuditRecord) bool {
+				return a.Channel == api.AuditGRPC && a.Role == pki.RoleProjectAdmin && a.Target == "name="+job1 && a.Remote == "127.0.0.1"
+			}, true},
+		{"a member refused a model", viewer, directorpb.Director_GetTrainedModel_FullMethodName, denied, true},
+		{"an envoy refused a frontend call", siteA, directorpb.Director_GetExperimentsList_FullMethodName, denied, true},
+		{"an admin refused an envoy's call", boss, directorpb.Director_UpdateEnvoyStatus_FullMethodName, denied, true},
+		{"an envoy's heartbeat", siteA, directorpb.Director_UpdateEnvoyStatus_FullMethodName, func(api.AuditRecord) bool { return true }, false},
+		{"an envoy's reading of federation facts", siteA, directorpb.Director_GetEnvoys_FullMethodName, func(api.AuditRecord) bool { return true }, false},
+		{"an admin command refused", viewer, api.CmdRemoveEnvoy,
+			func(a api.AuditRecord) bool {
+				return a.Channel == api.AuditAdmin && a.Outcome == adminproto.StatusNotAuthorized && a.Target == "no-such-envoy"
+			}, true},
+		{"an admin command", lead1, api.CmdGetEvents,
+			func(a api.AuditRecord) bool { return a.Outcome == adminproto.StatusOK && a.Role == pki.RoleLead }, true},
+	}
+	for _, tc := range cases {
+		if got := find(tc.caller, tc.action, tc.match); got != tc.want {
+			t.Errorf("audit trail: %s (%s, %s): found %v, want %v", tc.what, tc.caller, tc.action, got, tc.want)
+		}
 	}
 }
 
