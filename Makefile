@@ -20,7 +20,7 @@ STATICCHECK_VER     := v0.8.2
 # protobuf-compiler). Another release only changes the version comment in the
 # generated files, but that is enough to make generate-check fail.
 PROTOC_VER          := 3.21.12
-PROTO_FILES         := $(wildcard api/openfl/protocols/*.proto)
+PROTO_FILES         := $(wildcard api/openfl/protocols/*.proto api/fedplane/protocols/*.proto)
 
 TESTFLAGS           ?=
 FUZZTIME            ?= 30s
@@ -97,7 +97,7 @@ tools: ## Install pinned protoc-gen-go / protoc-gen-go-grpc into .tools/bin, and
 		echo "warning: $$(protoc --version) is not libprotoc $(PROTOC_VER); generated headers will differ"; \
 	fi
 
-generate: tools ## Regenerate api/{basepb,directorpb,aggregatorpb} from api/openfl/protocols/*.proto.
+generate: tools ## Regenerate api/{basepb,directorpb,aggregatorpb,logspb} from api/openfl/protocols/*.proto and api/fedplane/protocols/*.proto.
 	PATH=$(TOOLS_BIN):$$PATH protoc -I api \
 		--go_out=. --go_opt=module=$(MODULE) \
 		--go-grpc_out=. --go-grpc_opt=module=$(MODULE) \

@@ -1,7 +1,9 @@
 // Package api is the one home of what fedplane's programs exchange, so that
 // no program redeclares it: the OpenFL 1.5/1.6 director, aggregator and base
 // proto files under openfl/protocols and the Go code generated from them
-// (packages basepb, directorpb and aggregatorpb); the limits OpenFL peers
+// (packages basepb, directorpb and aggregatorpb); fedplane's own service
+// beside them, fedplane/protocols/logs.proto (package logspb: training
+// logs that sites share); the limits OpenFL peers
 // expect on that wire; the admin channel's commands, reply types and meta
 // keys; the fedplane-* gRPC metadata keys; job statuses; the name rule; the
 // error kinds with their gRPC codes and admin statuses; and the log keys.

@@ -6,6 +6,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/logspb"
 	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
@@ -78,6 +79,8 @@ var rules = map[string]Rule{
 	aggregatorpb.Aggregator_GetTasks_FullMethodName:             {Who: Envoys},
 	aggregatorpb.Aggregator_GetAggregatedTensor_FullMethodName:  {Who: Envoys},
 	aggregatorpb.Aggregator_SendLocalTaskResults_FullMethodName: {Who: Envoys},
+	// fedplane's own service beside OpenFL's: shared training logs.
+	logspb.TrainingLogs_SendTrainingLog_FullMethodName: {Who: Envoys},
 
 	// Federation facts that envoys and admins both read; GetEnvoys hides
 	// which experiment runs where from envoys (Caller.CanView).
@@ -106,6 +109,7 @@ var rules = map[string]Rule{
 	api.CmdAbortJob:    {Who: Admins, Right: RightManageOwn},
 	api.CmdDeleteJob:   {Who: Admins, Right: RightManageOwn},
 	api.CmdDownloadJob: {Who: Admins, Right: RightManageOwn},
+	api.CmdGetLog:      {Who: Admins, Right: RightManageOwn},
 	api.CmdRemoveEnvoy: {Who: Admins, Right: RightProjectAdmin},
 	api.CmdGetEvents:   {Who: Admins, Right: RightView},
 	api.CmdGetAudit:    {Who: Admins, Right: RightProjectAdmin},

@@ -154,6 +154,8 @@ type Director struct {
 	// downloads bounds the heavy replies in progress (trained models over
 	// gRPC, result bundles over the admin port), per caller and overall.
 	downloads *Gate
+	// logs is what the director knows of shared training logs (logs.go).
+	logs trainLogs
 	// inflight is the temp space reserved by task results being received.
 	inflight struct {
 		sync.Mutex

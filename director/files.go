@@ -141,6 +141,9 @@ func (d *Director) reconcile(ctx context.Context) error {
 		return fmt.Errorf("remove orphan files: %w", err)
 	}
 	removeEmptyDirs(root)
+	if err := d.removeOrphanLogs(ctx); err != nil {
+		return err
+	}
 	for id, rel := range missing {
 		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
 		d.log.Error("failing a job whose file is missing", api.LogJob, id, api.LogPath, rel)

@@ -132,6 +132,7 @@ func (d *Director) DeleteJob(ctx context.Context, who Caller, e store.Experiment
 	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, e.ID)); err != nil {
 		d.log.ErrorContext(ctx, "remove job files", api.LogJob, e.ID, api.LogErr, err)
 	}
+	d.removeLogs(e.ID)
 	d.notify(e.ID) // ends metric streams of the job, which find it gone
 	d.log.InfoContext(ctx, "job deleted", api.LogJob, e.ID)
 	d.emit(api.Event{Kind: api.EventJobDeleted, Job: e.ID, JobName: e.Name, Message: "deleted by " + who.Name})

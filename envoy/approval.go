@@ -189,6 +189,7 @@ func (e *Envoy) setAwaiting(id string) {
 	e.mu.Lock()
 	e.awaiting = id
 	e.mu.Unlock()
+	e.prom.setAwaiting(id != "")
 	select {
 	case e.poke <- struct{}{}:
 	default:

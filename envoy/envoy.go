@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -34,6 +35,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/logspb"
 	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/job"
 )
@@ -136,6 +138,14 @@ type Config struct {
 	// credentials and OpenFL's message size limits); a transport credentials
 	// option here replaces the insecure default.
 	DialOptions []grpc.DialOption
+	// ShareLogs sends the training command's output (stdout and stderr,
+	// its last MaxSharedLog bytes, the site's paths redacted as in failure
+	// reports) to the director after each run and when asked, so that the
+	// job's submitter can read it (fladmin logs). A Policy's share_logs
+	// decides instead when there is a Policy.
+	ShareLogs bool
+	// Prometheus, when set, records what the envoy shows Prometheus.
+	Prometheus *Prometheus
 	// Logger receives the envoy's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -149,6 +159,12 @@ type Envoy struct {
 	// The director's services, set by Run.
 	dirc directorpb.DirectorClient
 	aggc aggregatorpb.AggregatorClient
+	logc logspb.TrainingLogsClient
+
+	// prom is Config.Prometheus (nil: off); registered says whether the
+	// director took the registration and answered the last health check.
+	prom       *Prometheus
+	registered atomic.Bool
 
 	// runAs is Config.RunAs resolved, nil to run training as the envoy.
 	runAs *account
@@ -158,6 +174,10 @@ type Envoy struct {
 	mu       sync.Mutex
 	cur      *experiment // the experiment taken, nil while idle
 	awaiting string      // the experiment held for the operator's approval
+
+	// logs are the experiments whose training logs are to be sent
+	// (sharelogs.go).
+	logs logShipper
 
 	// poke makes the heartbeat go at once (a job started waiting for
 	// approval, or stopped).
@@ -229,7 +249,8 @@ func New(cfg Config) (*Envoy, error) {
 	if cfg.Policy != nil && cfg.Roots == nil {
 		return nil, errors.New("a site policy needs the federation's CA (--tls-ca) to verify who signed each job")
 	}
-	e := &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name), poke: make(chan struct{}, 1)}
+	e := &Envoy{cfg: cfg, log: log.With(api.LogEnvoy, cfg.Name), poke: make(chan struct{}, 1), prom: cfg.Prometheus}
+	e.logs.wake = make(chan struct{}, 1)
 	if err := e.isolate(); err != nil {
 		return nil, err
 	}
@@ -344,6 +365,7 @@ func (e *Envoy) Run(ctx context.Context) error {
 	defer conn.Close()
 	e.dirc = directorpb.NewDirectorClient(conn)
 	e.aggc = aggregatorpb.NewAggregatorClient(conn)
+	e.logc = logspb.NewTrainingLogsClient(conn)
 
 	e.cleanStale()
 	e.log.Info("envoy starting", api.LogDirector, e.cfg.Director, api.LogShard, e.cfg.ShardDir, api.LogWorkDir, e.cfg.WorkDir)
@@ -367,6 +389,9 @@ func (e *Envoy) Run(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() { e.work(ctx) })
+	if e.sharesLogs() {
+		wg.Go(func() { e.shipLogs(ctx) })
+	}
 	wg.Wait()
 	if fatal == nil {
 		e.log.Info("envoy stopped")

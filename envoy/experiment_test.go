@@ -228,7 +228,7 @@ func TestExperimentRound(t *testing.T) {
 			}
 			// After quit: nothing but the logs, which say what ran.
 			checkCleaned(t, e)
-			log, err := os.ReadFile(filepath.Join(e.cfg.WorkDir, testID, logsDirName, "round-0.log"))
+			log, err := os.ReadFile(filepath.Join(e.cfg.WorkDir, testID, logsDirName, trainLogName))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -139,6 +139,7 @@ func (e *Envoy) download(ctx context.Context, id, path string) (received, error)
 		if total += int64(len(data)); total > size {
 			return received{}, fmt.Errorf("broken archive: more than the %d bytes the director announced", size)
 		}
+		e.prom.receivedBytes(BytesArchives, int64(len(data)))
 		if _, err := hw.Write(data); err != nil {
 			return received{}, fmt.Errorf("job archive: %w", err)
 		}

@@ -47,6 +47,9 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 		if id := e.awaitingApproval(); id != "" {
 			cctx = metadata.AppendToOutgoingContext(cctx, api.MDAwaitingApproval, id)
 		}
+		if e.sharesLogs() {
+			cctx = metadata.AppendToOutgoingContext(cctx, api.MDShareLogs, "true")
+		}
 		resp, err := e.dirc.UpdateEnvoyStatus(cctx, req, grpc.Header(&hdr))
 		cancel()
 		if ctx.Err() != nil {
@@ -55,6 +58,8 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 		var wait time.Duration
 		switch {
 		case err == nil:
+			e.prom.heartbeat(true)
+			e.setRegistered(true)
 			b.reset()
 			if p := resp.GetHealthCheckPeriod(); p != nil && p.IsValid() && p.AsDuration() > 0 {
 				if np := max(p.AsDuration(), minHealthCheckPeriod); np != period {
@@ -64,8 +69,11 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 				}
 			}
 			e.stopNamed(hdr.Get(api.MDStop))
+			e.askedLogs(hdr.Get(api.MDSendLog))
 			wait = period
 		case status.Code(err) == codes.NotFound:
+			e.prom.heartbeat(false)
+			e.setRegistered(false)
 			e.log.Info("director does not know this envoy; registering again")
 			err := e.register(ctx)
 			switch {
@@ -80,6 +88,8 @@ func (e *Envoy) heartbeat(ctx context.Context) error {
 			wait = b.delay()
 			e.log.Warn("registering again failed", api.LogErr, err, api.LogRetryIn, wait)
 		default:
+			e.prom.heartbeat(false)
+			e.setRegistered(false)
 			wait = b.delay()
 			logRetry(e.log, "heartbeat failed", "UpdateEnvoyStatus", err, wait)
 		}

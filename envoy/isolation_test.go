@@ -154,7 +154,7 @@ func TestIsolationLevels(t *testing.T) {
 			if results == nil {
 				t.Fatal("no results: the training command could not train")
 			}
-			log, err := os.ReadFile(filepath.Join(work, testID, logsDirName, "round-0.log"))
+			log, err := os.ReadFile(filepath.Join(work, testID, logsDirName, trainLogName))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestEnvironmentIsClean(t *testing.T) {
 	if n := fl.called("SetExperimentFailed"); n != 0 {
 		t.Fatalf("SetExperimentFailed called %d times", n)
 	}
-	log, err := os.ReadFile(filepath.Join(e.cfg.WorkDir, testID, logsDirName, "round-0.log"))
+	log, err := os.ReadFile(filepath.Join(e.cfg.WorkDir, testID, logsDirName, trainLogName))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,11 @@ type Policy struct {
 	Commands *CommandRules `yaml:"commands"`
 	// Approval is ApprovalAuto (the default) or ApprovalManual.
 	Approval string `yaml:"approval"`
+	// ShareLogs sends the training command's output (stdout and stderr,
+	// the last api.MaxSharedLog bytes, the site's paths redacted) to the
+	// director, where the job's submitter reads it with fladmin logs.
+	// Left out, nothing of it is sent but a failure's stderr tail.
+	ShareLogs bool `yaml:"share_logs"`
 }
 
 // SubmitterRule matches submitters by the name (CN), organisation (O) and

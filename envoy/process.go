@@ -38,7 +38,8 @@ type command struct {
 	Dir string
 	// Env is the whole environment.
 	Env []string
-	// LogPath receives stdout and stderr, appended.
+	// LogPath receives stdout and stderr, appended, as a training log
+	// bounded at maxTrainLog bytes (trainLog).
 	LogPath string
 	// PgidPath, if set, holds the process group id while the command runs,
 	// so an envoy restarted after a kill -9 can stop what it left behind
@@ -96,28 +97,36 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 		return nil, errors.New("empty training command")
 	}
 	becomeSubreaper()
-	logf, err := os.OpenFile(c.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := openTrainLog(c.LogPath, maxTrainLog)
 	if err != nil {
-		return nil, fmt.Errorf("training log: %w", err)
+		return nil, err
 	}
 	defer logf.Close()
-	// stderr goes through a pipe of our own rather than exec's, so that
-	// waiting for the leader does not wait for every process holding it.
+	// stdout and stderr go through pipes of our own rather than exec's, so
+	// that waiting for the leader does not wait for every process holding
+	// them, and so that the log, which the envoy writes, stays bounded.
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 	defer pr.Close()
+	or, ow, err := os.Pipe()
+	if err != nil {
+		pw.Close()
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	defer or.Close()
 
 	argv := append(slices.Clone(c.Wrap), c.Argv...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
-	cmd.Stdout = logf
+	cmd.Stdout = ow
 	cmd.Stderr = pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: c.Cred}
 	err = cmd.Start()
 	pw.Close()
+	ow.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start training command: %w", err)
 	}
@@ -129,12 +138,15 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 	}
 
 	tail := &tailBuffer{max: tailSize}
+	var copies sync.WaitGroup
+	// Every byte of stderr goes to the tail; the log is best effort, so
+	// that a full disk does not turn into a SIGPIPE for the command.
+	copies.Go(func() { io.Copy(teeWriter{tail, logf}, pr) })
+	copies.Go(func() { io.Copy(teeWriter{nil, logf}, or) })
 	drained := make(chan struct{})
 	go func() {
-		defer close(drained)
-		// Every byte goes to the tail; the log is best effort, so that a
-		// full disk does not turn into a SIGPIPE for the command.
-		io.Copy(teeWriter{tail, logf}, pr)
+		copies.Wait()
+		close(drained)
 	}()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -165,7 +177,8 @@ func (c *command) run(ctx context.Context) ([]byte, error) {
 	select {
 	case <-drained:
 	case <-time.After(drainTimeout):
-		pr.Close() // unblocks the copy
+		pr.Close() // unblocks the copies
+		or.Close()
 		<-drained
 	}
 	t := tail.Bytes()
@@ -261,14 +274,17 @@ func becomeSubreaper() {
 	subreaper.Do(setSubreaper)
 }
 
-// teeWriter writes everything to the tail and what it can to the log.
+// teeWriter writes everything to the tail, if any, and what it can to
+// the log.
 type teeWriter struct {
 	tail *tailBuffer
 	log  io.Writer
 }
 
 func (w teeWriter) Write(p []byte) (int, error) {
-	w.tail.Write(p)
+	if w.tail != nil {
+		w.tail.Write(p)
+	}
 	w.log.Write(p)
 	return len(p), nil
 }

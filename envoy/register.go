@@ -54,5 +54,13 @@ func (e *Envoy) register(ctx context.Context) error {
 		return ErrRefused
 	}
 	e.log.Info("registered with director", api.LogDirector, e.cfg.Director)
+	e.setRegistered(true)
 	return nil
+}
+
+// setRegistered records whether the director has the envoy registered
+// and answers it: /readyz and fedplane_envoy_registered.
+func (e *Envoy) setRegistered(v bool) {
+	e.registered.Store(v)
+	e.prom.setRegistered(v)
 }

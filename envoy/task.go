@@ -192,7 +192,7 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 		Argv:     e.argv(j),
 		Dir:      j.dir,
 		Env:      e.environ(x, r, input, output, metricsPath),
-		LogPath:  filepath.Join(x.dir, logsDirName, roundPrefix+strconv.Itoa(int(r))+".log"),
+		LogPath:  filepath.Join(x.dir, logsDirName, trainLogName),
 		PgidPath: filepath.Join(x.dir, pgidFile),
 		Timeout:  time.Duration(j.manifest.Train.Timeout),
 		Grace:    e.cfg.KillGrace,
@@ -214,6 +214,8 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	log.Info("training", api.LogLog, c.LogPath)
 	trainStart := time.Now()
 	tail, err := c.run(ctx)
+	e.prom.trainingRun(taskTrain, outcome(err, ctx.Err() != nil), time.Since(trainStart))
+	e.queueLog(x.id)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -227,12 +229,12 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 		return fmt.Errorf("training command wrote no output model in round %d (FEDPLANE_OUTPUT_MODEL=%s)", r, output)
 	}
 	if err != nil {
-		return &failure{code: codeFailed, err: fmt.Errorf("malformed output model in round %d", r), said: ": " + err.Error()}
+		return &failure{code: codeFailed, kind: FailureOutput, err: fmt.Errorf("malformed output model in round %d", r), said: ": " + err.Error()}
 	}
 	defer f.Close()
 	trained, _, err := tensor.ReadSafetensors(f, fi.Size())
 	if err != nil {
-		return &failure{code: codeFailed, err: fmt.Errorf("malformed output model in round %d", r), said: ": " + err.Error()}
+		return &failure{code: codeFailed, kind: FailureOutput, err: fmt.Errorf("malformed output model in round %d", r), said: ": " + err.Error()}
 	}
 	if err := tensor.SameLayout(trained, model); err != nil {
 		return fmt.Errorf("output model of round %d differs from the job's model: %w", r, err)
@@ -242,7 +244,7 @@ func (e *Envoy) round(ctx context.Context, x *experiment, j *fetched, model *ten
 	}
 	ms, err := readMetrics(metricsPath, e.runAs)
 	if err != nil {
-		return &failure{code: codeFailed, err: fmt.Errorf("bad metrics in round %d", r), said: ": " + err.Error()}
+		return &failure{code: codeFailed, kind: FailureOutput, err: fmt.Errorf("bad metrics in round %d", r), said: ": " + err.Error()}
 	}
 	ds, err := dataSize(ms, e.cfg.Samples)
 	if err != nil {
@@ -335,9 +337,9 @@ func trainingError(r int32, tail []byte, err error) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &ee):
-		return &failure{code: ee.code(), err: fmt.Errorf("training command %v in round %d", ee, r), said: stderrTail(tail)}
+		return &failure{code: ee.code(), kind: FailureTraining, err: fmt.Errorf("training command %v in round %d", ee, r), said: stderrTail(tail)}
 	case errors.As(err, &te):
-		return &failure{code: codeTimeout, err: fmt.Errorf("training command %v in round %d and was killed", te, r), said: stderrTail(tail)}
+		return &failure{code: codeTimeout, kind: FailureTraining, err: fmt.Errorf("training command %v in round %d and was killed", te, r), said: stderrTail(tail)}
 	default:
 		return &failure{code: codeFailed, err: fmt.Errorf("round %d: %w", r, err)}
 	}
@@ -396,6 +398,7 @@ func (e *Envoy) downloadModel(ctx context.Context, x *experiment, r int32, model
 		case !slices.Equal(got.Shape, want.Shape):
 			return fmt.Errorf("global model of round %d: tensor %q has shape %v, the job's model has %v", r, want.Name, got.Shape, want.Shape)
 		}
+		e.prom.receivedBytes(BytesModels, int64(len(resp.GetTensor().GetDataBytes())))
 		if _, err := w.Write(resp.GetTensor().GetDataBytes()); err != nil {
 			return fmt.Errorf("global model: %w", err)
 		}
@@ -433,6 +436,9 @@ func (e *Envoy) sendResults(ctx context.Context, x *experiment, h tensor.TaskRes
 		cw := tensor.NewChunkWriter(func(m *basepb.DataStream) error {
 			err := stream.Send(m)
 			ended = errors.Is(err, io.EOF)
+			if err == nil {
+				e.prom.sentBytes(BytesResults, int64(len(m.GetNpbytes())))
+			}
 			return err
 		}, 0)
 		_, err = tensor.WriteTaskResults(cw, h, trained, ms)

@@ -25,7 +25,7 @@ type received struct {
 // refusal is the site's refusal of a job, reported to the director with
 // api.CodeSiteRefused.
 func refusal(format string, args ...any) *failure {
-	return &failure{code: api.CodeSiteRefused, err: fmt.Errorf("refused by site: "+format, args...)}
+	return &failure{code: api.CodeSiteRefused, kind: FailureRefused, err: fmt.Errorf("refused by site: "+format, args...)}
 }
 
 // admit decides whether the archive may run here, before a byte of

@@ -282,8 +282,10 @@ func TestParsePolicy(t *testing.T) {
 		name, in, wantErr string
 	}{
 		{name: "empty", in: ""},
-		{name: "full", in: "submitters:\n  - org: a\n  - {name: b, role: project_admin}\ncommands:\n  programs: [python3]\n  exact: [[sh, train.sh]]\napproval: manual\n"},
+		{name: "full", in: "submitters:\n  - org: a\n  - {name: b, role: project_admin}\ncommands:\n  programs: [python3]\n  exact: [[sh, train.sh]]\napproval: manual\nshare_logs: true\n"},
 		{name: "unknown key", in: "submiters: []\n", wantErr: "submiters"},
+		{name: "share logs not a bool", in: "share_logs: sometimes\n", wantErr: "sometimes"},
+		{name: "misspelt share logs", in: "share_log: true\n", wantErr: "share_log"},
 		{name: "misspelt rule field", in: "submitters: [{organisation: a}]\n", wantErr: "organisation"},
 		{name: "approval", in: "approval: sometimes\n", wantErr: `approval "sometimes"`},
 		{name: "empty rule", in: "submitters: [{}]\n", wantErr: "submitters[0] is empty"},

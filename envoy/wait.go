@@ -57,6 +57,9 @@ type failure struct {
 	// site's log always has it; the director only unless the site
 	// withholds it (Config.WithholdStderr).
 	said string
+	// kind is what failed, for Prometheus (FailureTraining, ...);
+	// empty is FailureEnvoy.
+	kind string
 }
 
 func (f *failure) Error() string { return f.err.Error() + f.said }
@@ -117,6 +120,7 @@ func (e *Envoy) runExperiment(ctx context.Context, id string) {
 		if cerr := cleanWorkspace(x.dir); cerr != nil {
 			log.Error("cleaning up the experiment's workspace failed", api.LogErr, cerr)
 		}
+		e.queueLog(id)
 	}
 	var f *failure
 	switch {
@@ -157,6 +161,7 @@ func (e *Envoy) setCurrent(x *experiment) {
 	e.mu.Lock()
 	e.cur = x
 	e.mu.Unlock()
+	e.prom.setRunning(x != nil)
 }
 
 // checkID refuses experiment ids that cannot safely name a folder.
@@ -194,6 +199,11 @@ func (e *Envoy) reportFailure(ctx context.Context, x *experiment, f *failure) {
 		x.log.Warn("reporting the failure to the director failed", api.LogErr, err)
 	default:
 		x.log.Info("failure reported to the director", api.LogCode, f.code)
+		kind := f.kind
+		if kind == "" {
+			kind = FailureEnvoy
+		}
+		e.prom.failureReported(kind)
 	}
 }
 

@@ -2,22 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/scrape"
 	"github.com/fedplane/fedplane/director/server"
 )
-
-// pprofStopGrace is how long a stopping profile server lets requests in
-// flight finish; a CPU profile or trace runs for as long as it was asked to,
-// so whatever is left after it is cut off.
-const pprofStopGrace = time.Second
 
 // checkPprofListen refuses a profile address that is not on loopback: the
 // profiles show the director's memory, goroutine stacks and command line to
@@ -54,29 +48,7 @@ func servePprof(ctx context.Context, lis net.Listener, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv := &http.Server{
-		Handler:           pprofMux(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	log.Info("pprof serving", api.LogAddr, lis.Addr().String())
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
-
-	select {
-	case err := <-serveErr:
-		return fmt.Errorf("pprof serve: %w", err)
-	case <-ctx.Done():
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), pprofStopGrace)
-	defer cancel()
-	if err := srv.Shutdown(stopCtx); err != nil {
-		srv.Close()
-	}
-	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("pprof serve: %w", err)
-	}
-	return nil
+	return scrape.Serve(ctx, "pprof", lis, pprofMux(), log)
 }
 
 // pprofMux routes the profile handlers on a mux of its own. Importing

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -13,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/scrape"
 	"github.com/fedplane/fedplane/cmd/internal/cli"
 	"github.com/fedplane/fedplane/envoy"
 	"github.com/fedplane/fedplane/job"
@@ -35,6 +41,8 @@ type startOptions struct {
 	allowRoot   bool
 	sandbox     bool
 	shareStderr bool
+	shareLogs   bool
+	metrics     string
 	tls         cli.TLSFlags
 	maxUnpacked cli.ByteSize
 	maxEntries  int
@@ -57,7 +65,17 @@ FEDPLANE_INPUT_MODEL, FEDPLANE_OUTPUT_MODEL, FEDPLANE_METRICS, FEDPLANE_DATA
 (--shard-dir), FEDPLANE_ROUND, FEDPLANE_ENVOY, FEDPLANE_EXPERIMENT and
 FEDPLANE_SAMPLES in its environment. The shard's path goes to the training
 command only; nothing of the shard is sent to the director. The commands'
-output is kept in <work-dir>/<experiment>/logs/.
+output (stdout and stderr) is kept in <work-dir>/<experiment>/logs/train.log,
+about its last 16 MiB. --share-logs (or share_logs: true in the site
+policy) also sends its last 4 MiB, the site's paths redacted, to the
+director after each run, where the job's submitter reads it with
+"fladmin logs JOB --envoy NAME"; by default it stays here.
+
+--metrics-listen serves Prometheus metrics (/metrics; names start with
+fedplane_envoy_) and /healthz, /readyz (200 once registered) over plain
+HTTP without authentication; they show how the site trains, never paths,
+names or data. Keep the address on loopback or a network only the scraper
+reaches.
 
 The training command's environment is those variables plus HOME and TMPDIR
 (in the experiment's folder), PATH and LANG; nothing else of the envoy's.
@@ -110,6 +128,8 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f.BoolVar(&o.allowRoot, "allow-root", false, "let the training command run as root (the envoy runs as root without --run-as, or --run-as names root)")
 	f.BoolVar(&o.sandbox, "sandbox", false, "run the training command under bubblewrap (bwrap): no network, read-only file system and shard, work dir and TLS files hidden")
 	f.BoolVar(&o.shareStderr, "share-stderr", true, "send the tail of a failed training command's stderr (site paths redacted) to the director; false sends the exit status alone")
+	f.BoolVar(&o.shareLogs, "share-logs", false, "send the training command's output (stdout and stderr, its last 4 MiB, site paths redacted) to the director, for the job's submitter (fladmin logs); with --policy, the policy's share_logs decides instead")
+	f.StringVar(&o.metrics, "metrics-listen", "", "serve Prometheus metrics (/metrics) and /healthz, /readyz over plain HTTP without authentication on this address, e.g. 127.0.0.1:9465; empty is off")
 	o.tls.Add(cmd, "the envoy's")
 	o.tls.AddServerName(f, "--director")
 	o.maxUnpacked = job.DefaultMaxUnpacked
@@ -136,6 +156,13 @@ func (o *startOptions) check() error {
 		return cli.Usagef("--max-archive-entries %d: must be positive", o.maxEntries)
 	case !utf8.ValidString(o.description):
 		return cli.Usagef("--description is not UTF-8 text")
+	case o.shareLogs && o.policy != "":
+		return cli.Usagef("--share-logs with --policy: the site policy decides; set share_logs: true in it")
+	}
+	if o.metrics != "" {
+		if err := cli.CheckHostPort("metrics-listen", o.metrics); err != nil {
+			return err
+		}
 	}
 	if err := cli.CheckName("name", o.name); err != nil {
 		return err
@@ -186,6 +213,10 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		}
 		log.Info("site policy loaded", api.LogPath, o.policy, api.LogApproval, policy.Approval)
 	}
+	var prom *envoy.Prometheus
+	if o.metrics != "" {
+		prom = envoy.NewPrometheus(cli.Version)
+	}
 	e, err := envoy.New(envoy.Config{
 		DialOptions:   dial,
 		Name:          o.name,
@@ -206,6 +237,8 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		// What the training command must not see nor learn the place of.
 		Secrets:        nonEmpty(o.tls.Key, o.tls.Cert, o.tls.CA),
 		WithholdStderr: !o.shareStderr,
+		ShareLogs:      o.shareLogs,
+		Prometheus:     prom,
 		Logger:         log,
 	})
 	if errors.Is(err, envoy.ErrRoot) {
@@ -214,7 +247,7 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return fmt.Errorf("start envoy: %w", err)
 	}
-	err = e.Run(cmd.Context())
+	err = o.runWithMetrics(cmd.Context(), e, prom, log)
 	if errors.Is(err, envoy.ErrRefused) {
 		return err // "director refused the shard: <reason>"
 	}
@@ -222,6 +255,47 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		return fmt.Errorf("envoy: %w", err)
 	}
 	return nil
+}
+
+// runWithMetrics runs e and, with --metrics-listen, serves prom beside it
+// until e stops; a metrics server that cannot serve stops the envoy with
+// its error.
+func (o *startOptions) runWithMetrics(ctx context.Context, e *envoy.Envoy, prom *envoy.Prometheus, log *slog.Logger) error {
+	if prom == nil {
+		return e.Run(ctx)
+	}
+	lis, err := net.Listen("tcp", o.metrics)
+	if err != nil {
+		return fmt.Errorf("metrics listen: %w", err)
+	}
+	if host, _, _ := net.SplitHostPort(o.metrics); !isLoopback(host) {
+		log.Warn("metrics served beyond loopback without authentication: anyone who reaches the port sees how this site trains (no paths, names or data); keep it on a network only the scraper reaches",
+			api.LogAddr, o.metrics)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg       sync.WaitGroup
+		serveErr error
+	)
+	wg.Go(func() {
+		if serveErr = scrape.Serve(ctx, "metrics", lis, scrape.Handler(prom.Registry(), e.Ready), log); serveErr != nil {
+			stop()
+		}
+	})
+	err = e.Run(ctx)
+	stop()
+	wg.Wait()
+	if err == nil {
+		err = serveErr
+	}
+	return err
+}
+
+// isLoopback reports whether host is "localhost" or a loopback address.
+func isLoopback(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return host == "localhost" || err == nil && ip.IsLoopback()
 }
 
 // nonEmpty returns the non-empty strings of ss.

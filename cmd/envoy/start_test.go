@@ -56,6 +56,8 @@ func TestStartUsage(t *testing.T) {
 	}{
 		{name: "no name", args: []string{"start", "--shard-dir", shard}, wantCode: cli.ExitUsage, wantErr: "Error: --name is required"},
 		{name: "no shard dir", args: []string{"start", "--name", "site-1"}, wantCode: cli.ExitUsage, wantErr: "Error: --shard-dir is required"},
+		{name: "share logs with a policy", args: []string{"start", "--name", "a", "--shard-dir", shard, "--share-logs", "--policy", "p.yaml"}, wantCode: cli.ExitUsage, wantErr: "set share_logs: true in it"},
+		{name: "bad metrics address", args: []string{"start", "--name", "a", "--shard-dir", shard, "--metrics-listen", "localhost"}, wantCode: cli.ExitUsage, wantErr: "--metrics-listen"},
 		{name: "bad kill grace", args: []string{"start", "--name", "a", "--shard-dir", shard, "--kill-grace", "0s"}, wantCode: cli.ExitUsage, wantErr: "--kill-grace 0s: must be positive"},
 		{name: "bad log format", args: []string{"start", "--name", "a", "--shard-dir", shard, "--log-format", "xml"}, wantCode: cli.ExitUsage, wantErr: `--log-format "xml"`},
 		{name: "unknown flag", args: []string{"start", "--nmae", "a"}, wantCode: cli.ExitUsage, wantErr: "unknown flag: --nmae"},

@@ -47,6 +47,8 @@ func (s *Server) commands() map[string]command {
 			usage: "remove_envoy <envoy_name>", confirm: confirmAuth},
 		api.CmdGetMetrics: {run: s.getMetrics, scope: api.ScopeFedplane, desc: "get a job's metrics",
 			usage: "get_metrics <job_id> [after_seq]"},
+		api.CmdGetLog: {run: s.getLog, scope: api.ScopeFedplane, desc: "get an envoy's training log of a job, if its site shares logs",
+			usage: "get_log <job_id> <envoy_name>"},
 		api.CmdDownloadJobZip: {run: s.downloadJobZip, scope: api.ScopeFedplane, desc: "download a job's results as one zip",
 			usage: "download_job_zip <job_id> (binary reply, body = zip of the results)"},
 		api.CmdGetEvents: {run: s.getEvents, scope: api.ScopeFedplane, desc: "get the federation's events",

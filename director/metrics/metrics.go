@@ -25,6 +25,7 @@ const (
 	KindArchives = "archives" // job archives: uploaded by admins, downloaded by envoys
 	KindModels   = "models"   // global tensors sent to envoys, trained models to admins
 	KindResults  = "results"  // envoys' task results
+	KindLogs     = "logs"     // training logs envoys share
 )
 
 // Gauges is what a scrape asks the domain for.
@@ -91,7 +92,7 @@ func NewDirector() *Director {
 	m.reg.MustRegister(m.rounds, m.roundDuration, m.aggDuration, m.received, m.sent, m.admin, m.grpc,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The kinds are known: show them at zero before the first byte moves.
-	for _, k := range []string{KindArchives, KindModels, KindResults} {
+	for _, k := range []string{KindArchives, KindModels, KindResults, KindLogs} {
 		m.received.WithLabelValues(k)
 		m.sent.WithLabelValues(k)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -153,6 +154,11 @@ func (s *directorService) UpdateEnvoyStatus(ctx context.Context, req *directorpb
 		// The envoy still runs an experiment that has ended (aborted, or
 		// failed elsewhere): tell it to stop, in a header OpenFL peers ignore.
 		grpc.SetHeader(ctx, metadata.Pairs(api.MDStop, stop))
+	}
+	if send := s.d.LogHeartbeat(name, sharesLogs(ctx)); len(send) > 0 {
+		// An admin asked for these logs (fladmin logs): fedplane envoys
+		// that share logs send them now.
+		grpc.SetHeader(ctx, metadata.Pairs(api.MDSendLog, strings.Join(send, ",")))
 	}
 	return &directorpb.UpdateEnvoyStatusResponse{HealthCheckPeriod: s.period}, nil
 }

@@ -21,15 +21,18 @@ const (
 	resultsMinRate    = 16 << 10
 )
 
-// pacedRecv receives a results stream's chunks on a goroutine of its own,
-// so that a wait for the next one can end by the clock.
-type pacedRecv struct {
-	stream aggregatorpb.Aggregator_SendLocalTaskResultsServer
-	idle   time.Duration
-	window time.Duration
-	min    int64
+// pacedRecv receives a client stream's messages (task results' chunks, a
+// training log's) on a goroutine of its own, so that a wait for the next
+// one can end by the clock.
+type pacedRecv[M any] struct {
+	recvMsg func() (M, error)
+	size    func(M) int
+	what    string // what arrives, for errors: "task results"
+	idle    time.Duration
+	window  time.Duration
+	min     int64
 
-	ch      chan received
+	ch      chan received[M]
 	done    chan struct{}
 	started bool
 	end     error     // the stream's last error (io.EOF at its end), once seen
@@ -37,21 +40,28 @@ type pacedRecv struct {
 	got     int64     // bytes in the rate window
 }
 
-type received struct {
-	msg *basepb.DataStream
+type received[M any] struct {
+	msg M
 	err error
 }
 
-func newPacedRecv(stream aggregatorpb.Aggregator_SendLocalTaskResultsServer) *pacedRecv {
-	return &pacedRecv{stream: stream, idle: resultsIdle, window: resultsRateWindow, min: resultsMinRate,
-		ch: make(chan received), done: make(chan struct{})}
+func newPacedRecv(stream aggregatorpb.Aggregator_SendLocalTaskResultsServer) *pacedRecv[*basepb.DataStream] {
+	return newPaced(stream.Recv, func(m *basepb.DataStream) int { return len(m.GetNpbytes()) }, "task results")
 }
 
-// recv returns the stream's next chunk, or an error once the stream
+// newPaced paces the messages recv returns, of which size counts the
+// bytes, with the results' limits.
+func newPaced[M any](recv func() (M, error), size func(M) int, what string) *pacedRecv[M] {
+	return &pacedRecv[M]{recvMsg: recv, size: size, what: what, idle: resultsIdle, window: resultsRateWindow, min: resultsMinRate,
+		ch: make(chan received[M]), done: make(chan struct{})}
+}
+
+// recv returns the stream's next message, or an error once the stream
 // stalled or trickled.
-func (p *pacedRecv) recv() (*basepb.DataStream, error) {
+func (p *pacedRecv[M]) recv() (M, error) {
+	var zero M
 	if p.end != nil {
-		return nil, p.end // the pump has stopped
+		return zero, p.end // the pump has stopped
 	}
 	if !p.started {
 		p.started, p.since = true, time.Now()
@@ -63,29 +73,29 @@ func (p *pacedRecv) recv() (*basepb.DataStream, error) {
 	case r := <-p.ch:
 		if r.err != nil {
 			p.end = r.err
-			return nil, r.err
+			return zero, r.err
 		}
-		p.got += int64(len(r.msg.GetNpbytes()))
+		p.got += int64(p.size(r.msg))
 		if d := time.Since(p.since); d >= p.window {
 			if need := int64(float64(p.min) * d.Seconds()); p.got < need {
-				p.end = fmt.Errorf("%w: task results arrive too slowly: %d bytes in %v, at least %d bytes/s wanted", context.DeadlineExceeded, p.got, d.Round(time.Second), p.min)
-				return nil, p.end
+				p.end = fmt.Errorf("%w: %s arrive too slowly: %d bytes in %v, at least %d bytes/s wanted", context.DeadlineExceeded, p.what, p.got, d.Round(time.Second), p.min)
+				return zero, p.end
 			}
 			p.since, p.got = time.Now(), 0
 		}
 		return r.msg, nil
 	case <-t.C:
-		p.end = fmt.Errorf("%w: no task results chunk for %v", context.DeadlineExceeded, p.idle)
-		return nil, p.end
+		p.end = fmt.Errorf("%w: no %s chunk for %v", context.DeadlineExceeded, p.what, p.idle)
+		return zero, p.end
 	}
 }
 
 // pump receives until the stream ends or the reader stops.
-func (p *pacedRecv) pump() {
+func (p *pacedRecv[M]) pump() {
 	for {
-		m, err := p.stream.Recv()
+		m, err := p.recvMsg()
 		select {
-		case p.ch <- received{m, err}:
+		case p.ch <- received[M]{m, err}:
 		case <-p.done:
 			return
 		}
@@ -97,4 +107,4 @@ func (p *pacedRecv) pump() {
 
 // stop lets the pump go: the handler is done with the stream, which gRPC
 // ends once the handler returns, and with it a Recv still waiting.
-func (p *pacedRecv) stop() { close(p.done) }
+func (p *pacedRecv[M]) stop() { close(p.done) }

@@ -22,6 +22,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/logspb"
 	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/metrics"
@@ -58,6 +59,7 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 		d: d, log: log, tls: cfg.TLS != nil, period: durationpb.New(d.Config().HealthCheckPeriod),
 		submissions: director.NewGate("uploads of experiments", maxSubmissions, maxSubmissionsPerCaller),
 		archives:    director.NewGate("experiment archive downloads", math.MaxInt, maxArchivesPerCaller),
+		logUploads:  director.NewGate("training log uploads", maxLogUploads, maxLogUploadsPerCaller),
 		holds:       &replyHolds{},
 	}
 	// Who may call what is decided before a handler runs or a request's
@@ -78,6 +80,7 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	s := grpc.NewServer(opts...)
 	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})
+	logspb.RegisterTrainingLogsServer(s, &logsService{service: svc})
 	return s
 }
 
@@ -94,6 +97,8 @@ type service struct {
 	// an envoy's archive downloads (limits.go); the director's downloads
 	// gate bounds the trained models being sent.
 	submissions, archives *director.Gate
+	// logUploads bounds training log uploads in progress (logs.go).
+	logUploads *director.Gate
 	// models holds trained models being sent, holds the callers' holds on
 	// them until their replies are written (models.go).
 	models modelCache

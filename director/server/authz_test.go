@@ -21,6 +21,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/logspb"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
 	"github.com/fedplane/fedplane/director/openfl"
@@ -94,7 +95,7 @@ func (f *tlsFed) clients(t *testing.T, name string) clients {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn)}
+	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn), log: logspb.NewTrainingLogsClient(conn)}
 }
 
 // admin is an admin client with name's certificate, as fladmin builds it.
@@ -143,6 +144,24 @@ func sendResults(c clients, sender, id string, round int32) error {
 	}
 	// io.EOF from Send means the server has ended the stream: its status
 	// comes with the reply.
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// sendLog uploads log as envoy's training log of experiment id, in one
+// message.
+func sendLog(c clients, envoy, id string, log []byte) error {
+	stream, err := c.log.SendTrainingLog(context.Background())
+	if err != nil {
+		return err
+	}
+	err = stream.Send(&logspb.TrainingLogChunk{
+		Header: &logspb.TrainingLogHeader{EnvoyName: envoy, ExperimentName: id, Size: int64(len(log))},
+		Data:   log,
+	})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
 	_, err = stream.CloseAndRecv()
 	return err
 }
@@ -245,6 +264,9 @@ func TestRoleMatrix(t *testing.T) {
 		{aggregatorpb.Aggregator_SendLocalTaskResults_FullMethodName, envoyOnly, func(c clients) error {
 			return sendResults(c, siteA, job2, 7) // a round that is not the current one
 		}},
+		{logspb.TrainingLogs_SendTrainingLog_FullMethodName, envoyOnly, func(c clients) error {
+			return sendLog(c, siteA, job2, []byte("epoch 1\n"))
+		}},
 		{directorpb.Director_GetEnvoys_FullMethodName, all, func(c clients) error {
 			_, err := c.dir.GetEnvoys(ctx, &directorpb.GetEnvoysRequest{})
 			return err
@@ -336,6 +358,7 @@ func TestRoleMatrix(t *testing.T) {
 			return c.Download(ctx, adminproto.NewRequest(api.CmdDownloadJobZip+" "+job1), 1<<30, io.Discard)
 		}},
 		{api.CmdDownloadJob, managers, text(api.CmdDownloadJob + " " + job1)},
+		{api.CmdGetLog, managers, text(api.CmdGetLog + " " + job1 + " " + siteA)}, // site-a does not share logs: refused, not denied
 		{api.CmdDownloadJobFile, submitters, text( // the transaction is the caller's own: its job was checked by download_job
 			api.CmdDownloadJobFile + " 00000000000000000000000000000000 " + job1 + " job.json end")},
 		{api.CmdCertLogin, admins, text(api.CmdCertLogin + " someone")}, // not the caller: refused, but not denied

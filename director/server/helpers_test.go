@@ -7,6 +7,7 @@ import (
 
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/logspb"
 	"github.com/fedplane/fedplane/director/directortest"
 	"github.com/fedplane/fedplane/store"
 )
@@ -33,6 +34,7 @@ var (
 type clients struct {
 	dir directorpb.DirectorClient
 	agg aggregatorpb.AggregatorClient
+	log logspb.TrainingLogsClient
 }
 
 // mustStore opens a second handle on the director's database in dataDir,

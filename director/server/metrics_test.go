@@ -4,79 +4,17 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/scrape/scrapetest"
 )
-
-// scrape GETs /metrics from addr and parses it as Prometheus text.
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
-}
-
-// value is the value of family name's series whose labels include want
-// (a counter's, a gauge's, or a histogram's count); -1 if there is none.
-func value(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			return m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return -1
-}
-
-func get(t *testing.T, url string) int {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
 
 // TestMetrics scrapes a real director's /metrics while a federation works:
 // every family has its name and type, a heartbeat counts a gRPC call, a
@@ -92,7 +30,7 @@ func TestMetrics(t *testing.T) {
 	f := startFedWith(t, testCfg(t, newFakeClock()), Config{MetricsListener: lis})
 	ctx := context.Background()
 
-	fams := scrape(t, addr)
+	fams := scrapetest.Scrape(t, addr)
 	types := map[string]dto.MetricType{
 		"fedplane_envoys":                       dto.MetricType_GAUGE,
 		"fedplane_jobs":                         dto.MetricType_GAUGE,
@@ -110,24 +48,24 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s: got type %v, want %v", name, got, typ)
 		}
 	}
-	if got := value(fams, "fedplane_rounds_completed_total", nil); got != 0 {
+	if got := fams.Value("fedplane_rounds_completed_total", nil); got != 0 {
 		t.Errorf("rounds before any: got %v, want 0", got)
 	}
 
 	f.register(t, "site-a")
 	hb := map[string]string{"method": directorpb.Director_UpdateEnvoyStatus_FullMethodName, "code": "OK"}
-	before := value(scrape(t, addr), "fedplane_grpc_calls_total", hb)
+	before := scrapetest.Scrape(t, addr).Value("fedplane_grpc_calls_total", hb)
 	if _, err := f.c.dir.UpdateEnvoyStatus(ctx, &directorpb.UpdateEnvoyStatusRequest{Name: "site-a"}); err != nil {
 		t.Fatal(err)
 	}
-	fams = scrape(t, addr)
-	if got := value(fams, "fedplane_grpc_calls_total", hb); got != max(before, 0)+1 {
+	fams = scrapetest.Scrape(t, addr)
+	if got := fams.Value("fedplane_grpc_calls_total", hb); got != max(before, 0)+1 {
 		t.Errorf("heartbeat calls: got %v, want %v", got, max(before, 0)+1)
 	}
-	if got := value(fams, "fedplane_envoys", map[string]string{"state": "online"}); got != 1 {
+	if got := fams.Value("fedplane_envoys", map[string]string{"state": "online"}); got != 1 {
 		t.Errorf("envoys online: got %v, want 1", got)
 	}
-	if got := value(fams, "fedplane_envoys", map[string]string{"state": "offline"}); got != 0 {
+	if got := fams.Value("fedplane_envoys", map[string]string{"state": "offline"}); got != 0 {
 		t.Errorf("envoys offline: got %v, want 0", got)
 	}
 
@@ -153,7 +91,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := f.waitFor(t, "site-a")
-	if got := value(scrape(t, addr), "fedplane_jobs", map[string]string{"status": "in_progress"}); got != 1 {
+	if got := scrapetest.Scrape(t, addr).Value("fedplane_jobs", map[string]string{"status": "in_progress"}); got != 1 {
 		t.Errorf("jobs in progress: got %v, want 1", got)
 	}
 	c := &collaborator{name: "site-a", fed: id, model: map[string][]float32{}}
@@ -163,7 +101,7 @@ func TestMetrics(t *testing.T) {
 	f.settle(t)
 	do(t, f.admin, api.CmdListJobs)
 
-	fams = scrape(t, addr)
+	fams = scrapetest.Scrape(t, addr)
 	for _, tt := range []struct {
 		name   string
 		labels map[string]string
@@ -176,7 +114,7 @@ func TestMetrics(t *testing.T) {
 		{"fedplane_jobs", map[string]string{"status": "in_progress"}, 0},
 		{"fedplane_admin_commands_total", map[string]string{"command": "list_jobs", "status": "ok"}, 1},
 	} {
-		if got := value(fams, tt.name, tt.labels); got != tt.want {
+		if got := fams.Value(tt.name, tt.labels); got != tt.want {
 			t.Errorf("%s%v: got %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
@@ -185,19 +123,19 @@ func TestMetrics(t *testing.T) {
 		{"fedplane_received_bytes_total", "results"},
 		{"fedplane_sent_bytes_total", "models"},
 	} {
-		if got := value(fams, k.name, map[string]string{"kind": k.kind}); got <= 0 {
+		if got := fams.Value(k.name, map[string]string{"kind": k.kind}); got <= 0 {
 			t.Errorf("%s{kind=%s}: got %v, want > 0", k.name, k.kind, got)
 		}
 	}
 
-	if got := get(t, "http://"+addr+"/healthz"); got != http.StatusOK {
+	if got := scrapetest.Status(t, "http://"+addr+"/healthz"); got != http.StatusOK {
 		t.Errorf("/healthz: got %d, want 200", got)
 	}
-	if got := get(t, "http://"+addr+"/readyz"); got != http.StatusOK {
+	if got := scrapetest.Status(t, "http://"+addr+"/readyz"); got != http.StatusOK {
 		t.Errorf("/readyz serving: got %d, want 200", got)
 	}
 	f.d.Drain()
-	if got := get(t, "http://"+addr+"/readyz"); got != http.StatusServiceUnavailable {
+	if got := scrapetest.Status(t, "http://"+addr+"/readyz"); got != http.StatusServiceUnavailable {
 		t.Errorf("/readyz draining: got %d, want 503", got)
 	}
 }

@@ -19,9 +19,9 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/api/scrape"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
-	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/director/openfl"
 )
 
@@ -171,7 +171,7 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	metricsErr := make(chan error, 1)
 	if cfg.MetricsListener != nil {
 		h := d.Prometheus().Handler(d.Ready)
-		wg.Go(func() { metricsErr <- metrics.Serve(loopCtx, cfg.MetricsListener, h, log) })
+		wg.Go(func() { metricsErr <- scrape.Serve(loopCtx, "metrics", cfg.MetricsListener, h, log) })
 	}
 
 	var err error

@@ -6,7 +6,8 @@ value, writes FEDPLANE_OUTPUT_MODEL, and reports metrics to FEDPLANE_METRICS.
 
 argv[1] picks a behaviour: ok, slow (ok after 1.5 s, leaving a mark in
 $FEDPLANE_DATA/training while it works), fail (exit 3 with a message on stderr), sleep
-(write its pid to $FEDPLANE_DATA/train.pid and sleep forever), garbage (write a broken model).
+(write its pid to $FEDPLANE_DATA/train.pid and sleep forever), garbage (write a broken model),
+talk (ok, after printing a loss line to stdout and the shard's path to stderr).
 """
 import json
 import os
@@ -68,6 +69,9 @@ def main():
             os.remove(mark)
         except FileNotFoundError:
             pass
+    if mode == "talk":
+        print("round %s: epoch 1 loss 0.25" % os.environ["FEDPLANE_ROUND"], flush=True)
+        print("reading " + os.path.join(data, "constant"), file=sys.stderr, flush=True)
     if mode == "garbage":
         with open(os.environ["FEDPLANE_OUTPUT_MODEL"], "wb") as f:
             f.write(b"not a model")
