@@ -142,6 +142,26 @@ type Job struct {
 	// best_metric (status.json only).
 	BestRound *int          `json:"bestRound,omitempty"`
 	Envoys    []Participant `json:"envoys,omitempty"`
+	// Participation is the job's participation rule with its defaults
+	// filled in (show-job only).
+	Participation *Participation `json:"participation,omitempty"`
+}
+
+// Participation is how a job's rounds take their envoys: how many train
+// each round, the reports a round needs to close, and its deadline.
+type Participation struct {
+	// PerRound envoys train each round, of Participants.
+	PerRound     int `json:"perRound"`
+	Participants int `json:"participants"`
+	Quorum       int `json:"quorum"`
+	// RoundDeadline is round_timeout, or its default (train.timeout plus
+	// 10m) when DeadlineIsDefault.
+	RoundDeadline     string `json:"roundDeadline"`
+	DeadlineIsDefault bool   `json:"deadlineIsDefault"`
+	// SamplingSeed seeds the per-round sample, when rounds sample.
+	SamplingSeed *uint64 `json:"samplingSeed,omitempty"`
+	// Sampled are the envoys the current round trains on, when it samples.
+	Sampled []string `json:"sampled,omitempty"`
 }
 
 // Participant is one envoy's state in a job.

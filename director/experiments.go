@@ -88,6 +88,13 @@ func (m *roundModel) close() {
 	}
 }
 
+// hasRefused says whether envoy's site refused the experiment.
+func (e *experiment) hasRefused(envoy string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.refused[envoy]
+}
+
 func (e *experiment) isParticipant(envoy string) bool {
 	return slices.Contains(e.participants, envoy)
 }
@@ -339,8 +346,14 @@ func (d *Director) WaitForWork(ctx context.Context, envoy string) (string, error
 	for {
 		d.lc.mu.Lock()
 		if id := d.lc.assigned[envoy]; id != "" && d.lc.running[id] != nil {
+			exp := d.lc.running[id]
 			d.lc.mu.Unlock()
-			return id, nil
+			// A site that refused the job is not offered it again; it
+			// waits for its next one.
+			if !exp.hasRefused(envoy) {
+				return id, nil
+			}
+			d.lc.mu.Lock()
 		}
 		ch, ok := d.lc.wake[envoy]
 		if !ok {

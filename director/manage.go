@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,7 +96,34 @@ func (d *Director) JobDetail(ctx context.Context, e store.Experiment) (api.Job, 
 	for _, p := range parts {
 		j.Envoys = append(j.Envoys, api.Participant{Name: p.Envoy, Status: p.Status, Round: p.Round, Reason: p.Reason, Updated: p.UpdatedAt})
 	}
+	if m, err := manifestOf(e); err == nil {
+		j.Participation = d.participation(e, m, len(parts))
+	}
 	return j, nil
+}
+
+// participation is job e's participation rule as show-job tells it, with
+// the defaults filled in. n is its participants once it runs.
+func (d *Director) participation(e store.Experiment, m *job.Manifest, n int) *api.Participation {
+	if n == 0 {
+		n = m.Participants()
+	}
+	k := m.PerRound(n)
+	p := &api.Participation{PerRound: k, Participants: n, Quorum: m.Quorum(k),
+		RoundDeadline: m.RoundDeadline().String(), DeadlineIsDefault: m.RoundTimeout == 0}
+	if m.ParticipantsPerRound > 0 && k < n {
+		seed := samplingSeed(e.ID, m.SamplingSeed)
+		p.SamplingSeed = &seed
+		if exp := d.runningExperiment(e.ID); exp != nil {
+			exp.mu.Lock()
+			for name := range exp.sampled {
+				p.Sampled = append(p.Sampled, name)
+			}
+			exp.mu.Unlock()
+			slices.Sort(p.Sampled)
+		}
+	}
+	return p
 }
 
 // AbortJob aborts job e for who, if who may manage it. A job that has

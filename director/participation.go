@@ -164,7 +164,7 @@ func (e *experiment) verdictLocked(deadline bool) (verdict, string) {
 	case deadline && reported >= quorum:
 		return closeRound, ""
 	case len(members)-out < quorum:
-		return failJob, fmt.Sprintf("round %d cannot reach its quorum of %d: %s (%d of %d reported, %d out of the round)",
+		return failJob, fmt.Sprintf("round %d cannot reach its quorum of %d: %s (%d of %d members reported, %d out of the round)",
 			e.round, quorum, e.missReasonsLocked(missing), reported, len(members), out)
 	case deadline:
 		return failJob, fmt.Sprintf("round %d timed out after %v: %s (%d of %d reported; quorum %d)",
@@ -189,7 +189,11 @@ func (e *experiment) missReasonsLocked(names []string) string {
 	}
 	slices.Sort(refused)
 	for _, p := range refused {
-		parts = append(parts, "site "+p+" refused the job")
+		if m, ok := e.missed[p]; ok {
+			parts = append(parts, m.reason)
+		} else {
+			parts = append(parts, "site "+p+" refused the job")
+		}
 	}
 	return strings.Join(parts, "; ")
 }
@@ -247,7 +251,7 @@ func (d *Director) missRound(ctx context.Context, exp *experiment, envoy string,
 	switch {
 	case refused:
 		exp.refused[envoy] = true
-		delete(exp.missed, envoy)
+		exp.missed[envoy] = miss{kind: kind, reason: reason} // for the job's reason
 		state = api.EnvoyRefused
 	case exp.reported[envoy] || !exp.inRoundLocked(envoy):
 		// It reported the round already (a failure of a later step) or

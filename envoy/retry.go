@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -64,11 +65,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // transient reports whether err is a director error worth retrying: the
-// director is unreachable or restarting, or a call took too long.
+// director is unreachable or restarting, a call took too long, or the
+// director is busy (too many downloads or uploads in progress: its
+// ResourceExhausted whose message begins with api.ErrBusy's, unlike a size
+// cap's, which no retry helps).
 func transient(err error) bool {
-	switch status.Code(err) {
+	switch st := status.Convert(err); st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
+	case codes.ResourceExhausted:
+		return strings.HasPrefix(st.Message(), api.ErrBusy.Error())
 	}
 	return false
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -62,6 +63,7 @@ func printJob(f *factory, j api.Job) error {
 		{"Duration", j.Duration},
 		{"Rounds", fmt.Sprintf("%d of %d done", j.RoundsDone, j.Rounds)},
 		{"Archive", fmt.Sprintf("%d bytes, sha256 %s", j.ArchiveSize, j.ArchiveSHA256)},
+		{"Participation", participationLine(j.Participation)},
 	}
 	for _, kv := range fields {
 		if kv.v == "" {
@@ -93,4 +95,25 @@ func printJob(f *factory, j api.Job) error {
 		}
 	}
 	return nil
+}
+
+// participationLine says how the job's rounds take their envoys, defaults
+// named as such.
+func participationLine(p *api.Participation) string {
+	if p == nil {
+		return ""
+	}
+	s := fmt.Sprintf("%d of %d envoys a round", p.PerRound, p.Participants)
+	if p.SamplingSeed != nil {
+		s += fmt.Sprintf(" (sampled, seed %d", *p.SamplingSeed)
+		if len(p.Sampled) > 0 {
+			s += "; this round: " + strings.Join(p.Sampled, ", ")
+		}
+		s += ")"
+	}
+	s += fmt.Sprintf("; quorum %d; round deadline %s", p.Quorum, p.RoundDeadline)
+	if p.DeadlineIsDefault {
+		s += " (default: train.timeout + 10m)"
+	}
+	return s
 }

@@ -145,7 +145,7 @@ func TestRoundTimeout(t *testing.T) {
 		wantReason string
 	}{
 		{"closes without the straggler", 2, api.JobFinished, ""},
-		{"fails without a quorum", 3, api.JobFailed, "site-c did not report"},
+		{"fails without a quorum", 3, api.JobFailed, "site-c has not reported (2 of 3 reported; quorum 3)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

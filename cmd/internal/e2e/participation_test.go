@@ -73,3 +73,32 @@ func TestFailingSiteSkippedAtQuorum(t *testing.T) {
 		t.Fatalf("wait-job: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestSampledRounds: participants_per_round 2 of 3 trains each round on
+// two envoys; show-job states the rule with its seed and defaults.
+func TestSampledRounds(t *testing.T) {
+	d := startDirectorAdmin(t, t.TempDir(), fastDirector...)
+	for _, n := range []string{"site-a", "site-b", "site-c"} {
+		startEnvoy(t, d, n, makeShard(t, 1, 10))
+	}
+	waitOnline(t, d, "site-a", "site-b", "site-c")
+	id := submitJob(t, d, trainJob(t, "sampled", `"min_envoys": 3, "participants_per_round": 2, "sampling_seed": 7`, 3, "ok", "1m"))
+	if r := fladmin(t, d.admin, "wait-job", id, "--wait-timeout", "60s"); r.code != 0 {
+		t.Fatalf("wait-job: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if n := strings.Count(mustFladmin(t, d.admin, "events", "--job", id), "aggregated from 2 reports"); n != 3 {
+		t.Fatalf("%d rounds aggregated from 2 reports, want 3", n)
+	}
+	var j api.Job
+	if err := json.Unmarshal([]byte(mustFladmin(t, d.admin, "show-job", id, "-o", "json")), &j); err != nil {
+		t.Fatal(err)
+	}
+	p := j.Participation
+	if p == nil || p.PerRound != 2 || p.Participants != 3 || p.Quorum != 2 || p.SamplingSeed == nil || *p.SamplingSeed != 7 ||
+		p.RoundDeadline != "11m0s" || !p.DeadlineIsDefault {
+		t.Fatalf("participation %+v", p)
+	}
+	if out := mustFladmin(t, d.admin, "show-job", id); !strings.Contains(out, "2 of 3 envoys a round (sampled, seed 7); quorum 2; round deadline 11m0s (default: train.timeout + 10m)") {
+		t.Fatalf("show-job:\n%s", out)
+	}
+}
