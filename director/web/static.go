@@ -22,7 +22,9 @@ func (s *Server) static(name, contentType string) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", contentType)
-		w.Header().Set("Cache-Control", "no-cache")
+		if w.Header().Get("Cache-Control") == "" {
+			w.Header().Set("Cache-Control", "no-cache") // a new director's files at once
+		}
 		w.Write(b)
 	}
 }
