@@ -135,7 +135,7 @@ func writePage(w http.ResponseWriter, status int, title, msg string) {
 	w.WriteHeader(status)
 	var b strings.Builder
 	b.WriteString(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">`)
-	b.WriteString(`<title>fedplane console</title><link rel="stylesheet" href="/app.css"></head><body class="notice"><main class="card"><h1>`)
+	b.WriteString(`<title>fedplane console</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/app.css"></head><body class="notice"><main class="card"><h1>`)
 	b.WriteString(html.EscapeString(title))
 	b.WriteString(`</h1><p>`)
 	b.WriteString(html.EscapeString(msg))

@@ -187,7 +187,8 @@
     tbody.replaceChildren(...rows);
     $('jobs-empty').hidden = rows.length > 0;
     const running = state.jobs.filter((j) => j.status === 'in_progress').length;
-    $('job-count').textContent = state.jobs.length + (more ? '+' : '') + ' jobs, ' + running + ' running';
+    const n = state.jobs.length;
+    $('job-count').textContent = n + (more ? '+' : '') + (n === 1 ? ' job, ' : ' jobs, ') + running + ' running';
   }
 
   // ---- one job ---------------------------------------------------------------
@@ -293,27 +294,33 @@
     const total = (state.job && state.job.rounds) || 0;
     const xmin = 1;
     const xmax = Math.max(total, pts.length ? pts[pts.length - 1].round : 1, 2);
-    let ymin = Math.min(...pts.map((p) => p.value));
-    let ymax = Math.max(...pts.map((p) => p.value));
-    if (ymin === ymax) {
-      const pad = Math.abs(ymin) * 0.1 || 1;
-      ymin -= pad;
-      ymax += pad;
-    }
+    // The axis is labelled with the values' min and max; the scale has a
+    // margin around them, and around a flat series.
+    const vmin = Math.min(...pts.map((p) => p.value));
+    const vmax = Math.max(...pts.map((p) => p.value));
+    const pad = vmin === vmax ? (Math.abs(vmin) * 0.1 || 1) : (vmax - vmin) * 0.08;
+    const ymin = vmin - pad, ymax = vmax + pad;
     const x = (r) => L + (r - xmin) / (xmax - xmin) * (W - L - R);
     const y = (v) => T + (1 - (v - ymin) / (ymax - ymin)) * (H - T - B);
 
     const g = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': key + ' per round' });
+    const levels = vmin === vmax ? [vmin] : [vmin, vmax];
+    for (const v of levels) {
+      g.append(
+        svg('line', { class: 'gridline', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+        svg('text', { class: 'tick', x: L - 6, y: y(v) + 4, 'text-anchor': 'end' }, fmtNum(v)));
+    }
     g.append(
-      svg('line', { class: 'gridline', x1: L, x2: W - R, y1: y(ymax), y2: y(ymax) }),
-      svg('line', { class: 'gridline', x1: L, x2: W - R, y1: y(ymin), y2: y(ymin) }),
       svg('line', { class: 'axis', x1: L, x2: L, y1: T, y2: H - B }),
       svg('line', { class: 'axis', x1: L, x2: W - R, y1: H - B, y2: H - B }),
-      svg('text', { class: 'tick', x: L - 6, y: y(ymax) + 4, 'text-anchor': 'end' }, fmtNum(ymax)),
-      svg('text', { class: 'tick', x: L - 6, y: y(ymin) + 4, 'text-anchor': 'end' }, fmtNum(ymin)),
-      svg('text', { class: 'tick', x: x(xmin), y: H - B + 14, 'text-anchor': 'middle' }, String(xmin)),
-      svg('text', { class: 'tick', x: x(xmax), y: H - B + 14, 'text-anchor': 'middle' }, String(xmax)),
       svg('text', { class: 'tick', x: (L + W - R) / 2, y: H - 4, 'text-anchor': 'middle' }, 'round'));
+    // Every round is labelled while they fit, else the first and the last.
+    const step = xmax - xmin <= 12 ? 1 : xmax - xmin;
+    for (let r = xmin; r <= xmax; r += step) {
+      g.append(
+        svg('line', { class: 'axis', x1: x(r), x2: x(r), y1: H - B, y2: H - B + 4 }),
+        svg('text', { class: 'tick', x: x(r), y: H - B + 15, 'text-anchor': 'middle' }, String(r)));
+    }
     if (pts.length > 1) {
       g.append(svg('polyline', { class: 'line', points: pts.map((p) => x(p.round) + ',' + y(p.value)).join(' ') }));
     }
