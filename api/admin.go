@@ -32,6 +32,9 @@ const (
 	CmdGetEvents = "get_events"
 	// CmdGetAudit returns the audit trail: project admins only.
 	CmdGetAudit = "get_audit"
+	// CmdConsoleLogin returns a one-time login link to the web console
+	// (director serve --web-listen) for the caller's identity.
+	CmdConsoleLogin = "console_login"
 )
 
 // The session commands FLARE 2.6's admin client sends besides the commands
@@ -105,6 +108,10 @@ const (
 	// MetaJobFolderName, in submit_job's reply, is the job folder's name as
 	// the request gave it.
 	MetaJobFolderName = "job_folder_name"
+	// MetaURL and MetaExpires, in console_login's reply, are the one-time
+	// login link and when it stops working.
+	MetaURL     = "url"
+	MetaExpires = "expires"
 )
 
 // FlareJob is one job of list_jobs' meta "jobs": a Job plus the keys FLARE

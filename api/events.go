@@ -64,6 +64,7 @@ const (
 const (
 	AuditAdmin = "admin" // the admin port (fladmin, FLARE's client)
 	AuditGRPC  = "grpc"  // the OpenFL gRPC port (frontends, admins' calls)
+	AuditWeb   = "web"   // the web console (logins and refused requests)
 )
 
 // AuditRecord is one call in the audit trail: who (the certificate's name,
@@ -77,7 +78,7 @@ type AuditRecord struct {
 	Kind   string    `json:"kind,omitempty"`
 	Role   string    `json:"role,omitempty"`
 	Remote string    `json:"remote,omitempty"`
-	// Channel is AuditAdmin or AuditGRPC; Action the admin command or the
+	// Channel is AuditAdmin, AuditGRPC or AuditWeb; Action the admin command or the
 	// gRPC method's full name; Target what the call named (its arguments,
 	// the experiment), cut to MaxAuditField bytes.
 	Channel string `json:"channel"`

@@ -38,6 +38,7 @@ const (
 	LogPGID     = "pgid"      // a training process group
 	LogGRPC     = "grpc"      // the address of the gRPC port
 	LogAdmin    = "admin"     // the address of the admin port
+	LogWeb      = "web"       // the address of the web console
 	LogSamples  = "samples"   // a shard's sample count
 	LogKind     = "kind"      // a certificate's kind (envoy, admin, director)
 	LogRole     = "role"      // an admin certificate's role

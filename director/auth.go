@@ -113,6 +113,8 @@ var rules = map[string]Rule{
 	api.CmdRemoveEnvoy: {Who: Admins, Right: RightProjectAdmin},
 	api.CmdGetEvents:   {Who: Admins, Right: RightView},
 	api.CmdGetAudit:    {Who: Admins, Right: RightProjectAdmin},
+	// A console login is a view of what the caller may view already.
+	api.CmdConsoleLogin: {Who: Admins, Right: RightView},
 	// FLARE 2.6's client: the second step of download_job, and its login
 	// and session commands (any admin logs in; what it may do is checked
 	// per command all the same).

@@ -313,6 +313,10 @@ func (d *Director) Drain() {
 	})
 }
 
+// Stopping returns a channel closed by Drain: adapters with streams of
+// their own (the web console's event streams) end them on it.
+func (d *Director) Stopping() <-chan struct{} { return d.stopping }
+
 // draining reports whether Drain has been called.
 func (d *Director) draining() bool {
 	select {

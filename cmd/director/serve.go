@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sync"
 	"time"
 
@@ -37,6 +38,8 @@ type serveOptions struct {
 	adminMinRate      cli.ByteSize
 	pprofListen       string
 	metricsListen     string
+	webListen         string
+	webURL            string
 	eventHistory      int
 	tls               cli.TLSFlags
 	insecure          bool
@@ -91,6 +94,8 @@ or in --config).`,
 	f.Var(&o.adminMinRate, "admin-min-rate", "drop an admin client whose request arrives slower than this per second, measured over 10 s of waiting for it (0 turns the check off)")
 	f.StringVar(&o.pprofListen, "pprof-listen", "", "serve net/http/pprof profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; empty is off")
 	f.StringVar(&o.metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) and /healthz, /readyz over plain HTTP on this address, e.g. 127.0.0.1:9464; empty is off; beyond loopback only with TLS flags or --insecure")
+	f.StringVar(&o.webListen, "web-listen", "", "serve the read-only web console on this address, e.g. 127.0.0.1:8080; HTTPS with the TLS flags, else loopback only; empty is off (log in with fladmin console)")
+	f.StringVar(&o.webURL, "web-url", "", "the web console's address as browsers reach it, which fladmin console's login links start with (default: made from --web-listen; needed when that is a wildcard address)")
 	f.IntVar(&o.eventHistory, "event-history", api.DefaultEventHistory, "how many events (fladmin events) the director keeps; older ones are pruned (the audit trail is never pruned)")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
@@ -118,6 +123,8 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		GRPCListen:    o.grpcListen,
 		AdminListen:   o.adminListen,
 		MetricsListen: o.metricsListen,
+		WebListen:     o.webListen,
+		WebURL:        o.webURL,
 		TLS:           tlsCfg,
 		Insecure:      o.insecure,
 		Admin: admin.Config{MaxConns: o.adminMaxConns, MaxConnsPerAddr: o.adminMaxPerAddr,
@@ -215,6 +222,16 @@ func (o *serveOptions) check() error {
 	if o.metricsListen != "" {
 		if err := cli.CheckHostPort("metrics-listen", o.metricsListen); err != nil {
 			return err
+		}
+	}
+	if o.webListen != "" {
+		if err := cli.CheckHostPort("web-listen", o.webListen); err != nil {
+			return err
+		}
+	}
+	if o.webURL != "" {
+		if u, err := url.Parse(o.webURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return cli.Usagef("--web-url %q: want http(s)://HOST[:PORT], as browsers reach the console", o.webURL)
 		}
 	}
 	if o.pprofListen != "" {

@@ -36,6 +36,9 @@ func TestServeUsage(t *testing.T) {
 		{"pprof off loopback", []string{"--pprof-listen", "0.0.0.0:6060"}, cli.ExitUsage, "pprof"},
 		{"half the tls flags", []string{"--tls-cert", "d.crt"}, cli.ExitUsage, "go together"},
 		{"public address without tls", []string{"--grpc-listen", "0.0.0.0:0", "--admin-listen", "127.0.0.1:0"}, cli.ExitUsage, "--insecure"},
+		{"web console off loopback without tls", []string{"--web-listen", "0.0.0.0:8080", "--insecure"}, cli.ExitUsage, "--web-listen 0.0.0.0:8080 is not a loopback address"},
+		{"web address without port", []string{"--web-listen", "localhost"}, cli.ExitUsage, `--web-listen "localhost": want HOST:PORT`},
+		{"web url with a path", []string{"--web-listen", "127.0.0.1:0", "--web-url", "http://h:1/console"}, cli.ExitUsage, "--web-url"},
 		{"bad log level", []string{"--log-level", "loud"}, cli.ExitUsage, `--log-level "loud"`},
 	}
 	for _, tt := range tests {

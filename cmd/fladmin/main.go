@@ -51,6 +51,7 @@ director), 2 on a usage error, 130 on ^C.`,
 		newStatusCmd(f),
 		newEventsCmd(f),
 		newAuditCmd(f),
+		newConsoleCmd(f),
 		newVersionCmd(f),
 	)
 	return root

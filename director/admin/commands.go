@@ -55,6 +55,8 @@ func (s *Server) commands() map[string]command {
 			usage: "get_events [-a after_seq] [-j job_id] [-m max] [-w wait_seconds]"},
 		api.CmdGetAudit: {run: s.getAudit, scope: api.ScopeFedplane, desc: "get the audit trail (project admins)",
 			usage: "get_audit [-a after_seq] [-s since_rfc3339] [-c caller] [-m max]"},
+		api.CmdConsoleLogin: {run: s.consoleLogin, scope: api.ScopeFedplane, desc: "get a one-time login link to the web console",
+			usage: "console_login"},
 
 		api.CmdCertLogin:    {run: s.certLogin, usage: "_cert_login <user>", session: true},
 		api.CmdCommands:     {run: s.listCommands, usage: "_commands", session: true},

@@ -73,6 +73,10 @@ type Config struct {
 	// MinRate turns the check off.
 	MinRate    int64
 	RateWindow time.Duration
+	// ConsoleLogin, when set, issues console_login's one-time link to the
+	// web console for a caller (web.Server.Login); nil when the director
+	// serves no console.
+	ConsoleLogin func(director.Caller) (url string, expires time.Time, err error)
 }
 
 // Server answers admin connections for a director.

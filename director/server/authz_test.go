@@ -366,6 +366,7 @@ func TestRoleMatrix(t *testing.T) {
 		{api.CmdCheckSession, admins, text(api.CmdCheckSession)},
 		{api.CmdLogout, admins, text(api.CmdLogout)},
 		{api.CmdRemoveEnvoy, []string{boss}, text(api.CmdRemoveEnvoy + " no-such-envoy")},
+		{api.CmdConsoleLogin, admins, text(api.CmdConsoleLogin)}, // no console here: refused, but not denied
 	}
 	covered = covered[:0]
 	for _, tc := range adminCases {

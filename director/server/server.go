@@ -3,7 +3,9 @@
 // and the admin channel (director/admin) on the admin port. It owns the
 // order of a stop: drain the domain (long polls end), stop gRPC gracefully
 // for a grace period and then cut off what is left, stop the admin
-// listener, stop the domain's background work.
+// listener, stop the domain's background work. With a web listener it
+// also serves the read-only web console (director/web), whose event
+// streams end at the drain.
 package server
 
 import (
@@ -23,6 +25,7 @@ import (
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
 	"github.com/fedplane/fedplane/director/openfl"
+	"github.com/fedplane/fedplane/director/web"
 )
 
 // Defaults of Config.
@@ -55,6 +58,19 @@ type Config struct {
 	// MetricsListener, when set, is where Serve serves them; Serve owns
 	// it. With it the gRPC calls are counted too.
 	MetricsListener net.Listener
+	// WebListen, when set, is where Run serves the web console (see
+	// WebListener): HTTPS with TLS, else plain HTTP on loopback only.
+	WebListen string
+	// WebURL is the console's address as browsers reach it, which login
+	// links start with; empty, it is made from the bound address (which
+	// Check requires unless WebListen names a host).
+	WebURL string
+	// WebListener, when set, is where Serve serves the console; Serve owns
+	// it.
+	WebListener net.Listener
+	// Web configures the console; its TLS and BaseURL are taken from this
+	// Config.
+	Web web.Config
 }
 
 func (c *Config) setDefaults() {
@@ -75,13 +91,16 @@ func (c *Config) setDefaults() {
 func (c Config) Check() error {
 	c.setDefaults()
 	if c.TLS != nil || c.Insecure {
-		return nil
+		return c.checkWeb()
 	}
 	addrs := []struct{ flag, addr string }{{"grpc-listen", c.GRPCListen}, {"admin-listen", c.AdminListen}}
 	if c.MetricsListen != "" {
 		// The metrics port is plain HTTP even with TLS set; without TLS
 		// it is held to loopback like the others.
 		addrs = append(addrs, struct{ flag, addr string }{"metrics-listen", c.MetricsListen})
+	}
+	if err := c.checkWeb(); err != nil {
+		return err
 	}
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a.addr)
@@ -95,6 +114,56 @@ func (c Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// checkWeb holds --web-listen to loopback without TLS, whatever
+// --insecure says: a session cookie in the clear on a network would let
+// anyone who sees it read the federation. A wildcard address needs
+// --web-url, as login links must name a host browsers reach.
+func (c Config) checkWeb() error {
+	if c.WebListen == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.WebListen)
+	if err != nil {
+		return fmt.Errorf("%w: --web-listen %q: %w", api.ErrInvalid, c.WebListen, err)
+	}
+	if c.TLS == nil && !IsLoopback(host) {
+		return fmt.Errorf("%w: --web-listen %s is not a loopback address and no TLS certificates are set: "+
+			"the web console serves the network only with --tls-ca, --tls-cert and --tls-key (--insecure does not cover it)",
+			api.ErrInvalid, c.WebListen)
+	}
+	if c.WebURL == "" && isWildcard(host) {
+		return fmt.Errorf("%w: --web-listen %s listens on every address: give --web-url, the console's address as browsers reach it (e.g. https://director.example.org:8443), for the login links",
+			api.ErrInvalid, c.WebListen)
+	}
+	return nil
+}
+
+// isWildcard reports whether host is empty or an unspecified address.
+func isWildcard(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsUnspecified()
+}
+
+// webURL is the console's base URL: WebURL, or made from the address lis
+// is bound to.
+func (c Config) webURL(lis net.Listener) string {
+	if c.WebURL != "" {
+		return c.WebURL
+	}
+	scheme := "http"
+	if c.TLS != nil {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(c.WebListen)
+	if err != nil || port == "0" || isWildcard(host) {
+		return scheme + "://" + lis.Addr().String()
+	}
+	return scheme + "://" + c.WebListen
 }
 
 // IsLoopback reports whether host is "localhost" or a loopback address.
@@ -129,6 +198,16 @@ func Run(ctx context.Context, d *director.Director, cfg Config) error {
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 	}
+	if cfg.WebListen != "" {
+		if cfg.WebListener, err = net.Listen("tcp", cfg.WebListen); err != nil {
+			lis.Close()
+			adminLis.Close()
+			if cfg.MetricsListener != nil {
+				cfg.MetricsListener.Close()
+			}
+			return fmt.Errorf("web listen: %w", err)
+		}
+	}
 	return Serve(ctx, d, cfg, lis, adminLis)
 }
 
@@ -151,8 +230,17 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	if adminLis != nil {
 		adminAddr = adminLis.Addr().String()
 	}
+	var console *web.Server
+	serving := []any{api.LogGRPC, lis.Addr().String(), api.LogAdmin, adminAddr}
+	if cfg.WebListener != nil {
+		wcfg := cfg.Web
+		wcfg.TLS, wcfg.BaseURL = cfg.TLS, cfg.webURL(cfg.WebListener)
+		console = web.New(d, wcfg)
+		cfg.Admin.ConsoleLogin = console.Login
+		serving = append(serving, api.LogWeb, cfg.WebListener.Addr().String())
+	}
 	// Tests and scripts read the bound addresses from this line.
-	log.Info("director serving", api.LogGRPC, lis.Addr().String(), api.LogAdmin, adminAddr)
+	log.Info("director serving", serving...)
 
 	// The admin port and the director's loops stop when Serve says, after
 	// the drain and the gRPC server: not when ctx ends, which would race
@@ -172,6 +260,10 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	if cfg.MetricsListener != nil {
 		h := d.Prometheus().Handler(d.Ready)
 		wg.Go(func() { metricsErr <- scrape.Serve(loopCtx, "metrics", cfg.MetricsListener, h, log) })
+	}
+	webErr := make(chan error, 1)
+	if console != nil {
+		wg.Go(func() { webErr <- console.Serve(loopCtx, cfg.WebListener) })
 	}
 
 	var err error
@@ -194,6 +286,10 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 		d.Drain()
 		stopWithGrace(s, cfg.StopGrace)
 		<-serveErr
+	case err = <-webErr:
+		d.Drain()
+		stopWithGrace(s, cfg.StopGrace)
+		<-serveErr
 	case <-ctx.Done():
 		log.Info("director stopping")
 		d.Drain()
@@ -211,6 +307,12 @@ func Serve(ctx context.Context, d *director.Director, cfg Config, lis, adminLis 
 	if err == nil {
 		select {
 		case err = <-metricsErr:
+		default:
+		}
+	}
+	if err == nil {
+		select {
+		case err = <-webErr:
 		default:
 		}
 	}

@@ -122,6 +122,7 @@ type director struct {
 	dataDir string
 	grpc    string
 	admin   string
+	web     string // the web console's address, "" when off
 	client  directorpb.DirectorClient
 }
 
@@ -139,7 +140,7 @@ func startDirector(tb testing.TB, dataDir, grpcAddr, adminAddr string, extra ...
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	return &director{proc: p, dataDir: dataDir, grpc: addrs.GRPC, admin: addrs.Admin, client: directorpb.NewDirectorClient(conn)}
+	return &director{proc: p, dataDir: dataDir, grpc: addrs.GRPC, admin: addrs.Admin, web: addrs.Web, client: directorpb.NewDirectorClient(conn)}
 }
 
 // startDirectorAdmin starts a director on ports the kernel picks.

@@ -125,6 +125,7 @@ func WaitCode(tb testing.TB, done <-chan int, want int, timeout time.Duration, l
 type Addrs struct {
 	GRPC  string // the OpenFL gRPC services, for envoys
 	Admin string // the admin port, for fladmin
+	Web   string // the web console (--web-listen), or "" when off
 }
 
 // StartDirector starts the director binary at path with args, which are
@@ -140,7 +141,7 @@ func StartDirector(tb testing.TB, path string, args ...string) (*Proc, Addrs) {
 	tb.Helper()
 	p := Start(tb, path, args...)
 	r := p.WaitRecord(tb, StartTimeout, servingMsg)
-	a := Addrs{GRPC: r[api.LogGRPC], Admin: r[api.LogAdmin]}
+	a := Addrs{GRPC: r[api.LogGRPC], Admin: r[api.LogAdmin], Web: r[api.LogWeb]}
 	if a.GRPC == "" || a.Admin == "" {
 		tb.Fatalf("the director's %q line lacks grpc= or admin=: %v", servingMsg, r)
 	}

@@ -105,6 +105,8 @@ func TestStartDirector(t *testing.T) {
 	}{
 		{name: "serves", script: "echo 'level=WARN msg=\"serving without TLS\"' >&2; echo '" + line + "' >&2; exec sleep 60",
 			want: Addrs{GRPC: "127.0.0.1:40001", Admin: "127.0.0.1:40002"}},
+		{name: "web console", script: "echo '" + line + " web=127.0.0.1:40003' >&2; exec sleep 60",
+			want: Addrs{GRPC: "127.0.0.1:40001", Admin: "127.0.0.1:40002", Web: "127.0.0.1:40003"}},
 		{name: "json", script: `echo '{"level":"INFO","msg":"director serving","grpc":"127.0.0.1:1","admin":"127.0.0.1:2"}' >&2; exec sleep 60`,
 			want: Addrs{GRPC: "127.0.0.1:1", Admin: "127.0.0.1:2"}},
 		{name: "exits first", script: "echo 'Error: start director: open store: disk on fire' >&2; exit 1",
