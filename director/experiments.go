@@ -400,17 +400,6 @@ func nameSet(names []string) map[string]bool {
 	return out
 }
 
-// currentRound is the round experiment id trains, or 0 when it is not running.
-func (d *Director) currentRound(id string) int {
-	exp := d.runningExperiment(id)
-	if exp == nil {
-		return 0
-	}
-	exp.mu.Lock()
-	defer exp.mu.Unlock()
-	return exp.round
-}
-
 // disarmAll stops every round timer, when the director begins to stop: a
 // timer firing while envoys cannot reach the director would fail a job a
 // restart resumes.

@@ -53,17 +53,6 @@ func (e *experiment) pendingLocked(envoy string) []job.Task {
 	return out
 }
 
-// roundDoneLocked tells whether every participant has reported every task
-// of the round. e.mu is held.
-func (e *experiment) roundDoneLocked() bool {
-	for _, p := range e.participants {
-		if len(e.pendingLocked(p)) > 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // metricSum is a metric's data_size-weighted sum over a round's reports.
 type metricSum struct {
 	task, name    string
