@@ -330,7 +330,6 @@ type worker struct {
 	out   []float32
 	stIn  []float32
 	stOut []float32
-	rows  [][]uint32  // xs as order-preserving keys (robust aggregators)
 	err   error
 	norms []float64 // clip pass: Σ (x_i − x)² per input
 }
@@ -339,7 +338,6 @@ func (e *engine) newWorker() *worker {
 	wk := &worker{base: make([]float32, e.chunk), out: make([]float32, e.chunk), acc: make([]float64, e.chunk)}
 	if e.a.robust() {
 		wk.xs = make([][]float32, len(e.act))
-		wk.rows = make([][]uint32, len(e.act))
 		for j := range wk.xs {
 			wk.xs[j] = make([]float32, e.chunk)
 		}
@@ -630,10 +628,10 @@ func (e *engine) checkFinite(p piece, out []float32) error {
 }
 
 // robustStep computes median or trimmed_mean of piece p: every input's
-// chunk is read, turned into order-preserving integer keys, and sorted per
-// coordinate by a network pruned to the rows the result needs.
+// chunk is read and sorted per coordinate by a network pruned to the rows
+// the result needs.
 func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
-	rows := wk.rows
+	rows := wk.xs
 	for j := range e.act {
 		x := wk.xs[j][:p.n]
 		if err := e.readInput(j, p, x, base); err != nil {
@@ -645,9 +643,11 @@ func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
 				x[i] = float32(b + c*(float64(v)-b))
 			}
 		}
-		rows[j] = floatKeys(x)
+		// The network's min and max would drop a NaN: refuse it here.
+		if err := e.checkFinite(p, x); err != nil {
+			return fmt.Errorf("input %d: %w", e.act[j].k, err)
+		}
 	}
-	rows = rows[:len(e.act)]
 	out := wk.out[:p.n]
 	lo, hi := e.trimLo, e.trimHi
 	for b := 0; b < p.n; b += sortBlock {
@@ -655,18 +655,18 @@ func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
 		sortColumns(rows, e.network, b, end)
 	}
 	if lo == hi || e.a.Name == AggMedian {
-		rl, rh := rows[lo], rows[hi]
+		rl, rh := rows[lo][:p.n], rows[hi][:p.n]
 		for i := range out {
-			out[i] = float32((float64(keyFloat(rl[i])) + float64(keyFloat(rh[i]))) / 2)
+			out[i] = float32((float64(rl[i]) + float64(rh[i])) / 2)
 		}
 	} else {
 		acc := wk.acc[:p.n]
-		for i, k := range rows[lo][:p.n] {
-			acc[i] = float64(keyFloat(k))
+		for i, v := range rows[lo][:p.n] {
+			acc[i] = float64(v)
 		}
 		for _, row := range rows[lo+1 : hi+1] {
-			for i, k := range row[:p.n] {
-				acc[i] += float64(keyFloat(k))
+			for i, v := range row[:p.n] {
+				acc[i] += float64(v)
 			}
 		}
 		cnt := float64(hi - lo + 1)

@@ -366,13 +366,22 @@ func TestSelectionNetworkSorts(t *testing.T) {
 			}
 			want := slices.Clone(vals)
 			slices.Sort(want)
-			rows := make([][]uint32, n)
+			// Each value fills a row of 19 columns: 16 go through the
+			// assembly, 3 through the Go tail.
+			rows := make([][]float32, n)
 			for i, v := range vals {
-				rows[i] = floatKeys([]float32{v})
+				rows[i] = fill(19, func(int) float32 { return v })
 			}
-			sortColumns(rows, full, 0, 1)
+			sortColumns(rows, full, 0, 19)
 			for i := range rows {
-				if got := keyFloat(rows[i][0]); got != want[i] {
+				for c, got := range rows[i] {
+					if got != want[i] {
+						t.Fatalf("n=%d: row %d column %d = %v, want %v (input %v)", n, i, c, got, want[i], vals)
+					}
+				}
+			}
+			for i := range rows {
+				if got := rows[i][0]; got != want[i] {
 					t.Fatalf("n=%d: row %d = %v, want %v (input %v)", n, i, got, want[i], vals)
 				}
 			}

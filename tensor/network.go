@@ -1,20 +1,14 @@
 package tensor
 
-import (
-	"math"
-	"unsafe"
-)
-
 // This file is the coordinate-wise sort of the robust aggregators. The n
 // inputs' chunks are n rows; a sorting network of compare-exchanges between
-// rows, each applied down a whole block of columns, sorts every column at
-// once. A compare-exchange is a min and a max of unsigned integers, which
-// compile to conditional moves: no branch depends on the data, and the
-// inner loop runs down two rows in order.
+// rows, each applied down a block of columns, sorts every column at once.
+// A compare-exchange down two rows is a min and a max of packed floats on
+// amd64 (network_amd64.s): no branch depends on the data.
 
 // selectionNetwork returns Batcher's odd-even merge sort network for n rows,
 // without the compare-exchanges that cannot change rows lo..hi of the
-// result: a median needs far fewer than a full sort.
+// result: a median needs fewer than a full sort.
 func selectionNetwork(n, lo, hi int) [][2]int32 {
 	var full [][2]int32
 	for p := 1; p < n; p <<= 1 {
@@ -48,32 +42,41 @@ func selectionNetwork(n, lo, hi int) [][2]int32 {
 	return kept
 }
 
-// sortColumns applies network to columns [from, to) of rows.
-func sortColumns(rows [][]uint32, network [][2]int32, from, to int) {
+// sortColumns applies network to columns [from, to) of rows, which hold
+// finite floats.
+func sortColumns(rows [][]float32, network [][2]int32, from, to int) {
 	for _, ce := range network {
-		a, b := rows[ce[0]][from:to], rows[ce[1]][from:to]
-		b = b[:len(a)]
-		for i, x := range a {
-			y := b[i]
-			a[i], b[i] = min(x, y), max(x, y)
+		compareExchange(rows[ce[0]][from:to], rows[ce[1]][from:to])
+	}
+}
+
+// compareExchange leaves in a the minima and in b the maxima of a and b,
+// column by column.
+func compareExchange(a, b []float32) {
+	b = b[:len(a)]
+	n := len(a) &^ 7
+	if n > 0 && hasMinMax8 {
+		minMax8(&a[0], &b[0], n)
+	} else {
+		n = 0
+	}
+	minMaxGo(a[n:], b[n:])
+}
+
+// minMaxGo is compareExchange in Go, with the results of SSE's MINPS and
+// MAXPS (the second operand when the two compare equal, as -0 and +0 do),
+// so that the assembly and the tail it leaves agree bit for bit.
+func minMaxGo(a, b []float32) {
+	b = b[:len(a)]
+	for i, x := range a {
+		y := b[i]
+		lo, hi := y, y
+		if x < y {
+			lo = x
 		}
+		if x > y {
+			hi = x
+		}
+		a[i], b[i] = lo, hi
 	}
-}
-
-// floatKeys turns x, in place, into unsigned integers in the order of the
-// floats (negative below positive, -0 just below +0), and returns them.
-func floatKeys(x []float32) []uint32 {
-	if len(x) == 0 {
-		return nil
-	}
-	k := unsafe.Slice((*uint32)(unsafe.Pointer(&x[0])), len(x))
-	for i, b := range k {
-		k[i] = b ^ (uint32(int32(b)>>31) | 0x80000000)
-	}
-	return k
-}
-
-// keyFloat is the float32 of a key of floatKeys.
-func keyFloat(k uint32) float32 {
-	return math.Float32frombits(k ^ (uint32(int32(^k)>>31) | 0x80000000))
 }
