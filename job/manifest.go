@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"time"
 
@@ -50,6 +51,9 @@ type Manifest struct {
 	RoundTimeout Duration `json:"round_timeout,omitempty"`
 	// Description is free text for people.
 	Description string `json:"description,omitempty"`
+	// Aggregator is how reports become the next model, with its defaults
+	// filled in by ParseManifest; nil means fedavg.
+	Aggregator *Aggregator `json:"aggregator,omitempty"`
 	// OpenFL, set for an OpenFL workspace (ParsePlan), is its plan's task
 	// group. Such a job has no train.command: OpenFL's collaborators run
 	// it, never fedplane's envoy.
@@ -137,6 +141,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	}
 	if m.Train.Timeout == 0 {
 		m.Train.Timeout = Duration(DefaultTrainTimeout)
+	}
+	if m.Aggregator != nil {
+		if err := m.Aggregator.normalize(); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -232,6 +241,12 @@ func (m *Manifest) Validate() error {
 	if m.RoundTimeout < 0 {
 		return manifestErrf(nil, `"round_timeout" must not be negative, got %v`, m.RoundTimeout)
 	}
+	if m.Aggregator != nil {
+		a := *m.Aggregator // normalize fills in defaults: check a copy
+		if err := a.normalize(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -275,6 +290,7 @@ const (
 	kindDuration
 	kindBool
 	kindObjects
+	kindNumber
 )
 
 func (k jsonKind) String() string {
@@ -293,6 +309,8 @@ func (k jsonKind) String() string {
 		return "true or false"
 	case kindObjects:
 		return "a list of objects"
+	case kindNumber:
+		return "a number"
 	}
 	return "?"
 }
@@ -313,6 +331,15 @@ var manifestKeys = map[string]jsonKind{
 	"min_envoys_per_round": kindInt,
 	"round_timeout":        kindDuration,
 	"description":          kindString,
+	"aggregator":           kindObject,
+	"aggregator.name":      kindString,
+	"aggregator.eta":       kindNumber,
+	"aggregator.momentum":  kindNumber,
+	"aggregator.beta_1":    kindNumber,
+	"aggregator.beta_2":    kindNumber,
+	"aggregator.tau":       kindNumber,
+	"aggregator.trim":      kindNumber,
+	"aggregator.clip_norm": kindNumber,
 	// What ParsePlan reads from an OpenFL workspace, as the director
 	// stores it.
 	"openfl":                     kindObject,
@@ -452,6 +479,14 @@ func (w *jsonWalker) value(path string, kind jsonKind) error {
 				return manifestErrf(nil, "%q is out of range, got %s", path, n)
 			}
 			return manifestErrf(nil, "%q must be a whole number, got %s", path, n)
+		}
+	case kindNumber:
+		n, ok := t.(json.Number)
+		if !ok {
+			return wrongType(path, kind, t)
+		}
+		if f, err := strconv.ParseFloat(string(n), 64); err != nil || math.IsInf(f, 0) {
+			return manifestErrf(nil, "%q is out of range, got %s", path, n)
 		}
 	case kindDuration:
 		s, ok := t.(string)
