@@ -27,7 +27,11 @@ type Round struct {
 	Round        int
 	ModelPath    string // relative to the data dir
 	ModelSHA256  string
-	CreatedAt    time.Time
+	// StatePath is the server optimizer state written with the model
+	// (relative to the data dir), "" when the aggregator keeps none.
+	StatePath   string
+	StateSHA256 string
+	CreatedAt   time.Time
 }
 
 // TaskResult is one envoy's report for one round.
@@ -230,7 +234,8 @@ func (db *DB) TaskResults(ctx context.Context, id string, round int) ([]TaskResu
 	return out, rows.Err()
 }
 
-// CompleteRound records next, the aggregated model, and the aggregator's
+// CompleteRound records next, the aggregated model (and the server state
+// written with it), and the aggregator's
 // metrics of the round before it, in one transaction. With final set the
 // experiment is finished too (unless it has already ended: api.ErrConflict).
 // Participants go back to training for the next round, or finish.
@@ -273,7 +278,7 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 
 // Rounds returns the rounds of experiment id in order.
 func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, created_at
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, state_path, state_sha256, created_at
 		FROM rounds WHERE experiment_id = ? ORDER BY round`, id)
 	if err != nil {
 		return nil, fmt.Errorf("rounds of %s: %w", id, err)
@@ -283,7 +288,7 @@ func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
 	for rows.Next() {
 		var r Round
 		var created int64
-		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &created); err != nil {
+		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &r.StatePath, &r.StateSHA256, &created); err != nil {
 			return nil, fmt.Errorf("rounds of %s: %w", id, err)
 		}
 		r.CreatedAt = fromNanos(created)
@@ -320,8 +325,8 @@ func (db *DB) MetricsAfter(ctx context.Context, id string, seq int64) ([]Metric,
 }
 
 func insertRoundTx(ctx context.Context, tx *sql.Tx, r Round, now int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, created_at)
-		VALUES (?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, now)
+	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, state_path, state_sha256, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, r.StatePath, r.StateSHA256, now)
 	return err
 }
 
