@@ -106,7 +106,8 @@ const (
 // state to st.Out. Conventions are FedAvg's: F32 tensors only, the layout of
 // model in every input, inputs of weight 0 not read, delta inputs added back
 // to model, and a result that is not finite an error naming the element.
-// fedavg without clip_norm writes exactly the bytes FedAvg writes.
+// fedavg without clip_norm writes exactly the bytes FedAvg writes, in
+// parallel.
 //
 // With Δ = Σ w_i (x_i − x) / Σ w_i, per element, in float64:
 //
@@ -138,12 +139,6 @@ func aggregate(w io.Writer, model *Index, inputs []Input, a Aggregator, st State
 	if err := checkAggregator(a); err != nil {
 		return err
 	}
-	if a.Name == AggFedAvg && a.ClipNorm <= 0 {
-		if chunk == 0 {
-			chunk = aggChunk
-		}
-		return fedAvg(w, model, inputs, chunk)
-	}
 	e, err := newEngine(model, inputs, a, st, chunk)
 	if err != nil {
 		return err
@@ -164,6 +159,9 @@ type engine struct {
 	// trimLo, trimHi are the sorted rows a robust aggregator averages.
 	trimLo, trimHi int
 	network        [][2]int32
+	// needBase is set when a step reads the model's chunk: for deltas, the
+	// clip, or the update of an optimizer.
+	needBase bool
 }
 
 // activeInput is an input of positive weight.
@@ -206,6 +204,12 @@ func newEngine(model *Index, inputs []Input, a Aggregator, st State, chunk int) 
 	for k, in := range inputs {
 		if in.Weight > 0 {
 			e.act = append(e.act, activeInput{k: k, x: in.X, coef: in.Weight / sum, clip: 1})
+		}
+	}
+	e.needBase = a.ClipNorm > 0 || !(a.Name == AggFedAvg || a.robust())
+	for _, in := range e.act {
+		for _, s := range in.x.Tensors {
+			e.needBase = e.needBase || s.Delta
 		}
 	}
 	if e.chunk == 0 {
@@ -509,8 +513,10 @@ func (e *engine) clipFactors(workers []*worker, ps []piece) error {
 // step computes piece p into wk.out (and wk.stOut).
 func (e *engine) step(wk *worker, p piece) error {
 	base := wk.base[:p.n]
-	if err := e.readBase(p, base); err != nil {
-		return err
+	if e.needBase {
+		if err := e.readBase(p, base); err != nil {
+			return err
+		}
 	}
 	if e.a.robust() {
 		return e.robustStep(wk, p, base)
@@ -543,6 +549,13 @@ func (e *engine) step(wk *worker, p piece) error {
 	a, c := e.a, e.coef
 	switch a.Name {
 	case AggFedAvg:
+		if a.ClipNorm <= 0 {
+			// FedAvg's arithmetic, so its bytes.
+			for i, s := range sums {
+				out[i] = float32(s)
+			}
+			break
+		}
 		for i, s := range sums {
 			out[i] = float32(float64(base[i]) + (s - c*float64(base[i])))
 		}

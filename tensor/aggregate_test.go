@@ -295,6 +295,19 @@ func TestAggregateFedAvgIsFedAvg(t *testing.T) {
 	for k := range 4 {
 		in = append(in, Input{X: randomModel(r, x, 0.1).index(t), Weight: float64(k + 1)})
 	}
+	// One input sends deltas from the model: both add the model back.
+	delta := refModel{}
+	for name, v := range x {
+		delta[name] = make([]float64, len(v))
+		for i := range v {
+			delta[name][i] = float64(float32(0.01 * float64(i+1)))
+		}
+	}
+	dx := delta.index(t)
+	for i := range dx.Tensors {
+		dx.Tensors[i].Delta = true
+	}
+	in = append(in, Input{X: dx, Weight: 2})
 	var a, b bytes.Buffer
 	if err := Aggregate(&a, x.index(t), in, Aggregator{Name: AggFedAvg}, State{}); err != nil {
 		t.Fatal(err)
