@@ -46,8 +46,8 @@ func python3() string {
 
 // numpyResult is testdata/aggregate.py's output.
 type numpyResult struct {
-	Seconds   float64 `json:"seconds"`
-	PeakKiB   int64   `json:"peak_rss_kib"`
+	Seconds float64 `json:"seconds"`
+	PeakKiB int64   `json:"peak_rss_kib"`
 }
 
 // aggregate is figure 8: tensor.Aggregate with each aggregator over
