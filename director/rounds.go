@@ -486,8 +486,8 @@ func (d *Director) aggregateAsync(exp *experiment, round int) {
 	d.work.Go(func() { d.aggregate(context.Background(), exp, round) })
 }
 
-// aggregate averages the reports of round into the next round's model,
-// weighted by data_size, and moves the experiment on (or finishes it).
+// aggregate turns the reports of round into the next round's model with
+// job.json's aggregator (fedavg: weighted by data_size), and moves the experiment on (or finishes it).
 // A failure fails the experiment with the reason.
 func (d *Director) aggregate(ctx context.Context, exp *experiment, round int) {
 	if err := d.aggregateRound(ctx, exp, round); err != nil {
@@ -572,11 +572,12 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		exp.modelMu.RUnlock()
 		return fmt.Errorf("experiment ended: %w", api.ErrConflict)
 	}
-	err = tensor.FedAvg(bw, exp.model.x, inputs)
+	state, err := d.aggregateModel(ctx, exp, round, inputs, bw)
 	exp.modelMu.RUnlock()
 	if err != nil {
 		return err
 	}
+	defer state.discard()
 	if err := bw.Flush(); err != nil {
 		return err
 	}
@@ -584,6 +585,11 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	next := round + 1
 	rel := filepath.Join(experimentsDir, exp.id, "models", fmt.Sprintf("round-%04d.safetensors", next))
 	if err := d.commitFile(tmp, rel); err != nil {
+		return err
+	}
+	stateRel, stateSum, err := d.commitState(state, exp, next)
+	if err != nil {
+		os.Remove(filepath.Join(d.cfg.DataDir, rel))
 		return err
 	}
 	final := next >= exp.manifest.Rounds
@@ -594,9 +600,13 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	// From here to the model swap, no abort or failure may interleave.
 	d.lc.life.Lock()
 	defer d.lc.life.Unlock()
-	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum(), Participants: sampled}, metrics, final)
+	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum(),
+		StatePath: stateRel, StateSHA256: stateSum, Participants: sampled}, metrics, final)
 	if err != nil {
 		os.Remove(filepath.Join(d.cfg.DataDir, rel))
+		if stateRel != "" {
+			os.Remove(filepath.Join(d.cfg.DataDir, stateRel))
+		}
 		return err
 	}
 	exp.mu.Lock()
@@ -606,6 +616,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	d.metrics.RoundDone(now.Sub(roundStart), now.Sub(aggStart))
 	// The reports are folded into the new model: they are no longer needed.
 	os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
+	d.removeState(exp, round)
 	d.log.InfoContext(ctx, "round aggregated", api.LogJob, exp.id, api.LogRound, round, api.LogReports, len(inputs), api.LogFinal, final)
 	d.emitRound(exp, next, len(inputs), metrics)
 	defer d.notify(exp.id)

@@ -60,6 +60,9 @@ type Manifest struct {
 	SamplingSeed *int64 `json:"sampling_seed,omitempty"`
 	// Description is free text for people.
 	Description string `json:"description,omitempty"`
+	// Aggregator is how reports become the next model, with its defaults
+	// filled in by ParseManifest; nil means fedavg.
+	Aggregator *Aggregator `json:"aggregator,omitempty"`
 	// OpenFL, set for an OpenFL workspace (ParsePlan), is its plan's task
 	// group. Such a job has no train.command: OpenFL's collaborators run
 	// it, never fedplane's envoy.
@@ -147,6 +150,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	}
 	if m.Train.Timeout == 0 {
 		m.Train.Timeout = Duration(DefaultTrainTimeout)
+	}
+	if m.Aggregator != nil {
+		if err := m.Aggregator.normalize(); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -253,6 +261,12 @@ func (m *Manifest) Validate() error {
 	}
 	if p, q := m.PerRound(m.Participants()), m.MinEnvoysPerRound; m.ParticipantsPerRound > 0 && q > p {
 		return manifestErrf(nil, `"min_envoys_per_round" is %d, more than the %d envoys "participants_per_round" samples each round`, q, p)
+	}
+	if m.Aggregator != nil {
+		a := *m.Aggregator // normalize fills in defaults: check a copy
+		if err := a.normalize(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -383,6 +397,15 @@ var manifestKeys = map[string]jsonKind{
 	"participants_per_round": kindNumber,
 	"sampling_seed":          kindInt,
 	"description":            kindString,
+	"aggregator":             kindObject,
+	"aggregator.name":        kindString,
+	"aggregator.eta":         kindNumber,
+	"aggregator.momentum":    kindNumber,
+	"aggregator.beta_1":      kindNumber,
+	"aggregator.beta_2":      kindNumber,
+	"aggregator.tau":         kindNumber,
+	"aggregator.trim":        kindNumber,
+	"aggregator.clip_norm":   kindNumber,
 	// What ParsePlan reads from an OpenFL workspace, as the director
 	// stores it.
 	"openfl":                     kindObject,
@@ -528,7 +551,7 @@ func (w *jsonWalker) value(path string, kind jsonKind) error {
 		if !ok {
 			return wrongType(path, kind, t)
 		}
-		if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+		if f, err := strconv.ParseFloat(string(n), 64); err != nil || math.IsInf(f, 0) {
 			return manifestErrf(nil, "%q is out of range, got %s", path, n)
 		}
 	case kindDuration:

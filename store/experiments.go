@@ -293,12 +293,15 @@ type FileRef struct {
 }
 
 // ReferencedFiles returns every file a row points at: archives, round
-// models and the task results of open rounds, so start-up can remove files no row references
+// models, the latest server state and the task results of open rounds, so start-up can remove files no row references
 // and find rows whose files are missing.
 func (db *DB) ReferencedFiles(ctx context.Context) ([]FileRef, error) {
 	rows, err := db.r.QueryContext(ctx, `
 		SELECT id, status, archive_path FROM experiments
 		UNION ALL SELECT r.experiment_id, e.status, r.model_path FROM rounds r JOIN experiments e ON e.id = r.experiment_id
+		UNION ALL SELECT r.experiment_id, e.status, r.state_path FROM rounds r JOIN experiments e ON e.id = r.experiment_id
+			-- server state is removed once the next round's is stored: only the latest counts
+			WHERE r.state_path <> '' AND r.round = (SELECT MAX(round) FROM rounds WHERE experiment_id = r.experiment_id)
 		UNION ALL SELECT t.experiment_id, e.status, t.result_path FROM task_results t JOIN experiments e ON e.id = t.experiment_id
 			-- reports are deleted once their round is aggregated: only the open round's count
 			WHERE t.round >= (SELECT MAX(round) FROM rounds WHERE experiment_id = t.experiment_id)`)

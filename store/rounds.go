@@ -28,7 +28,11 @@ type Round struct {
 	Round        int
 	ModelPath    string // relative to the data dir
 	ModelSHA256  string
-	CreatedAt    time.Time
+	// StatePath is the server optimizer state written with the model
+	// (relative to the data dir), "" when the aggregator keeps none.
+	StatePath   string
+	StateSHA256 string
+	CreatedAt   time.Time
 	// Participants are the envoys sampled to train the round; nil when
 	// every participant trains it.
 	Participants []string
@@ -244,7 +248,8 @@ func (db *DB) TaskResults(ctx context.Context, id string, round int) ([]TaskResu
 	return out, rows.Err()
 }
 
-// CompleteRound records next, the aggregated model, and the aggregator's
+// CompleteRound records next, the aggregated model (and the server state
+// written with it), and the aggregator's
 // metrics of the round before it, in one transaction. With final set the
 // experiment is finished too (unless it has already ended: api.ErrConflict).
 // Participants go back to training for the next round, or finish.
@@ -287,7 +292,7 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 
 // Rounds returns the rounds of experiment id in order.
 func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, created_at, participants
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, state_path, state_sha256, created_at, participants
 		FROM rounds WHERE experiment_id = ? ORDER BY round`, id)
 	if err != nil {
 		return nil, fmt.Errorf("rounds of %s: %w", id, err)
@@ -298,7 +303,7 @@ func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
 		var r Round
 		var created int64
 		var participants string
-		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &created, &participants); err != nil {
+		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &r.StatePath, &r.StateSHA256, &created, &participants); err != nil {
 			return nil, fmt.Errorf("rounds of %s: %w", id, err)
 		}
 		if participants != "" {
@@ -347,8 +352,8 @@ func insertRoundTx(ctx context.Context, tx *sql.Tx, r Round, now int64) error {
 			return err
 		}
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, created_at, participants)
-		VALUES (?, ?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, now, participants)
+	_, err := tx.ExecContext(ctx, `INSERT INTO rounds (experiment_id, round, model_path, model_sha256, state_path, state_sha256, created_at, participants)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, r.ExperimentID, r.Round, r.ModelPath, r.ModelSHA256, r.StatePath, r.StateSHA256, now, participants)
 	return err
 }
 

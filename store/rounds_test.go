@@ -39,7 +39,7 @@ func TestRoundLifecycle(t *testing.T) {
 		t.Fatalf("participants: %+v", parts)
 	}
 	agg := []Metric{{ExperimentID: id, Round: 0, Origin: api.OriginAggregator, Task: "train", Name: "acc", Value: 0.5}}
-	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 1, ModelPath: "m1", ModelSHA256: "h1"}, agg, true); err != nil {
+	if err := db.CompleteRound(ctx, Round{ExperimentID: id, Round: 1, ModelPath: "m1", ModelSHA256: "h1", StatePath: "s1", StateSHA256: "sh1"}, agg, true); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := db.GetExperiment(ctx, id)
@@ -56,6 +56,9 @@ func TestRoundLifecycle(t *testing.T) {
 	ms, _ := db.Metrics(ctx, id)
 	if len(rounds) != 2 || len(ms) != 2 {
 		t.Fatalf("rounds %d metrics %d, want 2 and 2", len(rounds), len(ms))
+	}
+	if r := rounds[1]; r.StatePath != "s1" || r.StateSHA256 != "sh1" || rounds[0].StatePath != "" {
+		t.Fatalf("server state of the rounds: %+v", rounds)
 	}
 	parts, _ = db.ExperimentEnvoys(ctx, id)
 	for _, p := range parts {

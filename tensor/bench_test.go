@@ -117,3 +117,64 @@ func BenchmarkReadTaskResults(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAggregate runs each aggregator over the 10 models of
+// BenchmarkFedAvg, the first as the current model. The stateful ones read
+// a state file as they would from the second step on, and write theirs to
+// io.Discard.
+func BenchmarkAggregate(b *testing.B) {
+	p := benchParams(b)
+	dir := b.TempDir()
+	inputs := make([]Input, benchInputs)
+	for k := range inputs {
+		path := filepath.Join(dir, "in"+strconv.Itoa(k)+".safetensors")
+		mustWriteModelFile(b, path, p, float32(k))
+		x, f, err := OpenSafetensors(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
+		inputs[k] = Input{X: x, Weight: float64(k + 1)}
+	}
+	model := inputs[0].X
+	for _, a := range []Aggregator{
+		{Name: AggFedAvg},
+		{Name: AggFedAvgM, Eta: 1, Momentum: 0.9},
+		{Name: AggFedAdam, Eta: 0.1, Beta1: 0.9, Beta2: 0.99, Tau: 1e-9},
+		{Name: AggMedian},
+		{Name: AggTrimmedMean, Trim: 0.2},
+		{Name: AggFedAvg, ClipNorm: 1},
+	} {
+		name := a.Name
+		if a.ClipNorm > 0 {
+			name += "-clip"
+		}
+		b.Run(name, func(b *testing.B) {
+			var state *Index
+			if len(a.StateVectors()) > 0 {
+				path := filepath.Join(dir, name+".state")
+				f, err := os.Create(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := Aggregate(io.Discard, model, inputs, a, State{Step: 1, Out: f}); err != nil {
+					b.Fatal(err)
+				}
+				f.Close()
+				x, sf, err := OpenSafetensors(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { sf.Close() })
+				state = x
+			}
+			b.SetBytes(benchInputs * p * 4)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Aggregate(io.Discard, model, inputs, a, State{Step: 2, In: state, Out: io.Discard}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

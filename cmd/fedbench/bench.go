@@ -83,6 +83,7 @@ func (b *bench) run(ctx context.Context, out io.Writer) int {
 		{"download", "3. download", b.download},
 		{"distribute", "4. distribution", b.distribute},
 		{"fedavg", "5. FedAvg", b.fedavg},
+		{"aggregate", "8. aggregators", b.aggregate},
 	}
 	if b.cfg.runs("list-envoys") || b.cfg.runs("idle-cpu") {
 		all = append(all, figure{"fleet", "6./7. fleet", b.fleet})

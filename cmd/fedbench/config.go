@@ -12,7 +12,7 @@ import (
 
 // figures are the figure groups fedbench runs, in order; -only picks some.
 // list-envoys and idle-cpu share one director with a registered fleet.
-var figures = []string{"heartbeat", "upload", "download", "distribute", "fedavg", "list-envoys", "idle-cpu"}
+var figures = []string{"heartbeat", "upload", "download", "distribute", "fedavg", "aggregate", "list-envoys", "idle-cpu"}
 
 // config is every knob of a run. The defaults are the sizes BENCHMARKS.md
 // reports; -quick swaps in the quickDefaults for the flags not given.
@@ -105,9 +105,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.distMiB, "dist-mib", 256, "distribute: job folder size in MiB")
 	fs.IntVar(&c.distReps, "dist-reps", 2, "distribute: fetch rounds, each after a raw copy (one more raw copy ends the figure)")
 
-	fs.Int64Var(&c.fedavgParams, "fedavg-params", 100_000_000, "fedavg: float32 parameters per model")
-	fs.IntVar(&c.fedavgInputs, "fedavg-inputs", 10, "fedavg: models averaged")
-	fs.IntVar(&c.fedavgReps, "fedavg-reps", 2, "fedavg: alternating floor/FedAvg repetitions")
+	fs.Int64Var(&c.fedavgParams, "fedavg-params", 100_000_000, "fedavg, aggregate: float32 parameters per model")
+	fs.IntVar(&c.fedavgInputs, "fedavg-inputs", 10, "fedavg, aggregate: models averaged")
+	fs.IntVar(&c.fedavgReps, "fedavg-reps", 2, "fedavg, aggregate: alternating floor/fedplane repetitions (and numpy's, per aggregator)")
 
 	fs.IntVar(&c.fleetEnvoys, "fleet-envoys", 10_000, "list-envoys, idle-cpu: registered envoys, one connection each")
 	fs.IntVar(&c.listReps, "list-reps", 5, "list-envoys: runs of each command; the median counts")
