@@ -336,3 +336,48 @@ func TestSetNewExperimentLimits(t *testing.T) {
 		t.Fatalf("initial model: got %d bytes, want %d", got, 4*n)
 	}
 }
+
+// TestLateResultsNotCounted: a round that closed at its quorum without an
+// envoy refuses that envoy's results for it, saying they are not counted,
+// and the next round takes the envoy back.
+func TestLateResultsNotCounted(t *testing.T) {
+	f := startFed(t, testCfg(t, newFakeClock()))
+	f.register(t, "site-a", "site-b", "site-c")
+	id := f.submitJob(t, `{"name": "late", "envoys": ["site-a", "site-b", "site-c"], "rounds": 2, "round_timeout": "300ms",
+		"min_envoys_per_round": 2, "train": {"command": ["true"]}}`)
+	f.waitFor(t, "site-a")
+	tasks, err := f.nextTask(t, "site-c", id) // site-c takes round 0's task and then dawdles
+	if err != nil || tasks.GetRoundNumber() != 0 {
+		t.Fatalf("site-c's task: %v, %v", tasks, err)
+	}
+	for _, e := range []string{"site-a", "site-b"} {
+		if err := f.train(t, e, id, 1, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if done, _ := f.d.Progress(mustExperiment(t, f, id)); done >= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	model := map[string][]float32{"w": {1, 2, 3, 4}, "b": {0.5}}
+	shapes := map[string][]int64{"w": {2, 2}, "b": {1}}
+	err = f.send(t, "site-c", id, 0, 10, model, shapes)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "not counted") {
+		t.Fatalf("late results: got %v, want FailedPrecondition saying they are not counted", err)
+	}
+	if err := f.train(t, "site-c", id, 1, 10); err != nil { // round 1: back in
+		t.Fatalf("site-c in round 1: %v", err)
+	}
+}
+
+func mustExperiment(t *testing.T, f *fed, id string) store.Experiment {
+	t.Helper()
+	e, err := f.db.GetExperiment(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
