@@ -19,14 +19,16 @@ func (r Round) Pruned() bool { return !r.PrunedAt.IsZero() }
 // (ReferencedFiles leaves pruned rows out), which start-up removes. Rounds
 // already pruned are skipped. The newest round's model is what the
 // experiment trains from, or its final model: pruning it is api.ErrConflict.
+// The experiment is recorded as retained up to its newest round, rounds
+// empty or not (see UnretainedExperiments).
 func (db *DB) PruneRounds(ctx context.Context, id string, rounds []int) ([]string, error) {
-	if len(rounds) == 0 {
-		return nil, nil
-	}
 	var files []string
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		var newest sql.NullInt64
 		if err := tx.QueryRowContext(ctx, `SELECT MAX(round) FROM rounds WHERE experiment_id = ?`, id).Scan(&newest); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE experiments SET retained_round = ? WHERE id = ?`, newest.Int64, id); err != nil {
 			return err
 		}
 		now := nanos(db.now())
@@ -55,4 +57,25 @@ func (db *DB) PruneRounds(ctx context.Context, id string, rounds []int) ([]strin
 		return nil, fmt.Errorf("prune round models of %s: %w", id, err)
 	}
 	return files, nil
+}
+
+// UnretainedExperiments returns the experiments with a round newer than the
+// one their keep_models was last applied at (PruneRounds): a crash fell
+// between the round's commit and its retention.
+func (db *DB) UnretainedExperiments(ctx context.Context) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT e.id FROM experiments e
+		WHERE e.retained_round < (SELECT MAX(round) FROM rounds WHERE experiment_id = e.id) ORDER BY e.id`)
+	if err != nil {
+		return nil, fmt.Errorf("experiments to retain: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("experiments to retain: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }
