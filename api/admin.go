@@ -166,11 +166,13 @@ type Storage struct {
 	// Models round models are on disk, of ModelBytes in all.
 	Models     int   `json:"models"`
 	ModelBytes int64 `json:"modelBytes"`
+	// StateBytes is the aggregator's server state (job.json's aggregator
+	// fedavgm, fedadam, ...).
+	StateBytes int64 `json:"stateBytes"`
 	// ResultsBytes are the stored reports of the round in progress.
 	ResultsBytes int64 `json:"resultsBytes"`
 	LogBytes     int64 `json:"logBytes"`
-	// OtherBytes is whatever else the job's folder holds, such as the
-	// aggregator's state.
+	// OtherBytes is whatever else the job's folder holds.
 	OtherBytes int64 `json:"otherBytes"`
 	// KeepModels is job.json's keep_models ("last", "best", "all" or a
 	// count), the default ("best") when KeepIsDefault.

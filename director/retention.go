@@ -140,7 +140,7 @@ func (d *Director) retainAll(ctx context.Context) error {
 
 // storage adds up what job e holds on disk: its folder under experiments/
 // (the archive, the round models kept, the reports of the round in
-// progress, anything else such as the aggregator's state) and its logs.
+// progress, the aggregator's server state, anything else) and its logs.
 func (d *Director) storage(e store.Experiment, m *job.Manifest) *api.Storage {
 	s := &api.Storage{KeepModels: m.KeepModels.String(), KeepIsDefault: m.KeepModels == ""}
 	root := filepath.Join(d.cfg.DataDir, experimentsDir, e.ID)
@@ -157,6 +157,8 @@ func (d *Director) storage(e store.Experiment, m *job.Manifest) *api.Storage {
 		switch first, _, _ := strings.Cut(filepath.ToSlash(rel), "/"); {
 		case rel == archiveFile:
 			s.ArchiveBytes += n
+		case first == "models" && strings.HasSuffix(rel, stateSuffix):
+			s.StateBytes += n
 		case first == "models" && strings.HasSuffix(rel, ".safetensors"):
 			s.Models++
 			s.ModelBytes += n
@@ -175,6 +177,6 @@ func (d *Director) storage(e store.Experiment, m *job.Manifest) *api.Storage {
 		}
 		return nil
 	})
-	s.Bytes = s.ArchiveBytes + s.ModelBytes + s.ResultsBytes + s.LogBytes + s.OtherBytes
+	s.Bytes = s.ArchiveBytes + s.ModelBytes + s.StateBytes + s.ResultsBytes + s.LogBytes + s.OtherBytes
 	return s
 }
