@@ -82,3 +82,32 @@ func TestPruneRounds(t *testing.T) {
 		t.Errorf("rounds: got %d rows, pruned %v; want 4 rows, pruned [0 2]", len(rounds), pruned)
 	}
 }
+
+// TestUnretainedExperiments lists an experiment whose newest round was
+// committed after its retention last ran, until PruneRounds records it.
+func TestUnretainedExperiments(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpen(t, filepath.Join(t.TempDir(), "f.db"), newClock())
+	id := "eeeeeeee-0000-4000-8000-000000000001"
+	mustRunning(t, db, id, "a")
+	steps := []struct {
+		name string
+		do   func() error
+		want []string
+	}{
+		{"a new job", func() error { return nil }, nil},
+		{"a round committed", func() error {
+			return db.CompleteRound(ctx, Round{ExperimentID: id, Round: 1, ModelPath: "m1", ModelSHA256: "h"}, nil, false)
+		}, []string{id}},
+		{"its retention ran, pruning nothing", func() error { _, err := db.PruneRounds(ctx, id, nil); return err }, nil},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		got, err := db.UnretainedExperiments(ctx)
+		if err != nil || !reflect.DeepEqual(got, st.want) {
+			t.Fatalf("%s: got %v %v, want %v", st.name, got, err, st.want)
+		}
+	}
+}
