@@ -152,6 +152,32 @@ type Job struct {
 	// Participation is the job's participation rule with its defaults
 	// filled in (show-job only).
 	Participation *Participation `json:"participation,omitempty"`
+	// Storage is what the job holds on the director's disk (show-job
+	// only).
+	Storage *Storage `json:"storage,omitempty"`
+}
+
+// Storage is what a job holds on the director's disk, by part, and the
+// keep_models rule that bounds its round models.
+type Storage struct {
+	// Bytes is the sum of the parts.
+	Bytes        int64 `json:"bytes"`
+	ArchiveBytes int64 `json:"archiveBytes"`
+	// Models round models are on disk, of ModelBytes in all.
+	Models     int   `json:"models"`
+	ModelBytes int64 `json:"modelBytes"`
+	// StateBytes is the aggregator's server state (job.json's aggregator
+	// fedavgm, fedadam, ...).
+	StateBytes int64 `json:"stateBytes"`
+	// ResultsBytes are the stored reports of the round in progress.
+	ResultsBytes int64 `json:"resultsBytes"`
+	LogBytes     int64 `json:"logBytes"`
+	// OtherBytes is whatever else the job's folder holds.
+	OtherBytes int64 `json:"otherBytes"`
+	// KeepModels is job.json's keep_models ("last", "best", "all" or a
+	// count), the default ("best") when KeepIsDefault.
+	KeepModels    string `json:"keepModels"`
+	KeepIsDefault bool   `json:"keepIsDefault"`
 }
 
 // Participation is how a job's rounds take their envoys: how many train

@@ -47,6 +47,8 @@ const (
 	LogRounds   = "rounds"    // a job's round count
 	LogReports  = "reports"   // how many envoys reported a round
 	LogFinal    = "final"     // whether a round was the job's last
+	LogPruned   = "pruned"    // rounds whose models keep_models removed
+	LogKeep     = "keep_models"
 	LogHealth   = "health_check_period"
 	LogOffline  = "offline_after"
 	// Site trust (envoy).

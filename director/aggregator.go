@@ -81,9 +81,13 @@ func (d *Director) aggregateModel(ctx context.Context, exp *experiment, round in
 	return p, nil
 }
 
+// stateSuffix ends the name of a server state file, beside its round's
+// model in models/.
+const stateSuffix = ".state.safetensors"
+
 // statePath is where the server state written with round's model goes.
 func statePath(exp *experiment, round int) string {
-	return filepath.Join(experimentsDir, exp.id, "models", fmt.Sprintf("round-%04d.state.safetensors", round))
+	return filepath.Join(experimentsDir, exp.id, "models", fmt.Sprintf("round-%04d%s", round, stateSuffix))
 }
 
 // removeState removes the server state of round once the next round's is

@@ -248,6 +248,10 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 	}
 	reg.emit = d.emit
 	d.metrics.Watch(d)
+	if err := d.retainAll(ctx); err != nil {
+		// Not fatal: the models stay until the job's next round or start.
+		d.log.Warn("keep_models: applying it after a crash failed", api.LogErr, err)
+	}
 	if err := d.reconcile(ctx); err != nil {
 		jn.close()
 		db.Close()

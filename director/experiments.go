@@ -123,6 +123,9 @@ func (d *Director) openModel(ctx context.Context, id string, round int) (*roundM
 		if r.Round != round {
 			continue
 		}
+		if r.Pruned() {
+			return nil, prunedModel(id, round)
+		}
 		x, f, err := tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.ModelPath))
 		if err != nil {
 			return nil, fmt.Errorf("%w: model of round %d: %w", errModelUnreadable, round, err)

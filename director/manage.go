@@ -98,6 +98,7 @@ func (d *Director) JobDetail(ctx context.Context, e store.Experiment) (api.Job, 
 	}
 	if m, err := manifestOf(e); err == nil {
 		j.Participation = d.participation(e, m, len(parts))
+		j.Storage = d.storage(e, m)
 	}
 	return j, nil
 }

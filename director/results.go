@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,7 +97,8 @@ func (d *Director) streamMetrics(ctx context.Context, id string, send func(store
 // round whose aggregated best_metric was best. A round's metrics describe
 // the global model that round trained from (OpenFL's convention: the
 // training command validates the model it receives). Without best_metric,
-// or before any metric, the best is the last.
+// or before any metric, the best is the last. A best model keep_models
+// did not keep is api.ErrNotFound (and errPruned).
 func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which string) (store.Round, error) {
 	rounds, err := d.db.Rounds(ctx, e.ID)
 	if err != nil {
@@ -117,29 +119,61 @@ func (d *Director) trainedModel(ctx context.Context, e store.Experiment, which s
 	if err != nil {
 		return store.Round{}, err
 	}
-	best, found := 0, false
-	var bestValue float64
-	for _, x := range ms {
-		if x.Origin != api.OriginAggregator || x.Name != m.BestMetric.Name {
-			continue
-		}
-		better := x.Value > bestValue
-		if m.BestMetric.Mode == "min" {
-			better = x.Value < bestValue
-		}
-		if !found || better {
-			best, bestValue, found = x.Round, x.Value, true
-		}
-	}
+	best, found := bestRound(ms, m.BestMetric)
 	if !found {
 		return last, nil
 	}
 	for _, r := range rounds {
 		if r.Round == best {
+			if r.Pruned() {
+				return r, fmt.Errorf("best model: %w (keep_models is %q)", prunedModel(e.ID, best), m.KeepModels.String())
+			}
 			return r, nil
 		}
 	}
 	return last, nil
+}
+
+// bestRound is the round whose aggregated metric bm is best, of the
+// metrics ms; found is false before any such metric. The earliest round
+// wins a tie.
+func bestRound(ms []store.Metric, bm *job.BestMetric) (round int, found bool) {
+	var bestValue float64
+	for _, x := range ms {
+		if x.Origin != api.OriginAggregator || x.Name != bm.Name {
+			continue
+		}
+		better := x.Value > bestValue
+		if bm.Mode == "min" {
+			better = x.Value < bestValue
+		}
+		if !found || better {
+			round, bestValue, found = x.Round, x.Value, true
+		}
+	}
+	return round, found
+}
+
+// modelAttempts bounds how often a reader of a trained model picks it
+// again when the file it picked was pruned under it: a round committed
+// meanwhile, and keep_models removed the model that was the last.
+const modelAttempts = 3
+
+// withTrainedModel picks job e's best or last model (trainedModel) and
+// calls use with its file's path, picking again when the file was pruned
+// between the pick and use.
+func (d *Director) withTrainedModel(ctx context.Context, e store.Experiment, which string, use func(r store.Round, path string) error) (store.Round, error) {
+	for i := 0; ; i++ {
+		r, err := d.trainedModel(ctx, e, which)
+		if err != nil {
+			return r, err
+		}
+		err = use(r, filepath.Join(d.cfg.DataDir, r.ModelPath))
+		if errors.Is(err, fs.ErrNotExist) && i+1 < modelAttempts {
+			continue
+		}
+		return r, err
+	}
 }
 
 // OpenTrainedModel opens the best or the last model of the experiment an
@@ -154,11 +188,13 @@ func (d *Director) OpenTrainedModel(ctx context.Context, who Caller, name string
 	if err := canManage(who, e); err != nil {
 		return nil, nil, err
 	}
-	r, err := d.trainedModel(ctx, e, which)
-	if err != nil {
-		return nil, nil, err
-	}
-	return tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.ModelPath))
+	var x *tensor.Index
+	var f *os.File
+	_, err = d.withTrainedModel(ctx, e, which, func(_ store.Round, path string) (err error) {
+		x, f, err = tensor.OpenSafetensors(path)
+		return err
+	})
+	return x, f, err
 }
 
 // Metrics returns job e's metrics stored after the sequence number after.
@@ -228,22 +264,23 @@ func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string,
 		return fail(err)
 	}
 	if len(rounds) > 0 {
-		last, err := d.trainedModel(ctx, e, ModelLast)
+		_, err := d.withTrainedModel(ctx, e, ModelLast, func(_ store.Round, path string) error {
+			return linkOrCopy(path, filepath.Join(dir, "models", "last.safetensors"))
+		})
 		if err != nil {
 			return fail(err)
 		}
-		if err := linkOrCopy(filepath.Join(d.cfg.DataDir, last.ModelPath), filepath.Join(dir, "models", "last.safetensors")); err != nil {
-			return fail(err)
-		}
 		if m.BestMetric != nil {
-			best, err := d.trainedModel(ctx, e, ModelBest)
-			if err != nil {
+			best, err := d.withTrainedModel(ctx, e, ModelBest, func(_ store.Round, path string) error {
+				return linkOrCopy(path, filepath.Join(dir, "models", "best.safetensors"))
+			})
+			if err != nil && !errors.Is(err, errPruned) {
 				return fail(err)
 			}
+			// With keep_models "last" the best round's model is gone and
+			// the bundle has no best.safetensors: status.json names the
+			// round all the same.
 			st.BestRound = &best.Round
-			if err := linkOrCopy(filepath.Join(d.cfg.DataDir, best.ModelPath), filepath.Join(dir, "models", "best.safetensors")); err != nil {
-				return fail(err)
-			}
 		}
 	}
 	if err := writeJSONFile(filepath.Join(dir, "status.json"), st); err != nil {

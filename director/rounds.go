@@ -609,6 +609,7 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 		}
 		return err
 	}
+	d.applyRetention(ctx, exp, next)
 	exp.mu.Lock()
 	roundStart := exp.roundStart
 	exp.mu.Unlock()

@@ -81,6 +81,8 @@ func TestManifestKeysMatchStructTags(t *testing.T) {
 			switch {
 			case ft == reflect.TypeFor[Duration]():
 				want[path] = kindDuration
+			case ft == reflect.TypeFor[KeepModels]():
+				want[path] = kindKeepModels
 			case ft.Kind() == reflect.Struct:
 				want[path] = kindObject
 				walk(path, ft)

@@ -58,6 +58,9 @@ type Manifest struct {
 	// one from the job id. The same seed over the same online envoys picks
 	// the same sample, so a run can be replayed.
 	SamplingSeed *int64 `json:"sampling_seed,omitempty"`
+	// KeepModels says which round models the director keeps on disk;
+	// empty means the default, KeepBest.
+	KeepModels KeepModels `json:"keep_models,omitempty"`
 	// Description is free text for people.
 	Description string `json:"description,omitempty"`
 	// Aggregator is how reports become the next model, with its defaults
@@ -250,6 +253,9 @@ func (m *Manifest) Validate() error {
 	if m.RoundTimeout < 0 {
 		return manifestErrf(nil, `"round_timeout" must not be negative, got %v`, m.RoundTimeout)
 	}
+	if !m.KeepModels.valid() {
+		return manifestErrf(nil, "%q must be %s, got %q", "keep_models", keepModelsValues, string(m.KeepModels))
+	}
 	if m.SamplingSeed != nil && *m.SamplingSeed < 0 {
 		return manifestErrf(nil, `"sampling_seed" must not be negative, got %d`, *m.SamplingSeed)
 	}
@@ -355,6 +361,7 @@ const (
 	kindBool
 	kindObjects
 	kindNumber
+	kindKeepModels
 )
 
 func (k jsonKind) String() string {
@@ -375,6 +382,8 @@ func (k jsonKind) String() string {
 		return "a list of objects"
 	case kindNumber:
 		return "a number"
+	case kindKeepModels:
+		return keepModelsValues
 	}
 	return "?"
 }
@@ -396,6 +405,7 @@ var manifestKeys = map[string]jsonKind{
 	"round_timeout":          kindDuration,
 	"participants_per_round": kindNumber,
 	"sampling_seed":          kindInt,
+	"keep_models":            kindKeepModels,
 	"description":            kindString,
 	"aggregator":             kindObject,
 	"aggregator.name":        kindString,
@@ -564,6 +574,20 @@ func (w *jsonWalker) value(path string, kind jsonKind) error {
 		}
 	case kindBool:
 		if _, ok := t.(bool); !ok {
+			return wrongType(path, kind, t)
+		}
+	case kindKeepModels:
+		// A word or a count: one key, two JSON types.
+		switch v := t.(type) {
+		case string:
+			if k := KeepModels(v); v == "" || validKeepCount(v) || !k.valid() {
+				return manifestErrf(nil, "%q must be %s, got %q", path, kind, v)
+			}
+		case json.Number:
+			if !validKeepCount(string(v)) {
+				return manifestErrf(nil, "%q must be %s, got %s", path, kind, v)
+			}
+		default:
 			return wrongType(path, kind, t)
 		}
 	case kindObjects:

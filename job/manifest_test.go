@@ -42,6 +42,7 @@ func TestParseManifestValid(t *testing.T) {
 				"best_metric": {"name": "val_acc", "mode": "max"},
 				"min_envoys_per_round": 2,
 				"round_timeout": "45m",
+				"keep_models": 3,
 				"description": "digits, three sites"
 			}`,
 			want: &job.Manifest{
@@ -55,6 +56,7 @@ func TestParseManifestValid(t *testing.T) {
 				BestMetric:        &job.BestMetric{Name: "val_acc", Mode: "max"},
 				MinEnvoysPerRound: 2,
 				RoundTimeout:      job.Duration(45 * time.Minute),
+				KeepModels:        "3",
 				Description:       "digits, three sites",
 			},
 		},
@@ -137,6 +139,17 @@ var manifestErrorCases = []struct {
 	{"quorum above envoys", `{"name":"x","envoys":["a","b"],"rounds":3,"train":{"command":["a"]},"min_envoys_per_round":3}`, `job.json: "min_envoys_per_round" is 3, more than the 2 listed in "envoys"`},
 	{"quorum above min", `{"name":"x","min_envoys":2,"rounds":3,"train":{"command":["a"]},"min_envoys_per_round":3}`, `job.json: "min_envoys_per_round" is 3, more than "min_envoys" (2)`},
 	{"round timeout negative", `{"name":"x","min_envoys":2,"rounds":3,"train":{"command":["a"]},"round_timeout":"-1s"}`, `job.json: "round_timeout" must not be negative, got -1s`},
+	{"keep word", `{"name":"x","keep_models":"newest"}`, `job.json: "keep_models" must be "last", "best", "all" or a whole number of rounds (at least 1), got "newest"`},
+	{"keep empty", `{"name":"x","keep_models":""}`, `job.json: "keep_models" must be "last", "best", "all" or a whole number of rounds (at least 1), got ""`},
+	{"keep count as string", `{"name":"x","keep_models":"3"}`, `job.json: "keep_models" must be "last", "best", "all" or a whole number of rounds (at least 1), got "3"`},
+	{"keep zero", `{"name":"x","keep_models":0}`, `job.json: "keep_models" must be "last", "best", "all" or a whole number of rounds (at least 1), got 0`},
+	{"keep negative", `{"name":"x","keep_models":-2}`, `got -2`},
+	{"keep fraction", `{"name":"x","keep_models":2.5}`, `got 2.5`},
+	{"keep exponent", `{"name":"x","keep_models":1e2}`, `got 1e2`},
+	{"keep huge", `{"name":"x","keep_models":99999999999999999999}`, `got 99999999999999999999`},
+	{"keep case", `{"name":"x","keep_models":"Best"}`, `got "Best"`},
+	{"keep bool", `{"name":"x","keep_models":true}`, `job.json: "keep_models" must be "last", "best", "all" or a whole number of rounds (at least 1), got boolean`},
+	{"keep null", `{"name":"x","keep_models":null}`, `got null`},
 }
 
 func TestParseManifestErrors(t *testing.T) {
@@ -232,4 +245,55 @@ func FuzzParseManifest(f *testing.F) {
 			t.Fatalf("got %+v after a round trip, want %+v", m2, m)
 		}
 	})
+}
+
+// TestKeepModels checks each form of keep_models: what it keeps, and that
+// it reads back as written (the director stores job.json re-encoded).
+func TestKeepModels(t *testing.T) {
+	tests := []struct {
+		json     string
+		want     job.KeepModels
+		newest   int
+		best     bool
+		asString string
+	}{
+		{``, "", 1, true, "best"},
+		{`"best"`, job.KeepBest, 1, true, "best"},
+		{`"last"`, job.KeepLast, 1, false, "last"},
+		{`"all"`, job.KeepAll, 0, false, "all"},
+		{`1`, "1", 1, true, "1"},
+		{`4`, "4", 4, true, "4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.asString, func(t *testing.T) {
+			in := minimalManifest
+			if tt.json != "" {
+				in = strings.TrimSuffix(in, "}") + `,"keep_models":` + tt.json + "}"
+			}
+			m, err := job.ParseManifest([]byte(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := m.KeepModels
+			if k != tt.want || k.Newest() != tt.newest || k.Best() != tt.best || k.String() != tt.asString {
+				t.Errorf("got %q (newest %d, best %v, %s), want %q (newest %d, best %v, %s)",
+					k, k.Newest(), k.Best(), k, tt.want, tt.newest, tt.best, tt.asString)
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.json != "" && !strings.Contains(string(b), `"keep_models":`+tt.json) {
+				t.Errorf("re-encoded: got %s, want it to hold \"keep_models\":%s", b, tt.json)
+			}
+			again, err := job.ParseManifest(b)
+			if err != nil || again.KeepModels != k {
+				t.Errorf("read back: got %v %v, want %q", again, err, k)
+			}
+		})
+	}
+	bad := &job.Manifest{Name: "x", MinEnvoys: 1, Rounds: 1, Train: job.Train{Command: []string{"a"}, Timeout: job.Duration(time.Minute)}, KeepModels: "0"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), `"keep_models" must be`) {
+		t.Errorf("Validate of keep_models 0: got %v, want it refused", err)
+	}
 }

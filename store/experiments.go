@@ -293,12 +293,14 @@ type FileRef struct {
 }
 
 // ReferencedFiles returns every file a row points at: archives, round
-// models, the latest server state and the task results of open rounds, so start-up can remove files no row references
+// models not pruned (PruneRounds), the latest server state and the task
+// results of open rounds, so start-up can remove files no row references
 // and find rows whose files are missing.
 func (db *DB) ReferencedFiles(ctx context.Context) ([]FileRef, error) {
 	rows, err := db.r.QueryContext(ctx, `
 		SELECT id, status, archive_path FROM experiments
 		UNION ALL SELECT r.experiment_id, e.status, r.model_path FROM rounds r JOIN experiments e ON e.id = r.experiment_id
+			WHERE r.pruned_at = 0
 		UNION ALL SELECT r.experiment_id, e.status, r.state_path FROM rounds r JOIN experiments e ON e.id = r.experiment_id
 			-- server state is removed once the next round's is stored: only the latest counts
 			WHERE r.state_path <> '' AND r.round = (SELECT MAX(round) FROM rounds WHERE experiment_id = r.experiment_id)

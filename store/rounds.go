@@ -36,6 +36,9 @@ type Round struct {
 	// Participants are the envoys sampled to train the round; nil when
 	// every participant trains it.
 	Participants []string
+	// PrunedAt is when job.json's keep_models had the model removed from
+	// disk (PruneRounds); zero while it is kept.
+	PrunedAt time.Time
 }
 
 // TaskResult is one envoy's report for one round.
@@ -292,7 +295,7 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 
 // Rounds returns the rounds of experiment id in order.
 func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, state_path, state_sha256, created_at, participants
+	rows, err := db.r.QueryContext(ctx, `SELECT experiment_id, round, model_path, model_sha256, state_path, state_sha256, created_at, participants, pruned_at
 		FROM rounds WHERE experiment_id = ? ORDER BY round`, id)
 	if err != nil {
 		return nil, fmt.Errorf("rounds of %s: %w", id, err)
@@ -301,9 +304,9 @@ func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
 	var out []Round
 	for rows.Next() {
 		var r Round
-		var created int64
+		var created, pruned int64
 		var participants string
-		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &r.StatePath, &r.StateSHA256, &created, &participants); err != nil {
+		if err := rows.Scan(&r.ExperimentID, &r.Round, &r.ModelPath, &r.ModelSHA256, &r.StatePath, &r.StateSHA256, &created, &participants, &pruned); err != nil {
 			return nil, fmt.Errorf("rounds of %s: %w", id, err)
 		}
 		if participants != "" {
@@ -311,7 +314,7 @@ func (db *DB) Rounds(ctx context.Context, id string) ([]Round, error) {
 				return nil, fmt.Errorf("rounds of %s: round %d's participants: %w", id, r.Round, err)
 			}
 		}
-		r.CreatedAt = fromNanos(created)
+		r.CreatedAt, r.PrunedAt = fromNanos(created), fromNanos(pruned)
 		out = append(out, r)
 	}
 	return out, rows.Err()

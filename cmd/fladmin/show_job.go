@@ -64,6 +64,8 @@ func printJob(f *factory, j api.Job) error {
 		{"Rounds", fmt.Sprintf("%d of %d done", j.RoundsDone, j.Rounds)},
 		{"Archive", fmt.Sprintf("%d bytes, sha256 %s", j.ArchiveSize, j.ArchiveSHA256)},
 		{"Participation", participationLine(j.Participation)},
+		{"Stored", storedLine(j.Storage)},
+		{"Retention", retentionLine(j.Storage)},
 	}
 	for _, kv := range fields {
 		if kv.v == "" {
@@ -116,4 +118,49 @@ func participationLine(p *api.Participation) string {
 		s += " (default: train.timeout + 10m)"
 	}
 	return s
+}
+
+// storedLine says how much of the director's disk the job holds, by part.
+func storedLine(s *api.Storage) string {
+	if s == nil {
+		return ""
+	}
+	models := "models"
+	if s.Models == 1 {
+		models = "model"
+	}
+	parts := []string{"archive " + humanBytes(s.ArchiveBytes), fmt.Sprintf("%d %s %s", s.Models, models, humanBytes(s.ModelBytes))}
+	for _, p := range []struct {
+		name string
+		n    int64
+	}{{"server state", s.StateBytes}, {"reports", s.ResultsBytes}, {"logs", s.LogBytes}, {"other", s.OtherBytes}} {
+		if p.n > 0 {
+			parts = append(parts, p.name+" "+humanBytes(p.n))
+		}
+	}
+	return fmt.Sprintf("%s (%s)", humanBytes(s.Bytes), strings.Join(parts, ", "))
+}
+
+// retentionLine says which round models keep_models keeps, the default
+// named as such.
+func retentionLine(s *api.Storage) string {
+	if s == nil {
+		return ""
+	}
+	var what string
+	switch s.KeepModels {
+	case "last":
+		what = "the newest model only"
+	case "best":
+		what = "the best model and the newest"
+	case "all":
+		what = "every round's model"
+	default:
+		what = "the newest " + s.KeepModels + " models and the best"
+	}
+	line := fmt.Sprintf("keep_models %q: %s", s.KeepModels, what)
+	if s.KeepIsDefault {
+		line += " (default)"
+	}
+	return line
 }
