@@ -40,7 +40,6 @@ func fetchArchive(ctx context.Context, c directorpb.DirectorClient, id, envoy, o
 	return md, b.Bytes(), err
 }
 
-
 func TestGetExperimentDataOffset(t *testing.T) {
 	ctx := context.Background()
 	f := startFed(t, testCfg(t, newFakeClock()))
