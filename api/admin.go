@@ -80,6 +80,20 @@ const (
 	MetaEnvoys    = "envoys"    // a list of Envoy
 	MetaMetrics   = "metrics"   // a list of Metric
 	MetaSize      = "size"      // download_job: the body's size in bytes
+	// MetaOffset and MetaSHA256 resume a transfer (README "Transfers that
+	// resume"). In a download_job_zip request: the bytes of the zip the
+	// caller holds and the sha256 the director announced for it; in the
+	// reply: where the body starts in the zip, and the whole zip's sha256
+	// (MetaSize is then the whole zip's size). In a submit_job request:
+	// where the body starts in the upload MetaUploadID names, and the whole
+	// archive's sha256 and size; in upload_status's reply and in the
+	// refusal of an upload at the wrong offset: the bytes the director
+	// holds.
+	MetaOffset = "offset"
+	MetaSHA256 = "sha256"
+	// MetaUploadID, in a submit_job request, names a resumable upload: a
+	// random id the client makes, which the director binds to the caller.
+	MetaUploadID = "uploadId"
 	// MetaSignature, in a submit_job request, is the submitter's signature
 	// of the archive (pki.JobSignature, as a JSON object).
 	MetaSignature = "signature"

@@ -158,11 +158,10 @@ func (e *Envoy) download(ctx context.Context, id, path string, held *partial) (r
 			}
 		}
 	}()
-	// What is held is hashed again from the disk (skipWriter lets the
+	// What is held is hashed again from the disk (the SkipWriter lets the
 	// hash see it without writing it twice), so the sum checked at the
 	// end is the file's, whatever became of it between attempts.
-	sw := &skipWriter{w: f, skip: offset}
-	hw := job.NewHashWriter(sw)
+	hw := job.NewHashWriter(job.NewSkipWriter(f, offset))
 	defer hw.Close()
 	if offset > 0 {
 		if n, err := io.Copy(hw, io.NewSectionReader(f, 0, offset)); err != nil || n != offset {
@@ -220,23 +219,6 @@ func (e *Envoy) download(ctx context.Context, id, path string, held *partial) (r
 		r.signature = []byte(v[0])
 	}
 	return r, nil
-}
-
-// skipWriter drops the first skip bytes written to it and writes the rest
-// to w.
-type skipWriter struct {
-	w    io.Writer
-	skip int64
-}
-
-func (s *skipWriter) Write(p []byte) (int, error) {
-	k := int(min(s.skip, int64(len(p))))
-	s.skip -= int64(k)
-	if k == len(p) {
-		return k, nil
-	}
-	n, err := s.w.Write(p[k:])
-	return k + n, err
 }
 
 // archiveHeader reads the archive's size and sha256 from the response header.

@@ -3,6 +3,8 @@ package admin
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -439,6 +441,14 @@ func (s *Server) resultsBundle(ctx context.Context, req *request) (e store.Exper
 // downloadJobZip replies with a binary exchange whose body is a zip of the
 // job's results (see director.ResultsBundle), streamed: its size is known
 // before the first byte is sent and nothing is held in memory.
+//
+// A cut download resumes: every entry carries the job's submit time, so
+// the zip of the same results is the same bytes each time it is made, and
+// the reply's meta gives the whole zip's size and sha256 (one more pass
+// over the results before the first byte). A request whose meta holds an
+// offset and the sha256 it was for gets the zip from that offset if the
+// zip is still the same (a finished job's always is), and the whole zip
+// otherwise; the reply's offset says which.
 func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.Message, error) {
 	e, dir, release, err := s.resultsBundle(ctx, req)
 	if err != nil {
@@ -450,15 +460,26 @@ func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.
 	if err != nil {
 		return nil, err
 	}
-	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status, api.MetaSize: a.Size()}))
+	a.SetTime(e.CreatedAt)
+	h := sha256.New()
+	if _, err := a.WriteTo(h); err != nil {
+		return nil, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	off, err := resumeAt(req.msg.Meta, sum, a.Size())
+	if err != nil {
+		return nil, err
+	}
+	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status,
+		api.MetaSize: a.Size(), api.MetaSHA256: sum, api.MetaOffset: off}))
 	if err != nil {
 		return nil, err
 	}
 	pr, pw := io.Pipe()
-	go func() { _, err := a.WriteTo(pw); pw.CloseWithError(err) }()
+	go func() { _, err := a.WriteFrom(pw, off); pw.CloseWithError(err) }()
 	defer pr.Close()
 	bw := bufio.NewWriterSize(req.w, 256<<10)
-	err = adminproto.WriteBinary(bw, meta, uint64(a.Size()), pr)
+	err = adminproto.WriteBinary(bw, meta, uint64(a.Size()-off), pr)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -466,4 +487,23 @@ func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.
 		s.log.WarnContext(ctx, "download not delivered", api.LogJob, e.ID, api.LogErr, err)
 	}
 	return nil, nil
+}
+
+// resumeAt reads the offset and sha256 of a download request's meta: the
+// offset to send the zip of sum and size from, or 0 (the whole zip) when
+// the request asks for none or held another zip. A malformed offset is
+// refused.
+func resumeAt(meta map[string]any, sum string, size int64) (int64, error) {
+	v, ok := meta[api.MetaOffset]
+	if !ok {
+		return 0, nil
+	}
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != float64(int64(f)) || int64(f) > size && meta[api.MetaSHA256] == sum {
+		return 0, fmt.Errorf("%w: meta %s %v is not an offset into the %d bytes of the zip", api.ErrInvalid, api.MetaOffset, v, size)
+	}
+	if held, _ := meta[api.MetaSHA256].(string); held != sum || int64(f) > size {
+		return 0, nil // another zip: the results changed
+	}
+	return int64(f), nil
 }
