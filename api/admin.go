@@ -35,6 +35,9 @@ const (
 	// CmdConsoleLogin returns a one-time login link to the web console
 	// (director serve --web-listen) for the caller's identity.
 	CmdConsoleLogin = "console_login"
+	// CmdUploadStatus says how many bytes of a resumable upload (submit_job
+	// with MetaUploadID) the director holds, so a cut upload resumes there.
+	CmdUploadStatus = "upload_status"
 )
 
 // The session commands FLARE 2.6's admin client sends besides the commands
