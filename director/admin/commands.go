@@ -250,8 +250,8 @@ func (s *Server) uploadRefusal(ctx context.Context, req *request, err error) *ad
 	var wrong *errWrongOffset
 	if errors.As(err, &wrong) {
 		reply.Meta[api.MetaOffset] = wrong.held
-	} else if id, ok := req.msg.Meta[api.MetaUploadID].(string); ok {
-		if held, err := s.uploads.held(id, s.sessionKey(req)); err == nil {
+	} else if id, ok := req.msg.Meta[api.MetaUploadID].(string); ok && !errors.Is(err, api.ErrBusy) {
+		if held, err := s.uploads.held(ctx, id, s.sessionKey(req)); err == nil {
 			reply.Meta[api.MetaOffset] = held
 		}
 	}
@@ -267,7 +267,7 @@ func (s *Server) uploadStatus(ctx context.Context, req *request) (*adminproto.Me
 	if err := checkUploadID(req.args[0]); err != nil {
 		return nil, err
 	}
-	held, err := s.uploads.held(req.args[0], s.sessionKey(req))
+	held, err := s.uploads.held(ctx, req.args[0], s.sessionKey(req))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -49,7 +50,8 @@ type upload struct {
 	size   int64  // the whole archive's, as announced
 	sum    string // its sha256, as announced
 	p      *director.Partial
-	busy   bool // a request is appending to it
+	busy   bool          // a request is appending to it
+	idle   chan struct{} // closed when the request that made it busy is done
 	last   time.Time
 }
 
@@ -101,7 +103,7 @@ func (t *uploads) take(id, owner, caller string, size int64, sum string, off int
 	case !ok && off != 0:
 		return nil, &errWrongOffset{held: 0, off: off}
 	case ok:
-		u.busy, u.last = true, t.now()
+		u.busy, u.idle, u.last = true, make(chan struct{}), t.now()
 		return u, nil
 	}
 	mine := 0
@@ -120,7 +122,7 @@ func (t *uploads) take(id, owner, caller string, size int64, sum string, off int
 	if err != nil {
 		return nil, err
 	}
-	u = &upload{owner: owner, caller: caller, size: size, sum: sum, p: p, busy: true, last: t.now()}
+	u = &upload{owner: owner, caller: caller, size: size, sum: sum, p: p, busy: true, idle: make(chan struct{}), last: t.now()}
 	t.byID[id] = u
 	return u, nil
 }
@@ -131,6 +133,7 @@ func (t *uploads) put(id string, u *upload, keep bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	u.busy, u.last = false, t.now()
+	close(u.idle)
 	if !keep || u.p.Held() == 0 {
 		u.p.Discard()
 		delete(t.byID, id)
@@ -142,17 +145,40 @@ func (t *uploads) put(id string, u *upload, keep bool) {
 func (t *uploads) finish(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	close(t.byID[id].idle)
 	delete(t.byID, id)
 }
 
-// held returns how many bytes owner's upload id holds.
-func (t *uploads) held(id, owner string) (int64, error) {
+// busyWait bounds how long upload_status waits for the connection that
+// is still appending to an upload, as after a cut the director may still
+// be reading what the network had delivered.
+const busyWait = 10 * time.Second
+
+// held returns how many bytes owner's upload id holds, once no request
+// appends to it (waiting up to busyWait, or until ctx ends).
+func (t *uploads) held(ctx context.Context, id, owner string) (int64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expireLocked()
 	u, ok := t.byID[id]
-	if !ok || u.owner != owner {
+	if ok && u.owner == owner && u.busy {
+		idle := u.idle
+		t.mu.Unlock()
+		wait := time.NewTimer(busyWait)
+		select {
+		case <-idle:
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+		wait.Stop()
+		t.mu.Lock()
+		u, ok = t.byID[id]
+	}
+	switch {
+	case !ok || u.owner != owner:
 		return 0, fmt.Errorf("%w: no upload %s of yours is held (it finished, failed, or expired after %s); send it from the start", api.ErrNotFound, id, t.ttl)
+	case u.busy:
+		return 0, fmt.Errorf("%w: upload %s is being sent on another connection", api.ErrBusy, id)
 	}
 	return u.p.Held(), nil
 }
