@@ -200,6 +200,15 @@ func (c *Client) Upload(ctx context.Context, req *Message, bodySize uint64, body
 // A text reply (the director refusing, usually) is returned as the Message,
 // with w untouched; check Status. maxBody limits the body size accepted.
 func (c *Client) Download(ctx context.Context, req *Message, maxBody uint64, w io.Writer) (*Message, error) {
+	return c.DownloadTo(ctx, req, maxBody, func(*Message) (io.Writer, error) { return w, nil })
+}
+
+// DownloadTo is Download for a client that picks where the body goes once
+// it has read the reply's meta (a resumed download appends to what it
+// holds or starts over, as the meta says): open is called with the meta
+// before the first byte of the body, and an error of open ends the
+// exchange with that error. A text reply does not call open.
+func (c *Client) DownloadTo(ctx context.Context, req *Message, maxBody uint64, open func(*Message) (io.Writer, error)) (*Message, error) {
 	x, kind, err := c.request(ctx, req)
 	if err != nil {
 		return nil, err
@@ -215,6 +224,10 @@ func (c *Client) Download(ctx context.Context, req *Message, maxBody uint64, w i
 	m, err := metaMessage(bin.Meta)
 	if err != nil {
 		return nil, fmt.Errorf("read reply: %w", err)
+	}
+	w, err := open(m)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := bin.CopyBody(w); err != nil {
 		return nil, x.fail("download body", err)

@@ -35,6 +35,9 @@ const (
 	// CmdConsoleLogin returns a one-time login link to the web console
 	// (director serve --web-listen) for the caller's identity.
 	CmdConsoleLogin = "console_login"
+	// CmdUploadStatus says how many bytes of a resumable upload (submit_job
+	// with MetaUploadID) the director holds, so a cut upload resumes there.
+	CmdUploadStatus = "upload_status"
 )
 
 // The session commands FLARE 2.6's admin client sends besides the commands
@@ -80,6 +83,20 @@ const (
 	MetaEnvoys    = "envoys"    // a list of Envoy
 	MetaMetrics   = "metrics"   // a list of Metric
 	MetaSize      = "size"      // download_job: the body's size in bytes
+	// MetaOffset and MetaSHA256 resume a transfer (README "Transfers that
+	// resume"). In a download_job_zip request: the bytes of the zip the
+	// caller holds and the sha256 the director announced for it; in the
+	// reply: where the body starts in the zip, and the whole zip's sha256
+	// (MetaSize is then the whole zip's size). In a submit_job request:
+	// where the body starts in the upload MetaUploadID names, and the whole
+	// archive's sha256 and size; in upload_status's reply and in the
+	// refusal of an upload at the wrong offset: the bytes the director
+	// holds.
+	MetaOffset = "offset"
+	MetaSHA256 = "sha256"
+	// MetaUploadID, in a submit_job request, names a resumable upload: a
+	// random id the client makes, which the director binds to the caller.
+	MetaUploadID = "uploadId"
 	// MetaSignature, in a submit_job request, is the submitter's signature
 	// of the archive (pki.JobSignature, as a JSON object).
 	MetaSignature = "signature"

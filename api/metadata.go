@@ -30,6 +30,14 @@ const (
 	MDMaxEntries      = "fedplane-max-entries"
 	MDMaxRatio        = "fedplane-max-ratio"
 	MDMaxArchiveRatio = "fedplane-max-archive-ratio"
+	// MDOffset, a request header of GetExperimentData, is how many bytes
+	// of the archive the envoy already holds from a cut attempt: the
+	// director streams the rest from there and echoes the offset as a
+	// response header. Without the echo (a director that does not resume)
+	// the stream is the whole archive. OpenFL envoys send none and get the
+	// whole archive, as always. The final size and sha256 check covers the
+	// whole file, held bytes included.
+	MDOffset = "fedplane-offset"
 	// MDClientID is OpenFL's identity header of a frontend without TLS.
 	MDClientID = "client_id"
 )

@@ -33,17 +33,22 @@ type fetched struct {
 
 // fetch downloads the experiment's archive into its folder, checks it
 // against the size and sha256 the director announced, and unpacks it into a
-// fresh job folder. A transfer cut by an unreachable director starts over.
+// fresh job folder. A transfer cut by an unreachable director resumes from
+// the bytes already on disk (see partial).
 func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	start := time.Now()
 	path := filepath.Join(x.dir, archiveName)
-	var r received
+	var (
+		r    received
+		held partial
+	)
 	err := retry(ctx, x.log, "GetExperimentData", func(ctx context.Context) error {
 		var err error
-		r, err = e.download(ctx, x.id, path)
+		r, err = e.download(ctx, x.id, path, &held)
 		return err
 	})
 	if err != nil {
+		os.Remove(path + tmpSuffix) // a partial nobody will resume
 		return nil, err
 	}
 	size := r.size
@@ -78,14 +83,36 @@ func (e *Envoy) fetch(ctx context.Context, x *experiment) (*fetched, error) {
 	return &fetched{dir: dir, manifest: m}, nil
 }
 
+// partial describes the temporary archive a cut download left: the size
+// and sha256 the director announced for the archive it is a prefix of. The
+// zero value holds nothing. Only a partial this envoy process wrote during
+// this fetch is resumed; its bytes are trusted no more than the director's:
+// the whole file is hashed and checked at the end.
+type partial struct {
+	size int64
+	sum  string
+}
+
 // download streams the archive of experiment id into path (through a
 // temporary file, synced and renamed once it checks out) and returns its
-// size, digest, signature and the limits to unpack it under. Errors of the
-// stream are returned as they are, gRPC statuses that retry can judge;
-// anything wrong with what arrived is an error of its own.
-func (e *Envoy) download(ctx context.Context, id, path string) (received, error) {
+// size, digest, signature and the limits to unpack it under. If held
+// describes a temporary file a cut attempt left, it asks the director to
+// send only the rest (api.MDOffset); a director that does not, or that now
+// announces another archive, gets the file started over. Errors of the
+// stream are returned as they are, gRPC statuses that retry can judge, and
+// leave the temporary file and held for the next attempt; anything wrong
+// with what arrived is an error of its own and removes the file.
+func (e *Envoy) download(ctx context.Context, id, path string, held *partial) (received, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	tmp := path + tmpSuffix
+	var offset int64
+	if held.sum != "" {
+		if fi, err := os.Stat(tmp); err == nil && fi.Mode().IsRegular() && fi.Size() <= held.size {
+			offset = fi.Size()
+			ctx = metadata.AppendToOutgoingContext(ctx, api.MDOffset, strconv.FormatInt(offset, 10))
+		}
+	}
 	stream, err := e.dirc.GetExperimentData(ctx, &directorpb.GetExperimentDataRequest{ExperimentName: id, CollaboratorName: e.cfg.Name})
 	if err != nil {
 		return received{}, err
@@ -108,28 +135,53 @@ func (e *Envoy) download(ctx context.Context, id, path string) (received, error)
 	if most := maxArchiveSize(e.cfg.ArchiveLimits); size > most {
 		return received{}, refusal("the job archive is %d bytes, more than this site accepts (%d: --max-unpacked-size and --max-archive-entries)", size, most)
 	}
+	if offset > 0 && (size != held.size || sum != held.sum || md.Get(api.MDOffset) == nil || md.Get(api.MDOffset)[0] != strconv.FormatInt(offset, 10)) {
+		offset = 0 // another archive, or a director that sends it all
+	}
 
-	tmp := path + tmpSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if offset > 0 {
+		flags = os.O_RDWR
+	}
+	f, err := os.OpenFile(tmp, flags, 0o600)
 	if err != nil {
 		return received{}, fmt.Errorf("job archive: %w", err)
 	}
-	ok := false
+	*held = partial{size: size, sum: sum}
+	ok, keep := false, false
 	defer func() {
 		if !ok {
 			f.Close()
-			os.Remove(tmp)
+			if !keep {
+				os.Remove(tmp)
+				*held = partial{}
+			}
 		}
 	}()
-	hw := job.NewHashWriter(f)
+	// What is held is hashed again from the disk (the SkipWriter lets the
+	// hash see it without writing it twice), so the sum checked at the
+	// end is the file's, whatever became of it between attempts.
+	hw := job.NewHashWriter(job.NewSkipWriter(f, offset))
 	defer hw.Close()
-	var total int64
+	if offset > 0 {
+		if n, err := io.Copy(hw, io.NewSectionReader(f, 0, offset)); err != nil || n != offset {
+			return received{}, fmt.Errorf("job archive: reread the %d bytes held: %d read, %v", offset, n, err)
+		}
+		if err := f.Truncate(offset); err != nil {
+			return received{}, fmt.Errorf("job archive: %w", err)
+		}
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return received{}, fmt.Errorf("job archive: %w", err)
+		}
+	}
+	total := offset
 	for n := 1; ; n++ {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
+			keep = true // the stream broke: resume from what arrived
 			return received{}, err
 		}
 		data := msg.GetNpbytes()
@@ -161,6 +213,7 @@ func (e *Envoy) download(ctx context.Context, id, path string) (received, error)
 		return received{}, fmt.Errorf("job archive: %w", err)
 	}
 	ok = true
+	*held = partial{}
 	r := received{size: size, sha256: sum, limits: archiveLimits(md, e.cfg.ArchiveLimits)}
 	if v := md.Get(api.MDJobSignature); len(v) == 1 {
 		r.signature = []byte(v[0])

@@ -35,6 +35,9 @@ type Archive struct {
 	entries  []entry
 	files    int
 	size     int64
+	// stamp, when set, is the time every entry's header carries in place
+	// of its file's (SetTime).
+	stamp time.Time
 }
 
 // entry is one planned zip entry.
@@ -191,6 +194,26 @@ func (a *Archive) Size() int64 { return a.size }
 // counted.
 func (a *Archive) Files() int { return a.files }
 
+// SetTime makes every entry's header carry t rather than its file's
+// modification time, so that folders of the same content zip to the same
+// bytes whenever their files were written: a transfer can then resume in
+// a zip made again. Files are still checked against their own times while
+// they are sent. The zip's size does not change.
+func (a *Archive) SetTime(t time.Time) { a.stamp = t }
+
+// WriteFrom writes the zip's bytes from offset off on to w (all of them
+// when off is 0) and returns how many it wrote to w. The bytes before off
+// are made and dropped, so that a resumed transfer gets exactly the rest of
+// the zip that the first attempt began; it fails as WriteTo does.
+func (a *Archive) WriteFrom(w io.Writer, off int64) (int64, error) {
+	if off < 0 || off > a.size {
+		return 0, fmt.Errorf("zip offset %d is outside the archive's %d bytes", off, a.size)
+	}
+	sw := NewSkipWriter(w, off)
+	n, err := a.write(sw, false)
+	return max(n-off, 0), err
+}
+
 // WriteTo writes the zip to w and returns the number of bytes written. It
 // never writes more than Size bytes. If a file changed since NewArchive
 // (size, modification time, or content that changes the compressed size) it
@@ -229,6 +252,9 @@ func (a *Archive) write(w io.Writer, dry bool) (int64, error) {
 	for i := range a.entries {
 		e := &a.entries[i]
 		h := &zip.FileHeader{Name: e.name, Method: e.method, Modified: e.modTime}
+		if !a.stamp.IsZero() {
+			h.Modified = a.stamp
+		}
 		h.SetMode(e.mode)
 		ew, err := zw.CreateHeader(h)
 		if err != nil {

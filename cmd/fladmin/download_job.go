@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 )
@@ -85,9 +89,9 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err != nil {
 		return "", "", err
 	}
-	msg, err := c.Download(cmd.Context(), f.request(api.CmdDownloadJobZip+" "+id), maxDownload, tmp)
+	msg, err := download(cmd.Context(), f, c, id, tmp)
 	if err != nil {
-		return "", "", fmt.Errorf("download %s: %w", id, f.explain(err))
+		return "", "", err
 	}
 	reply, err := replyMeta(msg)
 	if err != nil {
@@ -108,6 +112,9 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 	if err != nil {
 		return "", "", err
 	}
+	if err := checkDownload(tmp, size, msg.Meta); err != nil {
+		return "", "", fmt.Errorf("download %s: %w", id, err)
+	}
 	dst = filepath.Join(o.dir, jobID)
 	if _, err := root.Lstat(jobID); err == nil {
 		return "", "", fmt.Errorf("%s already exists: remove it or pass another -d", dst)
@@ -126,4 +133,69 @@ func (o *downloadJobOptions) run(cmd *cobra.Command, f *factory, id string) (job
 		return "", "", err
 	}
 	return jobID, dst, nil
+}
+
+// download fetches job id's results zip into tmp. A download cut by the
+// network is asked for again from the bytes tmp holds, with the sha256
+// the director announced for the zip; the director sends the rest, or the
+// whole zip if the results changed meanwhile, and its reply says which.
+func download(ctx context.Context, f *factory, c *adminproto.Client, id string, tmp *os.File) (*adminproto.Message, error) {
+	var sum string // the zip tmp holds a part of, once a reply said
+	for attempt := 1; ; attempt++ {
+		held, err := tmp.Seek(0, io.SeekEnd)
+		if err != nil {
+			return nil, err
+		}
+		req := f.request(api.CmdDownloadJobZip + " " + id)
+		if sum != "" && held > 0 {
+			req.Meta[api.MetaOffset] = held
+			req.Meta[api.MetaSHA256] = sum
+		}
+		msg, err := c.DownloadTo(ctx, req, maxDownload, func(m *adminproto.Message) (io.Writer, error) {
+			off, _ := m.Meta[api.MetaOffset].(float64)
+			if int64(off) != held || held > 0 && m.Meta[api.MetaSHA256] != sum {
+				// The whole zip, or another one: start over.
+				if err := tmp.Truncate(0); err != nil {
+					return nil, err
+				}
+				if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+					return nil, err
+				}
+				if off != 0 {
+					return nil, fmt.Errorf("the director sent the zip from byte %v, not %d", off, held)
+				}
+			}
+			sum, _ = m.Meta[api.MetaSHA256].(string)
+			return tmp, nil
+		})
+		if err == nil {
+			return msg, nil
+		}
+		now, _ := tmp.Seek(0, io.SeekEnd)
+		if !f.retryTransfer(ctx, "download of "+id, attempt, now, err) {
+			return nil, fmt.Errorf("download %s: %w", id, f.explain(err))
+		}
+	}
+}
+
+// checkDownload checks the zip in tmp, of size bytes, against the size and
+// sha256 the director's reply announced, which cover the whole zip however
+// many attempts brought it. A director that announces no sha256 (before
+// resumable downloads) is checked by the frame's CRC alone.
+func checkDownload(tmp *os.File, size int64, meta map[string]any) error {
+	if want, ok := meta[api.MetaSize].(float64); ok && int64(want) != size {
+		return fmt.Errorf("received %d bytes, the director announced %v", size, int64(want))
+	}
+	want, ok := meta[api.MetaSHA256].(string)
+	if !ok {
+		return nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(tmp, 0, size)); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("the zip received has sha256 %s, the director announced %s", got, want)
+	}
+	return nil
 }

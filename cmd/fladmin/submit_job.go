@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/pki"
@@ -32,8 +34,13 @@ the folder as a zip straight to the director (no temporary copy): files that
 compress are deflated, the rest stored. A progress bar is drawn on stderr when
 stderr is a terminal (and -o is table). On success the job's id is printed.
 
-With TLS (--tls-cert and --tls-key), fladmin first reads the folder once to
-compute the archive's SHA-256 and signs it with your key; envoys check that
+fladmin first reads the folder once to compute the archive's SHA-256. If the
+network cuts the upload, fladmin asks the director how much it holds and
+sends the rest (up to 6 attempts); the director checks the whole archive's
+SHA-256 before it stores the job.
+
+With TLS (--tls-cert and --tls-key), fladmin signs that SHA-256 with your
+key; envoys check that
 signature against the federation's CA before they unpack the job, and apply
 their site policy to the identity in your certificate. A site with a policy
 refuses unsigned jobs.`,
@@ -61,32 +68,23 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	if err != nil {
 		return err
 	}
-	sig, err := o.sign(f, a)
+	sum, sig, err := o.digest(f, a)
 	if err != nil {
 		return err
-	}
-	pr, pw := io.Pipe()
-	go func() { _, err := a.WriteTo(pw); pw.CloseWithError(err) }()
-	defer pr.Close()
-
-	var body io.Reader = pr
-	if !o.noProgress && f.output == "table" && f.stderrIsTerminal() {
-		p := newProgress(f.stderr, "Uploading", a.Size())
-		defer p.done()
-		body = io.TeeReader(pr, p)
 	}
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
-	req := f.request(api.CmdSubmitJob)
-	if sig != nil {
-		req.Meta[api.MetaSignature] = json.RawMessage(sig.Marshal())
+	var p *progress
+	if !o.noProgress && f.output == "table" && f.stderrIsTerminal() {
+		p = newProgress(f.stderr, "Uploading", a.Size())
+		defer p.done()
 	}
-	if !o.waitEnvoys {
-		req.Meta[api.MetaWaitForEnvoys] = false
-	}
-	msg, err := c.Upload(ctx, req, uint64(a.Size()), body)
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	up := &resumableUpload{c: c, f: f, a: a, id: hex.EncodeToString(b[:]), sum: sum, sig: sig, waitEnvoys: o.waitEnvoys, progress: p}
+	msg, err := up.run(ctx)
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", dir, f.explain(err))
 	}
@@ -109,24 +107,99 @@ func (o *submitJobOptions) run(ctx context.Context, f *factory, dir string) erro
 	return err
 }
 
-// sign signs the archive's SHA-256 with the admin key of the --tls-* flags,
-// or returns nil without TLS. Zipping is deterministic, so the bytes sent
-// next hash the same; if a file changes in between, the director finds the
-// signature does not match and refuses the job.
-func (o *submitJobOptions) sign(f *factory, a *job.Archive) (*pki.JobSignature, error) {
-	cfg, err := f.tls.Client()
-	if err != nil || cfg == nil {
-		return nil, err
-	}
+// digest returns the archive's SHA-256, which a resumable upload announces
+// before its first byte (one read of the folder before the upload), and
+// with TLS its signature by the admin key of the --tls-* flags. Zipping is
+// deterministic, so the bytes sent next, and those sent again on a resume,
+// hash the same; if a file changes in between, the director finds that
+// the digest does not match and refuses the job.
+func (o *submitJobOptions) digest(f *factory, a *job.Archive) (string, *pki.JobSignature, error) {
 	h := sha256.New()
 	if _, err := a.WriteTo(h); err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	sig, err := pki.SignJob(cfg.Certificates[0], hex.EncodeToString(h.Sum(nil)))
+	sum := hex.EncodeToString(h.Sum(nil))
+	cfg, err := f.tls.Client()
+	if err != nil || cfg == nil {
+		return sum, nil, err
+	}
+	sig, err := pki.SignJob(cfg.Certificates[0], sum)
 	if err != nil {
-		return nil, fmt.Errorf("sign the job with %s: %w", f.tls.Key, err)
+		return "", nil, fmt.Errorf("sign the job with %s: %w", f.tls.Key, err)
 	}
-	return sig, nil
+	return sum, sig, nil
+}
+
+// resumableUpload is one submit-job's upload: sent from the byte the
+// director holds each time the network cuts it (README "Transfers that
+// resume"). The director keeps what arrived under the upload's random id,
+// for this caller only, and says how much with upload_status; it checks
+// the whole archive's size and sha256 before it looks at the job.
+type resumableUpload struct {
+	c          *adminproto.Client
+	f          *factory
+	a          *job.Archive
+	id, sum    string
+	sig        *pki.JobSignature
+	waitEnvoys bool
+	progress   *progress
+}
+
+func (u *resumableUpload) run(ctx context.Context) (*adminproto.Message, error) {
+	var off int64
+	for attempt := 1; ; attempt++ {
+		msg, err := u.send(ctx, off)
+		if err == nil {
+			h, ok := msg.Meta[api.MetaOffset].(float64)
+			if msg.Status() != adminproto.StatusOK && ok && attempt < transferAttempts && int64(h) != off && h >= 0 && int64(h) <= u.a.Size() {
+				off = int64(h) // the director holds another amount: send from there
+				continue
+			}
+			return msg, nil
+		}
+		if !u.f.retryTransfer(ctx, "upload", attempt, off, err) {
+			return nil, err
+		}
+		off = u.held(ctx)
+	}
+}
+
+// held asks the director how many bytes of the upload it holds; 0 (send
+// it all) when it holds none, or does not resume uploads.
+func (u *resumableUpload) held(ctx context.Context) int64 {
+	reply, err := u.c.Do(ctx, u.f.request(api.CmdUploadStatus+" "+u.id))
+	if err != nil || reply.Status() != adminproto.StatusOK {
+		return 0
+	}
+	h, ok := reply.Meta[api.MetaOffset].(float64)
+	if !ok || h < 0 || int64(h) > u.a.Size() {
+		return 0
+	}
+	return int64(h)
+}
+
+// send sends the archive from byte off on.
+func (u *resumableUpload) send(ctx context.Context, off int64) (*adminproto.Message, error) {
+	pr, pw := io.Pipe()
+	go func() { _, err := u.a.WriteFrom(pw, off); pw.CloseWithError(err) }()
+	defer pr.Close()
+	var body io.Reader = pr
+	if u.progress != nil {
+		u.progress.n = off
+		body = io.TeeReader(pr, u.progress)
+	}
+	req := u.f.request(api.CmdSubmitJob)
+	if u.sig != nil {
+		req.Meta[api.MetaSignature] = json.RawMessage(u.sig.Marshal())
+	}
+	if !u.waitEnvoys {
+		req.Meta[api.MetaWaitForEnvoys] = false
+	}
+	req.Meta[api.MetaUploadID] = u.id
+	req.Meta[api.MetaOffset] = off
+	req.Meta[api.MetaSize] = u.a.Size()
+	req.Meta[api.MetaSHA256] = u.sum
+	return u.c.Upload(ctx, req, uint64(u.a.Size()-off), body)
 }
 
 // progress draws a one-line progress bar, at most ten times a second.

@@ -3,6 +3,8 @@ package admin
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -30,6 +32,8 @@ func (s *Server) commands() map[string]command {
 	return map[string]command{
 		api.CmdSubmitJob: {run: s.submitJob, binary: true, scope: api.ScopeJobMgmt, desc: "submit a job",
 			usage: "submit_job [job_folder] (binary request, body = zip of the job folder)", clientCmd: flarePushFolder},
+		api.CmdUploadStatus: {run: s.uploadStatus, scope: api.ScopeFedplane, desc: "say how much of a resumable upload the director holds",
+			usage: "upload_status <upload_id>"},
 		api.CmdListJobs:   {run: s.listJobs, scope: api.ScopeJobMgmt, desc: "list submitted jobs", usage: "list_jobs [-n name_prefix] [-m max] [-r]"},
 		api.CmdGetJobMeta: {run: s.getJobMeta, scope: api.ScopeJobMgmt, desc: "get meta info of specified job", usage: "get_job_meta <job_id>"},
 		api.CmdAbortJob: {run: s.abortJob, scope: api.ScopeJobMgmt, desc: "abort a job if it is pending or running",
@@ -154,8 +158,13 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.d.ReceiveArchive(req.body.CopyBody)
-	if err != nil {
+	var u *director.Upload
+	if id, ok := req.msg.Meta[api.MetaUploadID]; ok {
+		u, err = s.receiveResumable(ctx, req, id)
+		if err != nil {
+			return s.uploadRefusal(ctx, req, err), nil
+		}
+	} else if u, err = s.d.ReceiveArchive(req.body.CopyBody); err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			s.log.ErrorContext(ctx, "write upload", api.LogErr, err)
@@ -183,6 +192,95 @@ func (s *Server) submitJob(ctx context.Context, req *request) (*adminproto.Messa
 		meta[api.MetaJobFolderName] = folder
 	}
 	return replyOK(meta, adminproto.Item{Type: adminproto.TypeString, Data: "Submitted job: " + e.ID}), nil
+}
+
+// receiveResumable receives the part of a resumable upload that req's
+// body holds: the archive from meta offset on, of the size and sha256 the
+// meta announces. A part cut short is kept for a resume; once the archive
+// is whole, its sha256 is checked and it becomes an Upload.
+func (s *Server) receiveResumable(ctx context.Context, req *request, rawID any) (*director.Upload, error) {
+	id, _ := rawID.(string)
+	if err := checkUploadID(id); err != nil {
+		return nil, err
+	}
+	size, err := metaInt(req.msg.Meta, api.MetaSize, s.d.Config().MaxJobSize)
+	if err != nil {
+		return nil, err
+	}
+	off, err := metaInt(req.msg.Meta, api.MetaOffset, size)
+	if err != nil {
+		return nil, err
+	}
+	sum, _ := req.msg.Meta[api.MetaSHA256].(string)
+	if b, err := hex.DecodeString(sum); err != nil || len(b) != sha256.Size || strings.ToLower(sum) != sum {
+		return nil, fmt.Errorf("%w: meta %s %q is not a lowercase hex sha256", api.ErrInvalid, api.MetaSHA256, sum)
+	}
+	if got := req.body.BodySize; got != uint64(size-off) {
+		return nil, fmt.Errorf("%w: the body is %d bytes, but the upload's %d from byte %d leave %d", api.ErrInvalid, got, size, off, size-off)
+	}
+	up, err := s.uploads.take(id, s.sessionKey(req), s.callerKey(req), size, sum, off, s.d.NewPartial)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.d.ReceivePart(up.p, size, req.body.CopyBody); err != nil {
+		// A connection that broke leaves bytes worth resuming from; a
+		// frame that arrived whole but failed its checksum, or a disk
+		// that failed, does not.
+		var pe *os.PathError
+		keep := !errors.As(err, &pe) && !errors.Is(err, adminproto.ErrChecksum) && !errors.Is(err, adminproto.ErrFooter) && !errors.Is(err, api.ErrTooLarge)
+		s.uploads.put(id, up, keep)
+		if errors.As(err, &pe) {
+			s.log.ErrorContext(ctx, "write upload", api.LogErr, err)
+			return nil, fmt.Errorf("%w: director cannot store the upload: %v", api.ErrUnavailable, pe.Err)
+		}
+		if _, _, internal := api.Codes(err); internal {
+			return nil, fmt.Errorf("%w: upload cut off: %w", api.ErrDataLoss, err)
+		}
+		return nil, err
+	}
+	s.uploads.finish(id)
+	return s.d.FinishPartial(up.p, size, sum)
+}
+
+// uploadRefusal is the reply to a resumable upload refused with err; it
+// says how many bytes of the upload the director holds (meta offset),
+// where the client resumes.
+func (s *Server) uploadRefusal(ctx context.Context, req *request, err error) *adminproto.Message {
+	reply := s.errorReply(ctx, req.name, err)
+	var wrong *errWrongOffset
+	if errors.As(err, &wrong) {
+		reply.Meta[api.MetaOffset] = wrong.held
+	} else if id, ok := req.msg.Meta[api.MetaUploadID].(string); ok && !errors.Is(err, api.ErrBusy) {
+		if held, err := s.uploads.held(ctx, id, s.sessionKey(req)); err == nil {
+			reply.Meta[api.MetaOffset] = held
+		}
+	}
+	return reply
+}
+
+// uploadStatus tells how many bytes of the caller's resumable upload the
+// director holds.
+func (s *Server) uploadStatus(ctx context.Context, req *request) (*adminproto.Message, error) {
+	if len(req.args) != 1 {
+		return nil, s.usage(req.name, "give one upload id")
+	}
+	if err := checkUploadID(req.args[0]); err != nil {
+		return nil, err
+	}
+	held, err := s.uploads.held(ctx, req.args[0], s.sessionKey(req))
+	if err != nil {
+		return nil, err
+	}
+	return replyOK(map[string]any{api.MetaUploadID: req.args[0], api.MetaOffset: held}), nil
+}
+
+// metaInt reads a whole number from 0 to most from a request's meta.
+func metaInt(meta map[string]any, key string, most int64) (int64, error) {
+	f, ok := meta[key].(float64)
+	if !ok || f < 0 || f != float64(int64(f)) || int64(f) > most {
+		return 0, fmt.Errorf("%w: meta %s %v is not a whole number from 0 to %d", api.ErrInvalid, key, meta[key], most)
+	}
+	return int64(f), nil
 }
 
 // callerKey names req's caller for the per-caller bounds, as the gRPC
@@ -439,6 +537,14 @@ func (s *Server) resultsBundle(ctx context.Context, req *request) (e store.Exper
 // downloadJobZip replies with a binary exchange whose body is a zip of the
 // job's results (see director.ResultsBundle), streamed: its size is known
 // before the first byte is sent and nothing is held in memory.
+//
+// A cut download resumes: every entry carries the job's submit time, so
+// the zip of the same results is the same bytes each time it is made, and
+// the reply's meta gives the whole zip's size and sha256 (one more pass
+// over the results before the first byte). A request whose meta holds an
+// offset and the sha256 it was for gets the zip from that offset if the
+// zip is still the same (a finished job's always is), and the whole zip
+// otherwise; the reply's offset says which.
 func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.Message, error) {
 	e, dir, release, err := s.resultsBundle(ctx, req)
 	if err != nil {
@@ -450,15 +556,26 @@ func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.
 	if err != nil {
 		return nil, err
 	}
-	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status, api.MetaSize: a.Size()}))
+	a.SetTime(e.CreatedAt)
+	h := sha256.New()
+	if _, err := a.WriteTo(h); err != nil {
+		return nil, err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	off, err := resumeAt(req.msg.Meta, sum, a.Size())
+	if err != nil {
+		return nil, err
+	}
+	meta, err := adminproto.EncodeMessage(replyOK(map[string]any{api.MetaJobID: e.ID, api.MetaJobStatus: e.Status,
+		api.MetaSize: a.Size(), api.MetaSHA256: sum, api.MetaOffset: off}))
 	if err != nil {
 		return nil, err
 	}
 	pr, pw := io.Pipe()
-	go func() { _, err := a.WriteTo(pw); pw.CloseWithError(err) }()
+	go func() { _, err := a.WriteFrom(pw, off); pw.CloseWithError(err) }()
 	defer pr.Close()
 	bw := bufio.NewWriterSize(req.w, 256<<10)
-	err = adminproto.WriteBinary(bw, meta, uint64(a.Size()), pr)
+	err = adminproto.WriteBinary(bw, meta, uint64(a.Size()-off), pr)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -466,4 +583,23 @@ func (s *Server) downloadJobZip(ctx context.Context, req *request) (*adminproto.
 		s.log.WarnContext(ctx, "download not delivered", api.LogJob, e.ID, api.LogErr, err)
 	}
 	return nil, nil
+}
+
+// resumeAt reads the offset and sha256 of a download request's meta: the
+// offset to send the zip of sum and size from, or 0 (the whole zip) when
+// the request asks for none or held another zip. A malformed offset is
+// refused.
+func resumeAt(meta map[string]any, sum string, size int64) (int64, error) {
+	v, ok := meta[api.MetaOffset]
+	if !ok {
+		return 0, nil
+	}
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != float64(int64(f)) || int64(f) > size && meta[api.MetaSHA256] == sum {
+		return 0, fmt.Errorf("%w: meta %s %v is not an offset into the %d bytes of the zip", api.ErrInvalid, api.MetaOffset, v, size)
+	}
+	if held, _ := meta[api.MetaSHA256].(string); held != sum || int64(f) > size {
+		return 0, nil // another zip: the results changed
+	}
+	return int64(f), nil
 }

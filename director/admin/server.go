@@ -93,6 +93,7 @@ type Server struct {
 
 	sessions  *sessions  // FLARE's login sessions (session.go)
 	downloads *downloads // FLARE's two-step downloads in progress (download.go)
+	uploads   *uploads   // partial uploads held for a resume (uploads.go)
 }
 
 // New returns an admin server for d.
@@ -123,7 +124,7 @@ func New(d *director.Director, cfg Config) *Server {
 		now = time.Now
 	}
 	return &Server{d: d, cfg: cfg, log: d.Config().Logger, byAddr: map[string]int{},
-		sessions: newSessions(now), downloads: newDownloads(now)}
+		sessions: newSessions(now), downloads: newDownloads(now), uploads: newUploads(now)}
 }
 
 // minHandshakes is the fewest TLS handshakes that may run at once; else
@@ -189,6 +190,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			select {
 			case <-sweep.C:
 				s.downloads.sweep()
+				s.uploads.sweep()
 			case <-swept:
 				return
 			}
@@ -273,6 +275,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	wg.Wait()
 	s.downloads.closeAll()
+	s.uploads.closeAll()
 	if err != nil {
 		return fmt.Errorf("admin accept: %w", err)
 	}

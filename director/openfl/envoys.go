@@ -248,6 +248,16 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 	if e.Signature != nil {
 		hdr.Set(api.MDJobSignature, string(e.Signature))
 	}
+	off, resumed, err := requestOffset(ctx, e.ArchiveSize)
+	if err != nil {
+		return err
+	}
+	if resumed {
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return fmt.Errorf("seek archive of %s: %w", id, err)
+		}
+		hdr.Set(api.MDOffset, strconv.FormatInt(off, 10))
+	}
 	if err := stream.SendHeader(hdr); err != nil {
 		return err
 	}
@@ -267,6 +277,26 @@ func (s *directorService) GetExperimentData(req *directorpb.GetExperimentDataReq
 			return err
 		}
 	}
+}
+
+// requestOffset reads the api.MDOffset request header of a transfer of
+// size bytes: where a resumed transfer starts, and whether the caller asked
+// to resume at all. An offset that is not a number from 0 to size is
+// refused.
+func requestOffset(ctx context.Context, size int64) (int64, bool, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(api.MDOffset)
+	switch {
+	case len(v) == 0:
+		return 0, false, nil
+	case len(v) > 1:
+		return 0, false, fmt.Errorf("%w: %d %s headers, want at most one", api.ErrInvalid, len(v), api.MDOffset)
+	}
+	off, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || off < 0 || off > size {
+		return 0, false, fmt.Errorf("%w: %s %q is not an offset from 0 to the transfer's %d bytes", api.ErrInvalid, api.MDOffset, v[0], size)
+	}
+	return off, true, nil
 }
 
 // SetExperimentFailed fails a running experiment on behalf of one of its

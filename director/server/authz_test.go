@@ -352,8 +352,9 @@ func TestRoleMatrix(t *testing.T) {
 			body := []byte("not a zip")
 			return c.Upload(ctx, adminproto.NewRequest(api.CmdSubmitJob), uint64(len(body)), bytes.NewReader(body))
 		}},
-		{api.CmdAbortJob, managers, text(api.CmdAbortJob + " " + job1)},   // finished: not aborted
-		{api.CmdDeleteJob, managers, text(api.CmdDeleteJob + " " + job2)}, // running: not deleted
+		{api.CmdUploadStatus, submitters, text(api.CmdUploadStatus + " " + strings.Repeat("0", 32))}, // none held: refused, but not denied
+		{api.CmdAbortJob, managers, text(api.CmdAbortJob + " " + job1)},                              // finished: not aborted
+		{api.CmdDeleteJob, managers, text(api.CmdDeleteJob + " " + job2)},                            // running: not deleted
 		{api.CmdDownloadJobZip, managers, func(c *adminproto.Client) (*adminproto.Message, error) {
 			return c.Download(ctx, adminproto.NewRequest(api.CmdDownloadJobZip+" "+job1), 1<<30, io.Discard)
 		}},
