@@ -139,7 +139,8 @@ func TestKeepModelsAfterACrash(t *testing.T) {
 	// is not pruned and the job's retention lags a round.
 	unpruned := filepath.Join(models, "round-0001.safetensors")
 	os.WriteFile(unpruned, model2, 0o600)
-	raw, err := sql.Open("sqlite", "file:"+filepath.Join(cfg.DataDir, "fedplane.db"))
+	f.d.FlushJournal() // the events' writes, which would meet the raw writes below
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(cfg.DataDir, "fedplane.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
