@@ -81,7 +81,7 @@ var rules = map[string]Rule{
 	aggregatorpb.Aggregator_GetAggregatedTensor_FullMethodName:  {Who: Envoys},
 	aggregatorpb.Aggregator_SendLocalTaskResults_FullMethodName: {Who: Envoys},
 	// fedplane's own service beside OpenFL's: shared training logs.
-	logspb.TrainingLogs_SendTrainingLog_FullMethodName:    {Who: Envoys},
+	logspb.TrainingLogs_SendTrainingLog_FullMethodName: {Who: Envoys},
 	transferspb.Transfers_ResultsOffset_FullMethodName: {Who: Envoys},
 
 	// Federation facts that envoys and admins both read; GetEnvoys hides

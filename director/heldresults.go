@@ -330,14 +330,12 @@ func (d *Director) receiveHeld(u *heldResults, prefix []byte, r io.Reader) (tmp 
 		return nil, nil, err
 	}
 	d.heldRes.finish(u)
-	tmp, release = u.f, u.release
-	u.f, u.release = nil, nil
 	if err := checkHeld(u); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		release()
+		u.discard()
 		return nil, nil, err
 	}
+	tmp, release = u.f, u.release
+	u.f, u.release = nil, nil
 	return tmp, release, nil
 }
 
