@@ -60,8 +60,10 @@ func (m ResultsResume) Check() error {
 	if !isHex(m.SHA256, 64) {
 		return fmt.Errorf("%w: %s %q: want 64 lowercase hex digits", api.ErrInvalid, api.MDSHA256, m.SHA256)
 	}
-	if m.Size <= 0 || m.Offset < 0 || m.Offset >= m.Size {
-		return fmt.Errorf("%w: %s %d with %s %d: want 0 <= offset < size", api.ErrInvalid, api.MDOffset, m.Offset, api.MDSize, m.Size)
+	// offset == size: every byte arrived but the reply did not; the
+	// stream is empty.
+	if m.Size <= 0 || m.Offset < 0 || m.Offset > m.Size {
+		return fmt.Errorf("%w: %s %d with %s %d: want 0 <= offset <= size", api.ErrInvalid, api.MDOffset, m.Offset, api.MDSize, m.Size)
 	}
 	return nil
 }
