@@ -173,8 +173,8 @@ func checkResent(t *testing.T, what string, p *cutProxy, size int64) {
 }
 
 // TestTransfersResume cuts, with a proxy that drops the connection half
-// way, an envoy's archive fetch, a submit-job upload and a download-job
-// download, each of resumeMiB MiB, and checks that each completes having
+// way, an envoy's archive fetch, an envoy's task results stream, a
+// submit-job upload and a download-job download, each of resumeMiB MiB, and checks that each completes having
 // resent only a little.
 func TestTransfersResume(t *testing.T) {
 	size := resumeMiB() << 20
@@ -196,6 +196,31 @@ func TestTransfersResume(t *testing.T) {
 			return st == "finished"
 		})
 		checkResent(t, "fetch", p, size)
+	})
+
+	t.Run("task results stream", func(t *testing.T) {
+		// A model of size bytes that the training command hands back as
+		// it is: the results stream is size bytes and a little, from the
+		// envoy to the director, the direction the proxy watches.
+		dir := writeJob(t, `{"name": "big-results", "envoys": ["site-r"], "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "5m"}}`)
+		os.WriteFile(filepath.Join(dir, "train.sh"), []byte("#!/bin/sh\ncp \"$FEDPLANE_INPUT_MODEL\" \"$FEDPLANE_OUTPUT_MODEL\"\n"), 0o755)
+		writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size)
+		p := startCutProxy(t, d.grpc, size/2, false)
+		via := &director{grpc: p.addr(), admin: d.admin}
+		startEnvoy(t, via, "site-r", makeShard(t, 1, 10))
+		waitOnline(t, d, "site-r")
+		id := submitJob(t, d, dir)
+		eventually(t, 10*time.Minute, "the job to finish", func() bool {
+			st := showJob(t, d, id).Status
+			if st == "failed" {
+				t.Fatalf("job failed: %+v", showJob(t, d, id))
+			}
+			return st == "finished"
+		})
+		checkResent(t, "results", p, size)
+		if _, temps := jobDirs(t, d.dataDir); temps != 0 {
+			t.Errorf("%d temp files left after the results", temps)
+		}
 	})
 
 	dir := writeJob(t, `{"name": "big-model", "min_envoys": 2, "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "1m"}}`)
