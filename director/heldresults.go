@@ -127,12 +127,15 @@ type heldTable struct {
 }
 
 // begin adds u, busy, dropping any partial of u's envoy (at most one per
-// envoy) and any of the same id.
-func (t *heldTable) begin(u *heldResults) {
+// envoy), or refuses an id that is another envoy's or being sent.
+func (t *heldTable) begin(u *heldResults) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.byID == nil {
 		t.byID = map[string]*heldResults{}
+	}
+	if o, ok := t.byID[u.id]; ok && (o.envoy != u.envoy || o.busy) {
+		return fmt.Errorf("%w: task results upload %s is another's or being sent; choose a new id", api.ErrConflict, u.id)
 	}
 	for id, o := range t.byID {
 		if (o.envoy == u.envoy || id == u.id) && !o.busy {
@@ -142,6 +145,7 @@ func (t *heldTable) begin(u *heldResults) {
 	}
 	u.busy, u.idle, u.last = true, make(chan struct{}), time.Now()
 	t.byID[u.id] = u
+	return nil
 }
 
 // lookup returns the envoy upload id is of, so its identity can be checked

@@ -318,7 +318,10 @@ func (d *Director) reportResults(ctx context.Context, r io.Reader, verify func(e
 			return rep, err
 		}
 		u := &heldResults{id: m.ID, envoy: name, exp: exp.id, round: round, size: m.Size, sum: m.SHA256, hdr: h, f: f, release: release}
-		d.heldRes.begin(u)
+		if err := d.heldRes.begin(u); err != nil {
+			u.discard()
+			return rep, err
+		}
 		tmp, release, err := d.receiveHeld(u, prefix, r)
 		if err != nil {
 			return rep, err

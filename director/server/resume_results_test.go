@@ -245,6 +245,13 @@ func TestResultsResumeIdentity(t *testing.T) {
 	if _, err := u.send(b, half, len(body)); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("site-b resumes site-a's upload: got %v, want PermissionDenied", err)
 	}
+	// site-b's own results under site-a's upload id: refused, and site-a's
+	// partial stays.
+	theirs := newUpload(t, resultsBytes(t, siteB, id, 0, bigModel(2), bigShapes))
+	theirs.id = u.id
+	if _, err := theirs.send(b, 0, len(theirs.body)); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("site-b begins an upload under site-a's id: got %v, want FailedPrecondition", err)
+	}
 	if got, err := u.offset(a); err != nil || got != int64(half) {
 		t.Fatalf("site-a's offset: got %d, %v; want %d", got, err, half)
 	}
