@@ -112,13 +112,22 @@ func (p *cutProxy) pipe(dst, src net.Conn, watched bool, closeBoth func()) func(
 	}
 }
 
-// writeRandomFloats writes a safetensors file of one float32 tensor of
-// size bytes of random, finite values that do not compress: the zip
-// stores it, and the transfer is size bytes.
-func writeRandomFloats(tb testing.TB, path string, size int64) {
+// writeRandomFloats writes a safetensors file of tensors float32 tensors
+// of size bytes in all, of random, finite values that do not compress:
+// the zip stores it, and the transfer is size bytes. A model sent to
+// envoys needs more than one tensor at 1 GiB: the director sends a tensor
+// in one gRPC message, at most api.MaxMessageSize.
+func writeRandomFloats(tb testing.TB, path string, size int64, tensors int) {
 	tb.Helper()
-	n := size / 4
-	header := fmt.Sprintf(`{"w":{"dtype":"F32","shape":[%d],"data_offsets":[0,%d]}}`, n, 4*n)
+	n := size / 4 / int64(tensors)
+	header := "{"
+	for i := range tensors {
+		if i > 0 {
+			header += ","
+		}
+		header += fmt.Sprintf(`"w%d":{"dtype":"F32","shape":[%d],"data_offsets":[%d,%d]}`, i, n, 4*n*int64(i), 4*n*int64(i+1))
+	}
+	header += "}"
 	for len(header)%8 != 0 {
 		header += " "
 	}
@@ -131,7 +140,7 @@ func writeRandomFloats(tb testing.TB, path string, size int64) {
 	io.WriteString(f, header)
 	rng := rand.NewChaCha8([32]byte{7})
 	buf := make([]byte, 1<<20)
-	for left := 4 * n; left > 0; left -= int64(len(buf)) {
+	for left := 4 * n * int64(tensors); left > 0; left -= int64(len(buf)) {
 		rng.Read(buf)
 		for i := 0; i < len(buf); i += 4 {
 			// Bit 30 is the exponent's highest: clear, the value is
@@ -204,7 +213,7 @@ func TestTransfersResume(t *testing.T) {
 		// envoy to the director, the direction the proxy watches.
 		dir := writeJob(t, `{"name": "big-results", "envoys": ["site-r"], "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "5m"}}`)
 		os.WriteFile(filepath.Join(dir, "train.sh"), []byte("#!/bin/sh\ncp \"$FEDPLANE_INPUT_MODEL\" \"$FEDPLANE_OUTPUT_MODEL\"\n"), 0o755)
-		writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size)
+		writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size, 4)
 		p := startCutProxy(t, d.grpc, size/2, false)
 		via := &director{grpc: p.addr(), admin: d.admin}
 		startEnvoy(t, via, "site-r", makeShard(t, 1, 10))
@@ -224,7 +233,7 @@ func TestTransfersResume(t *testing.T) {
 	})
 
 	dir := writeJob(t, `{"name": "big-model", "min_envoys": 2, "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "1m"}}`)
-	writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size)
+	writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size, 1)
 	var id string
 	t.Run("submit-job upload", func(t *testing.T) {
 		p := startCutProxy(t, d.admin, size/2, false)
