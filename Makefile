@@ -97,7 +97,7 @@ tools: ## Install pinned protoc-gen-go / protoc-gen-go-grpc into .tools/bin, and
 		echo "warning: $$(protoc --version) is not libprotoc $(PROTOC_VER); generated headers will differ"; \
 	fi
 
-generate: tools ## Regenerate api/{basepb,directorpb,aggregatorpb,logspb} from api/openfl/protocols/*.proto and api/fedplane/protocols/*.proto.
+generate: tools ## Regenerate api/{basepb,directorpb,aggregatorpb,logspb,transferspb} from api/openfl/protocols/*.proto and api/fedplane/protocols/*.proto.
 	PATH=$(TOOLS_BIN):$$PATH protoc -I api \
 		--go_out=. --go_opt=module=$(MODULE) \
 		--go-grpc_out=. --go-grpc_opt=module=$(MODULE) \

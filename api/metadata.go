@@ -37,7 +37,20 @@ const (
 	// the stream is the whole archive. OpenFL envoys send none and get the
 	// whole archive, as always. The final size and sha256 check covers the
 	// whole file, held bytes included.
+	//
+	// As a request header of SendLocalTaskResults, with MDUploadID, it is
+	// where the stream's bytes begin in the whole serialized results:
+	// 0 at first, the bytes the director holds on a resume.
 	MDOffset = "fedplane-offset"
+	// MDUploadID, MDSize and MDSHA256, request headers of
+	// SendLocalTaskResults, make the results stream resumable after a cut
+	// (README "Transfers that resume"): the upload's id (32 random hex
+	// digits, new per round's results), the whole serialized results'
+	// size and sha256 (64 lowercase hex digits). OpenFL envoys send none:
+	// their streams are taken whole.
+	MDUploadID = "fedplane-upload-id"
+	MDSize     = "fedplane-size"
+	MDSHA256   = "fedplane-sha256"
 	// MDClientID is OpenFL's identity header of a frontend without TLS.
 	MDClientID = "client_id"
 )

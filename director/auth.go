@@ -7,6 +7,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/logspb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/pki"
 	"github.com/fedplane/fedplane/store"
 )
@@ -81,6 +82,7 @@ var rules = map[string]Rule{
 	aggregatorpb.Aggregator_SendLocalTaskResults_FullMethodName: {Who: Envoys},
 	// fedplane's own service beside OpenFL's: shared training logs.
 	logspb.TrainingLogs_SendTrainingLog_FullMethodName: {Who: Envoys},
+	transferspb.Transfers_ResultsOffset_FullMethodName: {Who: Envoys},
 
 	// Federation facts that envoys and admins both read; GetEnvoys hides
 	// which experiment runs where from envoys (Caller.CanView).

@@ -161,6 +161,8 @@ type Director struct {
 		sync.Mutex
 		n int64
 	}
+	// heldRes is the partial task results of cut streams (heldresults.go).
+	heldRes heldTable
 }
 
 // background counts goroutines in flight. Unlike a sync.WaitGroup it may be
@@ -279,6 +281,7 @@ func (d *Director) Close() error {
 	d.Drain()
 	d.work.close()
 	d.stopAll()
+	d.dropHeldResults()
 	d.journal.close()
 	return d.db.Close()
 }

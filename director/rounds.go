@@ -232,6 +232,28 @@ const resultsHeaderMax = 64 << 10
 // report that completes a round starts its aggregation in the background:
 // no envoy's call waits for it.
 func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(envoy string) error) (Report, error) {
+	return d.reportResults(ctx, r, verify, nil)
+}
+
+// ReportResultsResumable is ReportResults for a stream that may resume
+// after a cut (heldresults.go): m describes the whole results and where
+// r's bytes begin. A first attempt (offset 0) is checked as ReportResults
+// checks any stream, before a byte is stored, reserves m.Size of the temp
+// space and keeps what arrived when cut; a resumed one appends to it. Once
+// all m.Size bytes are held, their sha256 must be m.SHA256, then the
+// results are checked, stored and recorded as ReportResults does.
+func (d *Director) ReportResultsResumable(ctx context.Context, r io.Reader, verify func(envoy string) error, m ResultsResume) (Report, error) {
+	if err := m.Check(); err != nil {
+		return Report{}, err
+	}
+	if m.Offset > 0 {
+		return d.resumeResults(ctx, r, verify, m)
+	}
+	return d.reportResults(ctx, r, verify, &m)
+}
+
+// reportResults is ReportResults, resumable when m is not nil.
+func (d *Director) reportResults(ctx context.Context, r io.Reader, verify func(envoy string) error, m *ResultsResume) (Report, error) {
 	prefix := make([]byte, resultsHeaderMax)
 	k, err := io.ReadFull(r, prefix)
 	whole := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
@@ -272,11 +294,7 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	if err := exp.claimUpload(name, round); err != nil {
 		return rep, err
 	}
-	defer func() {
-		exp.mu.Lock()
-		delete(exp.uploading, name)
-		exp.mu.Unlock()
-	}()
+	defer exp.doneUploading(name)
 	exp.modelMu.RLock()
 	var most int64
 	if exp.model != nil {
@@ -285,6 +303,31 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	exp.modelMu.RUnlock()
 	if most == 0 {
 		return rep, fmt.Errorf("%w: experiment %s has ended", api.ErrConflict, exp.id)
+	}
+	if m != nil {
+		if m.Size > most || int64(len(prefix)) > m.Size {
+			return rep, fmt.Errorf("%w: task results of %d bytes announced, the model allows at most %d (and the stream holds %d already)", api.ErrTooLarge, m.Size, most, len(prefix))
+		}
+		release, err := d.reserveResults(m.Size)
+		if err != nil {
+			return rep, err
+		}
+		f, err := d.createTemp("results-*.part")
+		if err != nil {
+			release()
+			return rep, err
+		}
+		u := &heldResults{id: m.ID, envoy: name, exp: exp.id, round: round, size: m.Size, sum: m.SHA256, hdr: h, f: f, release: release}
+		if err := d.heldRes.begin(u); err != nil {
+			u.discard()
+			return rep, err
+		}
+		tmp, release, err := d.receiveHeld(u, prefix, r)
+		if err != nil {
+			return rep, err
+		}
+		defer release()
+		return d.storeResults(ctx, exp, rep, h, tmp, m.Size)
 	}
 	release, err := d.reserveResults(most)
 	if err != nil {
@@ -297,6 +340,14 @@ func (d *Director) ReportResults(ctx context.Context, r io.Reader, verify func(e
 	if err != nil {
 		return rep, err
 	}
+	return d.storeResults(ctx, exp, rep, h, tmp, n)
+}
+
+// storeResults reads the n bytes of task results in tmp, whose header h
+// was checked before they were received, checks them against it and the
+// experiment's model, and stores and records them. It owns tmp.
+func (d *Director) storeResults(ctx context.Context, exp *experiment, rep Report, h tensor.TaskResultsHeader, tmp *os.File, n int64) (Report, error) {
+	name, round := rep.Envoy, rep.Round
 	committed := false
 	defer func() {
 		if !committed {
@@ -434,6 +485,13 @@ func (e *experiment) claimUpload(envoy string, round int) error {
 	}
 	e.uploading[envoy] = true
 	return nil
+}
+
+// doneUploading ends envoy's claim of claimUpload.
+func (e *experiment) doneUploading(envoy string) {
+	e.mu.Lock()
+	delete(e.uploading, envoy)
+	e.mu.Unlock()
 }
 
 // lateResults refuses results of a round that closed without them: they

@@ -28,6 +28,7 @@ func (d *Director) runScheduler(ctx context.Context, interval time.Duration) {
 			return
 		case <-d.kick:
 		case <-t.C:
+			d.sweepHeldResults()
 		}
 		if err := d.schedule(ctx); err != nil && ctx.Err() == nil {
 			d.log.ErrorContext(ctx, "schedule", api.LogErr, err)

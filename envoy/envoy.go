@@ -36,6 +36,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/logspb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/job"
 )
@@ -160,6 +161,7 @@ type Envoy struct {
 	dirc directorpb.DirectorClient
 	aggc aggregatorpb.AggregatorClient
 	logc logspb.TrainingLogsClient
+	xfrc transferspb.TransfersClient
 
 	// prom is Config.Prometheus (nil: off); registered says whether the
 	// director took the registration and answered the last health check.
@@ -366,6 +368,7 @@ func (e *Envoy) Run(ctx context.Context) error {
 	e.dirc = directorpb.NewDirectorClient(conn)
 	e.aggc = aggregatorpb.NewAggregatorClient(conn)
 	e.logc = logspb.NewTrainingLogsClient(conn)
+	e.xfrc = transferspb.NewTransfersClient(conn)
 
 	e.cleanStale()
 	e.log.Info("envoy starting", api.LogDirector, e.cfg.Director, api.LogShard, e.cfg.ShardDir, api.LogWorkDir, e.cfg.WorkDir)

@@ -29,6 +29,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -44,6 +45,7 @@ type fakeDirector struct {
 	getTasks             func(context.Context, *aggregatorpb.GetTasksRequest) (*aggregatorpb.GetTasksResponse, error)
 	getAggregatedTensor  func(context.Context, *aggregatorpb.GetAggregatedTensorRequest) (*aggregatorpb.GetAggregatedTensorResponse, error)
 	sendLocalTaskResults func(grpc.ClientStreamingServer[basepb.DataStream, aggregatorpb.SendLocalTaskResultsResponse]) error
+	resultsOffset        func(context.Context, *transferspb.ResultsOffsetRequest) (*transferspb.ResultsOffsetResponse, error)
 
 	mu    sync.Mutex
 	calls map[string]int
@@ -132,6 +134,24 @@ func (f *fakeDirector) SendLocalTaskResults(stream grpc.ClientStreamingServer[ba
 	return f.sendLocalTaskResults(stream)
 }
 
+func (f *fakeDirector) ResultsOffset(ctx context.Context, req *transferspb.ResultsOffsetRequest) (*transferspb.ResultsOffsetResponse, error) {
+	f.count("ResultsOffset")
+	if f.resultsOffset == nil {
+		return nil, errNoHook
+	}
+	return f.resultsOffset(ctx, req)
+}
+
+// transfers adapts the fake to fedplane's Transfers service.
+type transfers struct {
+	transferspb.UnimplementedTransfersServer
+	f *fakeDirector
+}
+
+func (t transfers) ResultsOffset(ctx context.Context, req *transferspb.ResultsOffsetRequest) (*transferspb.ResultsOffsetResponse, error) {
+	return t.f.ResultsOffset(ctx, req)
+}
+
 // aggregator adapts the fake to the Aggregator service.
 type aggregator struct {
 	aggregatorpb.UnimplementedAggregatorServer
@@ -187,6 +207,7 @@ func mustServe(tb testing.TB, f *fakeDirector) grpc.DialOption {
 	s := grpc.NewServer(grpc.MaxRecvMsgSize(api.MaxMessageSize), grpc.MaxSendMsgSize(api.MaxMessageSize))
 	directorpb.RegisterDirectorServer(s, director{f: f})
 	aggregatorpb.RegisterAggregatorServer(s, aggregator{f: f})
+	transferspb.RegisterTransfersServer(s, transfers{f: f})
 	go s.Serve(lis)
 	tb.Cleanup(s.Stop)
 	return grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
@@ -236,6 +257,7 @@ func mustConnect(tb testing.TB, e *Envoy) {
 	tb.Cleanup(func() { conn.Close() })
 	e.dirc = directorpb.NewDirectorClient(conn)
 	e.aggc = aggregatorpb.NewAggregatorClient(conn)
+	e.xfrc = transferspb.NewTransfersClient(conn)
 }
 
 // startRun runs e until the test ends or stop is called. stop cancels Run

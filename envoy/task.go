@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,12 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
-	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/tensor"
 )
@@ -415,45 +410,4 @@ func (e *Envoy) downloadModel(ctx context.Context, x *experiment, r int32, model
 	}
 	x.log.Info("global model received", api.LogRound, r, api.LogTensors, len(model.Tensors), api.LogBytes, total, api.LogTook, time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-// sendResults streams the round's task results to the director, starting
-// over while it is unreachable. A director that already has them
-// (AlreadyExists: an earlier attempt got through, its reply did not) counts
-// as a success.
-func (e *Envoy) sendResults(ctx context.Context, x *experiment, h tensor.TaskResultsHeader, trained *tensor.Index, ms []tensor.Metric) error {
-	err := retry(ctx, x.log, "SendLocalTaskResults", func(ctx context.Context) error {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		stream, err := e.aggc.SendLocalTaskResults(ctx)
-		if err != nil {
-			return err
-		}
-		// Send says io.EOF when the director ended the stream early; its
-		// status comes with the reply. Any other error cancels the stream,
-		// so the director never takes a truncated message for results.
-		ended := false
-		cw := tensor.NewChunkWriter(func(m *basepb.DataStream) error {
-			err := stream.Send(m)
-			ended = errors.Is(err, io.EOF)
-			if err == nil {
-				e.prom.sentBytes(BytesResults, int64(len(m.GetNpbytes())))
-			}
-			return err
-		}, 0)
-		_, err = tensor.WriteTaskResults(cw, h, trained, ms)
-		if err == nil {
-			err = cw.Close()
-		}
-		if err != nil && !ended {
-			return err
-		}
-		_, err = stream.CloseAndRecv()
-		return err
-	})
-	if status.Code(err) == codes.AlreadyExists {
-		x.log.Info("director already has this round's results", api.LogRound, h.Round)
-		return nil
-	}
-	return err
 }

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/basepb"
+	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // aggregatorService implements openfl.aggregator.Aggregator for every
@@ -123,8 +127,21 @@ func (s *aggregatorService) SendLocalTaskResults(stream aggregatorpb.Aggregator_
 	// header, the stream's first bytes.
 	pr := newPacedRecv(stream)
 	defer pr.stop()
-	rep, err := s.d.ReportResults(ctx, &chunkReader{recv: pr.recv},
-		func(envoy string) error { return s.checkEnvoy(ctx, method, envoy) })
+	verify := func(envoy string) error { return s.checkEnvoy(ctx, method, envoy) }
+	m, resumable, err := resultsResume(ctx)
+	if err != nil {
+		return err
+	}
+	var rep director.Report
+	if resumable {
+		rep, err = s.d.ReportResultsResumable(ctx, &chunkReader{recv: pr.recv}, verify, m)
+	} else {
+		rep, err = s.d.ReportResults(ctx, &chunkReader{recv: pr.recv}, verify)
+	}
+	if wrong := (*director.ErrWrongOffset)(nil); errors.As(err, &wrong) {
+		// The envoy resends from the byte the director holds.
+		grpc.SetTrailer(ctx, metadata.Pairs(api.MDOffset, strconv.FormatInt(wrong.Held, 10)))
+	}
 	if err != nil {
 		return err
 	}

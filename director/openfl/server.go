@@ -23,6 +23,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/logspb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/api/transport"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/metrics"
@@ -81,6 +82,7 @@ func NewServer(d *director.Director, cfg Config, opts ...grpc.ServerOption) *grp
 	directorpb.RegisterDirectorServer(s, &directorService{service: svc})
 	aggregatorpb.RegisterAggregatorServer(s, &aggregatorService{service: svc})
 	logspb.RegisterTrainingLogsServer(s, &logsService{service: svc})
+	transferspb.RegisterTransfersServer(s, &transfersService{service: svc})
 	return s
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/logspb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
 	"github.com/fedplane/fedplane/director/openfl"
@@ -95,7 +96,7 @@ func (f *tlsFed) clients(t *testing.T, name string) clients {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn), log: logspb.NewTrainingLogsClient(conn)}
+	return clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn), log: logspb.NewTrainingLogsClient(conn), xfr: transferspb.NewTransfersClient(conn)}
 }
 
 // admin is an admin client with name's certificate, as fladmin builds it.
@@ -221,6 +222,13 @@ func TestRoleMatrix(t *testing.T) {
 		t.Fatalf("site-a's work: got %s, want %s", got, job2)
 	}
 
+	// site-a holds a cut results upload of job 2, whose offset only it
+	// may ask.
+	held := newUpload(t, resultsBytes(t, siteA, job2, 0, map[string][]float32{"w": {1, 2, 3, 4, 5, 6}, "b": {1, 1}}, map[string][]int64{"w": {2, 3}, "b": {2}}))
+	if _, err := held.send(cs[siteA], 0, len(held.body)/2); status.Code(err) != codes.DataLoss {
+		t.Fatalf("cut results upload: got %v, want DataLoss", err)
+	}
+
 	var (
 		all        = identities
 		envoyOnly  = []string{siteA}
@@ -266,6 +274,10 @@ func TestRoleMatrix(t *testing.T) {
 		}},
 		{logspb.TrainingLogs_SendTrainingLog_FullMethodName, envoyOnly, func(c clients) error {
 			return sendLog(c, siteA, job2, []byte("epoch 1\n"))
+		}},
+		{transferspb.Transfers_ResultsOffset_FullMethodName, envoyOnly, func(c clients) error {
+			_, err := c.xfr.ResultsOffset(ctx, &transferspb.ResultsOffsetRequest{UploadId: held.id})
+			return err
 		}},
 		{directorpb.Director_GetEnvoys_FullMethodName, all, func(c clients) error {
 			_, err := c.dir.GetEnvoys(ctx, &directorpb.GetEnvoysRequest{})

@@ -8,6 +8,7 @@ import (
 	"github.com/fedplane/fedplane/api/aggregatorpb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/logspb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/director/directortest"
 	"github.com/fedplane/fedplane/store"
 )
@@ -35,6 +36,7 @@ type clients struct {
 	dir directorpb.DirectorClient
 	agg aggregatorpb.AggregatorClient
 	log logspb.TrainingLogsClient
+	xfr transferspb.TransfersClient
 }
 
 // mustStore opens a second handle on the director's database in dataDir,

@@ -27,6 +27,7 @@ import (
 	"github.com/fedplane/fedplane/api/basepb"
 	"github.com/fedplane/fedplane/api/directorpb"
 	"github.com/fedplane/fedplane/api/logspb"
+	"github.com/fedplane/fedplane/api/transferspb"
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/store"
 	"github.com/fedplane/fedplane/tensor"
@@ -71,7 +72,7 @@ func startFedWith(t *testing.T, cfg director.Config, scfg Config) *fed {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &fed{d: d, db: mustStore(t, cfg.DataDir), c: clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn), log: logspb.NewTrainingLogsClient(conn)},
+	return &fed{d: d, db: mustStore(t, cfg.DataDir), c: clients{dir: directorpb.NewDirectorClient(conn), agg: aggregatorpb.NewAggregatorClient(conn), log: logspb.NewTrainingLogsClient(conn), xfr: transferspb.NewTransfersClient(conn)},
 		admin: &adminproto.Client{Addr: adminLis.Addr().String(), Timeout: 5 * time.Second}}
 }
 

@@ -112,13 +112,22 @@ func (p *cutProxy) pipe(dst, src net.Conn, watched bool, closeBoth func()) func(
 	}
 }
 
-// writeRandomFloats writes a safetensors file of one float32 tensor of
-// size bytes of random, finite values that do not compress: the zip
-// stores it, and the transfer is size bytes.
-func writeRandomFloats(tb testing.TB, path string, size int64) {
+// writeRandomFloats writes a safetensors file of tensors float32 tensors
+// of size bytes in all, of random, finite values that do not compress:
+// the zip stores it, and the transfer is size bytes. A model sent to
+// envoys needs more than one tensor at 1 GiB: the director sends a tensor
+// in one gRPC message, at most api.MaxMessageSize.
+func writeRandomFloats(tb testing.TB, path string, size int64, tensors int) {
 	tb.Helper()
-	n := size / 4
-	header := fmt.Sprintf(`{"w":{"dtype":"F32","shape":[%d],"data_offsets":[0,%d]}}`, n, 4*n)
+	n := size / 4 / int64(tensors)
+	header := "{"
+	for i := range tensors {
+		if i > 0 {
+			header += ","
+		}
+		header += fmt.Sprintf(`"w%d":{"dtype":"F32","shape":[%d],"data_offsets":[%d,%d]}`, i, n, 4*n*int64(i), 4*n*int64(i+1))
+	}
+	header += "}"
 	for len(header)%8 != 0 {
 		header += " "
 	}
@@ -131,7 +140,7 @@ func writeRandomFloats(tb testing.TB, path string, size int64) {
 	io.WriteString(f, header)
 	rng := rand.NewChaCha8([32]byte{7})
 	buf := make([]byte, 1<<20)
-	for left := 4 * n; left > 0; left -= int64(len(buf)) {
+	for left := 4 * n * int64(tensors); left > 0; left -= int64(len(buf)) {
 		rng.Read(buf)
 		for i := 0; i < len(buf); i += 4 {
 			// Bit 30 is the exponent's highest: clear, the value is
@@ -173,8 +182,8 @@ func checkResent(t *testing.T, what string, p *cutProxy, size int64) {
 }
 
 // TestTransfersResume cuts, with a proxy that drops the connection half
-// way, an envoy's archive fetch, a submit-job upload and a download-job
-// download, each of resumeMiB MiB, and checks that each completes having
+// way, an envoy's archive fetch, an envoy's task results stream, a
+// submit-job upload and a download-job download, each of resumeMiB MiB, and checks that each completes having
 // resent only a little.
 func TestTransfersResume(t *testing.T) {
 	size := resumeMiB() << 20
@@ -198,8 +207,33 @@ func TestTransfersResume(t *testing.T) {
 		checkResent(t, "fetch", p, size)
 	})
 
+	t.Run("task results stream", func(t *testing.T) {
+		// A model of size bytes that the training command hands back as
+		// it is: the results stream is size bytes and a little, from the
+		// envoy to the director, the direction the proxy watches.
+		dir := writeJob(t, `{"name": "big-results", "envoys": ["site-r"], "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "5m"}}`)
+		os.WriteFile(filepath.Join(dir, "train.sh"), []byte("#!/bin/sh\ncp \"$FEDPLANE_INPUT_MODEL\" \"$FEDPLANE_OUTPUT_MODEL\"\n"), 0o755)
+		writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size, 4)
+		p := startCutProxy(t, d.grpc, size/2, false)
+		via := &director{grpc: p.addr(), admin: d.admin}
+		startEnvoy(t, via, "site-r", makeShard(t, 1, 10))
+		waitOnline(t, d, "site-r")
+		id := submitJob(t, d, dir)
+		eventually(t, 10*time.Minute, "the job to finish", func() bool {
+			st := showJob(t, d, id).Status
+			if st == "failed" {
+				t.Fatalf("job failed: %+v", showJob(t, d, id))
+			}
+			return st == "finished"
+		})
+		checkResent(t, "results", p, size)
+		if _, temps := jobDirs(t, d.dataDir); temps != 0 {
+			t.Errorf("%d temp files left after the results", temps)
+		}
+	})
+
 	dir := writeJob(t, `{"name": "big-model", "min_envoys": 2, "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "1m"}}`)
-	writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size)
+	writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size, 1)
 	var id string
 	t.Run("submit-job upload", func(t *testing.T) {
 		p := startCutProxy(t, d.admin, size/2, false)
