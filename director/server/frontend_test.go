@@ -338,29 +338,31 @@ func TestSetNewExperimentLimits(t *testing.T) {
 }
 
 // TestLateResultsNotCounted: a round that closed at its quorum without an
-// envoy refuses that envoy's results for it, saying they are not counted,
-// and the next round takes the envoy back.
+// envoy (its training failed) refuses that envoy's results for it, saying
+// they are not counted, and the next round takes the envoy back.
 func TestLateResultsNotCounted(t *testing.T) {
+	ctx := context.Background()
 	f := startFed(t, testCfg(t, newFakeClock()))
 	f.register(t, "site-a", "site-b", "site-c")
-	id := f.submitJob(t, `{"name": "late", "envoys": ["site-a", "site-b", "site-c"], "rounds": 2, "round_timeout": "300ms",
+	id := f.submitJob(t, `{"name": "late", "envoys": ["site-a", "site-b", "site-c"], "rounds": 2, "round_timeout": "1m",
 		"min_envoys_per_round": 2, "train": {"command": ["true"]}}`)
 	f.waitFor(t, "site-a")
-	tasks, err := f.nextTask(t, "site-c", id) // site-c takes round 0's task and then dawdles
+	tasks, err := f.nextTask(t, "site-c", id) // site-c takes round 0's task, and its training fails
 	if err != nil || tasks.GetRoundNumber() != 0 {
 		t.Fatalf("site-c's task: %v, %v", tasks, err)
+	}
+	if _, err := f.c.dir.SetExperimentFailed(ctx, &directorpb.SetExperimentFailedRequest{ExperimentName: id, CollaboratorName: "site-c",
+		ErrorCode: 3, ErrorDescription: "training command exited with status 3 in round 0"}); err != nil {
+		t.Fatal(err)
 	}
 	for _, e := range []string{"site-a", "site-b"} {
 		if err := f.train(t, e, id, 1, 10); err != nil {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if done, _ := f.d.Progress(mustExperiment(t, f, id)); done >= 1 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	f.settle(t) // round 0 closes at its quorum, without site-c
+	if done, _ := f.d.Progress(mustExperiment(t, f, id)); done != 1 {
+		t.Fatalf("rounds done %d, want 1", done)
 	}
 	model := map[string][]float32{"w": {1, 2, 3, 4}, "b": {0.5}}
 	shapes := map[string][]int64{"w": {2, 2}, "b": {1}}
@@ -370,6 +372,9 @@ func TestLateResultsNotCounted(t *testing.T) {
 	}
 	if err := f.train(t, "site-c", id, 1, 10); err != nil { // round 1: back in
 		t.Fatalf("site-c in round 1: %v", err)
+	}
+	if e := mustExperiment(t, f, id); e.Status != api.JobInProgress {
+		t.Fatalf("job %s %q, want it running", e.Status, e.Reason)
 	}
 }
 
