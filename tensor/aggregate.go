@@ -128,7 +128,17 @@ const (
 // Memory is O(workers × chunk) for the mean-based aggregators and
 // O(workers × inputs × chunk) for the robust ones, whatever the model's
 // size. Chunks are shared among GOMAXPROCS workers and written in order.
+//
+// fedavg without clip_norm is FedAvg itself, which writes the same bytes:
+// its one core streams faster than the shared engine's two on the 2 vCPU
+// machine of BENCHMARKS.md (figure 5 against figure 8's first row).
 func Aggregate(w io.Writer, model *Index, inputs []Input, a Aggregator, st State) error {
+	if a.Name == AggFedAvg && a.ClipNorm <= 0 {
+		if err := checkAggregator(a); err != nil {
+			return fmt.Errorf("%s: %w", a.Name, err)
+		}
+		return FedAvg(w, model, inputs) // its errors say "fedavg: "
+	}
 	if err := aggregate(w, model, inputs, a, st, 0); err != nil {
 		return fmt.Errorf("%s: %w", a.Name, err)
 	}
@@ -573,7 +583,7 @@ func (e *engine) step(wk *worker, p piece) error {
 				d := s - c*x
 				v := float64(stIn[i]) + d*d
 				stOut[i] = float32(v)
-				out[i] = float32(x + a.Eta*d/(math.Sqrt(v)+a.Tau))
+				out[i] = float32(x + float64(float32(a.Eta)*float32(d)/(sqrt32(float32(v))+float32(a.Tau))))
 			}
 			break
 		}
@@ -584,18 +594,20 @@ func (e *engine) step(wk *worker, p piece) error {
 			m := a.Beta1*float64(stIn[2*i]) + (1-a.Beta1)*d
 			v := float64(stIn[2*i+1]) + d*d
 			stOut[2*i], stOut[2*i+1] = float32(m), float32(v)
-			out[i] = float32(x + a.Eta*m/(math.Sqrt(v)+a.Tau))
+			out[i] = float32(x + float64(float32(a.Eta)*float32(m)/(sqrt32(float32(v))+float32(a.Tau))))
 		}
 	case AggFedAdam:
 		stIn, stOut = stIn[:2*len(sums)], stOut[:2*len(sums)]
-		b1, b2, eta, tau := a.Beta1, a.Beta2, e.etaT, a.Tau
+		b1, b2, eta, tau := a.Beta1, a.Beta2, float32(e.etaT), float32(a.Tau)
 		for i, s := range sums {
 			x := float64(base[i])
 			d := s - c*x
-			m := b1*float64(stIn[2*i]) + (1-b1)*d
-			v := b2*float64(stIn[2*i+1]) + (1-b2)*(d*d)
-			stOut[2*i], stOut[2*i+1] = float32(m), float32(v)
-			out[i] = float32(x + eta*m/(math.Sqrt(v)+tau))
+			m := float32(b1*float64(stIn[2*i]) + (1-b1)*d)
+			v := float32(b2*float64(stIn[2*i+1]) + (1-b2)*(d*d))
+			stOut[2*i], stOut[2*i+1] = m, v
+			// The step in float32, the precision m and v are kept in:
+			// SQRTSS and DIVSS take half SQRTSD's and DIVSD's time.
+			out[i] = float32(x + float64(eta*m/(sqrt32(v)+tau)))
 		}
 	case AggFedYogi:
 		stIn, stOut = stIn[:2*len(sums)], stOut[:2*len(sums)]
@@ -612,7 +624,7 @@ func (e *engine) step(wk *worker, p piece) error {
 				v += (1 - b2) * d2
 			}
 			stOut[2*i], stOut[2*i+1] = float32(m), float32(v)
-			out[i] = float32(x + eta*m/(math.Sqrt(v)+tau))
+			out[i] = float32(x + float64(float32(eta)*float32(m)/(sqrt32(float32(v))+float32(tau))))
 		}
 	}
 	if err := e.checkFinite(p, out); err != nil {
@@ -689,3 +701,6 @@ func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
 	}
 	return e.checkFinite(p, out)
 }
+
+// sqrt32 is a float32 square root; the compiler makes it one SQRTSS.
+func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
