@@ -557,6 +557,7 @@ func (e *engine) step(wk *worker, p piece) error {
 	}
 	stOut := wk.stOut[:e.k*p.n]
 	a, c := e.a, e.coef
+	nonFinite := false // set by a case that checks as it goes, and finds one
 	switch a.Name {
 	case AggFedAvg:
 		if a.ClipNorm <= 0 {
@@ -607,7 +608,17 @@ func (e *engine) step(wk *worker, p piece) error {
 			stOut[2*i], stOut[2*i+1] = m, v
 			// The step in float32, the precision m and v are kept in:
 			// SQRTSS and DIVSS take half SQRTSD's and DIVSD's time.
-			out[i] = float32(x + float64(eta*m/(sqrt32(v)+tau)))
+			o := float32(x + float64(eta*m/(sqrt32(v)+tau)))
+			out[i] = o
+			// Finiteness is checked here, while the values are in
+			// registers, rather than by two more passes.
+			if math.Float32bits(o)&exponentF32 == exponentF32 || math.Float32bits(m)&exponentF32 == exponentF32 ||
+				math.Float32bits(v)&exponentF32 == exponentF32 {
+				nonFinite = true
+			}
+		}
+		if !nonFinite {
+			return nil
 		}
 	case AggFedYogi:
 		stIn, stOut = stIn[:2*len(sums)], stOut[:2*len(sums)]

@@ -344,6 +344,10 @@ func TestAggregateErrors(t *testing.T) {
 		{"NaN in an input", Aggregator{Name: AggMedian}, []Input{{X: nan.index(t), Weight: 1}}, State{}, `tensor "b.bias": element 2`},
 		{"overflow", Aggregator{Name: AggFedAvgM, Eta: 1e300, Momentum: 0.9}, in,
 			State{Step: 1, Out: &bytes.Buffer{}}, "holds finite values only"},
+		{"fedadam overflow", Aggregator{Name: AggFedAdam, Eta: 1e300, Beta1: 0.9, Beta2: 0.99, Tau: 1e-9}, in,
+			State{Step: 1, Out: &bytes.Buffer{}}, "holds finite values only"},
+		{"NaN in an input, fedadam", adam, []Input{{X: nan.index(t), Weight: 1}}, State{Step: 1, Out: &bytes.Buffer{}}, `tensor "b.bias": element 2`},
+		{"NaN in an input, fedavg", Aggregator{Name: AggFedAvg}, []Input{{X: nan.index(t), Weight: 1}}, State{}, `tensor "b.bias": element 2`},
 		{"negative clip", Aggregator{Name: AggFedAvg, ClipNorm: -1}, in, State{}, "clip_norm -1"},
 		{"no inputs", Aggregator{Name: AggMedian}, nil, State{}, "no inputs"},
 	}
