@@ -212,16 +212,7 @@ func (t *heldTable) heldBytes(ctx context.Context, id, envoy string) (int64, err
 	defer t.mu.Unlock()
 	u, ok := t.byID[id]
 	if ok && u.envoy == envoy && u.busy {
-		idle := u.idle
-		t.mu.Unlock()
-		wait := time.NewTimer(heldWait)
-		select {
-		case <-idle:
-		case <-wait.C:
-		case <-ctx.Done():
-		}
-		wait.Stop()
-		t.mu.Lock()
+		WaitUnlocked(ctx, &t.mu, u.idle, heldWait)
 		u, ok = t.byID[id]
 	}
 	switch {
@@ -381,4 +372,20 @@ func (d *Director) resumeResults(ctx context.Context, r io.Reader, verify func(e
 	}
 	defer release()
 	return d.storeResults(ctx, exp, rep, h, tmp, u.size)
+}
+
+// WaitUnlocked releases mu, which the caller holds, until idle is closed,
+// wait has passed or ctx ends, then takes mu again: how a table of held
+// partial uploads waits for the attempt that still appends to one
+// (heldTable here, the admin port's uploads).
+func WaitUnlocked(ctx context.Context, mu *sync.Mutex, idle <-chan struct{}, wait time.Duration) {
+	mu.Unlock()
+	defer mu.Lock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

@@ -162,16 +162,7 @@ func (t *uploads) held(ctx context.Context, id, owner string) (int64, error) {
 	t.expireLocked()
 	u, ok := t.byID[id]
 	if ok && u.owner == owner && u.busy {
-		idle := u.idle
-		t.mu.Unlock()
-		wait := time.NewTimer(busyWait)
-		select {
-		case <-idle:
-		case <-wait.C:
-		case <-ctx.Done():
-		}
-		wait.Stop()
-		t.mu.Lock()
+		director.WaitUnlocked(ctx, &t.mu, u.idle, busyWait)
 		u, ok = t.byID[id]
 	}
 	switch {
