@@ -142,7 +142,9 @@ type Director struct {
 	db      *store.DB
 	reg     *registry
 	journal *journal
-	started time.Time
+	// auditPace paces each caller's audit records (auditrate.go).
+	auditPace auditPace
+	started   time.Time
 
 	lc       *lifecycle
 	kick     chan struct{} // wakes the scheduler

@@ -185,7 +185,14 @@ func (d *Director) emit(e api.Event) {
 
 // RecordAudit adds a call to the audit trail, stamped now when its Time is
 // zero. Free-text fields are cut to api.MaxAuditField.
+//
+// A caller past its burst waits for its turn here (auditrate.go): the
+// trail keeps every call, at a pace that bounds how fast one caller can
+// grow it.
 func (d *Director) RecordAudit(a api.AuditRecord) {
+	if wait := d.auditPace.delay(a.Kind+"\x00"+a.Org+"\x00"+a.Caller, time.Now()); wait > 0 {
+		time.Sleep(wait)
+	}
 	if a.Time.IsZero() {
 		a.Time = d.cfg.Now()
 	}
