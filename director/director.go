@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
@@ -165,6 +166,9 @@ type Director struct {
 	}
 	// heldRes is the partial task results of cut streams (heldresults.go).
 	heldRes heldTable
+	// heldUploadsTaken is set once HeldUploads has handed the admin port
+	// the partial uploads of the last run (partial.go).
+	heldUploadsTaken atomic.Bool
 }
 
 // background counts goroutines in flight. Unlike a sync.WaitGroup it may be
@@ -270,6 +274,7 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		db.Close()
 		return nil, fmt.Errorf("load running experiments: %w", err)
 	}
+	d.loadHeldResults()
 	return d, nil
 }
 
@@ -283,7 +288,7 @@ func (d *Director) Close() error {
 	d.Drain()
 	d.work.close()
 	d.stopAll()
-	d.dropHeldResults()
+	d.closeHeldResults()
 	d.journal.close()
 	return d.db.Close()
 }

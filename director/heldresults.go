@@ -26,6 +26,18 @@ import (
 // sha256 against the one announced before the results are read as today.
 // OpenFL envoys send no upload id: their streams are taken whole, as ever.
 //
+// A stream cut before its first 64 KiB have arrived keeps what did, once
+// those bytes hold the whole header (the fields before the first tensor,
+// which the checks need): the smallest prefix that resumes is the header
+// and the first tensor's tag, as the stream's messages deliver them (the
+// envoy sends its first ones small: envoy/results.go). A cut before that
+// keeps nothing, and the envoy starts over.
+//
+// A partial survives a restart: its file is under the data dir's
+// partials/ with a sidecar that records the checks' outcome and the bytes
+// held, written after each cut (partials.go); start-up reloads it with
+// the same bounds.
+//
 // Bounds: one partial per envoy (a new upload of the envoy drops its old
 // one), each within the temp space for results it reserved when it began
 // (MaxResultsInFlight bounds them all), and each dropped after
@@ -99,25 +111,43 @@ type heldResults struct {
 	sum        string
 	// hdr is the results' header, as checked on the first attempt.
 	hdr     tensor.TaskResultsHeader
-	f       *os.File
+	f       *os.File // under partials/ (partials.go)
 	held    int64
 	release func() // the temp space reserved for it
 	busy    bool
 	idle    chan struct{} // closed when the attempt that made it busy is done
+	created time.Time
 	last    time.Time
 }
 
-// discard removes u's file and returns its temp space.
+// discard removes u's file and its sidecar, and returns its temp space.
 func (u *heldResults) discard() {
 	if u.f != nil {
+		removePart(u.f)
+		u.f = nil
+	}
+	u.close()
+}
+
+// close closes u's file, if still open, and returns its temp space: the
+// file and its sidecar stay for the next start.
+func (u *heldResults) close() {
+	if u.f != nil {
 		u.f.Close()
-		os.Remove(u.f.Name())
 		u.f = nil
 	}
 	if u.release != nil {
 		u.release()
 		u.release = nil
 	}
+}
+
+// save makes the bytes u holds durable with what the first attempt
+// checked, for a resume after a restart.
+func (u *heldResults) save() error {
+	h := u.hdr
+	return savePart(u.f, partialMeta{Kind: partialResults, ID: u.id, Owner: u.envoy, Size: u.size, SHA256: u.sum,
+		Held: u.held, Created: u.created, Last: time.Now(), Experiment: u.exp, Round: u.round, Header: &h})
 }
 
 // heldTable is the director's partial results, by upload id.
@@ -194,6 +224,30 @@ func (t *heldTable) put(u *heldResults, keep bool) {
 	}
 }
 
+// restore adds u, reloaded at start-up and not busy, unless the table
+// holds a partial of u's envoy used later (at most one per envoy): the one
+// not kept is discarded.
+func (t *heldTable) restore(u *heldResults) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byID == nil {
+		t.byID = map[string]*heldResults{}
+	}
+	for id, o := range t.byID {
+		if o.envoy == u.envoy || id == u.id {
+			if !o.last.Before(u.last) {
+				u.discard()
+				return
+			}
+			o.discard()
+			delete(t.byID, id)
+		}
+	}
+	u.idle = make(chan struct{})
+	close(u.idle)
+	t.byID[u.id] = u
+}
+
 // finish removes a busy upload that holds all its bytes from the table;
 // the caller owns its file and its temp space.
 func (t *heldTable) finish(u *heldResults) {
@@ -252,9 +306,63 @@ func (d *Director) staleResults(u *heldResults) bool {
 // experiments and those unused for heldResultsTTL.
 func (d *Director) sweepHeldResults() { d.heldRes.sweep(d.staleResults) }
 
-// dropHeldResults drops every partial not being sent, when the director
-// stops (a restarted director does not know them).
-func (d *Director) dropHeldResults() { d.heldRes.sweep(func(*heldResults) bool { return true }) }
+// closeHeldResults closes the files of the partials not being sent, when
+// the director stops; they stay on disk, with what their last cut
+// recorded, for the next start (loadHeldResults).
+func (d *Director) closeHeldResults() {
+	t := &d.heldRes
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, u := range t.byID {
+		if !u.busy {
+			u.close()
+			delete(t.byID, id)
+		}
+	}
+}
+
+// loadHeldResults takes back, at start-up once the running experiments
+// are loaded, the partial results an earlier run kept: each is checked
+// again against its experiment (still running, the round the same and not
+// reported, the size within what the model allows) and reserves its temp
+// space, or is removed, as are those unused for heldResultsTTL.
+func (d *Director) loadHeldResults() {
+	for _, h := range loadParts(d.log, d.cfg.DataDir, partialResults, d.cfg.MaxJobSize, heldResultsTTL, time.Now()) {
+		m := h.meta
+		u := &heldResults{id: m.ID, envoy: m.Owner, exp: m.Experiment, round: m.Round, size: m.Size, sum: m.SHA256,
+			hdr: *m.Header, f: h.f, held: m.Held, created: m.Created, last: m.Last}
+		err := d.checkReloaded(u)
+		if err == nil {
+			u.release, err = d.reserveResults(u.size)
+		}
+		if err != nil {
+			d.log.Info("partial task results dropped at start", api.LogEnvoy, u.envoy, api.LogJob, u.exp, api.LogRound, u.round, api.LogErr, err)
+			u.discard()
+			continue
+		}
+		d.log.Info("partial task results held for a resume", api.LogEnvoy, u.envoy, api.LogJob, u.exp, api.LogRound, u.round, api.LogBytes, u.held)
+		d.heldRes.restore(u)
+	}
+}
+
+// checkReloaded checks a reloaded partial against its experiment as it is
+// now.
+func (d *Director) checkReloaded(u *heldResults) error {
+	if d.staleResults(u) {
+		return fmt.Errorf("%w: its round closed or its experiment ended", api.ErrConflict)
+	}
+	exp := d.runningExperiment(u.exp)
+	exp.modelMu.RLock()
+	var most int64
+	if exp.model != nil {
+		most = min(tensor.MaxTaskResultsSize(exp.model.x), d.cfg.MaxJobSize)
+	}
+	exp.modelMu.RUnlock()
+	if u.size > most {
+		return fmt.Errorf("%w: task results of %d bytes, the model allows at most %d", api.ErrTooLarge, u.size, most)
+	}
+	return nil
+}
 
 // ResultsOffset returns how many bytes of task results upload id the
 // director holds. verify, if not nil, is asked whether the caller may act
@@ -323,9 +431,19 @@ func checkHeld(u *heldResults) error {
 func (d *Director) receiveHeld(u *heldResults, prefix []byte, r io.Reader) (tmp *os.File, release func(), err error) {
 	keep, err := d.appendResults(u, prefix, r)
 	if err != nil {
+		if keep && u.held > 0 {
+			if serr := u.save(); serr != nil {
+				// Held until the director stops: a restart resumes
+				// from what an earlier cut recorded, or starts over.
+				d.log.Warn("partial task results: cannot record them for a restart", api.LogEnvoy, u.envoy, api.LogErr, serr)
+			}
+			d.log.Info("task results cut; held for a resume", api.LogEnvoy, u.envoy, api.LogJob, u.exp, api.LogRound, u.round, api.LogBytes, u.held, api.LogErr, err)
+		}
 		d.heldRes.put(u, keep)
 		return nil, nil, err
 	}
+	// Complete: no longer held for a resume, whatever its checks say.
+	forgetPart(u.f.Name())
 	d.heldRes.finish(u)
 	if err := checkHeld(u); err != nil {
 		u.discard()
@@ -357,6 +475,7 @@ func (d *Director) resumeResults(ctx context.Context, r io.Reader, verify func(e
 	}
 	h := u.hdr
 	rep := Report{Experiment: u.exp, Envoy: envoy, Round: u.round, Receiver: h.Receiver, CommonName: h.CommonName}
+	d.log.InfoContext(ctx, "task results resumed", api.LogEnvoy, envoy, api.LogJob, u.exp, api.LogRound, u.round, api.LogBytes, u.held)
 	exp, err := d.running(ctx, u.exp, envoy)
 	if err == nil {
 		err = exp.claimUpload(envoy, u.round)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director/metrics"
@@ -13,33 +14,89 @@ import (
 
 // Partial is a job archive received in parts, by an upload that resumes
 // after a cut (README "Transfers that resume"): the first Held bytes are in
-// a temp file under the data dir's tmp/. Its bytes are trusted no more
-// than any upload's: FinishPartial hashes the whole file before the job is
-// looked at. Discard it once done with it.
+// a file under the data dir's partials/, which Keep makes durable so that
+// the upload resumes after a restart too (partials.go). Its bytes are
+// trusted no more than any upload's: FinishPartial hashes the whole file
+// before the job is looked at. Discard it once done with it.
 type Partial struct {
 	f    *os.File
 	held int64
+	info UploadInfo
 }
 
-// NewPartial starts a resumable upload, holding nothing yet.
-func (d *Director) NewPartial() (*Partial, error) {
-	f, err := d.createTemp("upload-*.part")
+// UploadInfo is what the director records of a resumable upload with its
+// bytes, for a resume after a restart.
+type UploadInfo struct {
+	ID string // the client's upload id, 32 lowercase hex digits
+	// Owner is the identity that began the upload, the only one that may
+	// resume it; Caller is the key of the per-caller cap.
+	Owner, Caller string
+	Size          int64  // the whole archive's, as announced
+	SHA256        string // its sha256, as announced
+	// Created is when the upload began; Last when an attempt last ended.
+	Created, Last time.Time
+}
+
+// NewPartial starts a resumable upload described by info, holding nothing
+// yet.
+func (d *Director) NewPartial(info UploadInfo) (*Partial, error) {
+	f, err := d.createPart(partialUpload)
 	if err != nil {
 		return nil, err
 	}
-	return &Partial{f: f}, nil
+	return &Partial{f: f, info: info}, nil
 }
 
 // Held is how many bytes of the archive p holds.
 func (p *Partial) Held() int64 { return p.held }
 
-// Discard removes p's temp file.
-func (p *Partial) Discard() {
+// Info describes p's upload.
+func (p *Partial) Info() UploadInfo { return p.info }
+
+// Keep makes the bytes p holds durable, with its description as of last,
+// so that the upload resumes after a restart. Until it returns, a restart
+// resumes from what an earlier Keep recorded, or starts over.
+func (p *Partial) Keep(last time.Time) error {
+	p.info.Last = last
+	if p.held == 0 || p.f == nil {
+		return nil
+	}
+	i := p.info
+	return savePart(p.f, partialMeta{Kind: partialUpload, ID: i.ID, Owner: i.Owner, Caller: i.Caller,
+		Size: i.Size, SHA256: i.SHA256, Held: p.held, Created: i.Created, Last: i.Last})
+}
+
+// Close closes p's file and leaves it, and what Keep recorded, on disk
+// for the next start, when the director stops.
+func (p *Partial) Close() {
 	if p.f != nil {
 		p.f.Close()
-		os.Remove(p.f.Name())
 		p.f = nil
 	}
+}
+
+// Discard removes p's file and what Keep recorded.
+func (p *Partial) Discard() {
+	if p.f != nil {
+		removePart(p.f)
+		p.f = nil
+	}
+}
+
+// HeldUploads returns the partial uploads that an earlier run kept (Keep)
+// and not within ttl of now unused, once: the admin port's table of
+// uploads takes them at its start. The others are removed.
+func (d *Director) HeldUploads(ttl time.Duration, now time.Time) []*Partial {
+	if !d.heldUploadsTaken.CompareAndSwap(false, true) {
+		return nil
+	}
+	var ps []*Partial
+	for _, h := range loadParts(d.log, d.cfg.DataDir, partialUpload, d.cfg.MaxJobSize, ttl, now) {
+		m := h.meta
+		ps = append(ps, &Partial{f: h.f, held: m.Held, info: UploadInfo{ID: m.ID, Owner: m.Owner, Caller: m.Caller,
+			Size: m.Size, SHA256: m.SHA256, Created: m.Created, Last: m.Last}})
+	}
+	return ps
 }
 
 // ReceivePart appends to p what copyFn writes, up to size bytes in all
@@ -65,6 +122,8 @@ func (d *Director) ReceivePart(p *Partial, size int64, copyFn func(w io.Writer) 
 // announced when it began. It owns p: p is discarded on error and belongs
 // to the Upload otherwise.
 func (d *Director) FinishPartial(p *Partial, size int64, sum string) (*Upload, error) {
+	// Complete or refused, it is no longer held for a resume.
+	forgetPart(p.f.Name())
 	if p.held != size {
 		p.Discard()
 		return nil, fmt.Errorf("%w: upload holds %d bytes, the archive was announced as %d", api.ErrDataLoss, p.held, size)

@@ -257,14 +257,24 @@ func (d *Director) reportResults(ctx context.Context, r io.Reader, verify func(e
 	prefix := make([]byte, resultsHeaderMax)
 	k, err := io.ReadFull(r, prefix)
 	whole := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	// cut is the error of a resumable stream that broke after k bytes:
+	// once they hold the header, they are checked and held as any first
+	// attempt's, and the envoy resumes after them.
+	var cut error
 	if err != nil && !whole {
-		return Report{}, err
+		if m == nil || k == 0 {
+			return Report{}, err
+		}
+		cut = err
 	}
 	if k == 0 {
 		return Report{}, fmt.Errorf("%w: empty task results stream", api.ErrInvalid)
 	}
 	prefix = prefix[:k]
 	h, err := tensor.ReadTaskResultsHeader(prefix, whole)
+	if cut != nil && errors.Is(err, tensor.ErrHeaderTooLate) {
+		return Report{}, cut // cut before the header arrived: nothing to hold
+	}
 	if err != nil {
 		return Report{}, fmt.Errorf("%w: %w", api.ErrInvalid, err)
 	}
@@ -285,6 +295,9 @@ func (d *Director) reportResults(ctx context.Context, r io.Reader, verify func(e
 			return rep, fmt.Errorf("%w: task %q is not in the experiment's task group", api.ErrInvalid, h.TaskName)
 		}
 		if t.Type == job.TaskTypeValidate {
+			if cut != nil {
+				return rep, cut // a validation's metrics are taken whole
+			}
 			return d.reportValidation(ctx, exp, rep, t, h, prefix, whole)
 		}
 	}
@@ -312,15 +325,18 @@ func (d *Director) reportResults(ctx context.Context, r io.Reader, verify func(e
 		if err != nil {
 			return rep, err
 		}
-		f, err := d.createTemp("results-*.part")
+		f, err := d.createPart(partialResults)
 		if err != nil {
 			release()
 			return rep, err
 		}
-		u := &heldResults{id: m.ID, envoy: name, exp: exp.id, round: round, size: m.Size, sum: m.SHA256, hdr: h, f: f, release: release}
+		u := &heldResults{id: m.ID, envoy: name, exp: exp.id, round: round, size: m.Size, sum: m.SHA256, hdr: h, f: f, release: release, created: time.Now()}
 		if err := d.heldRes.begin(u); err != nil {
 			u.discard()
 			return rep, err
+		}
+		if cut != nil {
+			r = failingReader{cut}
 		}
 		tmp, release, err := d.receiveHeld(u, prefix, r)
 		if err != nil {
@@ -521,6 +537,11 @@ func (d *Director) reserveResults(n int64) (release func(), err error) {
 		d.inflight.Unlock()
 	}, nil
 }
+
+// failingReader is a stream that broke: every read fails with err.
+type failingReader struct{ err error }
+
+func (f failingReader) Read([]byte) (int, error) { return 0, f.err }
 
 // capWriter refuses to write past a size cap, before the bytes land.
 type capWriter struct {

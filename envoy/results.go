@@ -131,22 +131,16 @@ func (e *Envoy) sendResultsFrom(ctx context.Context, up *resultsUpload, off int6
 	// status comes with the reply. Any other error cancels the stream,
 	// so the director never takes a truncated message for results.
 	ended := false
-	cw := tensor.NewChunkWriter(func(m *basepb.DataStream) error {
+	// At off == size the director holds every byte but its reply was
+	// lost: the stream is empty.
+	err = sendGrowing(func(m *basepb.DataStream) error {
 		err := stream.Send(m)
 		ended = errors.Is(err, io.EOF)
 		if err == nil {
 			e.prom.sentBytes(BytesResults, int64(len(m.GetNpbytes())))
 		}
 		return err
-	}, 0)
-	// At off == size the director holds every byte but its reply was
-	// lost: the stream is empty.
-	if off < up.size {
-		_, err = io.Copy(cw, io.NewSectionReader(up.f, off, up.size-off))
-		if err == nil {
-			err = cw.Close()
-		}
-	}
+	}, io.NewSectionReader(up.f, off, up.size-off))
 	if err != nil && !ended {
 		return -1, err
 	}
@@ -158,6 +152,39 @@ func (e *Envoy) sendResultsFrom(ctx context.Context, up *resultsUpload, off int6
 		}
 	}
 	return held, err
+}
+
+// firstResultsChunk is the size of a results stream's first message;
+// each next one is twice the last, up to api.ChunkSize. The director holds
+// the messages that arrived whole once they include the header (the
+// fields before the first tensor, a few hundred bytes), so small first
+// messages let a stream cut early resume from what arrived, where one
+// first message of api.ChunkSize would have started over. It costs nine
+// more messages a stream.
+const firstResultsChunk = 4 << 10
+
+// sendGrowing sends r's bytes as DataStream messages of firstResultsChunk
+// bytes, then twice that each, up to api.ChunkSize, each in a fresh buffer
+// (grpc-go may read a sent message later). It sends nothing when r is
+// empty.
+func sendGrowing(send func(*basepb.DataStream) error, r io.Reader) error {
+	n := firstResultsChunk
+	for {
+		b := make([]byte, n)
+		k, err := io.ReadFull(r, b)
+		if k > 0 {
+			if serr := send(&basepb.DataStream{Size: uint32(k), Npbytes: b[:k]}); serr != nil {
+				return serr
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			return nil
+		case err != nil:
+			return err
+		}
+		n = min(2*n, api.ChunkSize)
+	}
 }
 
 // resultsOffset asks the director how many bytes of upload id it holds: 0

@@ -228,7 +228,9 @@ func (s *Server) receiveResumable(ctx context.Context, req *request, rawID any) 
 		// that failed, does not.
 		var pe *os.PathError
 		keep := !errors.As(err, &pe) && !errors.Is(err, adminproto.ErrChecksum) && !errors.Is(err, adminproto.ErrFooter) && !errors.Is(err, api.ErrTooLarge)
-		s.uploads.put(id, up, keep)
+		if kerr := s.uploads.put(id, up, keep); kerr != nil {
+			s.log.WarnContext(ctx, "partial upload: cannot record it for a restart", api.LogErr, kerr)
+		}
 		if errors.As(err, &pe) {
 			s.log.ErrorContext(ctx, "write upload", api.LogErr, err)
 			return nil, fmt.Errorf("%w: director cannot store the upload: %v", api.ErrUnavailable, pe.Err)

@@ -124,7 +124,7 @@ func New(d *director.Director, cfg Config) *Server {
 		now = time.Now
 	}
 	return &Server{d: d, cfg: cfg, log: d.Config().Logger, byAddr: map[string]int{},
-		sessions: newSessions(now), downloads: newDownloads(now), uploads: newUploads(now)}
+		sessions: newSessions(now), downloads: newDownloads(now), uploads: newUploads(now, d.HeldUploads(DefaultUploadTTL, now()))}
 }
 
 // minHandshakes is the fewest TLS handshakes that may run at once; else

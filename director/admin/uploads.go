@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,6 +18,10 @@ import (
 // upload_status tells. A hostile caller could fill the disk with partial
 // uploads it never finishes, so they are bounded: each by the director's
 // max job size, a caller's by count, all by count, and each by a lifetime.
+//
+// A partial survives a restart: after each cut the director records its
+// bytes and whose it is on disk (director.Partial.Keep), and the table
+// takes back at its start what the last run kept, within the same bounds.
 
 // Bounds of the partial uploads held.
 const (
@@ -55,9 +60,27 @@ type upload struct {
 	last   time.Time
 }
 
-func newUploads(now func() time.Time) *uploads {
-	return &uploads{now: now, ttl: DefaultUploadTTL, perCaller: DefaultUploadsPerCaller,
+// newUploads makes the table with held, the partial uploads an earlier
+// run kept: those within the bounds are held again, the most recently used
+// first, and the rest discarded.
+func newUploads(now func() time.Time, held []*director.Partial) *uploads {
+	t := &uploads{now: now, ttl: DefaultUploadTTL, perCaller: DefaultUploadsPerCaller,
 		max: DefaultMaxUploads, byID: map[string]*upload{}}
+	slices.SortFunc(held, func(a, b *director.Partial) int { return b.Info().Last.Compare(a.Info().Last) })
+	mine := map[string]int{}
+	for _, p := range held {
+		i := p.Info()
+		_, dup := t.byID[i.ID]
+		if dup || checkUploadID(i.ID) != nil || now().Sub(i.Last) >= t.ttl || mine[i.Caller] >= t.perCaller || len(t.byID) >= t.max {
+			p.Discard()
+			continue
+		}
+		mine[i.Caller]++
+		idle := make(chan struct{})
+		close(idle)
+		t.byID[i.ID] = &upload{owner: i.Owner, caller: i.Caller, size: i.Size, sum: i.SHA256, p: p, idle: idle, last: i.Last}
+	}
+	return t
 }
 
 // checkUploadID checks that id is as clients make them.
@@ -86,7 +109,7 @@ func (e *errWrongOffset) Unwrap() error { return api.ErrConflict }
 // take returns owner's upload id for appending from off, marked busy, or
 // begins it when off is 0 and none of that id is held (newPartial makes
 // its file). size and sum must be the ones it began with.
-func (t *uploads) take(id, owner, caller string, size int64, sum string, off int64, newPartial func() (*director.Partial, error)) (*upload, error) {
+func (t *uploads) take(id, owner, caller string, size int64, sum string, off int64, newPartial func(director.UploadInfo) (*director.Partial, error)) (*upload, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expireLocked()
@@ -118,7 +141,7 @@ func (t *uploads) take(id, owner, caller string, size int64, sum string, off int
 	case len(t.byID) >= t.max:
 		return nil, fmt.Errorf("%w: director holds %d partial uploads; try again later", api.ErrBusy, len(t.byID))
 	}
-	p, err := newPartial()
+	p, err := newPartial(director.UploadInfo{ID: id, Owner: owner, Caller: caller, Size: size, SHA256: sum, Created: t.now()})
 	if err != nil {
 		return nil, err
 	}
@@ -128,16 +151,24 @@ func (t *uploads) take(id, owner, caller string, size int64, sum string, off int
 }
 
 // put hands back a busy upload: kept for a resume when keep and it holds
-// bytes, dropped (its file removed) otherwise.
-func (t *uploads) put(id string, u *upload, keep bool) {
+// bytes, dropped (its file removed) otherwise. A kept one is recorded on
+// disk first, for a resume after a restart; the error says that failed
+// (it is held until the director stops all the same).
+func (t *uploads) put(id string, u *upload, keep bool) error {
+	now := t.now()
+	var err error
+	if keep && u.p.Held() > 0 {
+		err = u.p.Keep(now) // u is busy: this request's alone
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	u.busy, u.last = false, t.now()
+	u.busy, u.last = false, now
 	close(u.idle)
 	if !keep || u.p.Held() == 0 {
 		u.p.Discard()
 		delete(t.byID, id)
 	}
+	return err
 }
 
 // finish removes a busy upload from the table; the caller owns its
@@ -181,14 +212,15 @@ func (t *uploads) sweep() {
 	t.expireLocked()
 }
 
-// closeAll drops every partial upload that is not being sent, when the
-// server stops (a restarted director does not know them).
+// closeAll closes every partial upload that is not being sent, when the
+// server stops: each stays on disk as its last cut recorded it, for the
+// next start.
 func (t *uploads) closeAll() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for id, u := range t.byID {
 		if !u.busy {
-			u.p.Discard()
+			u.p.Close()
 			delete(t.byID, id)
 		}
 	}
