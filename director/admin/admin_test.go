@@ -26,6 +26,7 @@ const (
 	tmpDir         = "tmp"
 	experimentsDir = "experiments"
 	archiveFile    = "archive.zip"
+	partialsDir    = "partials"
 )
 
 var (
@@ -85,7 +86,7 @@ func assertNoUploadLeft(tb testing.TB, d *director.Director) {
 	if len(exps) != 0 {
 		tb.Fatalf("jobs: got %d, want none", len(exps))
 	}
-	for _, sub := range []string{tmpDir, experimentsDir} {
+	for _, sub := range []string{tmpDir, experimentsDir, partialsDir} {
 		entries, _ := os.ReadDir(filepath.Join(d.Config().DataDir, sub))
 		if len(entries) != 0 {
 			tb.Fatalf("%s/ holds %d entries, want none", sub, len(entries))

@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"hash/crc32"
 	"net"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fedplane/fedplane/adminproto"
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/store"
 )
 
@@ -243,5 +246,94 @@ func TestResumableUploadRefusals(t *testing.T) {
 			t.Fatalf("upload_status after the TTL: %s %v", reply.Status(), reply.Meta)
 		}
 		assertNoUploadLeft(t, d)
+	})
+}
+
+// serveRestartable opens a director on cfg and serves its admin channel on
+// loopback; stop ends both (the test's end calls it too), as a director's
+// stop does, so that another may start on cfg's data dir.
+func serveRestartable(t *testing.T, cfg director.Config) (c *adminproto.Client, d *director.Director, stop func()) {
+	t.Helper()
+	d, err := director.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- New(d, Config{}).Serve(ctx, lis) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+			d.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &adminproto.Client{Addr: lis.Addr().String(), Timeout: 5 * time.Second}, d, stop
+}
+
+// TestResumableUploadAfterRestart: partial uploads cut before a director
+// restart resume after it from the bytes held, still only for the caller
+// that began them, within the same bounds; those unused for the TTL while
+// the director was down are dropped at its start.
+func TestResumableUploadAfterRestart(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testCfg(t, clock)
+	c, _, stop := serveRestartable(t, cfg)
+	whole := zipOf(t, writeJobDir(t, testManifest))
+	s := sha256.Sum256(whole)
+	sum := hex.EncodeToString(s[:])
+	id, other := strings.Repeat("1", 32), strings.Repeat("2", 32)
+	headLen := len(resumable(t, "alice", id, whole, 0, sum)) - len(whole) - adminproto.FooterSize
+	half := len(whole) / 2
+	exchangeRaw(t, c, resumable(t, "alice", id, whole, 0, sum), headLen+half)
+	waitHeld(t, c, "alice", id, half)
+	exchangeRaw(t, c, resumable(t, "alice", other, whole, 0, sum), headLen+100)
+	waitHeld(t, c, "alice", other, 100)
+	stop()
+
+	c, d, stop := serveRestartable(t, cfg)
+	t.Run("only its owner learns of it", func(t *testing.T) {
+		if reply := uploadHeld(t, c, "bob", id); reply.Status() == adminproto.StatusOK {
+			t.Fatalf("bob learns of alice's upload after the restart: %v", reply.Meta)
+		}
+		if reply := exchangeRaw(t, c, resumable(t, "bob", id, whole, half, sum), 0); reply.Status() != adminproto.StatusNotAuthorized {
+			t.Fatalf("bob resumes alice's upload after the restart: %s %q, want %s", reply.Status(), reply.Info(), adminproto.StatusNotAuthorized)
+		}
+		waitHeld(t, c, "alice", id, half)
+	})
+	t.Run("the caps hold", func(t *testing.T) {
+		// Without TLS the per-caller cap counts by host: alice's two.
+		reply := exchangeRaw(t, c, resumable(t, "alice", strings.Repeat("3", 32), whole, 0, sum), 0)
+		if reply.Status() == adminproto.StatusOK || !strings.Contains(reply.Info(), "partial uploads of yours") {
+			t.Fatalf("a third upload after the restart: %s %q, want a refusal naming the cap", reply.Status(), reply.Info())
+		}
+	})
+	t.Run("its owner resumes it", func(t *testing.T) {
+		if reply := exchangeRaw(t, c, resumable(t, "alice", id, whole, half, sum), 0); reply.Status() != adminproto.StatusOK {
+			t.Fatalf("alice resumes after the restart: %s %q", reply.Status(), reply.Info())
+		}
+		jobs, err := d.ListJobs(context.Background(), store.ExperimentFilter{})
+		if err != nil || len(jobs) != 1 || jobs[0].ArchiveSHA256 != sum {
+			t.Fatalf("jobs stored: %+v, %v; want one of sha256 %s", jobs, err, sum)
+		}
+	})
+	t.Run("expired while the director was down", func(t *testing.T) {
+		stop()
+		clock.Add(DefaultUploadTTL)
+		c, _, _ := serveRestartable(t, cfg)
+		if reply := uploadHeld(t, c, "alice", other); reply.Status() == adminproto.StatusOK {
+			t.Errorf("upload held after its TTL passed: %v", reply.Meta)
+		}
+		if parts, _ := filepath.Glob(filepath.Join(cfg.DataDir, partialsDir, "*")); len(parts) != 0 {
+			t.Errorf("partials left after their TTL: %v", parts)
+		}
 	})
 }
