@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -14,6 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/cmd/internal/proctest"
 )
 
 // resumeMiB is the size of each transfer TestTransfersResume cuts: 256 MiB
@@ -30,14 +34,19 @@ func resumeMiB() int64 {
 // bytes it forwards each way. The first connection that carries more than
 // cutAt bytes in the watched direction (down: from target) is dropped at
 // exactly cutAt bytes, once; every other connection is forwarded whole.
+// Once armed (arm), the cut is at a count of all connections' bytes
+// instead. A proxy that holds (hold) refuses every connection after the
+// cut until released (release).
 type cutProxy struct {
 	target string
-	cutAt  int64
+	cutAt  atomic.Int64
 	down   bool
 
 	lis     net.Listener
 	watched atomic.Int64 // bytes forwarded in the watched direction, all connections
 	cut     atomic.Bool
+	armed   atomic.Bool // cutAt counts all connections' bytes
+	holding atomic.Bool // refuse connections once cut
 	wg      sync.WaitGroup
 }
 
@@ -47,7 +56,8 @@ func startCutProxy(tb testing.TB, target string, cutAt int64, down bool) *cutPro
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &cutProxy{target: target, cutAt: cutAt, down: down, lis: lis}
+	p := &cutProxy{target: target, down: down, lis: lis}
+	p.cutAt.Store(cutAt)
 	p.wg.Go(p.accept)
 	tb.Cleanup(func() { lis.Close(); p.wg.Wait() })
 	return p
@@ -55,11 +65,29 @@ func startCutProxy(tb testing.TB, target string, cutAt int64, down bool) *cutPro
 
 func (p *cutProxy) addr() string { return p.lis.Addr().String() }
 
+// arm sets the cut after more bytes in the watched direction, counted
+// from now over all connections, and returns the count it starts from.
+func (p *cutProxy) arm(more int64) (from int64) {
+	p.armed.Store(true)
+	from = p.watched.Load()
+	p.cutAt.Store(from + more)
+	return from
+}
+
+// hold makes the proxy refuse connections from the cut on, as a director
+// that is down does, until release.
+func (p *cutProxy) hold()    { p.holding.Store(true) }
+func (p *cutProxy) release() { p.holding.Store(false) }
+
 func (p *cutProxy) accept() {
 	for {
 		c, err := p.lis.Accept()
 		if err != nil {
 			return
+		}
+		if p.holding.Load() && p.cut.Load() {
+			c.Close()
+			continue
 		}
 		s, err := net.Dial("tcp", p.target)
 		if err != nil {
@@ -86,8 +114,12 @@ func (p *cutProxy) pipe(dst, src net.Conn, watched bool, closeBoth func()) func(
 			if k > 0 {
 				chunk := buf[:k]
 				cutting := false
-				if watched && n+int64(k) > p.cutAt && !p.cut.Load() {
-					chunk = chunk[:max(p.cutAt-n, 0)]
+				at := n // the count the cut is at
+				if p.armed.Load() {
+					at = p.watched.Load()
+				}
+				if cutAt := p.cutAt.Load(); watched && at+int64(k) > cutAt && !p.cut.Load() {
+					chunk = chunk[:max(cutAt-at, 0)]
 					cutting = p.cut.CompareAndSwap(false, true)
 					if !cutting {
 						chunk = buf[:k]
@@ -172,7 +204,7 @@ func writeRandomFile(tb testing.TB, path string, size int64) {
 func checkResent(t *testing.T, what string, p *cutProxy, size int64) {
 	t.Helper()
 	through := p.watched.Load()
-	t.Logf("%s: %d bytes through the proxy for a %d MiB transfer cut at %d MiB: %d bytes more than the transfer", what, through, size>>20, p.cutAt>>20, through-size)
+	t.Logf("%s: %d bytes through the proxy for a %d MiB transfer cut at %d MiB: %d bytes more than the transfer", what, through, size>>20, p.cutAt.Load()>>20, through-size)
 	if !p.cut.Load() {
 		t.Errorf("%s: the proxy never cut the transfer", what)
 	}
@@ -263,6 +295,121 @@ func TestTransfersResume(t *testing.T) {
 		want, _ := os.Stat(filepath.Join(dir, "model.safetensors"))
 		if err != nil || got.Size() != want.Size() {
 			t.Errorf("downloaded model: %v, %v; want %d bytes", got, err, want.Size())
+		}
+	})
+}
+
+// gatedJob writes a job for envoy whose training command, once it has
+// begun (it creates started), waits for gate to exist and then hands back
+// the model, of size bytes, as it is: a test arms its proxy in between, so
+// that the cut falls in the results stream that follows.
+func gatedJob(t *testing.T, name, envoy string, size int64) (dir, started, gate string) {
+	t.Helper()
+	dir = writeJob(t, fmt.Sprintf(`{"name": %q, "envoys": [%q], "rounds": 1, "train": {"command": ["sh", "train.sh"], "timeout": "5m"}}`, name, envoy))
+	marks := t.TempDir()
+	started, gate = filepath.Join(marks, "started"), filepath.Join(marks, "gate")
+	script := fmt.Sprintf("#!/bin/sh\ntouch '%s'\nwhile [ ! -e '%s' ]; do sleep 0.05; done\ncp \"$FEDPLANE_INPUT_MODEL\" \"$FEDPLANE_OUTPUT_MODEL\"\n", started, gate)
+	if err := os.WriteFile(filepath.Join(dir, "train.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRandomFloats(t, filepath.Join(dir, "model.safetensors"), size, 4)
+	return dir, started, gate
+}
+
+// waitFinished waits until job id has finished, and fails the test if it
+// fails.
+func waitFinished(t *testing.T, d *director, id string) {
+	t.Helper()
+	eventually(t, 5*time.Minute, "the job to finish", func() bool {
+		st := showJob(t, d, id).Status
+		if st == "failed" {
+			t.Fatalf("job failed: %+v", showJob(t, d, id))
+		}
+		return st == "finished"
+	})
+}
+
+// logBytes is the bytes attribute of the first line of l whose message is
+// msg, which must be there.
+func logBytes(t *testing.T, l *proctest.Log, msg string) int64 {
+	t.Helper()
+	r := l.WaitRecord(t, 10*time.Second, msg)
+	n, err := strconv.ParseInt(r[api.LogBytes], 10, 64)
+	if err != nil {
+		t.Fatalf("%q logged bytes=%q", msg, r[api.LogBytes])
+	}
+	return n
+}
+
+// TestResultsResumeEarlyAndAfterRestart cuts an envoy's task results
+// stream within its first 64 KiB, and another half way with the director
+// restarted between the cut and the resume, and checks that each resumes
+// from the bytes the director holds and resends only what it lacked.
+func TestResultsResumeEarlyAndAfterRestart(t *testing.T) {
+	const size = 8 << 20
+
+	t.Run("cut within the first 64 KiB", func(t *testing.T) {
+		const cutAfter = 40 << 10
+		d := startDirectorAdmin(t, t.TempDir())
+		dir, started, gate := gatedJob(t, "early-cut", "site-e", size)
+		p := startCutProxy(t, d.grpc, math.MaxInt64, false)
+		e := startEnvoy(t, &director{grpc: p.addr(), admin: d.admin}, "site-e", makeShard(t, 1, 10))
+		waitOnline(t, d, "site-e")
+		id := submitJob(t, d, dir)
+		eventually(t, time.Minute, "the training to begin", func() bool { _, err := os.Stat(started); return err == nil })
+		from := p.arm(cutAfter)
+		os.WriteFile(gate, nil, 0o600)
+		waitFinished(t, d, id)
+
+		if !p.cut.Load() {
+			t.Fatal("the proxy never cut the results stream")
+		}
+		held := logBytes(t, e.Log, "resuming task results where the director holds them")
+		if got := logBytes(t, d.proc.Log, "task results resumed"); got != held || held <= 0 || held >= cutAfter {
+			t.Errorf("the envoy resumed at byte %d, the director at %d; want the same, from 1 to %d", held, got, cutAfter-1)
+		}
+		// Starting over would send again all cutAfter bytes the cut
+		// stream carried; resuming, only those the director lacked.
+		resent := p.watched.Load() - from - size
+		t.Logf("results of %d MiB cut %d bytes in: the director held %d; %d bytes through the proxy beyond the results (framing and other calls included)", size>>20, cutAfter, held, resent)
+		if resent >= cutAfter {
+			t.Errorf("%d bytes through the proxy beyond the results, want under the %d before the cut", resent, cutAfter)
+		}
+	})
+
+	t.Run("director restart between cut and resume", func(t *testing.T) {
+		d := startDirectorAdmin(t, t.TempDir())
+		dir, started, gate := gatedJob(t, "restart-cut", "site-f", size)
+		p := startCutProxy(t, d.grpc, math.MaxInt64, false)
+		p.hold()
+		e := startEnvoy(t, &director{grpc: p.addr(), admin: d.admin}, "site-f", makeShard(t, 1, 10))
+		waitOnline(t, d, "site-f")
+		id := submitJob(t, d, dir)
+		eventually(t, time.Minute, "the training to begin", func() bool { _, err := os.Stat(started); return err == nil })
+		from := p.arm(size / 2)
+		os.WriteFile(gate, nil, 0o600)
+		cutHeld := logBytes(t, d.proc.Log, "task results cut; held for a resume")
+		if _, err := d.proc.Stop(t, 30*time.Second); err != nil {
+			t.Fatalf("director exit after SIGTERM: %v", err)
+		}
+		d = restartDirector(t, d)
+		if got := logBytes(t, d.proc.Log, "partial task results held for a resume"); got != cutHeld {
+			t.Fatalf("the restarted director holds %d bytes, the cut left %d", got, cutHeld)
+		}
+		p.release()
+		waitFinished(t, d, id)
+
+		held := logBytes(t, e.Log, "resuming task results where the director holds them")
+		if got := logBytes(t, d.proc.Log, "task results resumed"); got != held || held != cutHeld {
+			t.Errorf("the envoy resumed at byte %d, the restarted director at %d; want the %d held at the cut", held, got, cutHeld)
+		}
+		resent := p.watched.Load() - from - size
+		t.Logf("results of %d MiB cut at %d MiB, director restarted: it held %d bytes; %d bytes through the proxy beyond the results (framing and other calls included)", size>>20, size>>21, held, resent)
+		if resent >= size/10 {
+			t.Errorf("%d bytes through the proxy beyond the results, want under %d: only the tail resent", resent, size/10)
+		}
+		if parts, _ := os.ReadDir(filepath.Join(d.dataDir, "partials")); len(parts) != 0 {
+			t.Errorf("%d files left in partials/ after the results", len(parts))
 		}
 	})
 }
