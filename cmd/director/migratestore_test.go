@@ -25,7 +25,9 @@ func mustStore(t *testing.T) string {
 	defer db.Close()
 	id := "aaaaaaaa-0000-4000-8000-000000000001"
 	steps := []func() error{
-		func() error { return db.UpsertEnvoys(ctx, []store.Envoy{{Name: "site-a", NSamples: 3}, {Name: "site-b"}}) },
+		func() error {
+			return db.UpsertEnvoys(ctx, []store.Envoy{{Name: "site-a", NSamples: 3}, {Name: "site-b"}})
+		},
 		func() error {
 			_, err := db.CreateExperiment(ctx, store.Experiment{ID: id, Name: "mnist", Manifest: "{}", ArchivePath: "experiments/a/archive.zip", ArchiveSHA256: "s", ArchiveSize: 1},
 				store.Round{Round: 0, ModelPath: "experiments/a/round-0", ModelSHA256: "h0"})
