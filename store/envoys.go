@@ -193,30 +193,57 @@ func (db *DB) SetEnvoyStatus(ctx context.Context, s EnvoyStatus) error {
 // TouchEnvoys records liveness for many envoys in one transaction: each
 // envoy's last_seen becomes the later of the stored and the given time.
 // Unknown names are skipped, since a batch may race with a deletion.
-// Rows are written in name order: two directors flushing envoys they both
-// saw lock them in the same order and cannot deadlock.
+// Rows are locked in name order: two directors flushing envoys they both
+// saw take them in the same order and cannot deadlock.
 func (db *DB) TouchEnvoys(ctx context.Context, seen map[string]time.Time) error {
 	if len(seen) == 0 {
 		return nil
 	}
 	names := slices.Sorted(maps.Keys(seen))
-	err := db.inTx(ctx, func(tx *dbTx) error {
-		st, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = `+tx.d.greatest()+`(last_seen, ?) WHERE name = ?`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for _, name := range names {
-			if _, err := st.ExecContext(ctx, nanos(seen[name]), name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	var err error
+	if db.d.postgres {
+		err = db.inTx(ctx, func(tx *dbTx) error { return touchEnvoysPostgres(ctx, tx, names, seen) })
+	} else {
+		err = db.inTx(ctx, func(tx *dbTx) error { return touchEnvoysSQLite(ctx, tx, names, seen) })
+	}
 	if err != nil {
 		return fmt.Errorf("touch %d envoys: %w", len(seen), err)
 	}
 	return nil
+}
+
+// touchEnvoysSQLite writes one row per statement, each a cheap call into
+// the library.
+func touchEnvoysSQLite(ctx context.Context, tx *dbTx, names []string, seen map[string]time.Time) error {
+	st, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = MAX(last_seen, ?) WHERE name = ?`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, name := range names {
+		if _, err := st.ExecContext(ctx, nanos(seen[name]), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// touchEnvoysPostgres writes the batch with two statements, since a
+// statement per row costs a round trip to the server per row (1.1 s for
+// 5,000 rows on loopback). The first locks the rows in name order (ORDER
+// BY before FOR UPDATE locks them as it returns them), the second updates
+// them from arrays.
+func touchEnvoysPostgres(ctx context.Context, tx *dbTx, names []string, seen map[string]time.Time) error {
+	times := make([]int64, len(names))
+	for i, name := range names {
+		times[i] = nanos(seen[name])
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM envoys WHERE name = ANY(?) ORDER BY name FOR UPDATE`, names); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE envoys SET last_seen = GREATEST(envoys.last_seen, v.t)
+		FROM unnest(?::text[], ?::bigint[]) AS v(name, t) WHERE envoys.name = v.name`, names, times)
+	return err
 }
 
 // rowScanner is the part of *sql.Row and *sql.Rows that scanEnvoy needs.

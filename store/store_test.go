@@ -240,8 +240,18 @@ func TestOpenRejectsBadPath(t *testing.T) {
 // registered envoys heartbeating every 10 s and flushing every 5 s: half of
 // them have a newer last_seen.
 func BenchmarkTouchEnvoys(b *testing.B) {
+	benchTouchEnvoys(b, filepath.Join(b.TempDir(), "f.db"))
+}
+
+// BenchmarkTouchEnvoysPostgres is BenchmarkTouchEnvoys on PostgreSQL
+// (FEDPLANE_TEST_POSTGRES).
+func BenchmarkTouchEnvoysPostgres(b *testing.B) {
+	benchTouchEnvoys(b, storetest.Postgres(b))
+}
+
+func benchTouchEnvoys(b *testing.B, dsn string) {
 	ctx := context.Background()
-	db := mustOpen(b, filepath.Join(b.TempDir(), "f.db"), newClock())
+	db := mustOpen(b, dsn, newClock())
 	var names []string
 	for i := range 10_000 {
 		name := fmt.Sprintf("envoy-%05d", i)
