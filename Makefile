@@ -46,8 +46,24 @@ build: ## Build bin/director, bin/envoy and bin/fladmin (VERSION=... to override
 docker: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
 
-test: ## Run all tests with the race detector (TESTFLAGS=... for extra flags).
-	go test -race $(TESTFLAGS) ./...
+# test starts a throwaway PostgreSQL cluster (.ci/postgres.sh) for the
+# store's tests on that backend when FEDPLANE_TEST_POSTGRES is unset and
+# Debian's server is installed; without either, those tests skip.
+test: ## Run all tests with the race detector (TESTFLAGS=... for extra flags), on SQLite and PostgreSQL.
+	@if [ -n "$$FEDPLANE_TEST_POSTGRES" ]; then \
+		echo "go test -race $(TESTFLAGS) ./... (PostgreSQL: FEDPLANE_TEST_POSTGRES)"; \
+		go test -race $(TESTFLAGS) ./...; \
+	elif ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		dir=$$(mktemp -d); \
+		trap '.ci/postgres.sh stop "$$dir"; rm -rf "$$dir"' EXIT; \
+		env=$$(.ci/postgres.sh start "$$dir") || exit 1; \
+		eval "$$env"; \
+		echo "go test -race $(TESTFLAGS) ./... (PostgreSQL: a throwaway cluster in $$dir)"; \
+		go test -race $(TESTFLAGS) ./...; \
+	else \
+		echo "PostgreSQL is not installed (apt-get install postgresql): the PostgreSQL half of the tests skips"; \
+		go test -race $(TESTFLAGS) ./...; \
+	fi
 
 # The python3 that has numpy: Debian's python3-numpy serves /usr/bin/python3,
 # which need not be the first python3 in PATH.

@@ -21,6 +21,7 @@ const (
 	LogLastSeen = "last_seen"
 	LogVersion  = "version"
 	LogDataDir  = "data_dir"
+	LogDatabase = "database"  // the store's backend: sqlite or postgres
 	LogDirector = "director"  // the director address an envoy dials
 	LogRPC      = "rpc"       // a gRPC method an envoy called
 	LogRetryIn  = "retry_in"  // the wait before a retry

@@ -46,6 +46,10 @@ const (
 // Config configures a Director. Zero fields take the Default values.
 type Config struct {
 	DataDir string
+	// Database is the store's URL (store.Open): postgres://... for a
+	// PostgreSQL database, sqlite:PATH for a SQLite file; the SQLite file
+	// fedplane.db in DataDir when empty. Files stay in DataDir either way.
+	Database string
 	// SampleShape and TargetShape are the federation's dataset shapes. A shard
 	// must match them to be accepted; when both are empty any shard is.
 	SampleShape []string
@@ -235,7 +239,11 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	db, err := store.Open(ctx, filepath.Join(cfg.DataDir, dbFile), store.Options{Now: cfg.Now})
+	dsn := cfg.Database
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(cfg.DataDir, dbFile)
+	}
+	db, err := store.Open(ctx, dsn, store.Options{Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +310,7 @@ func (d *Director) WaitIdle() { d.work.Wait() }
 // liveness, flushes it to the store, and schedules pending jobs. It flushes
 // once more before it returns, so a clean stop loses no liveness.
 func (d *Director) Run(ctx context.Context) error {
-	d.log.Info("director running", api.LogDataDir, d.cfg.DataDir, api.LogVersion, d.cfg.Version,
+	d.log.Info("director running", api.LogDataDir, d.cfg.DataDir, api.LogDatabase, d.db.Backend(), api.LogVersion, d.cfg.Version,
 		api.LogHealth, d.cfg.HealthCheckPeriod, api.LogOffline, d.cfg.OfflineAfter)
 	if len(d.cfg.SampleShape) == 0 && len(d.cfg.TargetShape) == 0 {
 		d.log.Warn("no --sample-shape or --target-shape set: accepting shards of any shape")

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
@@ -35,7 +38,7 @@ const envoyColumns = `name, description, n_samples, sample_shape, target_shape, 
 // from the first registration. It returns the row as stored.
 func (db *DB) UpsertEnvoy(ctx context.Context, e Envoy) (Envoy, error) {
 	var out Envoy
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		if err := upsertEnvoy(ctx, tx, e, nanos(db.now())); err != nil {
 			return err
 		}
@@ -51,9 +54,11 @@ func (db *DB) UpsertEnvoy(ctx context.Context, e Envoy) (Envoy, error) {
 
 // UpsertEnvoys is UpsertEnvoy for many envoys in one transaction: an
 // import of a federation's envoys, or a test's thousands, costs one commit.
+// They are written in name order, as TouchEnvoys writes.
 func (db *DB) UpsertEnvoys(ctx context.Context, envoys []Envoy) error {
+	envoys = slices.SortedFunc(slices.Values(envoys), func(a, b Envoy) int { return strings.Compare(a.Name, b.Name) })
 	now := nanos(db.now())
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		for _, e := range envoys {
 			if err := upsertEnvoy(ctx, tx, e, now); err != nil {
 				return fmt.Errorf("envoy %q: %w", e.Name, err)
@@ -67,7 +72,7 @@ func (db *DB) UpsertEnvoys(ctx context.Context, envoys []Envoy) error {
 	return nil
 }
 
-func upsertEnvoy(ctx context.Context, tx *sql.Tx, e Envoy, now int64) error {
+func upsertEnvoy(ctx context.Context, tx *dbTx, e Envoy, now int64) error {
 	if e.Name == "" {
 		return errors.New("empty name")
 	}
@@ -137,7 +142,7 @@ func (db *DB) ListEnvoys(ctx context.Context) ([]Envoy, error) {
 // stays: that is the experiments' history.
 func (db *DB) DeleteEnvoy(ctx context.Context, name string) error {
 	var n int64
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM envoys WHERE name = ?`, name)
 		if err != nil {
 			return err
@@ -166,9 +171,9 @@ type EnvoyStatus struct {
 // unknown envoy.
 func (db *DB) SetEnvoyStatus(ctx context.Context, s EnvoyStatus) error {
 	var n int64
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE envoys SET online = ?, experiment_running = ?,
-			last_seen = MAX(last_seen, ?) WHERE name = ?`,
+			last_seen = `+tx.d.greatest()+`(last_seen, ?) WHERE name = ?`,
 			s.Online, s.ExperimentRunning, nanos(s.LastSeen), s.Name)
 		if err != nil {
 			return err
@@ -188,27 +193,57 @@ func (db *DB) SetEnvoyStatus(ctx context.Context, s EnvoyStatus) error {
 // TouchEnvoys records liveness for many envoys in one transaction: each
 // envoy's last_seen becomes the later of the stored and the given time.
 // Unknown names are skipped, since a batch may race with a deletion.
+// Rows are locked in name order: two directors flushing envoys they both
+// saw take them in the same order and cannot deadlock.
 func (db *DB) TouchEnvoys(ctx context.Context, seen map[string]time.Time) error {
 	if len(seen) == 0 {
 		return nil
 	}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = MAX(last_seen, ?) WHERE name = ?`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for name, t := range seen {
-			if _, err := st.ExecContext(ctx, nanos(t), name); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	names := slices.Sorted(maps.Keys(seen))
+	var err error
+	if db.d.postgres {
+		err = db.inTx(ctx, func(tx *dbTx) error { return touchEnvoysPostgres(ctx, tx, names, seen) })
+	} else {
+		err = db.inTx(ctx, func(tx *dbTx) error { return touchEnvoysSQLite(ctx, tx, names, seen) })
+	}
 	if err != nil {
 		return fmt.Errorf("touch %d envoys: %w", len(seen), err)
 	}
 	return nil
+}
+
+// touchEnvoysSQLite writes one row per statement, each a cheap call into
+// the library.
+func touchEnvoysSQLite(ctx context.Context, tx *dbTx, names []string, seen map[string]time.Time) error {
+	st, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = MAX(last_seen, ?) WHERE name = ?`)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, name := range names {
+		if _, err := st.ExecContext(ctx, nanos(seen[name]), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// touchEnvoysPostgres writes the batch with two statements, since a
+// statement per row costs a round trip to the server per row (1.1 s for
+// 5,000 rows on loopback). The first locks the rows in name order (ORDER
+// BY before FOR UPDATE locks them as it returns them), the second updates
+// them from arrays.
+func touchEnvoysPostgres(ctx context.Context, tx *dbTx, names []string, seen map[string]time.Time) error {
+	times := make([]int64, len(names))
+	for i, name := range names {
+		times[i] = nanos(seen[name])
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM envoys WHERE name = ANY(?) ORDER BY name FOR UPDATE`, names); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE envoys SET last_seen = GREATEST(envoys.last_seen, v.t)
+		FROM unnest(?::text[], ?::bigint[]) AS v(name, t) WHERE envoys.name = v.name`, names, times)
+	return err
 }
 
 // rowScanner is the part of *sql.Row and *sql.Rows that scanEnvoy needs.

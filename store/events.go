@@ -16,7 +16,7 @@ import (
 // them so that a busy federation pays one commit for many.
 func (db *DB) AppendJournal(ctx context.Context, events []*api.Event, audit []*api.AuditRecord) error {
 	now := db.now()
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		for _, e := range events {
 			if e.Time.IsZero() {
 				e.Time = now
@@ -115,7 +115,7 @@ func (db *DB) LastEventSeq(ctx context.Context) (int64, error) {
 // follower's After stays meaningful across a prune.
 func (db *DB) PruneEvents(ctx context.Context, keep int) (int64, error) {
 	var n int64
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?`, keep)
 		if err != nil {
 			return err

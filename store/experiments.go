@@ -61,7 +61,7 @@ func (db *DB) CreateExperiment(ctx context.Context, e Experiment, rounds ...Roun
 	if e.Status == "" {
 		e.Status = api.JobPending
 	}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO experiments (`+experimentColumns+`, signature)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.ID, e.Name, e.Submitter, e.SubmitterOrg, e.SubmitterRole, e.Manifest, e.Status, e.Reason,
@@ -225,7 +225,7 @@ func (db *DB) CountExperiments(ctx context.Context) (map[api.JobStatus]int, erro
 // in_progress sets started_at; entering a terminal state sets finished_at.
 func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []api.JobStatus, to api.JobStatus, reason string) (Experiment, error) {
 	var out Experiment
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		var err error
 		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, from, to, reason)
 		return err
@@ -236,8 +236,23 @@ func (db *DB) SetExperimentStatus(ctx context.Context, id string, from []api.Job
 	return out, nil
 }
 
-func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from []api.JobStatus, to api.JobStatus, reason string) (Experiment, error) {
-	e, err := scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentSelect+` FROM experiments WHERE id = ?`, id))
+// lockExperiment reads experiment id's status in tx and, on PostgreSQL,
+// locks its row until tx ends, so that what tx then writes on that status
+// cannot cross another director's change of it. Every transaction that
+// decides on an experiment's status locks it first, and locks no other
+// experiment. A missing experiment is sql.ErrNoRows.
+func lockExperiment(ctx context.Context, tx *dbTx, id string) (api.JobStatus, error) {
+	var status api.JobStatus
+	err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`+tx.d.forUpdate(), id).Scan(&status)
+	return status, err
+}
+
+func setStatusTx(ctx context.Context, tx *dbTx, now time.Time, id string, from []api.JobStatus, to api.JobStatus, reason string) (Experiment, error) {
+	var e Experiment
+	_, err := lockExperiment(ctx, tx, id)
+	if err == nil {
+		e, err = scanExperiment(tx.QueryRowContext(ctx, `SELECT `+experimentSelect+` FROM experiments WHERE id = ?`, id))
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Experiment{}, fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 	}
@@ -262,9 +277,8 @@ func setStatusTx(ctx context.Context, tx *sql.Tx, now time.Time, id string, from
 // DeleteExperiment removes experiment id's rows unless its status is one of
 // busy (api.ErrConflict then). The caller removes its files after this commits.
 func (db *DB) DeleteExperiment(ctx context.Context, id string, busy ...api.JobStatus) error {
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status api.JobStatus
-		err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, id).Scan(&status)
+	err := db.inTx(ctx, func(tx *dbTx) error {
+		status, err := lockExperiment(ctx, tx, id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("experiment %s: %w", id, api.ErrNotFound)
 		}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/fedplane/fedplane/api"
@@ -23,7 +24,12 @@ func (r Round) Pruned() bool { return !r.PrunedAt.IsZero() }
 // empty or not (see UnretainedExperiments).
 func (db *DB) PruneRounds(ctx context.Context, id string, rounds []int) ([]string, error) {
 	var files []string
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
+		// Locked, so that the newest round cannot change under the rule
+		// (another director completing one); no experiment prunes nothing.
+		if _, err := lockExperiment(ctx, tx, id); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
 		var newest sql.NullInt64
 		if err := tx.QueryRowContext(ctx, `SELECT MAX(round) FROM rounds WHERE experiment_id = ?`, id).Scan(&newest); err != nil {
 			return err

@@ -68,7 +68,7 @@ type Metric struct {
 // in one transaction.
 func (db *DB) StartExperiment(ctx context.Context, id string, envoys, sampled []string) (Experiment, error) {
 	var out Experiment
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		var err error
 		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []api.JobStatus{api.JobPending}, api.JobInProgress, "")
 		if err != nil {
@@ -107,7 +107,7 @@ func (db *DB) EndExperiment(ctx context.Context, id string, status api.JobStatus
 	}
 	envoyStatus := map[api.JobStatus]api.EnvoyState{api.JobFinished: api.EnvoyFinished, api.JobFailed: api.EnvoyFailed, api.JobAborted: api.EnvoyAborted, api.JobRejected: api.EnvoyAborted}[status]
 	var out Experiment
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		var err error
 		out, err = setStatusTx(ctx, tx, db.now().UTC(), id, []api.JobStatus{api.JobPending, api.JobInProgress}, status, reason)
 		if err != nil {
@@ -128,7 +128,7 @@ func (db *DB) EndExperiment(ctx context.Context, id string, status api.JobStatus
 // (finished, failed, aborted) keeps that state: api.ErrConflict.
 func (db *DB) SetEnvoyState(ctx context.Context, id, envoy string, status api.EnvoyState, round int, reason string) error {
 	var n int64
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	err := db.inTx(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, reason = ?, updated_at = ?
 			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?, ?)`,
 			status, round, reason, nanos(db.now()), id, envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
@@ -196,9 +196,9 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 	if r.ReceivedAt.IsZero() {
 		r.ReceivedAt = now
 	}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status api.JobStatus
-		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, r.ExperimentID).Scan(&status); err != nil {
+	err := db.inTx(ctx, func(tx *dbTx) error {
+		status, err := lockExperiment(ctx, tx, r.ExperimentID)
+		if err != nil {
 			return err
 		}
 		if status != api.JobInProgress {
@@ -219,7 +219,7 @@ func (db *DB) RecordTaskResult(ctx context.Context, r TaskResult, metrics []Metr
 		if err := insertMetricsTx(ctx, tx, metrics, now); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
+		_, err = tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
 			WHERE experiment_id = ? AND envoy = ? AND status NOT IN (?, ?, ?, ?)`,
 			api.EnvoyReported, r.Round, nanos(now), r.ExperimentID, r.Envoy, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
 		return err
@@ -258,9 +258,9 @@ func (db *DB) TaskResults(ctx context.Context, id string, round int) ([]TaskResu
 // Participants go back to training for the next round, or finish.
 func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, final bool) error {
 	now := db.now()
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status api.JobStatus
-		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, next.ExperimentID).Scan(&status); err != nil {
+	err := db.inTx(ctx, func(tx *dbTx) error {
+		status, err := lockExperiment(ctx, tx, next.ExperimentID)
+		if err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("experiment %s: %w", next.ExperimentID, api.ErrNotFound)
 			}
@@ -282,7 +282,7 @@ func (db *DB) CompleteRound(ctx context.Context, next Round, metrics []Metric, f
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
+		_, err = tx.ExecContext(ctx, `UPDATE experiment_envoys SET status = ?, round = ?, updated_at = ?
 			WHERE experiment_id = ? AND status NOT IN (?, ?, ?, ?)`,
 			envoyStatus, next.Round, nanos(now), next.ExperimentID, api.EnvoyFinished, api.EnvoyFailed, api.EnvoyAborted, api.EnvoyRefused)
 		return err
@@ -347,7 +347,7 @@ func (db *DB) MetricsAfter(ctx context.Context, id string, seq int64) ([]Metric,
 	return out, rows.Err()
 }
 
-func insertRoundTx(ctx context.Context, tx *sql.Tx, r Round, now int64) error {
+func insertRoundTx(ctx context.Context, tx *dbTx, r Round, now int64) error {
 	participants := ""
 	if r.Participants != nil {
 		var err error
@@ -369,7 +369,7 @@ func marshalNames(names []string) (string, error) {
 	return string(b), err
 }
 
-func insertMetricsTx(ctx context.Context, tx *sql.Tx, metrics []Metric, now time.Time) error {
+func insertMetricsTx(ctx context.Context, tx *dbTx, metrics []Metric, now time.Time) error {
 	for _, m := range metrics {
 		if m.Time.IsZero() {
 			m.Time = now
@@ -386,9 +386,9 @@ func insertMetricsTx(ctx context.Context, tx *sql.Tx, metrics []Metric, now time
 // task result of their own: an OpenFL validation task's report.
 func (db *DB) RecordMetrics(ctx context.Context, id string, metrics []Metric) error {
 	now := db.now()
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var status api.JobStatus
-		if err := tx.QueryRowContext(ctx, `SELECT status FROM experiments WHERE id = ?`, id).Scan(&status); err != nil {
+	err := db.inTx(ctx, func(tx *dbTx) error {
+		status, err := lockExperiment(ctx, tx, id)
+		if err != nil {
 			return err
 		}
 		if status != api.JobInProgress {

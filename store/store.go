@@ -1,10 +1,17 @@
-// Package store keeps the director's state in SQLite (modernc.org/sqlite, no cgo).
+// Package store keeps the director's state in SQLite (modernc.org/sqlite, no
+// cgo), the embedded default, or in PostgreSQL (pgx), which several
+// directors can share.
 //
-// It is the only package with SQL in it. A DB has one writer connection, so
-// writes never contend for SQLite's lock inside the process, and a pool of
-// read-only connections for queries. Pragmas (WAL, busy_timeout, foreign_keys)
-// and immediate write transactions are set in the DSN so every pooled connection
-// has them. The schema comes from the embedded migrations package.
+// It is the only package with SQL in it, written once for both backends
+// through database/sql (dialect.go says where they differ). On SQLite a DB
+// has one writer connection, so writes never contend for SQLite's lock
+// inside the process, and a pool of read-only connections for queries.
+// Pragmas (WAL, busy_timeout, foreign_keys) and immediate write transactions
+// are set in the DSN so every pooled connection has them. On PostgreSQL a DB
+// is one pool for both, and other processes write beside it: a transaction
+// that reads a row and then writes on what it read locks the row first
+// (dialect.forUpdate), or writes with one conditional statement. The schema
+// comes from the embedded migrations package, one set of files per backend.
 //
 // Blobs never live in rows: rows point at files under the director's data dir.
 package store
@@ -14,11 +21,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
 
 // Sentinel errors of the store beside the kinds of package api (a missing
@@ -36,33 +45,49 @@ const DefaultBusyTimeout = 10 * time.Second
 type Options struct {
 	// Now is the clock; time.Now when nil. Tests inject a fake one.
 	Now func() time.Time
-	// Readers is the size of the read-only pool; 2×GOMAXPROCS (at least 4) when 0.
+	// Readers is the size of the read-only pool on SQLite, of the one pool
+	// on PostgreSQL; 2×GOMAXPROCS (at least 4) when 0.
 	Readers int
 }
 
-// DB is the director's SQLite database.
+// DB is the director's database.
 type DB struct {
-	w    *sql.DB // one connection: every write goes through it
-	r    *sql.DB // read-only pool
+	w    pool // SQLite: one connection, every write goes through it; PostgreSQL: the pool
+	r    pool // SQLite: the read-only pool; PostgreSQL: the pool, as w
+	d    dialect
 	now  func() time.Time
-	path string
+	path string // SQLite's file; "" on PostgreSQL
+	name string // the database as errors name it: the path, or the URL without its password
 }
 
-// Open opens (creating if needed) the database at path and applies pending
-// migrations. It fails with ErrSchemaTooNew if the database was written by a
+// Open opens the database that dsn names and applies pending migrations:
+// "postgres://..." or "postgresql://..." is a PostgreSQL database (a pgx
+// connection URL), "sqlite:PATH" or a bare PATH a SQLite file, created if
+// missing. It fails with ErrSchemaTooNew if the database was written by a
 // newer binary.
-func Open(ctx context.Context, path string, opts Options) (*DB, error) {
-	if path == "" {
-		return nil, errors.New("open store: empty path")
-	}
-	if strings.ContainsAny(path, "?#") {
-		return nil, fmt.Errorf("open store: path %q must not contain '?' or '#'", path)
-	}
+func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Readers <= 0 {
 		opts.Readers = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return openPostgres(ctx, dsn, opts)
+	}
+	path := strings.TrimPrefix(dsn, "sqlite:")
+	if path == "" {
+		return nil, errors.New("open store: empty path")
+	}
+	if strings.Contains(path, "://") {
+		return nil, fmt.Errorf("open store: %q: want postgres://..., sqlite:PATH or a file's path", Redact(dsn))
+	}
+	return openSQLite(ctx, path, opts)
+}
+
+func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("open store: path %q must not contain '?' or '#'", path)
 	}
 	pragmas := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)",
 		DefaultBusyTimeout.Milliseconds())
@@ -75,7 +100,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	db := &DB{w: w, now: opts.Now, path: path}
+	db := &DB{w: pool{DB: w}, now: opts.Now, path: path, name: path}
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -92,21 +117,76 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	r.SetMaxOpenConns(opts.Readers)
 	r.SetMaxIdleConns(opts.Readers)
-	db.r = r
+	db.r = pool{DB: r}
 	return db, nil
 }
 
-// Close closes both pools.
+func openPostgres(ctx context.Context, dsn string, opts Options) (*DB, error) {
+	name := Redact(dsn)
+	p, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", name, err)
+	}
+	p.SetMaxOpenConns(opts.Readers)
+	p.SetMaxIdleConns(opts.Readers)
+	d := dialect{postgres: true}
+	db := &DB{w: pool{DB: p, d: d}, r: pool{DB: p, d: d}, d: d, now: opts.Now, name: name}
+	if err := p.PingContext(ctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("open store %s: %w", name, err)
+	}
+	if err := db.migrate(ctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("open store %s: %w", name, err)
+	}
+	return db, nil
+}
+
+// Redact is a database URL fit for a log line or an error: a password in
+// it is replaced by "xxxxx". A path comes back as it is.
+func Redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		if strings.Contains(dsn, "://") {
+			return "(an unparsable URL)" // it may hold a password
+		}
+		return dsn
+	}
+	if u.Scheme == "sqlite" {
+		return dsn
+	}
+	return u.Redacted()
+}
+
+// Close closes the database's pools.
 func (db *DB) Close() error {
+	if db.d.postgres {
+		return db.w.Close()
+	}
 	return errors.Join(db.r.Close(), db.w.Close())
 }
 
-// Path is the database file's path.
+// Path is the SQLite file's path, "" on PostgreSQL.
 func (db *DB) Path() string { return db.path }
 
+// Backend is BackendSQLite or BackendPostgres.
+func (db *DB) Backend() string {
+	if db.d.postgres {
+		return BackendPostgres
+	}
+	return BackendSQLite
+}
+
 // IntegrityCheck runs PRAGMA integrity_check and returns an error naming the
-// first problem when the database is damaged.
+// first problem when the database is damaged. PostgreSQL checks its own
+// pages as it reads them: there it only sees that the server answers.
 func (db *DB) IntegrityCheck(ctx context.Context) error {
+	if db.d.postgres {
+		if err := db.r.PingContext(ctx); err != nil {
+			return fmt.Errorf("integrity check: %w", err)
+		}
+		return nil
+	}
 	var res string
 	if err := db.r.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res); err != nil {
 		return fmt.Errorf("integrity check: %w", err)
@@ -118,16 +198,16 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 }
 
 // inTx runs fn in a write transaction, committing if fn returns nil.
-func (db *DB) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := db.w.BeginTx(ctx, nil)
+func (db *DB) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
+	t, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	defer t.Rollback()
+	if err := fn(&dbTx{Tx: t, d: db.d}); err != nil {
 		return err
 	}
-	return tx.Commit()
+	return t.Commit()
 }
 
 // nanos converts t to the stored form (Unix nanoseconds); the zero time is 0.

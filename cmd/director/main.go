@@ -19,11 +19,12 @@ func newRootCmd() *cobra.Command {
 		Use:   "director",
 		Short: "fedplane director: the federation's control plane",
 		Long: `The director coordinates a federation: it keeps envoys and experiments in
-SQLite, serves OpenFL's Director and Aggregator gRPC services to envoys and
+SQLite (or PostgreSQL, which several directors can share), serves OpenFL's Director and Aggregator gRPC services to envoys and
 frontends, and answers fladmin on its admin port.`,
 		Version: cli.Version,
 	}
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newPKICmd())
+	root.AddCommand(newMigrateStoreCmd())
 	return root
 }

@@ -22,6 +22,7 @@ import (
 type serveOptions struct {
 	config            string
 	dataDir           string
+	database          string
 	grpcListen        string
 	adminListen       string
 	sampleShape       []string
@@ -58,7 +59,8 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the director until SIGINT or SIGTERM",
 		Long: `Run the director: the OpenFL Director and Aggregator gRPC services on
 --grpc-listen and the admin port on --admin-listen, with state in
---data-dir (SQLite plus files).
+--data-dir (SQLite plus files), or in the PostgreSQL database --database
+names and files in --data-dir.
 
 Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "grpc-listen: 127.0.0.1:50051" or
@@ -70,13 +72,15 @@ serving, 2 on a usage error (including a flag value it refuses, in flags
 or in --config).`,
 		Example: `  director serve
   director serve --sample-shape 28,28 --target-shape 1 --health-check-period 5s
-  director serve --config director.yaml`,
+  director serve --config director.yaml
+  director serve --database 'postgres://fedplane@db.example.org/fedplane?sslmode=verify-full'`,
 		Args: cobra.NoArgs,
 		RunE: cli.RunWithConfig(&o.config, o.run),
 	}
 	f := cmd.Flags()
 	cli.AddConfigFlag(cmd, &o.config)
 	f.StringVar(&o.dataDir, "data-dir", director.DefaultDataDir, "directory for the database and stored files (created if missing)")
+	f.StringVar(&o.database, "database", "", "the database: postgres://USER@HOST:PORT/DB?sslmode=... (PostgreSQL), or sqlite:PATH (default: sqlite:DATA-DIR/fedplane.db)")
 	f.StringVar(&o.grpcListen, "grpc-listen", server.DefaultGRPCListen, "address of the OpenFL gRPC services")
 	f.StringVar(&o.adminListen, "admin-listen", server.DefaultAdminListen, "address of the admin port for fladmin")
 	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "the federation's sample shape, comma-separated (e.g. 28,28); empty accepts any")
@@ -140,6 +144,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 	defer unlock()
 	d, err := director.New(ctx, director.Config{
 		DataDir:            o.dataDir,
+		Database:           o.database,
 		SampleShape:        cli.TrimAll(o.sampleShape),
 		TargetShape:        cli.TrimAll(o.targetShape),
 		HealthCheckPeriod:  o.healthCheckPeriod,
@@ -188,6 +193,9 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 func (o *serveOptions) check() error {
 	if o.dataDir == "" {
 		return cli.Usagef("--data-dir must not be empty")
+	}
+	if err := checkDatabase("database", o.database, true); err != nil {
+		return err
 	}
 	if err := cli.CheckHostPort("grpc-listen", o.grpcListen); err != nil {
 		return err

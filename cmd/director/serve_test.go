@@ -39,6 +39,7 @@ func TestServeUsage(t *testing.T) {
 		{"web console off loopback without tls", []string{"--web-listen", "0.0.0.0:8080", "--insecure"}, cli.ExitUsage, "--web-listen 0.0.0.0:8080 is not a loopback address"},
 		{"web address without port", []string{"--web-listen", "localhost"}, cli.ExitUsage, `--web-listen "localhost": want HOST:PORT`},
 		{"web url with a path", []string{"--web-listen", "127.0.0.1:0", "--web-url", "http://h:1/console"}, cli.ExitUsage, "--web-url"},
+		{"database not a URL", []string{"--database", "db.example.org"}, cli.ExitUsage, "--database db.example.org: want postgres://... or sqlite:PATH"},
 		{"bad log level", []string{"--log-level", "loud"}, cli.ExitUsage, `--log-level "loud"`},
 	}
 	for _, tt := range tests {
