@@ -26,16 +26,29 @@ const replyBufferSize = 64 << 10
 // Client runs exchanges with the director's admin port, one request and one
 // reply per connection (the FLARE 2.6 pattern). A Client is safe for
 // concurrent use; each call opens its own connection.
+//
+// A Client may know the admin ports of several replicas of the director
+// (Addr, then Fallback), for a site without a load balancer in front of
+// them: each exchange connects to the first that takes the connection, in
+// that order. A port that refuses it, does not answer in time or fails the
+// TLS handshake is passed over; once connected, the exchange stays with
+// that replica, and whatever then goes wrong, including an answer the
+// replica refuses with, is the exchange's error: a request sent is never
+// sent again elsewhere, where it might be carried out twice.
 type Client struct {
-	// Addr is the admin port's host:port.
+	// Addr is the admin port's host:port: the first tried.
 	Addr string
+
+	// Fallback are the admin ports (host:port) of more replicas of the
+	// director, tried in order when Addr cannot be connected to.
+	Fallback []string
 
 	// Dial opens the connection: plain TCP when nil, TLS with a custom one.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Timeout is the idle timeout of an exchange (DefaultTimeout if zero):
 	// the exchange fails when nothing has moved for this long, however long
-	// it takes in all. It also bounds connecting.
+	// it takes in all. It also bounds connecting to each address.
 	Timeout time.Duration
 }
 
@@ -266,38 +279,93 @@ type exchange struct {
 	stop    func() bool // stops closing conn when ctx is done
 }
 
+// open connects to the first of the Client's addresses that takes the
+// connection, and returns the exchange on it. When all fail, the error
+// names each address with its failure.
 func (c *Client) open(ctx context.Context) (*exchange, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	addrs := append([]string{c.Addr}, c.Fallback...)
+	var failed connectErrors
+	for _, addr := range addrs {
+		raw, err := c.connect(ctx, addr, timeout)
+		switch {
+		case err == nil:
+			return newExchange(ctx, addr, raw, timeout), nil
+		case ctx.Err() != nil || len(addrs) == 1:
+			return nil, fmt.Errorf("connect to director admin port %s: %w", addr, err)
+		}
+		failed = append(failed, addrError{addr: addr, err: err})
+	}
+	return nil, fmt.Errorf("connect to director admin port: %w", failed)
+}
+
+// connect dials addr, with the TLS handshake if the Client's Dial does
+// one, in timeout at most, and returns the reason it failed.
+func (c *Client) connect(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
 	dial := c.Dial
 	if dial == nil {
 		dial = new(net.Dialer).DialContext
 	}
 	dctx, cancel := context.WithTimeout(ctx, timeout)
-	raw, err := dial(dctx, "tcp", c.Addr)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = context.Cause(ctx)
-		} else if peer := peerOfHandshake(err); peer != 0 {
-			err = &WrongPortError{Addr: c.Addr, Peer: peer, Err: dialCause(err)}
-		}
-		return nil, fmt.Errorf("connect to director admin port %s: %w", c.Addr, dialCause(err))
+	defer cancel()
+	raw, err := dial(dctx, "tcp", addr)
+	switch {
+	case err == nil:
+		return raw, nil
+	case ctx.Err() != nil:
+		return nil, context.Cause(ctx)
+	case peerOfHandshake(err) != 0:
+		return nil, &WrongPortError{Addr: addr, Peer: peerOfHandshake(err), Err: dialCause(err)}
 	}
+	return nil, dialCause(err)
+}
+
+// addrError is why one address could not be connected to.
+type addrError struct {
+	addr string
+	err  error
+}
+
+// connectErrors are the failures of every address of a Client, in the
+// order tried; errors.Is and errors.As see each.
+type connectErrors []addrError
+
+func (e connectErrors) Error() string {
+	var b strings.Builder
+	for i, a := range e {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(a.addr + ": " + a.err.Error())
+	}
+	return b.String()
+}
+
+func (e connectErrors) Unwrap() []error {
+	errs := make([]error, len(e))
+	for i, a := range e {
+		errs[i] = a.err
+	}
+	return errs
+}
+
+// newExchange starts an exchange on raw, a connection to addr.
+func newExchange(ctx context.Context, addr string, raw net.Conn, timeout time.Duration) *exchange {
 	conn := NewIdleConn(raw, timeout)
 	head := &headReader{r: conn}
 	return &exchange{
 		ctx:     ctx,
-		addr:    c.Addr,
+		addr:    addr,
 		timeout: timeout,
 		conn:    conn,
 		head:    head,
 		br:      bufio.NewReaderSize(head, replyBufferSize),
 		// Closing the connection is what interrupts a blocked Read or Write.
 		stop: context.AfterFunc(ctx, func() { raw.Close() }),
-	}, nil
+	}
 }
 
 // dialCause strips what a dial error repeats ("dial tcp ADDR: connect: ")

@@ -77,9 +77,13 @@ type Config struct {
 	// '-' and '@', at most 128 bytes. With TLS it must equal the
 	// certificate's common name.
 	Name string
-	// Director is the director's gRPC address (host:port, or any gRPC
-	// target such as "dns:///host:port").
-	Director string
+	// Directors are the director's gRPC address (host:port, or any gRPC
+	// target such as "dns:///host:port"), or the host:port addresses of
+	// several replicas of the director, which the envoy tries in order and
+	// fails over between (directors.go). Each replica's certificate must
+	// carry the host dialled for it, unless a grpc.WithAuthority dial
+	// option names the one all of them carry.
+	Directors []string
 	// ShardDir is the local data shard. Only its path is handed to the
 	// training command (FEDPLANE_DATA); nothing of it is sent anywhere.
 	ShardDir string
@@ -194,7 +198,7 @@ func New(cfg Config) (*Envoy, error) {
 	if err := checkName(cfg.Name); err != nil {
 		return nil, err
 	}
-	if err := checkDirector(cfg.Director); err != nil {
+	if err := checkDirectors(cfg.Directors); err != nil {
 		return nil, err
 	}
 	// Protobuf strings must be UTF-8, or no request could be sent.
@@ -235,6 +239,7 @@ func New(cfg Config) (*Envoy, error) {
 		return nil, fmt.Errorf("work dir: %w", err)
 	}
 	cfg.WorkDir = work
+	cfg.Directors = slices.Clone(cfg.Directors)
 	cfg.SampleShape = slices.Clone(cfg.SampleShape)
 	cfg.TargetShape = slices.Clone(cfg.TargetShape)
 	cfg.DialOptions = slices.Clone(cfg.DialOptions)
@@ -360,9 +365,9 @@ func checkDirector(addr string) error {
 // director rejects the registration as invalid. Unreachable directors are
 // retried, never fatal. Run may be called once.
 func (e *Envoy) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(e.cfg.Director, e.dialOptions()...)
+	conn, err := e.dial()
 	if err != nil {
-		return fmt.Errorf("director %s: %w", e.cfg.Director, err)
+		return err
 	}
 	defer conn.Close()
 	e.dirc = directorpb.NewDirectorClient(conn)
@@ -371,7 +376,7 @@ func (e *Envoy) Run(ctx context.Context) error {
 	e.xfrc = transferspb.NewTransfersClient(conn)
 
 	e.cleanStale()
-	e.log.Info("envoy starting", api.LogDirector, e.cfg.Director, api.LogShard, e.cfg.ShardDir, api.LogWorkDir, e.cfg.WorkDir)
+	e.log.Info("envoy starting", api.LogDirector, strings.Join(e.cfg.Directors, ","), api.LogShard, e.cfg.ShardDir, api.LogWorkDir, e.cfg.WorkDir)
 	if err := e.register(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -226,7 +226,7 @@ func mustEnvoy(tb testing.TB, f *fakeDirector, samples uint64, opts ...func(*Con
 	tb.Helper()
 	cfg := Config{
 		Name:        "site-1",
-		Director:    bufTarget,
+		Directors:   []string{bufTarget},
 		ShardDir:    tb.TempDir(),
 		WorkDir:     filepath.Join(tb.TempDir(), "work"),
 		Samples:     samples,
@@ -250,7 +250,7 @@ func mustEnvoy(tb testing.TB, f *fakeDirector, samples uint64, opts ...func(*Con
 // mustConnect sets e's clients without Run, for tests of its parts.
 func mustConnect(tb testing.TB, e *Envoy) {
 	tb.Helper()
-	conn, err := grpc.NewClient(e.cfg.Director, e.dialOptions()...)
+	conn, err := e.dial()
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -259,7 +259,7 @@ func TestNewRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{
 				Name:      "site-1",
-				Director:  bufTarget,
+				Directors: []string{bufTarget},
 				ShardDir:  mustOpenDir(t),
 				WorkDir:   filepath.Join(mustOpenDir(t), "work"),
 				AllowRoot: true,

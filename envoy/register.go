@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/api/directorpb"
@@ -33,13 +34,14 @@ func (e *Envoy) register(ctx context.Context) error {
 	var (
 		resp *directorpb.UpdateShardInfoResponse
 		hdr  metadata.MD
+		from peer.Peer // the director that answered: one of several replicas
 	)
 	err := retry(ctx, e.log, "UpdateShardInfo", func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 		defer cancel()
 		var err error
 		hdr = nil
-		resp, err = e.dirc.UpdateShardInfo(ctx, req, grpc.Header(&hdr))
+		resp, err = e.dirc.UpdateShardInfo(ctx, req, grpc.Header(&hdr), grpc.Peer(&from))
 		return err
 	})
 	switch {
@@ -53,7 +55,11 @@ func (e *Envoy) register(ctx context.Context) error {
 		}
 		return ErrRefused
 	}
-	e.log.Info("registered with director", api.LogDirector, e.cfg.Director)
+	attrs := []any{api.LogDirector, strings.Join(e.cfg.Directors, ",")}
+	if from.Addr != nil {
+		attrs = append(attrs, api.LogRemote, from.Addr.String())
+	}
+	e.log.Info("registered with director", attrs...)
 	e.setRegistered(true)
 	return nil
 }

@@ -31,6 +31,9 @@ import (
 type cutResults struct {
 	cutAt       int
 	noTransfers bool
+	// drop, if set, cuts the first stream off instead of its Unavailable,
+	// as a replica killed mid-upload does; it returns the stream's end.
+	drop func(context.Context) error
 
 	mu       sync.Mutex
 	held     []byte
@@ -71,6 +74,9 @@ func (c *cutResults) serve(stream grpc.ClientStreamingServer[basepb.DataStream, 
 		c.received[attempt] += len(m.GetNpbytes())
 		cut := attempt == 0 && len(c.held) >= c.cutAt
 		c.mu.Unlock()
+		if cut && c.drop != nil {
+			return c.drop(stream.Context())
+		}
 		if cut {
 			return status.Error(codes.Unavailable, "connection dropped")
 		}

@@ -29,6 +29,9 @@ type cutDirector struct {
 	// between runs before the second stream, as whatever may happen to
 	// the envoy's disk between attempts.
 	between func()
+	// drop, if set, cuts the first stream off instead of its Unavailable,
+	// as a replica killed mid-stream does; it returns the stream's end.
+	drop func(context.Context) error
 
 	mu      sync.Mutex
 	calls   int
@@ -73,6 +76,9 @@ func (c *cutDirector) serve(_ *directorpb.GetExperimentDataRequest, stream grpc.
 		c.mu.Unlock()
 	}
 	if call == 1 {
+		if c.drop != nil {
+			return c.drop(stream.Context())
+		}
 		return status.Error(codes.Unavailable, "connection dropped")
 	}
 	return nil

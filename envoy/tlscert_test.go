@@ -36,7 +36,7 @@ func TestRunLogsCertificateProblems(t *testing.T) {
 			var logs syncBuffer
 			e, err := New(Config{
 				Name:        "site-1",
-				Director:    mustGRPCDirector(t, tt.server),
+				Directors:   []string{mustGRPCDirector(t, tt.server)},
 				ShardDir:    t.TempDir(),
 				WorkDir:     filepath.Join(t.TempDir(), "work"),
 				DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(client.Clone()))},

@@ -107,7 +107,7 @@ func TestRunLogsWrongPort(t *testing.T) {
 	var logs syncBuffer
 	e, err := New(Config{
 		Name:      "site-1",
-		Director:  pkitest.AdminPort(t, nil),
+		Directors: []string{pkitest.AdminPort(t, nil)},
 		ShardDir:  t.TempDir(),
 		WorkDir:   filepath.Join(t.TempDir(), "work"),
 		AllowRoot: true,

@@ -28,7 +28,7 @@ import (
 type startOptions struct {
 	config      string
 	name        string
-	director    string
+	director    []string
 	shardDir    string
 	samples     uint64
 	sampleShape []string
@@ -58,6 +58,15 @@ func newStartCmd() *cobra.Command {
 		Long: `Run the envoy: register the shard with the director at --director, keep it
 alive with health checks, and run the experiments the director hands it, one
 at a time, in --work-dir.
+
+--director may list several replicas of the director, comma-separated (or
+as a list in --config), for a site that reaches them without a load
+balancer: the envoy connects to the first that answers, in the order given,
+and when that connection fails it starts over from the first, and carries
+on where it was (long polls asked again, downloads and uploads resumed,
+registering again with a replica that does not know it). With TLS each
+replica's certificate must carry the host it is dialled as, unless
+--tls-server-name names the one they all carry.
 
 For every round the envoy downloads the global model and runs the job's
 training command in the unpacked job folder, in its own process group, with
@@ -108,6 +117,7 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 		Example: `  envoy start --name site-1 --shard-dir /data/mnist --samples 6000 \
       --sample-shape 28,28 --target-shape 1 --run-as fedplane-train --sandbox
   envoy start --name site-2 --director director.example.org:50051 --shard-dir ./shard
+  envoy start --name site-3 --director dir-a.example.org:50051,dir-b.example.org:50051 --shard-dir ./shard
   envoy start --config envoy.yaml`,
 		Args: cobra.NoArgs,
 		RunE: cli.RunWithConfig(&o.config, o.run),
@@ -115,7 +125,7 @@ director refuses the shard or the envoy cannot start, 2 on a usage error
 	f := cmd.Flags()
 	cli.AddConfigFlag(cmd, &o.config)
 	f.StringVar(&o.name, "name", "", "the envoy's name in the federation (required): letters, digits, '.', '_', '-', '@'")
-	f.StringVar(&o.director, "director", envoy.DefaultDirector, "the director's gRPC port (its --grpc-listen, not the admin port), HOST:PORT")
+	f.StringSliceVar(&o.director, "director", []string{envoy.DefaultDirector}, "the director's gRPC port (its --grpc-listen, not the admin port), HOST:PORT; or several replicas' ports, comma-separated, tried in order")
 	f.StringVar(&o.shardDir, "shard-dir", "", "the local data shard, handed to the training command as FEDPLANE_DATA (required)")
 	f.Uint64Var(&o.samples, "samples", 0, "number of samples in the shard: the FedAvg weight unless the training command reports n_samples")
 	f.StringSliceVar(&o.sampleShape, "sample-shape", nil, "shape of one sample, comma-separated (e.g. 28,28)")
@@ -146,8 +156,6 @@ func (o *startOptions) check() error {
 		return cli.Usagef("--name is required")
 	case o.shardDir == "":
 		return cli.Usagef("--shard-dir is required")
-	case o.director == "":
-		return cli.Usagef("--director must not be empty")
 	case o.killGrace <= 0:
 		return cli.Usagef("--kill-grace %v: must be positive", o.killGrace)
 	case o.maxUnpacked <= 0:
@@ -167,12 +175,16 @@ func (o *startOptions) check() error {
 	if err := cli.CheckName("name", o.name); err != nil {
 		return err
 	}
-	// A gRPC target with a scheme ("dns:///host:port", "unix:path") is
-	// grpc-go's to check.
-	if !strings.Contains(o.director, "://") && !strings.HasPrefix(o.director, "unix:") {
-		if err := cli.CheckHostPort("director", o.director); err != nil {
+	// One gRPC target with a scheme ("dns:///host:port", "unix:path") is
+	// grpc-go's to check; several directors are host:port each.
+	if d := cli.TrimAll(o.director); len(d) != 1 || !strings.Contains(d[0], "://") && !strings.HasPrefix(d[0], "unix:") {
+		dirs, err := cli.CheckAddrs("director", o.director)
+		if err != nil {
 			return err
 		}
+		o.director = dirs
+	} else {
+		o.director = d
 	}
 	if err := cli.CheckShape("sample-shape", o.sampleShape); err != nil {
 		return err
@@ -203,6 +215,11 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 		roots = tlsCfg.RootCAs
 	}
+	if o.tls.ServerName != "" {
+		// The name every director's certificate is checked against, where
+		// several directors would each be checked against its own host.
+		dial = append(dial, grpc.WithAuthority(o.tls.ServerName))
+	}
 	var policy *envoy.Policy
 	if o.policy != "" {
 		if tlsCfg == nil {
@@ -220,7 +237,7 @@ func (o *startOptions) run(cmd *cobra.Command) error {
 	e, err := envoy.New(envoy.Config{
 		DialOptions:   dial,
 		Name:          o.name,
-		Director:      o.director,
+		Directors:     o.director,
 		ShardDir:      o.shardDir,
 		Description:   o.description,
 		WorkDir:       o.workDir,

@@ -67,6 +67,12 @@ func TestStartUsage(t *testing.T) {
 		{name: "name too long", args: []string{"start", "--name", strings.Repeat("a", 129), "--shard-dir", shard}, wantCode: cli.ExitUsage, wantErr: "at most 128"},
 		{name: "director without port", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "localhost"}, wantCode: cli.ExitUsage, wantErr: `--director "localhost": want HOST:PORT`},
 		{name: "director with a bad port", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "localhost:http2"}, wantCode: cli.ExitUsage, wantErr: `port "http2" is not a number`},
+		{name: "director empty", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", ""}, wantCode: cli.ExitUsage, wantErr: "--director is empty"},
+		{name: "directors with an empty item", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "a:1,,b:2"}, wantCode: cli.ExitUsage, wantErr: `--director "a:1,,b:2": address 2 of 3 is empty`},
+		{name: "directors with a trailing comma", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "a:1,"}, wantCode: cli.ExitUsage, wantErr: "address 2 of 2 is empty"},
+		{name: "director given twice", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "a:1,b:2", "--director", "a:1"}, wantCode: cli.ExitUsage, wantErr: "a:1 is given twice (addresses 1 and 3)"},
+		{name: "directors with a bad one", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "a:1,b"}, wantCode: cli.ExitUsage, wantErr: `--director "b": want HOST:PORT`},
+		{name: "directors with a scheme", args: []string{"start", "--name", "a", "--shard-dir", shard, "--director", "dns:///a:1,b:2"}, wantCode: cli.ExitUsage, wantErr: `--director "dns:///a:1": want HOST:PORT`},
 		{name: "empty shape dimension", args: []string{"start", "--name", "a", "--shard-dir", shard, "--sample-shape", "28,,28"}, wantCode: cli.ExitUsage, wantErr: "--sample-shape"},
 		{name: "trailing comma in shape", args: []string{"start", "--name", "a", "--shard-dir", shard, "--target-shape", "1,"}, wantCode: cli.ExitUsage, wantErr: "--target-shape"},
 		{name: "bad samples", args: []string{"start", "--name", "a", "--shard-dir", shard, "--samples", "-5"}, wantCode: cli.ExitUsage, wantErr: `invalid argument "-5" for "--samples"`},
@@ -92,7 +98,7 @@ func TestStartHelp(t *testing.T) {
 	if code := cli.Main(root, []string{"start", "--help"}, &out); code != cli.ExitOK {
 		t.Fatalf("exit %d: %s", code, out.String())
 	}
-	for _, want := range []string{"--name", "--shard-dir", "--director", "--work-dir", "--kill-grace", "--config", "FEDPLANE_DATA", "--run-as", "--allow-root", "--sandbox", "--share-stderr", "Examples:"} {
+	for _, want := range []string{"--name", "--shard-dir", "--director", "comma-separated, tried in order", "--work-dir", "--kill-grace", "--config", "FEDPLANE_DATA", "--run-as", "--allow-root", "--sandbox", "--share-stderr", "Examples:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("help lacks %q", want)
 		}
@@ -165,5 +171,50 @@ func TestExampleConfig(t *testing.T) {
 	cmd := newStartCmd()
 	if err := cli.LoadConfig(cmd.Flags(), "../../examples/envoy.yaml", "config"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// mustDeadAddr returns a loopback address where nothing listens: a port
+// the kernel handed out and that was closed again.
+func mustDeadAddr(tb testing.TB) string {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	return addr
+}
+
+// TestStartFailsOver gives the envoy a dead director first and a live one
+// second, on the command line and as a list in the config file: it reaches
+// the second, which refuses the shard, and says so.
+func TestStartFailsOver(t *testing.T) {
+	dead, live := mustDeadAddr(t), mustRefusingDirector(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "envoy.yaml")
+	yaml := "director: [" + dead + ", " + live + "]\n"
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"flag", []string{"--director", dead + "," + live}},
+		{"flag given twice", []string{"--director", dead, "--director", live}},
+		{"config list", []string{"--config", config}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"start", "--name", "site-1", "--shard-dir", t.TempDir(), "--allow-root",
+				"--sample-shape", "28,28", "--work-dir", filepath.Join(t.TempDir(), "work"), "--log-level", "error"}, tt.args...)
+			code, stderr := run(args...)
+			want := "Error: director refused the shard: sample shape 28x28 differs from the federation's 32x32\n"
+			if code != cli.ExitError || stderr != want {
+				t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, stderr, want)
+			}
+		})
 	}
 }

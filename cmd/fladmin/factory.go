@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/user"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -32,7 +34,10 @@ const (
 // factory holds the global flags and creates what subcommands need, lazily,
 // so `--help` never dials.
 type factory struct {
-	addr    string
+	addr string
+	// addrs are --addr's addresses, checked: the director's admin port, or
+	// those of several replicas, tried in order.
+	addrs   []string
 	output  string
 	timeout time.Duration
 	tls     cli.TLSFlags
@@ -43,6 +48,8 @@ type factory struct {
 	stdoutIsTerminal, stderrIsTerminal func() bool
 	// user names the caller to a director without TLS.
 	user func() string
+	// answered is the address of --addr that took the last connection.
+	answered atomic.Pointer[string]
 }
 
 func newFactory() *factory {
@@ -75,7 +82,7 @@ func (f *factory) addFlags(root *cobra.Command) {
 		addr = defaultAddr
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&f.addr, "addr", addr, "the director's admin port (its --admin-listen), HOST:PORT (env "+addrEnv+")")
+	pf.StringVar(&f.addr, "addr", addr, "the director's admin port (its --admin-listen), HOST:PORT; or several replicas' admin ports, comma-separated, tried in order (env "+addrEnv+")")
 	pf.StringVarP(&f.output, "output", "o", outputTable, outputUsage)
 	pf.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up when the director sends nothing for this long")
 	f.tls.AddPersistent(root, "your admin")
@@ -98,10 +105,12 @@ func (f *factory) validate() error {
 	if f.timeout <= 0 {
 		return cli.Usagef("--timeout %v: must be positive", f.timeout)
 	}
-	if f.addr == "" {
-		return cli.Usagef("--addr is empty")
+	addrs, err := cli.CheckAddrs("addr", strings.Split(f.addr, ","))
+	if err != nil {
+		return err
 	}
-	return cli.CheckHostPort("addr", f.addr)
+	f.addrs = addrs
+	return nil
 }
 
 // jobIDArg is the Args of a command that takes one JOB_ID: the full id or
@@ -121,22 +130,40 @@ func jobIDArg(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// client returns the admin client for the configured address, speaking
-// mutual TLS when the --tls-* flags are given.
+// client returns the admin client for the configured addresses, tried in
+// order, speaking mutual TLS when the --tls-* flags are given: each
+// address's certificate is checked against its own host unless
+// --tls-server-name names another.
 func (f *factory) client() (*adminproto.Client, error) {
-	c := &adminproto.Client{Addr: f.addr, Timeout: f.timeout}
+	c := &adminproto.Client{Addr: f.addrs[0], Fallback: f.addrs[1:], Timeout: f.timeout}
 	cfg, err := f.tls.Client()
 	if err != nil {
 		return nil, err
 	}
+	dial := new(net.Dialer).DialContext
 	if cfg != nil {
 		// Offering the admin port's protocol makes a gRPC port refuse
 		// the handshake: see adminproto.ALPN.
 		cfg.NextProtos = []string{adminproto.ALPN}
-		d := &tls.Dialer{Config: cfg}
-		c.Dial = d.DialContext
+		dial = (&tls.Dialer{Config: cfg}).DialContext
+	}
+	c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err == nil {
+			f.answered.Store(&addr)
+		}
+		return conn, err
 	}
 	return c, nil
+}
+
+// director is the address of the director that answered last: the one
+// of --addr's that took the connection.
+func (f *factory) director() string {
+	if a := f.answered.Load(); a != nil {
+		return *a
+	}
+	return strings.Join(f.addrs, ",")
 }
 
 // explain adds what to do to an error of the admin client that shows

@@ -23,6 +23,15 @@ func newRootCmd(f *factory) *cobra.Command {
 (NVIDIA FLARE's admin exchange): it submits job folders, lists and manages
 jobs, and shows the envoys.
 
+--addr (or FLADMIN_ADDR) may list the admin ports of several replicas of
+the director, comma-separated, for a site without a load balancer in front
+of them: each request goes to the first that takes the connection, in the
+order given. A port that refuses the connection, does not answer within
+--timeout or fails the TLS handshake is passed over; an answer, a refusal
+included, is final, and a request once sent is never sent to another. With
+TLS each replica's certificate must carry the host it is dialled as, unless
+--tls-server-name names the one they all carry.
+
 Tables are boxed on a terminal and tab-separated lines (a header line, then
 one line per row) when stdout is not a terminal; -o json and -o yaml print
 the director's replies with the same keys.

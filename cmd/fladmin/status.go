@@ -35,7 +35,7 @@ func newStatusCmd(f *factory) *cobra.Command {
 			if err := json.Unmarshal(b, &st); err != nil {
 				return fmt.Errorf("check_status reply: %w", err)
 			}
-			fmt.Fprintf(f.stdout, "Director:  %s at %s, up %s\n", st.Version, f.addr, st.Uptime)
+			fmt.Fprintf(f.stdout, "Director:  %s at %s, up %s\n", st.Version, f.director(), st.Uptime)
 			fmt.Fprintf(f.stdout, "Envoys:    %d registered, %d online\n", st.Envoys, st.EnvoysOnline)
 			fmt.Fprint(f.stdout, "Jobs:     ")
 			if len(st.Jobs) == 0 {

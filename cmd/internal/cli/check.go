@@ -2,7 +2,9 @@ package cli
 
 import (
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/fedplane/fedplane/api"
@@ -49,4 +51,28 @@ func CheckShape(flag string, dims []string) error {
 		}
 	}
 	return nil
+}
+
+// CheckAddrs checks a flag that lists the addresses of director replicas,
+// tried in order: at least one, each HOST:PORT as CheckHostPort wants, none
+// empty ("a:1,,b:2" or a trailing comma) and none given twice. It returns
+// the addresses with the spaces around them trimmed.
+func CheckAddrs(flag string, addrs []string) ([]string, error) {
+	addrs = TrimAll(addrs)
+	list := strings.Join(addrs, ",")
+	if len(addrs) == 0 || len(addrs) == 1 && addrs[0] == "" {
+		return nil, Usagef("--%s is empty", flag)
+	}
+	for i, a := range addrs {
+		if a == "" {
+			return nil, Usagef("--%s %q: address %d of %d is empty", flag, list, i+1, len(addrs))
+		}
+		if err := CheckHostPort(flag, a); err != nil {
+			return nil, err
+		}
+		if j := slices.Index(addrs[:i], a); j >= 0 {
+			return nil, Usagef("--%s %q: %s is given twice (addresses %d and %d)", flag, list, a, j+1, i+1)
+		}
+	}
+	return addrs, nil
 }
