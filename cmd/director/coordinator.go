@@ -5,9 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/director"
+	"github.com/fedplane/fedplane/director/server"
+	"github.com/fedplane/fedplane/store"
+	"github.com/google/uuid"
 )
 
 // This file is how director replicas on one PostgreSQL database share the
@@ -24,18 +33,12 @@ import (
 // coordinatorLease is the lease's name in the store.
 const coordinatorLease = "coordinator"
 
-// leaser is the store's lease API.
-type leaser interface {
-	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (held bool, epoch int64, err error)
-	ReleaseLease(ctx context.Context, name, holder string) error
-}
-
 // errLeaseLost stops a coordinator that could not keep its lease.
 var errLeaseLost = errors.New("lost the coordinator lease: another replica may have taken over; stopping")
 
 // lease is a held coordinator lease.
 type lease struct {
-	db     leaser
+	db     *store.DB
 	holder string
 	ttl    time.Duration
 	epoch  int64
@@ -43,8 +46,9 @@ type lease struct {
 }
 
 // acquireLease waits until holder holds the coordinator lease, trying every
-// third of ttl, and returns it; or returns ctx's error.
-func acquireLease(ctx context.Context, db leaser, holder string, ttl time.Duration, log *slog.Logger) (*lease, error) {
+// third of ttl, and returns it; or returns ctx's error. seen is told who
+// holds the lease after each try that did not take it ("" for no one).
+func acquireLease(ctx context.Context, db *store.DB, holder string, ttl time.Duration, log *slog.Logger, seen func(current string)) (*lease, error) {
 	waiting := false
 	for {
 		held, epoch, err := db.AcquireLease(ctx, coordinatorLease, holder, ttl)
@@ -56,9 +60,16 @@ func acquireLease(ctx context.Context, db leaser, holder string, ttl time.Durati
 		case held:
 			log.Info("coordinator lease taken: this replica is the director", api.LogHolder, holder, api.LogEpoch, epoch)
 			return &lease{db: db, holder: holder, ttl: ttl, epoch: epoch, log: log}, nil
-		case !waiting:
-			log.Info("standby: another replica holds the coordinator lease; waiting to take over", api.LogHolder, holder, api.LogPeriod, ttl)
-			waiting = true
+		default:
+			if !waiting {
+				log.Info("standby: another replica holds the coordinator lease; waiting to take over", api.LogHolder, holder, api.LogPeriod, ttl)
+				waiting = true
+			}
+			current := ""
+			if cur, err := db.GetLease(ctx, coordinatorLease); err == nil && cur.Held(time.Now()) {
+				current = cur.Holder
+			}
+			seen(current)
 		}
 		select {
 		case <-ctx.Done():
@@ -149,4 +160,112 @@ func advertised(adv string, lis net.Addr) (string, error) {
 		}
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// isPostgres says whether dsn names a PostgreSQL database: directors on one
+// are replicas, and take the coordinator lease to act.
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// leaseTTL is --lease-ttl, or its default: one health-check period, at
+// least a second, so that a standby takes over well within two periods
+// of the coordinator's death.
+func (o *serveOptions) leaseTTL() time.Duration {
+	if o.leaseTTLFlag > 0 {
+		return o.leaseTTLFlag
+	}
+	return max(o.healthCheckPeriod, time.Second)
+}
+
+// serveReplica runs this director as one replica on a shared database.
+// It listens on the gRPC and admin addresses at once; as a standby it
+// relays their connections to the coordinator, whoever holds the lease;
+// once it takes the lease it opens the director (resuming the running
+// experiments from the database, as after a restart) and serves them
+// itself, until ctx ends or it loses the lease. A clean stop releases the
+// lease so a standby takes over at once.
+func (o *serveOptions) serveReplica(ctx context.Context, stop func(), log *slog.Logger, srv server.Config, dcfg director.Config) error {
+	ldb, err := store.Open(ctx, o.database, store.Options{Readers: 2})
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer ldb.Close()
+	lis, err := net.Listen("tcp", srv.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", srv.AdminListen)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	advGRPC, err := advertised(o.advertiseGRPC, lis.Addr())
+	if err == nil {
+		var advAdmin string
+		if advAdmin, err = advertised(o.advertiseAdmin, adminLis.Addr()); err == nil {
+			return o.serveReplicaOn(ctx, stop, log, ldb, srv, dcfg, lis, adminLis, replicaID(advGRPC, advAdmin))
+		}
+	}
+	lis.Close()
+	adminLis.Close()
+	return err
+}
+
+func (o *serveOptions) serveReplicaOn(ctx context.Context, stop func(), log *slog.Logger, ldb *store.DB, srv server.Config, dcfg director.Config, lis, adminLis net.Listener, holder string) error {
+	// The switches outlive ctx until the director has stopped serving, so
+	// that the director's stop is an orderly one, not a closed listener.
+	var coordinator atomic.Value // the holder standbys relay to
+	coordinator.Store("")
+	gsw := server.NewSwitch(lis, "grpc", func() string { a, _ := holderAddrs(coordinator.Load().(string)); return a }, 0, log)
+	asw := server.NewSwitch(adminLis, "admin", func() string { _, a := holderAddrs(coordinator.Load().(string)); return a }, 0, log)
+	swCtx, swStop := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer swStop()
+	for _, sw := range []*server.Switch{gsw, asw} {
+		wg.Go(func() {
+			if err := sw.Run(swCtx); err != nil {
+				log.Error("replica port stopped", api.LogErr, err)
+				stop()
+			}
+		})
+	}
+	// Tests and scripts read the bound addresses from this line.
+	log.Info("director replica listening", api.LogGRPC, lis.Addr().String(), api.LogAdmin, adminLis.Addr().String(), api.LogHolder, holder)
+
+	ttl := o.leaseTTL()
+	l, err := acquireLease(ctx, ldb, holder, ttl, log, func(current string) {
+		if coordinator.Swap(current) != current && current != "" {
+			g, a := holderAddrs(current)
+			log.Info("standby: relaying to the coordinator", api.LogTarget, current, api.LogGRPC, g, api.LogAdmin, a)
+		}
+	})
+	if err != nil {
+		return nil // ctx ended while standing by: a clean stop
+	}
+	dcfg.Lease = &store.Lease{Name: coordinatorLease, Holder: holder, Epoch: l.epoch}
+	if err := srv.ListenSide(); err != nil {
+		l.release()
+		return err
+	}
+	var leaseErr error
+	kctx, kstop := context.WithCancel(ctx)
+	var kwg sync.WaitGroup
+	kwg.Go(func() {
+		if leaseErr = l.keep(kctx); leaseErr != nil {
+			log.Error("coordinator lease lost", api.LogErr, leaseErr)
+			stop()
+		}
+	})
+	runErr := serveDirector(ctx, dcfg, func(d *director.Director) error {
+		return server.Serve(ctx, d, srv, gsw.Serve(), asw.Serve())
+	})
+	kstop()
+	kwg.Wait()
+	if leaseErr != nil {
+		return leaseErr
+	}
+	l.release()
+	return runErr
 }
