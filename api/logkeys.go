@@ -52,6 +52,11 @@ const (
 	LogKeep     = "keep_models"
 	LogHealth   = "health_check_period"
 	LogOffline  = "offline_after"
+	// Replicas (director).
+	LogPort   = "port"   // which port of a replica: grpc, admin
+	LogHolder = "holder" // a replica's coordinator lease holder id
+	LogEpoch  = "epoch"  // a coordinator lease's epoch
+	LogTarget = "target" // the coordinator a standby relays to
 	// Site trust (envoy).
 	LogSubmitter = "submitter" // who signed a job (certificate CN)
 	LogCommand   = "command"   // a training command

@@ -50,6 +50,11 @@ type Config struct {
 	// PostgreSQL database, sqlite:PATH for a SQLite file; the SQLite file
 	// fedplane.db in DataDir when empty. Files stay in DataDir either way.
 	Database string
+	// Lease, when set, is the coordinator lease this director holds among
+	// replicas on one database: every write of its store checks that it
+	// still does (store.DB.Fence), so a replica that lost the lease,
+	// paused past it say, changes nothing once another has taken over.
+	Lease *store.Lease
 	// SampleShape and TargetShape are the federation's dataset shapes. A shard
 	// must match them to be accepted; when both are empty any shard is.
 	SampleShape []string
@@ -246,6 +251,9 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 	db, err := store.Open(ctx, dsn, store.Options{Now: cfg.Now})
 	if err != nil {
 		return nil, err
+	}
+	if l := cfg.Lease; l != nil {
+		db.Fence(l.Name, l.Holder, l.Epoch)
 	}
 	reg, err := newRegistry(ctx, db, cfg.Now, cfg.OfflineAfter, cfg.Logger)
 	if err != nil {

@@ -67,6 +67,15 @@ func (d dialect) forUpdate() string {
 	return ``
 }
 
+// forShare is forUpdate's shared form: the rows read cannot change until
+// the transaction ends, but other readers may lock them too.
+func (d dialect) forShare() string {
+	if d.postgres {
+		return ` FOR SHARE`
+	}
+	return ``
+}
+
 // greatest is the SQL function of the larger of two values: SQLite's MAX
 // with two arguments is PostgreSQL's GREATEST.
 func (d dialect) greatest() string {

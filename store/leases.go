@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fedplane/fedplane/api"
 )
 
 // AcquireLease takes the lease called name for holder until ttl from now,
@@ -54,4 +56,70 @@ func (db *DB) ReleaseLease(ctx context.Context, name, holder string) error {
 		return fmt.Errorf("release lease %q of %q: %w", name, holder, err)
 	}
 	return nil
+}
+
+// ErrFenced refuses a write of a holder whose lease has passed on (Fence).
+var ErrFenced = errors.New("this director no longer holds the coordinator lease")
+
+// fence is the lease every write transaction checks.
+type fence struct {
+	name, holder string
+	epoch        int64
+}
+
+// Fence makes every write transaction of db first check that holder still
+// holds the lease called name at epoch, and fail with ErrFenced if not. On
+// PostgreSQL the check share-locks the lease's row until the transaction
+// ends, so the lease cannot pass to another holder while a write of this
+// one is under way; on SQLite every write transaction holds the database's
+// write lock, which AcquireLease needs too. A director replica whose
+// process was paused past its lease can then change nothing once it wakes:
+// the holder that took over has the only say.
+func (db *DB) Fence(name, holder string, epoch int64) {
+	db.fence.Store(&fence{name: name, holder: holder, epoch: epoch})
+}
+
+// checkFence is Fence's check, in tx.
+func (db *DB) checkFence(ctx context.Context, tx *dbTx) error {
+	f := db.fence.Load()
+	if f == nil {
+		return nil
+	}
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM leases WHERE name = ? AND holder = ? AND epoch = ? AND expires_at > ?`+tx.d.forShare(),
+		f.name, f.holder, f.epoch, db.now().UnixMilli()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w (lease %q, epoch %d): refusing to write", ErrFenced, f.name, f.epoch)
+	}
+	if err != nil {
+		return fmt.Errorf("check lease %q: %w", f.name, err)
+	}
+	return nil
+}
+
+// Lease is a lease's row: who holds it, at which epoch, until when.
+type Lease struct {
+	Name      string
+	Holder    string
+	Epoch     int64
+	ExpiresAt time.Time
+}
+
+// Held says whether the lease is held at now.
+func (l Lease) Held(now time.Time) bool { return l.Holder != "" && now.Before(l.ExpiresAt) }
+
+// GetLease returns the lease called name; api.ErrNotFound if no one ever
+// took it.
+func (db *DB) GetLease(ctx context.Context, name string) (Lease, error) {
+	l := Lease{Name: name}
+	var ms int64
+	err := db.r.QueryRowContext(ctx, `SELECT holder, epoch, expires_at FROM leases WHERE name = ?`, name).Scan(&l.Holder, &l.Epoch, &ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, fmt.Errorf("lease %q: %w", name, api.ErrNotFound)
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("lease %q: %w", name, err)
+	}
+	l.ExpiresAt = time.UnixMilli(ms).UTC()
+	return l, nil
 }

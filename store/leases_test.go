@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -116,6 +117,49 @@ func TestLeaseRace(t *testing.T) {
 			}
 			lastHolder, lastEpoch = w.holder, w.epoch
 			clock.Add(2 * time.Second) // the lease expires before the next round
+		}
+	})
+}
+
+// TestFence: a handle fenced on a lease writes while its holder has it, and
+// once the lease passed to another holder (on another handle, as another
+// director) every write transaction of it fails with ErrFenced and changes
+// nothing; an unfenced handle writes as before.
+func TestFence(t *testing.T) {
+	storetest.EachBackend(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		clock := newClock()
+		a, b := mustOpen(t, dsn, clock), mustOpen(t, dsn, clock)
+		held, epoch, err := a.AcquireLease(ctx, "coordinator", "a", 10*time.Second)
+		if err != nil || !held {
+			t.Fatalf("a takes the lease: %v %v", held, err)
+		}
+		a.Fence("coordinator", "a", epoch)
+		if _, err := a.UpsertEnvoy(ctx, Envoy{Name: "site-1"}); err != nil {
+			t.Fatalf("write while holding the lease: %v", err)
+		}
+		l, err := b.GetLease(ctx, "coordinator")
+		if err != nil || l.Holder != "a" || l.Epoch != epoch || !l.Held(clock.Now()) {
+			t.Fatalf("GetLease: %+v, %v; want held by a at epoch %d", l, err, epoch)
+		}
+		clock.Add(11 * time.Second)
+		if _, err := a.UpsertEnvoy(ctx, Envoy{Name: "site-2"}); !errors.Is(err, ErrFenced) {
+			t.Fatalf("write after the lease expired: %v, want ErrFenced", err)
+		}
+		if held, _, err := b.AcquireLease(ctx, "coordinator", "b", 10*time.Second); err != nil || !held {
+			t.Fatalf("b takes over: %v %v", held, err)
+		}
+		if _, err := a.UpsertEnvoy(ctx, Envoy{Name: "site-3"}); !errors.Is(err, ErrFenced) {
+			t.Fatalf("write after the lease passed to b: %v, want ErrFenced", err)
+		}
+		if _, err := b.UpsertEnvoy(ctx, Envoy{Name: "site-4"}); err != nil {
+			t.Fatalf("unfenced write: %v", err)
+		}
+		for name, want := range map[string]bool{"site-1": true, "site-2": false, "site-3": false, "site-4": true} {
+			_, err := b.GetEnvoy(ctx, name)
+			if got := err == nil; got != want {
+				t.Errorf("envoy %s stored: %v, want %v (%v)", name, got, want, err)
+			}
 		}
 	})
 }

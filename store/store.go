@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -58,6 +59,8 @@ type DB struct {
 	now  func() time.Time
 	path string // SQLite's file; "" on PostgreSQL
 	name string // the database as errors name it: the path, or the URL without its password
+	// fence, when set, is checked by every write transaction (Fence).
+	fence atomic.Pointer[fence]
 }
 
 // Open opens the database that dsn names and applies pending migrations:
@@ -204,7 +207,11 @@ func (db *DB) inTx(ctx context.Context, fn func(tx *dbTx) error) error {
 		return err
 	}
 	defer t.Rollback()
-	if err := fn(&dbTx{Tx: t, d: db.d}); err != nil {
+	tx := &dbTx{Tx: t, d: db.d}
+	if err := db.checkFence(ctx, tx); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
 		return err
 	}
 	return t.Commit()

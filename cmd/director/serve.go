@@ -42,6 +42,9 @@ type serveOptions struct {
 	webListen         string
 	webURL            string
 	eventHistory      int
+	leaseTTLFlag      time.Duration
+	advertiseGRPC     string
+	advertiseAdmin    string
 	tls               cli.TLSFlags
 	insecure          bool
 	logFormat         string
@@ -101,6 +104,9 @@ or in --config).`,
 	f.StringVar(&o.webListen, "web-listen", "", "serve the read-only web console on this address, e.g. 127.0.0.1:8080; HTTPS with the TLS flags, else loopback only; empty is off (log in with fladmin console)")
 	f.StringVar(&o.webURL, "web-url", "", "the web console's address as browsers reach it, which fladmin console's login links start with (default: made from --web-listen; needed when that is a wildcard address)")
 	f.IntVar(&o.eventHistory, "event-history", api.DefaultEventHistory, "how many events (fladmin events) the director keeps; older ones are pruned (the audit trail is never pruned)")
+	f.DurationVar(&o.leaseTTLFlag, "lease-ttl", 0, "replicas on PostgreSQL: how long the coordinator lease lasts unrenewed, so how soon a standby takes over from a dead coordinator (default: the health check period, at least 1s)")
+	f.StringVar(&o.advertiseGRPC, "advertise-grpc", "", "replicas on PostgreSQL: the address other replicas reach this one's gRPC port at (default: the bound address, this host's name for a wildcard)")
+	f.StringVar(&o.advertiseAdmin, "advertise-admin", "", "replicas on PostgreSQL: the address other replicas reach this one's admin port at (default: as --advertise-grpc)")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -142,7 +148,7 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer unlock()
-	d, err := director.New(ctx, director.Config{
+	dcfg := director.Config{
 		DataDir:            o.dataDir,
 		Database:           o.database,
 		SampleShape:        cli.TrimAll(o.sampleShape),
@@ -155,14 +161,6 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		EventHistory:       o.eventHistory,
 		Version:            cli.Version,
 		Logger:             log,
-	})
-	if errors.Is(err, api.ErrInvalid) {
-		// director.New refuses a configuration with api.ErrInvalid before
-		// it opens anything: a value given in flags (or --config).
-		return &cli.UsageError{Err: fmt.Errorf("start director: %w", err)}
-	}
-	if err != nil {
-		return fmt.Errorf("start director: %w", err)
 	}
 	var pprofWG sync.WaitGroup
 	var pprofErr error
@@ -173,17 +171,38 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 			}
 		})
 	}
-	runErr := server.Run(ctx, d, srv)
+	var runErr error
+	if isPostgres(o.database) {
+		runErr = o.serveReplica(ctx, stop, log, srv, dcfg)
+	} else {
+		runErr = serveDirector(ctx, dcfg, func(d *director.Director) error { return server.Run(ctx, d, srv) })
+	}
 	stop()
 	pprofWG.Wait()
 	if runErr == nil {
 		runErr = pprofErr
 	}
-	if err := d.Close(); err != nil && runErr == nil {
-		runErr = fmt.Errorf("close director: %w", err)
-	}
 	if runErr == nil {
 		log.Info("director stopped")
+	}
+	return runErr
+}
+
+// serveDirector opens the director that cfg describes, serves it with
+// serve, and closes it.
+func serveDirector(ctx context.Context, cfg director.Config, serve func(*director.Director) error) error {
+	d, err := director.New(ctx, cfg)
+	if errors.Is(err, api.ErrInvalid) {
+		// director.New refuses a configuration with api.ErrInvalid before
+		// it opens anything: a value given in flags (or --config).
+		return &cli.UsageError{Err: fmt.Errorf("start director: %w", err)}
+	}
+	if err != nil {
+		return fmt.Errorf("start director: %w", err)
+	}
+	runErr := serve(d)
+	if err := d.Close(); err != nil && runErr == nil {
+		runErr = fmt.Errorf("close director: %w", err)
 	}
 	return runErr
 }
@@ -223,6 +242,16 @@ func (o *serveOptions) check() error {
 	}
 	if o.adminMaxConns <= 0 || o.adminMaxPerAddr <= 0 || o.adminHandshake <= 0 || o.adminIdleTimeout <= 0 {
 		return cli.Usagef("--admin-max-conns, --admin-max-conns-per-addr, --admin-handshake-timeout and --admin-idle-timeout must be positive")
+	}
+	if o.leaseTTLFlag != 0 && o.leaseTTLFlag < 100*time.Millisecond {
+		return cli.Usagef("--lease-ttl %v: must be at least 100ms", o.leaseTTLFlag)
+	}
+	for name, a := range map[string]string{"advertise-grpc": o.advertiseGRPC, "advertise-admin": o.advertiseAdmin} {
+		if a != "" {
+			if err := cli.CheckHostPort(name, a); err != nil {
+				return err
+			}
+		}
 	}
 	if o.eventHistory < 100 {
 		return cli.Usagef("--event-history %d: keep at least 100 events", o.eventHistory)

@@ -191,24 +191,32 @@ func Run(ctx context.Context, d *director.Director, cfg Config) error {
 		lis.Close()
 		return fmt.Errorf("admin listen: %w", err)
 	}
+	if err := cfg.ListenSide(); err != nil {
+		lis.Close()
+		adminLis.Close()
+		return err
+	}
+	return Serve(ctx, d, cfg, lis, adminLis)
+}
+
+// ListenSide opens the listeners of the side ports that are set: metrics
+// and the web console, for Serve.
+func (cfg *Config) ListenSide() error {
+	var err error
 	if cfg.MetricsListen != "" {
 		if cfg.MetricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
-			lis.Close()
-			adminLis.Close()
 			return fmt.Errorf("metrics listen: %w", err)
 		}
 	}
 	if cfg.WebListen != "" {
 		if cfg.WebListener, err = net.Listen("tcp", cfg.WebListen); err != nil {
-			lis.Close()
-			adminLis.Close()
 			if cfg.MetricsListener != nil {
 				cfg.MetricsListener.Close()
 			}
 			return fmt.Errorf("web listen: %w", err)
 		}
 	}
-	return Serve(ctx, d, cfg, lis, adminLis)
+	return nil
 }
 
 // Serve serves d's gRPC services on lis and its admin channel on adminLis
