@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -22,7 +23,9 @@ import (
 //   - 7: the director's CPU time (utime+stime from /proc) over idleWindow,
 //     after idleWarmup, as a share of one core; and, as its floor, the CPU
 //     time of a no-op gRPC server (a child fedbench) under the same
-//     connections and heartbeats.
+//     connections and heartbeats; and the director's memory per connected
+//     envoy: its growth from before the fleet dialed to the end of the
+//     CPU window, over fleetEnvoys.
 func (b *bench) fleet(ctx context.Context) ([]row, error) {
 	n := b.cfg.fleetEnvoys
 	dir, err := b.dir("fleet")
@@ -36,6 +39,10 @@ func (b *bench) fleet(ctx context.Context) ([]row, error) {
 		return nil, err
 	}
 	defer d.stop()
+	idleMem, err := d.sampleMem(ctx)
+	if err != nil {
+		return nil, err
+	}
 	l, err := b.startLoad(ctx, d.grpc)
 	if err != nil {
 		return nil, err
@@ -62,15 +69,24 @@ func (b *bench) fleet(ctx context.Context) ([]row, error) {
 	if err := d.alive(); err != nil {
 		return rows, err
 	}
-	rss, _, err := procMem(d.pid())
+	fleetMem, err := d.sampleMem(ctx)
 	if err != nil {
 		return rows, err
+	}
+	if b.cfg.profile != "" {
+		// Where the memory per envoy goes: in use at the last GC.
+		if err := d.fetchProfile(ctx, "heap", filepath.Join(b.cfg.profile, "idle-heap.pprof")); err != nil {
+			b.logf("profile: %v", err)
+		}
 	}
 	if err := l.close(); err != nil {
 		return rows, err
 	}
 	d.stop()
 	b.logf("idle-cpu: director %.1f%% of a core at %.0f heartbeats/s", fed.share, fed.rate)
+	per := growthPer(idleMem, fleetMem, n)
+	b.logf("idle-cpu: director RSS %s before the fleet, %s with it: %.1f KiB per envoy (Go heap %.1f KiB, stacks %.1f KiB, %.1f goroutines)",
+		fmtMiB(idleMem.rss), fmtMiB(fleetMem.rss), per.rss, per.heap, per.stack, per.goroutines)
 
 	// The floor, after the director's connections are gone: two fleets of
 	// 10,000 connections would not fit under a 20,000 descriptor limit.
@@ -79,6 +95,10 @@ func (b *bench) fleet(ctx context.Context) ([]row, error) {
 		return rows, err
 	}
 	defer noop.stop()
+	noopIdle, _, err := procMem(noop.pid())
+	if err != nil {
+		return rows, err
+	}
 	nl, err := b.startLoad(ctx, noop.addr)
 	if err != nil {
 		return rows, err
@@ -88,6 +108,12 @@ func (b *bench) fleet(ctx context.Context) ([]row, error) {
 	if err != nil {
 		return rows, err
 	}
+	noopFleet, _, err := procMem(noop.pid())
+	if err != nil {
+		return rows, err
+	}
+	noopPer := float64(noopFleet-noopIdle) / float64(n) / 1024
+	b.logf("idle-cpu: no-op server RSS %s before the fleet, %s with it: %.1f KiB per envoy", fmtMiB(noopIdle), fmtMiB(noopFleet), noopPer)
 	if err := nl.close(); err != nil {
 		return rows, err
 	}
@@ -100,8 +126,20 @@ func (b *bench) fleet(ctx context.Context) ([]row, error) {
 		ratio:    floor.share / fed.share,
 	}
 	r.goal = below(fed.share, 10, "% of a core")
-	mem := row{figure: fmt.Sprintf("7. director RSS, %s connected envoys (report only)", fmtCount(n)), fedplane: fmtMiB(rss), ratio: nan}
-	return append(rows, r, mem), nil
+	mem := row{
+		figure:   fmt.Sprintf("7. director RSS, %s connected envoys (floor column: before they connected)", fmtCount(n)),
+		fedplane: fmtMiB(fleetMem.rss),
+		floor:    fmtMiB(idleMem.rss),
+		ratio:    nan,
+	}
+	perRow := row{
+		figure:   "7. per connected envoy: RSS growth ÷ envoys; Go heap in use; stacks; goroutines (floor: no-op server's RSS growth)",
+		fedplane: fmt.Sprintf("%.1f KiB; %.1f KiB; %.1f KiB; %.1f", per.rss, per.heap, per.stack, per.goroutines),
+		floor:    fmt.Sprintf("%.1f KiB", noopPer),
+		ratio:    noopPer / per.rss,
+		goal:     atMost(per.rss, 16, " KiB"),
+	}
+	return append(rows, r, mem, perRow), nil
 }
 
 // load is a fleet of fleetEnvoys envoys, one connection each, registered

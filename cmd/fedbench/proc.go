@@ -35,6 +35,7 @@ type directorProc struct {
 	dataDir string
 	grpc    string
 	admin   string
+	metrics string
 	pprof   string // "" unless profiling
 	logPath string
 	done    chan struct{}
@@ -65,11 +66,10 @@ func (b *bench) startDirector(ctx context.Context, dir string, extra ...string) 
 	}
 	// Metrics on, as an operator runs it: their cost (the gRPC call
 	// counter) is in every figure.
-	metricsAddr, err := freeAddr()
-	if err != nil {
+	if d.metrics, err = freeAddr(); err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "--data-dir", d.dataDir, "--grpc-listen", d.grpc, "--admin-listen", d.admin, "--metrics-listen", metricsAddr}
+	args := []string{"serve", "--data-dir", d.dataDir, "--grpc-listen", d.grpc, "--admin-listen", d.admin, "--metrics-listen", d.metrics}
 	if b.cfg.profile != "" {
 		if d.pprof, err = freeAddr(); err != nil {
 			return nil, err

@@ -33,6 +33,11 @@ func below(value, limit float64, unit string) goal {
 	return goal{text: fmt.Sprintf("< %g%s", limit, unit), set: true, met: value < limit}
 }
 
+// atMost is the goal "value ≤ limit", unit as for below.
+func atMost(value, limit float64, unit string) goal {
+	return goal{text: fmt.Sprintf("≤ %g%s", limit, unit), set: true, met: value <= limit}
+}
+
 // row is one line of the table. ratio is floor-time / fedplane-time (or
 // fedplane-rate / floor-rate): 1 is as fast as the floor, and higher is
 // better; NaN when the row has no floor.

@@ -304,7 +304,7 @@ func (l trackedListener) Accept() (net.Conn, error) {
 	}
 	conns.m[k] = ch
 	conns.Unlock()
-	return &trackedConn{Conn: c, key: k, holds: ch}, nil
+	return &trackedConn{Conn: c, key: k, holds: ch, raw: newRawReader(c)}, nil
 }
 
 type trackedConn struct {
@@ -312,6 +312,7 @@ type trackedConn struct {
 	key   connKey
 	holds *connHolds
 	once  sync.Once
+	raw   *rawReader // nil but for a bare socket on Unix (connread_unix.go)
 }
 
 func (c *trackedConn) Close() error {
