@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,10 +19,19 @@ import (
 // rpcTimeout bounds every unary call a simulated envoy makes.
 const rpcTimeout = 30 * time.Second
 
-// dial opens a plaintext client connection to a loopback gRPC address with
-// the envoy's transport options (transport.DialOptions).
-func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+// dial opens the i-th plaintext client connection to a loopback gRPC
+// address with the envoy's transport options (transport.DialOptions), from
+// a loopback source address of its own (127.0.X.Y, all of 127/8 is
+// loopback on Linux): without TLS the director tells callers apart by
+// their host, and simulated envoys are as many hosts as real ones.
+func dial(addr string, i int) (*grpc.ClientConn, error) {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/254), byte(1+i%254))}
+	dialer := func(ctx context.Context, target string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: src}
+		return d.DialContext(ctx, "tcp", target)
+	}
+	return grpc.NewClient(addr, append(transport.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dialer))...)
 }
 
 // envoyName is the i-th simulated envoy's name; zero-padded so that names
@@ -41,8 +51,8 @@ func dialFleet(addr string, n, conns int) (*fleet, error) {
 	for i := range n {
 		f.names = append(f.names, envoyName(i))
 	}
-	for range min(conns, n) {
-		c, err := dial(addr)
+	for i := range min(conns, n) {
+		c, err := dial(addr, i)
 		if err != nil {
 			f.close()
 			return nil, err
