@@ -65,6 +65,14 @@ func newServeCmd() *cobra.Command {
 --data-dir (SQLite plus files), or in the PostgreSQL database --database
 names and files in --data-dir.
 
+Directors on one PostgreSQL database are replicas of one director (see
+docs/scale.md): the one holding the coordinator lease serves, and the
+others stand by, relaying their gRPC and admin ports to it byte for byte
+(TLS ends at the coordinator). When the coordinator dies, a standby takes
+the lease once it lapses (--lease-ttl) and resumes every running
+experiment from the database and the blob store, as a restart would.
+Give replicas the same --blob-store, and each its own --data-dir.
+
 Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "grpc-listen: 127.0.0.1:50051" or
 "sample-shape: [28, 28]"); flags on the command line win over the file.
