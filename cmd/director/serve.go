@@ -16,6 +16,7 @@ import (
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
 	"github.com/fedplane/fedplane/director/server"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // serveOptions are the flags of `director serve`.
@@ -41,6 +42,10 @@ type serveOptions struct {
 	webListen         string
 	webURL            string
 	eventHistory      int
+	blobStore         string
+	blobEndpoint      string
+	blobRegion        string
+	blobCacheSize     cli.ByteSize
 	tls               cli.TLSFlags
 	insecure          bool
 	logFormat         string
@@ -52,13 +57,16 @@ func newServeCmd() *cobra.Command {
 		maxJobSize:      director.DefaultMaxJobSize,
 		maxUnpackedSize: director.DefaultMaxUnpackedSize,
 		maxResults:      director.DefaultMaxResultsInFlight,
+		blobCacheSize:   blob.DefaultCacheSize,
 	}
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the director until SIGINT or SIGTERM",
 		Long: `Run the director: the OpenFL Director and Aggregator gRPC services on
 --grpc-listen and the admin port on --admin-listen, with state in
---data-dir (SQLite plus files).
+--data-dir (SQLite plus files). Stored files (job archives, round models,
+task results, training logs) may go to an S3-compatible bucket instead,
+with --blob-store s3://bucket/prefix.
 
 Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "grpc-listen: 127.0.0.1:50051" or
@@ -70,7 +78,8 @@ serving, 2 on a usage error (including a flag value it refuses, in flags
 or in --config).`,
 		Example: `  director serve
   director serve --sample-shape 28,28 --target-shape 1 --health-check-period 5s
-  director serve --config director.yaml`,
+  director serve --config director.yaml
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... director serve --blob-store s3://models/fedplane --blob-region eu-west-1`,
 		Args: cobra.NoArgs,
 		RunE: cli.RunWithConfig(&o.config, o.run),
 	}
@@ -97,6 +106,10 @@ or in --config).`,
 	f.StringVar(&o.webListen, "web-listen", "", "serve the read-only web console on this address, e.g. 127.0.0.1:8080; HTTPS with the TLS flags, else loopback only; empty is off (log in with fladmin console)")
 	f.StringVar(&o.webURL, "web-url", "", "the web console's address as browsers reach it, which fladmin console's login links start with (default: made from --web-listen; needed when that is a wildcard address)")
 	f.IntVar(&o.eventHistory, "event-history", api.DefaultEventHistory, "how many events (fladmin events) the director keeps; older ones are pruned (the audit trail is never pruned)")
+	f.StringVar(&o.blobStore, "blob-store", "", "where job archives, round models and task results are kept: file:///PATH, or s3://BUCKET/PREFIX, which several directors can share (default: files under --data-dir)")
+	f.StringVar(&o.blobEndpoint, "blob-endpoint", "", "the S3 endpoint, https://host[:port] (http:// on loopback, or with --insecure) (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or Amazon S3); credentials come from $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY and $AWS_SESSION_TOKEN, or ~/.aws/credentials")
+	f.StringVar(&o.blobRegion, "blob-region", "", "the S3 bucket's region (default: $AWS_REGION, or what the endpoint says)")
+	f.Var(&o.blobCacheSize, "blob-cache-size", "disk space under --data-dir for local copies of S3 blobs, which reads at random offsets need; the least recently used go first")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -138,8 +151,17 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer unlock()
+	blobs, err := blob.Open(ctx, o.blobStore, blob.Options{DataDir: o.dataDir, Endpoint: o.blobEndpoint,
+		Region: o.blobRegion, CacheSize: int64(o.blobCacheSize), Insecure: o.insecure})
+	if errors.Is(err, blob.ErrConfig) {
+		return &cli.UsageError{Err: err}
+	}
+	if err != nil {
+		return fmt.Errorf("open blob store: %w", err)
+	}
 	d, err := director.New(ctx, director.Config{
 		DataDir:            o.dataDir,
+		Blobs:              blobs,
 		SampleShape:        cli.TrimAll(o.sampleShape),
 		TargetShape:        cli.TrimAll(o.targetShape),
 		HealthCheckPeriod:  o.healthCheckPeriod,
