@@ -111,7 +111,7 @@ func (d *Director) reconcile(ctx context.Context) error {
 		return err
 	}
 	for id, rel := range missing {
-		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
+		reason := fmt.Sprintf("stored file %s is missing from the blob store", rel)
 		d.log.Error("failing a job whose file is missing", api.LogJob, id, api.LogPath, rel)
 		ended, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason)
 		if err != nil && !errors.Is(err, api.ErrConflict) {

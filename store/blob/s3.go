@@ -180,12 +180,26 @@ func notFound(key string, err error) error {
 	return fmt.Errorf("blob %s: %w", key, err)
 }
 
+// openAttempts bounds how often Open starts again when the key was
+// committed anew between its stat and its download.
+const openAttempts = 3
+
 // Open opens the cached copy of the blob, after asking the bucket which
 // version (ETag) is current, downloading it on a miss.
 func (s *S3) Open(ctx context.Context, key string) (*Reader, error) {
 	if err := ValidKey(key); err != nil {
 		return nil, err
 	}
+	for i := 1; ; i++ {
+		r, err := s.open(ctx, key)
+		if i < openAttempts && minio.ToErrorResponse(errors.Unwrap(err)).Code == "PreconditionFailed" {
+			continue
+		}
+		return r, err
+	}
+}
+
+func (s *S3) open(ctx context.Context, key string) (*Reader, error) {
 	st, err := s.client.StatObject(ctx, s.bucket, s.object(key), minio.StatObjectOptions{})
 	if err != nil {
 		return nil, notFound(key, err)
