@@ -61,9 +61,9 @@ EOF
 # s3_answers reports whether an HTTP server answers on 127.0.0.1:$1.
 s3_answers() {
 	local reply
-	reply=$(exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+	reply=$({ exec 3<>"/dev/tcp/127.0.0.1/$1" &&
 		printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3 &&
-		timeout 5 head -c 12 <&3) 2>/dev/null
+		timeout 5 head -c 12 <&3; } 2>/dev/null)
 	[[ "$reply" == HTTP/1.* ]]
 }
 
