@@ -63,12 +63,12 @@ func (d *Director) removeBlobs(ctx context.Context, rel string) {
 // has committed and not yet recorded.
 const orphanGrace = time.Hour
 
-// reconcile makes the data dir and the database agree after a start, a
-// crash included: it deletes temp files and every file under experiments/
-// that no row references (a crash between a rename and its row, or between
-// a row's deletion and its files'), and fails each pending or running job
-// one of whose files is missing, with that reason, rather than letting it
-// crash later.
+// reconcile makes the blob store and the database agree after a start, a
+// crash included: it deletes temp files and every blob under experiments/
+// that no row references (a crash between a commit and its row, or between
+// a row's deletion and its blobs'; in a shared store only those older
+// than orphanGrace), and fails each pending or running job one of whose
+// blobs is missing, with that reason, rather than letting it crash later.
 func (d *Director) reconcile(ctx context.Context) error {
 	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, blob.TmpDir)); err != nil {
 		return fmt.Errorf("remove temp files: %w", err)

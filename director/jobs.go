@@ -116,10 +116,12 @@ func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, mod
 		d.removeBlobs(ctx, dir)
 		return store.Experiment{}, err
 	}
-	d.kickScheduler()
 	d.log.InfoContext(ctx, "job submitted", api.LogJob, id, api.LogJobName, e.Name, api.LogBytes, u.size, api.LogCaller, e.Submitter)
 	d.emit(api.Event{Kind: api.EventJobSubmitted, Job: id, JobName: e.Name,
 		Message: fmt.Sprintf("by %s, %d rounds", e.Submitter, m.Rounds)})
+	// Only now: a scheduler that starts the job at once must not record
+	// job.started before job.submitted.
+	d.kickScheduler()
 	return e, nil
 }
 

@@ -21,8 +21,9 @@ import (
 
 // This file keeps the training logs that envoys share (site policy
 // share_logs, envoy start --share-logs): the latest copy per job and
-// envoy, as a file logs/<job id>/<envoy>.log under the data dir, replaced
-// by each upload and removed with the job. They are not under
+// envoy, as the blob logs/<job id>/<envoy>.log (a file under the data
+// dir, or an object of the bucket), replaced by each upload and removed
+// with the job. They are not under
 // experiments/, whose files the start-up's reconcile keeps only when a row
 // names them; logs/ has no rows, and start-up removes the folders of jobs
 // that are gone (removeOrphanLogs).
