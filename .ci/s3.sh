@@ -12,7 +12,8 @@
 #
 # `go install` refuses SeaweedFS (its go.mod has replace directives), so
 # the module is downloaded and built as a main module of its own. The
-# first build takes a few minutes on a 2 vCPU VM; later runs reuse it.
+# first build is long (about 35 minutes, downloads included, on a busy
+# 2 vCPU VM); later runs reuse the binary.
 # Nothing of SeaweedFS is kept in this repository.
 
 SEAWEEDFS_MODULE=github.com/seaweedfs/seaweedfs
