@@ -10,6 +10,7 @@ import (
 
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -93,22 +94,22 @@ func statePath(exp *experiment, round int) string {
 // removeState removes the server state of round once the next round's is
 // committed: only the latest is ever read again, and each is as large as
 // the model times its vectors. Its row keeps the path, of a file gone.
-func (d *Director) removeState(exp *experiment, round int) {
+func (d *Director) removeState(ctx context.Context, exp *experiment, round int) {
 	if round > 0 && len(aggregatorOf(exp.manifest).StateVectors()) > 0 {
-		os.Remove(filepath.Join(d.cfg.DataDir, statePath(exp, round)))
+		d.removeBlob(ctx, statePath(exp, round))
 	}
 }
 
 // commitState moves the state next to the model of round next and returns
 // where it is and its hash; a nil p (no state) returns "".
-func (d *Director) commitState(p *pendingState, exp *experiment, next int) (rel, sum string, err error) {
+func (d *Director) commitState(ctx context.Context, p *pendingState, exp *experiment, next int) (rel, sum string, err error) {
 	if p == nil {
 		return "", "", nil
 	}
 	rel = statePath(exp, next)
 	tmp := p.tmp
 	p.tmp = nil
-	if err := d.commitFile(tmp, rel); err != nil {
+	if err := d.commitFile(ctx, tmp, rel); err != nil {
 		os.Remove(tmp.Name())
 		return "", "", err
 	}
@@ -116,7 +117,7 @@ func (d *Director) commitState(p *pendingState, exp *experiment, next int) (rel,
 }
 
 // openState opens the server state stored with round's model.
-func (d *Director) openState(ctx context.Context, id string, round int) (*tensor.Index, *os.File, error) {
+func (d *Director) openState(ctx context.Context, id string, round int) (*tensor.Index, *blob.Reader, error) {
 	rounds, err := d.db.Rounds(ctx, id)
 	if err != nil {
 		return nil, nil, err
@@ -130,9 +131,14 @@ func (d *Director) openState(ctx context.Context, id string, round int) (*tensor
 	if r == nil || r.StatePath == "" {
 		return nil, nil, fmt.Errorf("experiment %s stored no server state with round %d's model", id, round)
 	}
-	x, f, err := tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.StatePath))
+	f, err := d.openBlob(ctx, r.StatePath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("server state of round %d: %w", round, err)
+	}
+	x, _, err := tensor.ReadSafetensors(f, f.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("server state of round %d: %s: %w", round, r.StatePath, err)
 	}
 	return x, f, nil
 }

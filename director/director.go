@@ -3,7 +3,8 @@
 // (scheduler.go), the experiment lifecycle (experiments.go), rounds and their
 // aggregation (rounds.go), job submission and results (jobs.go,
 // results.go), and who may do what (auth.go). State lives in SQLite
-// (package store) and files under the data dir (files.go).
+// (package store) and stored files in a blob store, files under the data
+// dir or an S3 bucket (package store/blob, files.go).
 //
 // The director speaks no protocol itself. Its adapters are subpackages that
 // parse a request, authorize the caller, call the domain and format the
@@ -26,6 +27,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // Defaults of Config.
@@ -48,13 +50,17 @@ type Config struct {
 	DataDir string
 	// Database is the store's URL (store.Open): postgres://... for a
 	// PostgreSQL database, sqlite:PATH for a SQLite file; the SQLite file
-	// fedplane.db in DataDir when empty. Files stay in DataDir either way.
+	// fedplane.db in DataDir when empty. Files go to Blobs either way.
 	Database string
 	// Lease, when set, is the coordinator lease this director holds among
 	// replicas on one database: every write of its store checks that it
 	// still does (store.DB.Fence), so a replica that lost the lease,
 	// paused past it say, changes nothing once another has taken over.
 	Lease *store.Lease
+	// Blobs keeps the stored files: job archives, round models, server
+	// state, task results, training logs. When nil, files under DataDir
+	// (blob.NewFile), as always.
+	Blobs blob.Store
 	// SampleShape and TargetShape are the federation's dataset shapes. A shard
 	// must match them to be accepted; when both are empty any shard is.
 	SampleShape []string
@@ -150,6 +156,7 @@ type Director struct {
 	log     *slog.Logger
 	metrics *metrics.Director
 	db      *store.DB
+	blobs   blob.Store
 	reg     *registry
 	journal *journal
 	// auditPace paces each caller's audit records (auditrate.go).
@@ -244,6 +251,13 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if cfg.Blobs == nil {
+		fb, err := blob.NewFile(cfg.DataDir, cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Blobs = fb
+	}
 	dsn := cfg.Database
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(cfg.DataDir, dbFile)
@@ -266,7 +280,7 @@ func New(ctx context.Context, cfg Config) (*Director, error) {
 		return nil, err
 	}
 	d := &Director{
-		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, db: db, reg: reg, journal: jn, started: cfg.Now(),
+		cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, db: db, blobs: cfg.Blobs, reg: reg, journal: jn, started: cfg.Now(),
 		lc: newLifecycle(), kick: make(chan struct{}, 1), stopping: make(chan struct{}),
 		downloads: NewGate("downloads", MaxDownloads, MaxDownloadsPerCaller),
 	}

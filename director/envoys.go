@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // This file is what envoys do outside rounds: register, heartbeat, wait for
@@ -222,7 +221,7 @@ func (d *Director) EnvoysPage(after string, max int) (views []EnvoyView, total i
 // OpenArchive opens the archive of running experiment id for envoy, one of
 // its participants, and returns it with the experiment and its signature.
 // The caller closes the file.
-func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*os.File, store.Experiment, error) {
+func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*blob.Reader, store.Experiment, error) {
 	exp := d.runningExperiment(id)
 	if exp == nil {
 		return nil, store.Experiment{}, fmt.Errorf("%w: no running experiment %q", api.ErrNotFound, id)
@@ -237,7 +236,7 @@ func (d *Director) OpenArchive(ctx context.Context, id, envoy string) (*os.File,
 	if e.Signature, err = d.db.JobSignature(ctx, id); err != nil {
 		return nil, store.Experiment{}, err
 	}
-	f, err := os.Open(filepath.Join(d.cfg.DataDir, e.ArchivePath))
+	f, err := d.openBlob(ctx, e.ArchivePath)
 	if err != nil {
 		return nil, store.Experiment{}, fmt.Errorf("open archive of %s: %w", id, err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -78,7 +77,7 @@ type experiment struct {
 // roundModel is an open global model.
 type roundModel struct {
 	round int
-	f     *os.File
+	f     *blob.Reader
 	x     *tensor.Index
 }
 
@@ -126,9 +125,14 @@ func (d *Director) openModel(ctx context.Context, id string, round int) (*roundM
 		if r.Pruned() {
 			return nil, prunedModel(id, round)
 		}
-		x, f, err := tensor.OpenSafetensors(filepath.Join(d.cfg.DataDir, r.ModelPath))
+		f, err := d.openBlob(ctx, r.ModelPath)
 		if err != nil {
 			return nil, fmt.Errorf("%w: model of round %d: %w", errModelUnreadable, round, err)
+		}
+		x, _, err := tensor.ReadSafetensors(f, f.Size())
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%w: model of round %d: %s: %w", errModelUnreadable, round, r.ModelPath, err)
 		}
 		return &roundModel{round: round, f: f, x: x}, nil
 	}

@@ -7,13 +7,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
-// Layout of the data dir. Rows hold paths relative to it.
+// Layout of the data dir and the blob store. Rows hold paths relative to
+// the data dir, which are the blobs' keys (package store/blob).
 const (
-	tmpDir         = "tmp"         // uploads and other files not yet committed
+	tmpDir         = blob.TmpDir   // uploads and other files not yet committed
 	experimentsDir = "experiments" // experiments/<id>/archive.zip, ...
 	archiveFile    = "archive.zip"
 )
@@ -21,86 +24,53 @@ const (
 // createTemp creates an empty file (mode 0600) under the data dir's tmp/,
 // where start-up removes whatever a crash left behind.
 func (d *Director) createTemp(pattern string) (*os.File, error) {
-	dir := filepath.Join(d.cfg.DataDir, tmpDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	return os.CreateTemp(dir, pattern) // CreateTemp uses mode 0600
+	return d.blobs.Create(pattern)
 }
 
-// commitFile makes tmp durable under rel (relative to the data dir): fsync the
-// file, rename it into place, fsync the directory. Only after this returns may
-// a row point at rel. tmp is closed either way.
-func (d *Director) commitFile(tmp *os.File, rel string) error {
-	dst := filepath.Join(d.cfg.DataDir, rel)
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	dir := filepath.Dir(dst)
-	created, err := d.mkdirs(dir)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("rename into %s: %w", dst, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return err
-	}
-	// Folders made for this file must survive a crash too: fsync each
-	// one's parent.
-	for _, c := range created {
-		if err := syncDir(filepath.Dir(c)); err != nil {
-			return err
-		}
-	}
-	return nil
+// commitFile makes tmp durable in the blob store under rel (relative to
+// the data dir, as rows hold it): a file store fsyncs and renames it, an
+// S3 store uploads it whole. Only after this returns may a row point at
+// rel. tmp is closed either way.
+func (d *Director) commitFile(ctx context.Context, tmp *os.File, rel string) error {
+	// A commit that started completes even if its caller's request ends:
+	// a half-done upload would leave nothing, but it would be wasted.
+	return d.blobs.Commit(context.WithoutCancel(ctx), tmp, blob.Key(rel))
 }
 
-// mkdirs makes dir and its missing parents (mode 0700) and returns the ones
-// it made, deepest last.
-func (d *Director) mkdirs(dir string) ([]string, error) {
-	var missing []string
-	for p := dir; ; p = filepath.Dir(p) {
-		if _, err := os.Stat(p); err == nil {
-			break
-		}
-		missing = append([]string{p}, missing...)
-		if filepath.Dir(p) == p {
-			break
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
-	}
-	return missing, nil
+// openBlob opens the stored file rel; a missing one is fs.ErrNotExist.
+func (d *Director) openBlob(ctx context.Context, rel string) (*blob.Reader, error) {
+	return d.blobs.Open(ctx, blob.Key(rel))
 }
 
-// syncDir fsyncs a directory so a rename in it survives a crash.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
+// removeBlob removes the stored file rel, logging a failure: the next
+// start removes a file no row names.
+func (d *Director) removeBlob(ctx context.Context, rel string) {
+	if err := d.blobs.Remove(context.WithoutCancel(ctx), blob.Key(rel)); err != nil {
+		d.log.WarnContext(ctx, "removing a stored file failed", api.LogPath, rel, api.LogErr, err)
 	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }
 
-// reconcile makes the data dir and the database agree after a start, a
-// crash included: it deletes temp files and every file under experiments/
-// that no row references (a crash between a rename and its row, or between
-// a row's deletion and its files'), and fails each pending or running job
-// one of whose files is missing, with that reason, rather than letting it
-// crash later.
+// removeBlobs removes the stored files under the folder rel, logging a
+// failure as removeBlob does.
+func (d *Director) removeBlobs(ctx context.Context, rel string) {
+	if err := d.blobs.RemovePrefix(context.WithoutCancel(ctx), blob.Key(rel)); err != nil {
+		d.log.WarnContext(ctx, "removing stored files failed", api.LogPath, rel, api.LogErr, err)
+	}
+}
+
+// orphanGrace is how old a blob no row names must be before start-up
+// removes it from a shared store: younger, it may be one another director
+// has committed and not yet recorded.
+const orphanGrace = time.Hour
+
+// reconcile makes the blob store and the database agree after a start, a
+// crash included: it deletes temp files and every blob under experiments/
+// that no row references (a crash between a commit and its row, or between
+// a row's deletion and its blobs'; in a shared store only those older
+// than orphanGrace), and fails each pending or running job one of whose
+// blobs is missing, with that reason, rather than letting it crash later.
 func (d *Director) reconcile(ctx context.Context) error {
-	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, tmpDir)); err != nil {
+	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, blob.TmpDir)); err != nil {
 		return fmt.Errorf("remove temp files: %w", err)
 	}
 	refs, err := d.db.ReferencedFiles(ctx)
@@ -115,37 +85,33 @@ func (d *Director) reconcile(ctx context.Context) error {
 		if r.Status.Terminal() || missing[r.ExperimentID] != "" {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(d.cfg.DataDir, rel)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := d.blobs.Stat(ctx, blob.Key(rel)); errors.Is(err, fs.ErrNotExist) {
 			missing[r.ExperimentID] = rel
+		} else if err != nil {
+			return fmt.Errorf("check stored files: %w", err)
 		}
 	}
-	root := filepath.Join(d.cfg.DataDir, experimentsDir)
-	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && path == root {
-			return filepath.SkipAll
+	shared := d.blobs.Shared()
+	now := d.cfg.Now()
+	err = d.blobs.List(ctx, experimentsDir, func(b blob.Info) error {
+		rel := filepath.FromSlash(b.Key)
+		if referenced[rel] || (shared && now.Sub(b.ModTime) < orphanGrace) {
+			return nil
 		}
-		if err != nil || e.IsDir() {
-			return err
-		}
-		rel, err := filepath.Rel(d.cfg.DataDir, path)
-		if err != nil {
-			return err
-		}
-		if !referenced[rel] {
-			d.log.Warn("removing a file no row references", api.LogPath, rel)
-			return os.Remove(path)
-		}
-		return nil
+		d.log.Warn("removing a file no row references", api.LogPath, rel)
+		return d.blobs.Remove(ctx, b.Key)
 	})
 	if err != nil {
 		return fmt.Errorf("remove orphan files: %w", err)
 	}
-	removeEmptyDirs(root)
+	if f, ok := d.blobs.(*blob.File); ok {
+		removeEmptyDirs(filepath.Join(f.Root(), experimentsDir))
+	}
 	if err := d.removeOrphanLogs(ctx); err != nil {
 		return err
 	}
 	for id, rel := range missing {
-		reason := fmt.Sprintf("stored file %s is missing from the data dir", rel)
+		reason := fmt.Sprintf("stored file %s is missing from the blob store", rel)
 		d.log.Error("failing a job whose file is missing", api.LogJob, id, api.LogPath, rel)
 		ended, err := d.db.EndExperiment(ctx, id, api.JobFailed, reason)
 		if err != nil && !errors.Is(err, api.ErrConflict) {

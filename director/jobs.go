@@ -91,32 +91,37 @@ func (d *Director) storeJob(ctx context.Context, u *Upload, m *job.Manifest, mod
 		return store.Experiment{}, fmt.Errorf("encode job.json: %w", err)
 	}
 	id := uuid.NewString()
-	dir := filepath.Join(d.cfg.DataDir, experimentsDir, id)
+	dir := filepath.Join(experimentsDir, id)
 	modelRel := filepath.Join(experimentsDir, id, "models", "round-0000.safetensors")
-	if err := d.commitFile(model, modelRel); err != nil {
+	if err := d.commitFile(ctx, model, modelRel); err != nil {
 		os.Remove(model.Name())
-		os.RemoveAll(dir)
+		d.removeBlobs(ctx, dir)
 		return store.Experiment{}, fmt.Errorf("store the model: %w", err)
 	}
 	rel := filepath.Join(experimentsDir, id, archiveFile)
-	if err := d.commitFile(u.f, rel); err != nil {
-		os.RemoveAll(dir)
+	name := u.f.Name()
+	err = d.commitFile(ctx, u.f, rel)
+	u.f = nil
+	os.Remove(name) // a no-op once renamed; an S3 store has uploaded it
+	if err != nil {
+		d.removeBlobs(ctx, dir)
 		return store.Experiment{}, fmt.Errorf("store the archive: %w", err)
 	}
-	u.f = nil
 	e, err := d.db.CreateExperiment(ctx, store.Experiment{
 		ID: id, Name: m.Name, Manifest: string(manifest),
 		Submitter: who.Name, SubmitterOrg: who.Org, SubmitterRole: who.Role,
 		ArchivePath: rel, ArchiveSHA256: u.sha256, ArchiveSize: u.size, Signature: sig, FolderName: folder,
 	}, store.Round{Round: 0, ModelPath: modelRel, ModelSHA256: modelSum})
 	if err != nil {
-		os.RemoveAll(dir)
+		d.removeBlobs(ctx, dir)
 		return store.Experiment{}, err
 	}
-	d.kickScheduler()
 	d.log.InfoContext(ctx, "job submitted", api.LogJob, id, api.LogJobName, e.Name, api.LogBytes, u.size, api.LogCaller, e.Submitter)
 	d.emit(api.Event{Kind: api.EventJobSubmitted, Job: id, JobName: e.Name,
 		Message: fmt.Sprintf("by %s, %d rounds", e.Submitter, m.Rounds)})
+	// Only now: a scheduler that starts the job at once must not record
+	// job.started before job.submitted.
+	d.kickScheduler()
 	return e, nil
 }
 

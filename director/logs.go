@@ -9,18 +9,21 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director/metrics"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // This file keeps the training logs that envoys share (site policy
 // share_logs, envoy start --share-logs): the latest copy per job and
-// envoy, as a file logs/<job id>/<envoy>.log under the data dir, replaced
-// by each upload and removed with the job. They are not under
+// envoy, as the blob logs/<job id>/<envoy>.log (a file under the data
+// dir, or an object of the bucket), replaced by each upload and removed
+// with the job. They are not under
 // experiments/, whose files the start-up's reconcile keeps only when a row
 // names them; logs/ has no rows, and start-up removes the folders of jobs
 // that are gone (removeOrphanLogs).
@@ -78,11 +81,11 @@ func (d *Director) LogHeartbeat(envoy string, shares bool) (send []string) {
 	return send
 }
 
-// logPath is where the latest copy of envoy's log of job id is kept.
-// Both names have passed api.ValidateName (a job id is a row's): no
-// separator, no leading dot.
-func (d *Director) logPath(id, envoy string) string {
-	return filepath.Join(d.cfg.DataDir, logsDir, id, envoy+logSuffix)
+// logPath is where the latest copy of envoy's log of job id is kept,
+// relative to the data dir (its blob's key). Both names have passed
+// api.ValidateName (a job id is a row's): no separator, no leading dot.
+func logPath(id, envoy string) string {
+	return filepath.Join(logsDir, id, envoy+logSuffix)
 }
 
 // participates reports whether envoy takes or took part in job id.
@@ -133,14 +136,14 @@ func (d *Director) ReceiveLog(ctx context.Context, envoy, id string, size int64,
 		os.Remove(tmp.Name())
 		return err
 	}
-	rel := filepath.Join(logsDir, id, envoy+logSuffix)
-	if err := d.commitFile(tmp, rel); err != nil {
+	if err := d.commitFile(ctx, tmp, logPath(id, envoy)); err != nil {
 		os.Remove(tmp.Name())
 		return err
 	}
+	os.Remove(tmp.Name()) // a no-op once renamed; an S3 store has uploaded it
 	// A job deleted meanwhile takes its logs with it.
 	if _, err := d.db.GetExperiment(ctx, id); errors.Is(err, api.ErrNotFound) {
-		d.removeLogs(id)
+		d.removeLogs(ctx, id)
 		return err
 	}
 	d.Prometheus().Received(metrics.KindLogs, n)
@@ -195,7 +198,7 @@ func (d *Director) TrainingLog(ctx context.Context, who Caller, e store.Experime
 	if shares && d.isOnline(envoy) {
 		fresh = d.waitLog(ctx, key, before, min(2*d.cfg.HealthCheckPeriod, maxLogWait))
 	}
-	f, err := os.Open(d.logPath(e.ID, envoy))
+	f, err := d.openBlob(ctx, logPath(e.ID, envoy))
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && !shares:
 		return api.TrainingLog{}, fmt.Errorf("%w: %s does not share training logs (its site policy, or envoy start --share-logs)", api.ErrConflict, envoy)
@@ -205,16 +208,12 @@ func (d *Director) TrainingLog(ctx context.Context, who Caller, e store.Experime
 		return api.TrainingLog{}, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return api.TrainingLog{}, err
-	}
 	// The file was checked when it came in; read no more than it may hold.
 	b, err := io.ReadAll(io.LimitReader(f, api.MaxSharedLog))
 	if err != nil {
 		return api.TrainingLog{}, err
 	}
-	return api.TrainingLog{JobID: e.ID, Envoy: envoy, TakenAt: fi.ModTime().UTC(), Fresh: fresh, Size: len(b), Data: b}, nil
+	return api.TrainingLog{JobID: e.ID, Envoy: envoy, TakenAt: f.Info().ModTime.UTC(), Fresh: fresh, Size: len(b), Data: b}, nil
 }
 
 // waitLog waits until a copy of key's log newer than the count before has
@@ -262,9 +261,9 @@ func (d *Director) isOnline(envoy string) bool {
 }
 
 // removeLogs removes the logs kept of job id.
-func (d *Director) removeLogs(id string) {
-	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, logsDir, id)); err != nil {
-		d.log.Error("remove job logs", api.LogJob, id, api.LogErr, err)
+func (d *Director) removeLogs(ctx context.Context, id string) {
+	if err := d.blobs.RemovePrefix(context.WithoutCancel(ctx), blob.Key(filepath.Join(logsDir, id))); err != nil {
+		d.log.ErrorContext(ctx, "remove job logs", api.LogJob, id, api.LogErr, err)
 	}
 	d.logs.mu.Lock()
 	for k := range d.logs.stored {
@@ -275,22 +274,26 @@ func (d *Director) removeLogs(id string) {
 	d.logs.mu.Unlock()
 }
 
-// removeOrphanLogs removes the log folders of jobs that no longer exist:
-// a crash between a job's deletion and its logs'.
+// removeOrphanLogs removes the logs of jobs that no longer exist: a
+// crash between a job's deletion and its logs'.
 func (d *Director) removeOrphanLogs(ctx context.Context) error {
-	entries, err := os.ReadDir(filepath.Join(d.cfg.DataDir, logsDir))
-	if errors.Is(err, fs.ErrNotExist) {
+	jobs := map[string]bool{}
+	err := d.blobs.List(ctx, logsDir, func(b blob.Info) error {
+		// logs/<job id>/<envoy>.log
+		if id, _, ok := strings.Cut(strings.TrimPrefix(b.Key, logsDir+"/"), "/"); ok {
+			jobs[id] = true
+		}
 		return nil
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("list logs: %w", err)
 	}
-	for _, ent := range entries {
-		_, err := d.db.GetExperiment(ctx, ent.Name())
+	for id := range jobs {
+		_, err := d.db.GetExperiment(ctx, id)
 		switch {
 		case errors.Is(err, api.ErrNotFound):
-			d.log.Warn("removing the logs of a job that is gone", api.LogJob, ent.Name())
-			if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, logsDir, ent.Name())); err != nil {
+			d.log.Warn("removing the logs of a job that is gone", api.LogJob, id)
+			if err := d.blobs.RemovePrefix(ctx, blob.Key(filepath.Join(logsDir, id))); err != nil {
 				return fmt.Errorf("remove orphan logs: %w", err)
 			}
 		case err != nil:

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // This file answers what admins and frontends ask of jobs: find, list,
@@ -98,7 +98,7 @@ func (d *Director) JobDetail(ctx context.Context, e store.Experiment) (api.Job, 
 	}
 	if m, err := manifestOf(e); err == nil {
 		j.Participation = d.participation(e, m, len(parts))
-		j.Storage = d.storage(e, m)
+		j.Storage = d.storage(ctx, e, m)
 	}
 	return j, nil
 }
@@ -158,10 +158,10 @@ func (d *Director) DeleteJob(ctx context.Context, who Caller, e store.Experiment
 	if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, e.ID)); err != nil {
+	if err := d.blobs.RemovePrefix(context.WithoutCancel(ctx), blob.Key(filepath.Join(experimentsDir, e.ID))); err != nil {
 		d.log.ErrorContext(ctx, "remove job files", api.LogJob, e.ID, api.LogErr, err)
 	}
-	d.removeLogs(e.ID)
+	d.removeLogs(ctx, e.ID)
 	d.notify(e.ID) // ends metric streams of the job, which find it gone
 	d.log.InfoContext(ctx, "job deleted", api.LogJob, e.ID)
 	d.emit(api.Event{Kind: api.EventJobDeleted, Job: e.ID, JobName: e.Name, Message: "deleted by " + who.Name})

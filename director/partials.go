@@ -253,3 +253,17 @@ func openPart(path, kind string, most int64) (partialMeta, *os.File, error) {
 	}
 	return m, f, nil
 }
+
+// syncDir fsyncs a folder, so that a rename or a removal in it survives a
+// crash.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}

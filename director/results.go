@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -159,27 +161,27 @@ func bestRound(ms []store.Metric, bm *job.BestMetric) (round int, found bool) {
 // meanwhile, and keep_models removed the model that was the last.
 const modelAttempts = 3
 
-// withTrainedModel picks job e's best or last model (trainedModel) and
-// calls use with its file's path, picking again when the file was pruned
-// between the pick and use.
-func (d *Director) withTrainedModel(ctx context.Context, e store.Experiment, which string, use func(r store.Round, path string) error) (store.Round, error) {
+// openTrainedModel picks job e's best or last model (trainedModel) and
+// opens it, picking again when the file was pruned between the pick and
+// the open. The caller closes the Reader.
+func (d *Director) openTrainedModel(ctx context.Context, e store.Experiment, which string) (store.Round, *blob.Reader, error) {
 	for i := 0; ; i++ {
 		r, err := d.trainedModel(ctx, e, which)
 		if err != nil {
-			return r, err
+			return r, nil, err
 		}
-		err = use(r, filepath.Join(d.cfg.DataDir, r.ModelPath))
+		f, err := d.openBlob(ctx, r.ModelPath)
 		if errors.Is(err, fs.ErrNotExist) && i+1 < modelAttempts {
 			continue
 		}
-		return r, err
+		return r, f, err
 	}
 }
 
 // OpenTrainedModel opens the best or the last model of the experiment an
 // OpenFL frontend names (see trainedModel), for a caller who may manage
 // the job (as download_job). The caller closes the file.
-func (d *Director) OpenTrainedModel(ctx context.Context, who Caller, name string, which string) (*tensor.Index, *os.File, error) {
+func (d *Director) OpenTrainedModel(ctx context.Context, who Caller, name string, which string) (*tensor.Index, *blob.Reader, error) {
 	e, err := d.LookupExperiment(ctx, who, name)
 	if err != nil {
 		return nil, nil, err
@@ -188,13 +190,16 @@ func (d *Director) OpenTrainedModel(ctx context.Context, who Caller, name string
 	if err := canManage(who, e); err != nil {
 		return nil, nil, err
 	}
-	var x *tensor.Index
-	var f *os.File
-	_, err = d.withTrainedModel(ctx, e, which, func(_ store.Round, path string) (err error) {
-		x, f, err = tensor.OpenSafetensors(path)
-		return err
-	})
-	return x, f, err
+	r, f, err := d.openTrainedModel(ctx, e, which)
+	if err != nil {
+		return nil, nil, err
+	}
+	x, _, err := tensor.ReadSafetensors(f, f.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("model of round %d: %s: %w", r.Round, r.ModelPath, err)
+	}
+	return x, f, nil
 }
 
 // Metrics returns job e's metrics stored after the sequence number after.
@@ -264,16 +269,12 @@ func (d *Director) writeBundle(ctx context.Context, e store.Experiment) (string,
 		return fail(err)
 	}
 	if len(rounds) > 0 {
-		_, err := d.withTrainedModel(ctx, e, ModelLast, func(_ store.Round, path string) error {
-			return linkOrCopy(path, filepath.Join(dir, "models", "last.safetensors"))
-		})
+		_, err := d.bundleModel(ctx, e, ModelLast, filepath.Join(dir, "models", "last.safetensors"))
 		if err != nil {
 			return fail(err)
 		}
 		if m.BestMetric != nil {
-			best, err := d.withTrainedModel(ctx, e, ModelBest, func(_ store.Round, path string) error {
-				return linkOrCopy(path, filepath.Join(dir, "models", "best.safetensors"))
-			})
+			best, err := d.bundleModel(ctx, e, ModelBest, filepath.Join(dir, "models", "best.safetensors"))
 			if err != nil && !errors.Is(err, errPruned) {
 				return fail(err)
 			}
@@ -319,21 +320,29 @@ func writeJSONFile(path string, v any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o600)
 }
 
-// linkOrCopy makes dst a hard link to src, or a copy where links fail.
-func linkOrCopy(src, dst string) error {
-	if err := os.Link(src, dst); err == nil {
+// bundleModel puts job e's best or last model at dst: a hard link to the
+// stored file (or to its cached copy, from an S3 store) where the file
+// system allows, a copy otherwise.
+func (d *Director) bundleModel(ctx context.Context, e store.Experiment, which, dst string) (store.Round, error) {
+	r, f, err := d.openTrainedModel(ctx, e, which)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	return r, linkOrCopy(f, dst)
+}
+
+// linkOrCopy makes dst a hard link to src's local file, or a copy where
+// links fail.
+func linkOrCopy(src *blob.Reader, dst string) error {
+	if err := os.Link(src.LocalPath(), dst); err == nil {
 		return nil
 	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := out.ReadFrom(in); err != nil {
+	if _, err := io.Copy(out, io.NewSectionReader(src, 0, src.Size())); err != nil {
 		out.Close()
 		return err
 	}

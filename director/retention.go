@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/store"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // This file is job.json's keep_models, so that a long job's storage does
@@ -103,7 +102,7 @@ func (d *Director) retain(ctx context.Context, id string, m *job.Manifest, runni
 		return err
 	}
 	for _, f := range files {
-		if err := os.Remove(filepath.Join(d.cfg.DataDir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.blobs.Remove(context.WithoutCancel(ctx), blob.Key(f)); err != nil {
 			// The row says pruned: the next start removes the file.
 			d.log.WarnContext(ctx, "keep_models: removing a pruned model failed", api.LogJob, id, api.LogPath, f, api.LogErr, err)
 		}
@@ -138,23 +137,17 @@ func (d *Director) retainAll(ctx context.Context) error {
 	return nil
 }
 
-// storage adds up what job e holds on disk: its folder under experiments/
-// (the archive, the round models kept, the reports of the round in
-// progress, the aggregator's server state, anything else) and its logs.
-func (d *Director) storage(e store.Experiment, m *job.Manifest) *api.Storage {
+// storage adds up what job e holds in the blob store: its folder under
+// experiments/ (the archive, the round models kept, the reports of the
+// round in progress, the aggregator's server state, anything else) and its
+// logs. A listing that fails part way counts what it saw.
+func (d *Director) storage(ctx context.Context, e store.Experiment, m *job.Manifest) *api.Storage {
 	s := &api.Storage{KeepModels: m.KeepModels.String(), KeepIsDefault: m.KeepModels == ""}
-	root := filepath.Join(d.cfg.DataDir, experimentsDir, e.ID)
-	filepath.WalkDir(root, func(path string, ent fs.DirEntry, err error) error {
-		if err != nil || ent.IsDir() {
-			return nil // a folder that vanished meanwhile holds nothing
-		}
-		fi, err := ent.Info()
-		if err != nil {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, path)
-		n := fi.Size()
-		switch first, _, _ := strings.Cut(filepath.ToSlash(rel), "/"); {
+	root := blob.Key(filepath.Join(experimentsDir, e.ID))
+	d.blobs.List(ctx, root, func(b blob.Info) error {
+		rel := strings.TrimPrefix(b.Key, root+"/")
+		n := b.Size
+		switch first, _, _ := strings.Cut(rel, "/"); {
 		case rel == archiveFile:
 			s.ArchiveBytes += n
 		case first == "models" && strings.HasSuffix(rel, stateSuffix):
@@ -169,12 +162,8 @@ func (d *Director) storage(e store.Experiment, m *job.Manifest) *api.Storage {
 		}
 		return nil
 	})
-	filepath.WalkDir(filepath.Join(d.cfg.DataDir, logsDir, e.ID), func(path string, ent fs.DirEntry, err error) error {
-		if err == nil && !ent.IsDir() {
-			if fi, err := ent.Info(); err == nil {
-				s.LogBytes += fi.Size()
-			}
-		}
+	d.blobs.List(ctx, blob.Key(filepath.Join(logsDir, e.ID)), func(b blob.Info) error {
+		s.LogBytes += b.Size
 		return nil
 	})
 	s.Bytes = s.ArchiveBytes + s.ModelBytes + s.StateBytes + s.ResultsBytes + s.LogBytes + s.OtherBytes

@@ -425,17 +425,18 @@ func (d *Director) storeResults(ctx context.Context, exp *experiment, rep Report
 	}
 
 	rel := filepath.Join(experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round), name+".taskresults")
-	if err := d.commitFile(tmp, rel); err != nil {
+	if err := d.commitFile(ctx, tmp, rel); err != nil {
 		return rep, err
 	}
 	committed = true
+	os.Remove(tmp.Name()) // a no-op once renamed; an S3 store has uploaded it
 	metrics := make([]store.Metric, 0, len(res.Metrics))
 	for _, m := range res.Metrics {
 		metrics = append(metrics, store.Metric{ExperimentID: exp.id, Round: round, Origin: name, Task: exp.trainTaskName(), Name: m.Name, Value: float64(m.Value)})
 	}
 	err = d.db.RecordTaskResult(ctx, store.TaskResult{ExperimentID: exp.id, Round: round, Envoy: name, DataSize: int64(res.Header.DataSize), ResultPath: rel}, metrics)
 	if err != nil {
-		os.Remove(filepath.Join(d.cfg.DataDir, rel))
+		d.removeBlob(ctx, rel)
 		return rep, err
 	}
 	d.log.InfoContext(ctx, "task results received", api.LogJob, exp.id, api.LogEnvoy, name, api.LogRound, round, api.LogDataSize, res.Header.DataSize, api.LogBytes, n)
@@ -600,16 +601,12 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	var totalSamples float64
 	var order []string
 	for _, r := range results {
-		f, err := os.Open(filepath.Join(d.cfg.DataDir, r.ResultPath))
+		f, err := d.openBlob(ctx, r.ResultPath)
 		if err != nil {
 			return fmt.Errorf("results of %s: %w", r.Envoy, err)
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		res, err := tensor.ReadTaskResults(f, fi.Size())
+		res, err := tensor.ReadTaskResults(f, f.Size())
 		if err != nil {
 			return fmt.Errorf("results of %s: %w", r.Envoy, err)
 		}
@@ -663,12 +660,12 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	hw.Close()
 	next := round + 1
 	rel := filepath.Join(experimentsDir, exp.id, "models", fmt.Sprintf("round-%04d.safetensors", next))
-	if err := d.commitFile(tmp, rel); err != nil {
+	if err := d.commitFile(ctx, tmp, rel); err != nil {
 		return err
 	}
-	stateRel, stateSum, err := d.commitState(state, exp, next)
+	stateRel, stateSum, err := d.commitState(ctx, state, exp, next)
 	if err != nil {
-		os.Remove(filepath.Join(d.cfg.DataDir, rel))
+		d.removeBlob(ctx, rel)
 		return err
 	}
 	final := next >= exp.manifest.Rounds
@@ -682,9 +679,9 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	err = d.db.CompleteRound(ctx, store.Round{ExperimentID: exp.id, Round: next, ModelPath: rel, ModelSHA256: hw.Sum(),
 		StatePath: stateRel, StateSHA256: stateSum, Participants: sampled}, metrics, final)
 	if err != nil {
-		os.Remove(filepath.Join(d.cfg.DataDir, rel))
+		d.removeBlob(ctx, rel)
 		if stateRel != "" {
-			os.Remove(filepath.Join(d.cfg.DataDir, stateRel))
+			d.removeBlob(ctx, stateRel)
 		}
 		return err
 	}
@@ -695,8 +692,8 @@ func (d *Director) aggregateRound(ctx context.Context, exp *experiment, round in
 	now := d.cfg.Now()
 	d.metrics.RoundDone(now.Sub(roundStart), now.Sub(aggStart))
 	// The reports are folded into the new model: they are no longer needed.
-	os.RemoveAll(filepath.Join(d.cfg.DataDir, experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
-	d.removeState(exp, round)
+	d.removeBlobs(ctx, filepath.Join(experimentsDir, exp.id, "results", fmt.Sprintf("round-%04d", round)))
+	d.removeState(ctx, exp, round)
 	d.log.InfoContext(ctx, "round aggregated", api.LogJob, exp.id, api.LogRound, round, api.LogReports, len(inputs), api.LogFinal, final)
 	d.emitRound(exp, next, len(inputs), metrics)
 	defer d.notify(exp.id)

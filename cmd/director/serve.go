@@ -16,6 +16,7 @@ import (
 	"github.com/fedplane/fedplane/director"
 	"github.com/fedplane/fedplane/director/admin"
 	"github.com/fedplane/fedplane/director/server"
+	"github.com/fedplane/fedplane/store/blob"
 )
 
 // serveOptions are the flags of `director serve`.
@@ -45,6 +46,10 @@ type serveOptions struct {
 	leaseTTLFlag      time.Duration
 	advertiseGRPC     string
 	advertiseAdmin    string
+	blobStore         string
+	blobEndpoint      string
+	blobRegion        string
+	blobCacheSize     cli.ByteSize
 	tls               cli.TLSFlags
 	insecure          bool
 	logFormat         string
@@ -56,6 +61,7 @@ func newServeCmd() *cobra.Command {
 		maxJobSize:      director.DefaultMaxJobSize,
 		maxUnpackedSize: director.DefaultMaxUnpackedSize,
 		maxResults:      director.DefaultMaxResultsInFlight,
+		blobCacheSize:   blob.DefaultCacheSize,
 	}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -73,6 +79,10 @@ the lease once it lapses (--lease-ttl) and resumes every running
 experiment from the database and the blob store, as a restart would.
 Give replicas the same --blob-store, and each its own --data-dir.
 
+Stored files (job archives, round models, task results, training logs)
+may go to an S3-compatible bucket instead of --data-dir, with
+--blob-store s3://bucket/prefix.
+
 Every flag can also be set in a YAML file given with --config, under the
 flag's name (for example "grpc-listen: 127.0.0.1:50051" or
 "sample-shape: [28, 28]"); flags on the command line win over the file.
@@ -84,7 +94,8 @@ or in --config).`,
 		Example: `  director serve
   director serve --sample-shape 28,28 --target-shape 1 --health-check-period 5s
   director serve --config director.yaml
-  director serve --database 'postgres://fedplane@db.example.org/fedplane?sslmode=verify-full'`,
+  director serve --database 'postgres://fedplane@db.example.org/fedplane?sslmode=verify-full'
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... director serve --blob-store s3://models/fedplane --blob-region eu-west-1`,
 		Args: cobra.NoArgs,
 		RunE: cli.RunWithConfig(&o.config, o.run),
 	}
@@ -115,6 +126,10 @@ or in --config).`,
 	f.DurationVar(&o.leaseTTLFlag, "lease-ttl", 0, "replicas on PostgreSQL: how long the coordinator lease lasts unrenewed, so how soon a standby takes over from a dead coordinator (default: the health check period, at least 1s)")
 	f.StringVar(&o.advertiseGRPC, "advertise-grpc", "", "replicas on PostgreSQL: the address other replicas reach this one's gRPC port at (default: the bound address, this host's name for a wildcard)")
 	f.StringVar(&o.advertiseAdmin, "advertise-admin", "", "replicas on PostgreSQL: the address other replicas reach this one's admin port at (default: as --advertise-grpc)")
+	f.StringVar(&o.blobStore, "blob-store", "", "where job archives, round models and task results are kept: file:///PATH, or s3://BUCKET/PREFIX, which several directors can share (default: files under --data-dir)")
+	f.StringVar(&o.blobEndpoint, "blob-endpoint", "", "the S3 endpoint, https://host[:port] (http:// on loopback, or with --insecure) (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or Amazon S3); credentials come from $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY and $AWS_SESSION_TOKEN, or ~/.aws/credentials")
+	f.StringVar(&o.blobRegion, "blob-region", "", "the S3 bucket's region (default: $AWS_REGION, or what the endpoint says)")
+	f.Var(&o.blobCacheSize, "blob-cache-size", "disk space under --data-dir for local copies of S3 blobs, which reads at random offsets need; the least recently used go first")
 	o.tls.Add(cmd, "the director's")
 	f.BoolVar(&o.insecure, "insecure", false, "serve without TLS on addresses other than loopback (anyone who reaches the ports is trusted)")
 	cli.AddLogFlags(cmd, &o.logFormat, &o.logLevel)
@@ -156,9 +171,18 @@ func (o *serveOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer unlock()
+	blobs, err := blob.Open(ctx, o.blobStore, blob.Options{DataDir: o.dataDir, Endpoint: o.blobEndpoint,
+		Region: o.blobRegion, CacheSize: int64(o.blobCacheSize), Insecure: o.insecure})
+	if errors.Is(err, blob.ErrConfig) {
+		return &cli.UsageError{Err: err}
+	}
+	if err != nil {
+		return fmt.Errorf("open blob store: %w", err)
+	}
 	dcfg := director.Config{
 		DataDir:            o.dataDir,
 		Database:           o.database,
+		Blobs:              blobs,
 		SampleShape:        cli.TrimAll(o.sampleShape),
 		TargetShape:        cli.TrimAll(o.targetShape),
 		HealthCheckPeriod:  o.healthCheckPeriod,

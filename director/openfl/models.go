@@ -108,7 +108,7 @@ func (s *service) trainedModel(ctx context.Context, name string, best bool) (b [
 		return nil, nil, err
 	}
 	defer f.Close()
-	b, drop, err := s.models.get(f.Name(), func() ([]byte, error) { return encodeModel(x) })
+	b, drop, err := s.models.get(f.LocalPath(), func() ([]byte, error) { return encodeModel(x) })
 	if err != nil {
 		leave()
 		return nil, nil, err
