@@ -228,9 +228,17 @@ func refusal(reply adminproto.Meta) error {
 		if info == "" {
 			info = "no reason given"
 		}
-		return fmt.Errorf("director refused (%s): %s", s, info)
+		return &refusedError{status: s, info: info}
 	}
 	return nil
+}
+
+// refusedError is the director's answer refusing a command, as opposed to
+// failing to get an answer at all.
+type refusedError struct{ status, info string }
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("director refused (%s): %s", e.status, e.info)
 }
 
 // listStream decodes the list under key in a reply's meta element by

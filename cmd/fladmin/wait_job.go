@@ -78,14 +78,34 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 		}
 		return err
 	}
+	// Once the job has been seen, a director that cannot be reached (a
+	// restart, or replicas failing over) is waited for like the job:
+	// every call here only reads.
+	seen := false
+	lost := func(err error) bool {
+		var refused *refusedError
+		if !seen || errors.As(err, &refused) || ctx.Err() != nil {
+			return false
+		}
+		fmt.Fprintf(f.stderr, "%s  director unreachable, retrying in %v: %v\n", time.Now().Format(time.TimeOnly), wait, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		return true
+	}
 	for {
 		reply, err := f.do(ctx, api.CmdGetJobMeta+" "+id)
+		if err != nil && lost(err) {
+			continue
+		}
 		if err != nil {
 			if waitExpired(ctx) {
 				return fmt.Errorf("job %s has not ended after %v (--wait-timeout)", id, o.waitTimeout)
 			}
 			return err
 		}
+		seen = true
 		var j api.Job
 		if err := reply.Into(api.MetaJob, &j); err != nil {
 			return err
@@ -118,6 +138,8 @@ func (o *waitJobOptions) run(ctx context.Context, f *factory, id string) error {
 			return fmt.Errorf("job %s is still %s after %v (--wait-timeout)", id, j.Status, o.waitTimeout)
 		case ctx.Err() != nil:
 			return context.Cause(ctx)
+		case err != nil && lost(err):
+			continue
 		case err != nil:
 			return err
 		}

@@ -23,6 +23,9 @@ type Switch struct {
 	log  *slog.Logger
 	// slots caps the connections relayed at once; one past it is closed.
 	slots chan struct{}
+	// patience is how long a connection waits for a coordinator
+	// (relayPatience).
+	patience time.Duration
 
 	mu     sync.Mutex
 	target func() string // where to relay, "" when no coordinator is known
@@ -44,7 +47,7 @@ func NewSwitch(lis net.Listener, name string, target func() string, maxConns int
 		maxConns = DefaultRelayConns
 	}
 	return &Switch{lis: lis, name: name, log: log, target: target, slots: make(chan struct{}, maxConns),
-		conns: map[net.Conn]struct{}{}}
+		patience: relayPatience, conns: map[net.Conn]struct{}{}}
 }
 
 // Addr is the address the switch accepts on.
@@ -119,17 +122,19 @@ func (s *Switch) Serve() net.Listener {
 }
 
 // relay pipes c to the coordinator and back, until either side ends.
+// While no coordinator answers (one died, and its lease has not passed on
+// yet) it keeps the client waiting and tries again, for up to
+// patience; if this replica becomes the coordinator meanwhile, its
+// own server takes the connection.
 func (s *Switch) relay(ctx context.Context, c net.Conn) {
-	defer c.Close()
-	target := s.target()
-	if target == "" {
-		return // no coordinator yet: the client retries, as after any cut
-	}
-	d := net.Dialer{Timeout: relayDialTimeout, KeepAlive: 30 * time.Second}
-	up, err := d.DialContext(ctx, "tcp", target)
-	if err != nil {
-		s.log.Debug("standby: coordinator unreachable", api.LogPort, s.name, api.LogAddr, target, api.LogErr, err)
+	up, local := s.dialCoordinator(ctx)
+	if local != nil {
+		local.push(c)
 		return
+	}
+	defer c.Close()
+	if up == nil {
+		return // no coordinator came: the client retries, as after any cut
 	}
 	defer up.Close()
 	if !s.track(c, up) {
@@ -150,6 +155,42 @@ func (s *Switch) relay(ctx context.Context, c net.Conn) {
 	go pipe(c, up)
 	<-done
 	<-done
+}
+
+// relayPatience is how long a relayed connection waits for a coordinator.
+const relayPatience = 30 * time.Second
+
+// relayRetry is the pause between tries to reach a coordinator.
+const relayRetry = 100 * time.Millisecond
+
+// dialCoordinator connects to the coordinator, trying again while none
+// answers; it returns the local listener instead once Serve was called.
+func (s *Switch) dialCoordinator(ctx context.Context) (net.Conn, *chanListener) {
+	deadline := time.Now().Add(s.patience)
+	for {
+		s.mu.Lock()
+		local := s.serve
+		s.mu.Unlock()
+		if local != nil {
+			return nil, local
+		}
+		if target := s.target(); target != "" {
+			d := net.Dialer{Timeout: relayDialTimeout, KeepAlive: 30 * time.Second}
+			up, err := d.DialContext(ctx, "tcp", target)
+			if err == nil {
+				return up, nil
+			}
+			s.log.Debug("standby: coordinator unreachable", api.LogPort, s.name, api.LogAddr, target, api.LogErr, err)
+		}
+		if time.Now().After(deadline) {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(relayRetry):
+		}
+	}
 }
 
 func (s *Switch) track(cs ...net.Conn) bool {

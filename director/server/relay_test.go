@@ -68,13 +68,22 @@ func TestSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	sw := NewSwitch(lis, "grpc", func() string { return target.Load().(string) }, 0, slog.New(slog.DiscardHandler))
+	sw.patience = 2 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- sw.Run(ctx) }()
 	addr := sw.Addr().String()
 
 	if got, err := roundTrip(t, addr, "x"); err == nil {
-		t.Fatalf("no coordinator: got %q, want the connection closed", got)
+		t.Fatalf("no coordinator for longer than the patience: got %q, want the connection closed", got)
+	}
+	// A connection made while no coordinator answers waits for one.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		target.Store(b.Addr().String())
+	}()
+	if got, err := roundTrip(t, addr, "early"); err != nil || got != "b:early\n" {
+		t.Fatalf("relay to a coordinator that came late: got %q, %v", got, err)
 	}
 	for _, tc := range []struct {
 		target net.Listener

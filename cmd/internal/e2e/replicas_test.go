@@ -125,6 +125,8 @@ func TestReplicasSurviveCoordinatorKill(t *testing.T) {
 	killed := time.Now()
 	next := coordinator(t, others)
 	t.Logf("replica %s took over %v after the kill", next.admin, time.Since(killed).Round(time.Millisecond))
+	eventually(t, 90*time.Second, "a round aggregated by the new coordinator", func() bool { return len(aggregatedRounds(next.proc)) > 0 })
+	t.Logf("it closed round %s %v after the kill (site-a was training it when the coordinator died)", aggregatedRounds(next.proc)[0], time.Since(killed).Round(time.Millisecond))
 
 	if r := fladmin(t, admins, "wait-job", id, "--wait-timeout", "120s"); r.code != 0 {
 		t.Fatalf("job after the coordinator's kill: exit %d: %s %s", r.code, r.stdout, r.stderr)
@@ -142,15 +144,15 @@ func TestReplicasSurviveCoordinatorKill(t *testing.T) {
 	}
 	// (The killed replica's last batch of events may be lost, never doubled.)
 	ev := mustFladmin(t, next.admin, "events", "--job", id, "-o", "json")
+	var events []struct {
+		Kind  string `json:"kind"`
+		Round int    `json:"round"`
+	}
+	if err := json.Unmarshal([]byte(ev), &events); err != nil {
+		t.Fatalf("events -o json: %v\n%s", err, ev)
+	}
 	seen := map[int]bool{}
-	for _, line := range strings.Split(strings.TrimSpace(ev), "\n") {
-		var e struct {
-			Kind  string `json:"kind"`
-			Round int    `json:"round"`
-		}
-		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			t.Fatalf("events -o json line %q: %v", line, err)
-		}
+	for _, e := range events {
 		if e.Kind == string(api.EventJobRound) {
 			if seen[e.Round] {
 				t.Fatalf("round event %d recorded twice:\n%s", e.Round, ev)
