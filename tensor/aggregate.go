@@ -128,6 +128,8 @@ const (
 // Memory is O(workers × chunk) for the mean-based aggregators and
 // O(workers × inputs × chunk) for the robust ones, whatever the model's
 // size. Chunks are shared among GOMAXPROCS workers and written in order.
+// Files (model, inputs, state) are read as FedAvg reads them: mapped where
+// possible, and must not change while Aggregate runs.
 //
 // fedavg without clip_norm is FedAvg itself, which writes the same bytes:
 // its one core streams faster than the shared engine's two on the 2 vCPU
@@ -172,6 +174,8 @@ type engine struct {
 	// needBase is set when a step reads the model's chunk: for deltas, the
 	// clip, or the update of an optimizer.
 	needBase bool
+	// ms maps the files read, while run runs.
+	ms *mappings
 }
 
 // activeInput is an input of positive weight.
@@ -378,6 +382,12 @@ func (e *engine) pieces() []piece {
 }
 
 func (e *engine) run(w io.Writer) error {
+	xs := []*Index{e.model, e.st.In}
+	for _, a := range e.act {
+		xs = append(xs, a.x)
+	}
+	e.ms = mapIndexes(xs...)
+	defer e.ms.close()
 	workers := make([]*worker, max(1, min(runtime.GOMAXPROCS(0), 8)))
 	for i := range workers {
 		workers[i] = e.newWorker()
@@ -432,10 +442,10 @@ func (e *engine) parallel(workers []*worker, ps []piece, do func(*worker, piece)
 		for i, p := range batch {
 			wk := workers[i]
 			if i == len(batch)-1 {
-				wk.err = do(wk, p) // the caller's goroutine takes the last
+				wk.err = e.ms.guard(func() error { return do(wk, p) }) // the caller's goroutine takes the last
 				continue
 			}
-			wg.Go(func() { wk.err = do(wk, p) })
+			wg.Go(func() { wk.err = e.ms.guard(func() error { return do(wk, p) }) })
 		}
 		wg.Wait()
 		for i, p := range batch {
@@ -458,7 +468,7 @@ func (e *engine) readInput(j int, p piece, dst, base []float32) error {
 	a := e.act[j]
 	s := e.model.Tensors[p.t]
 	in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
-	if err := readFloat32s(a.x.R, in.Offset+4*p.off, dst); err != nil {
+	if err := e.ms.read(a.x.R, in.Offset+4*p.off, dst); err != nil {
 		return fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
 	}
 	if in.Delta {
@@ -470,13 +480,31 @@ func (e *engine) readInput(j int, p piece, dst, base []float32) error {
 	return nil
 }
 
-// readBase reads model's chunk p.
-func (e *engine) readBase(p piece, dst []float32) error {
+// viewInput is readInput for a caller that only reads the values: an
+// input that is not a delta is returned where it is mapped, buf is used
+// otherwise.
+func (e *engine) viewInput(j int, p piece, buf, base []float32) ([]float32, error) {
+	a := e.act[j]
 	s := e.model.Tensors[p.t]
-	if err := readFloat32s(e.model.R, s.Offset+4*p.off, dst); err != nil {
-		return fmt.Errorf("model: tensor %q: %w", s.Name, err)
+	in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
+	if in.Delta {
+		return buf, e.readInput(j, p, buf, base)
 	}
-	return nil
+	x, err := e.ms.view(a.x.R, in.Offset+4*p.off, buf)
+	if err != nil {
+		return nil, fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
+	}
+	return x, nil
+}
+
+// viewBase returns model's chunk p, where it is mapped or read into buf.
+func (e *engine) viewBase(p piece, buf []float32) ([]float32, error) {
+	s := e.model.Tensors[p.t]
+	x, err := e.ms.view(e.model.R, s.Offset+4*p.off, buf)
+	if err != nil {
+		return nil, fmt.Errorf("model: tensor %q: %w", s.Name, err)
+	}
+	return x, nil
 }
 
 // clipFactors is the first pass of clip_norm: every input's distance from
@@ -486,13 +514,13 @@ func (e *engine) clipFactors(workers []*worker, ps []piece) error {
 		wk.norms = make([]float64, len(e.act))
 	}
 	err := e.parallel(workers, ps, func(wk *worker, p piece) error {
-		base := wk.base[:p.n]
-		if err := e.readBase(p, base); err != nil {
+		base, err := e.viewBase(p, wk.base[:p.n])
+		if err != nil {
 			return err
 		}
-		x := wk.xs[0][:p.n]
 		for j := range e.act {
-			if err := e.readInput(j, p, x, base); err != nil {
+			x, err := e.viewInput(j, p, wk.xs[0][:p.n], base)
+			if err != nil {
 				return err
 			}
 			var s float64
@@ -524,16 +552,18 @@ func (e *engine) clipFactors(workers []*worker, ps []piece) error {
 func (e *engine) step(wk *worker, p piece) error {
 	base := wk.base[:p.n]
 	if e.needBase {
-		if err := e.readBase(p, base); err != nil {
+		var err error
+		if base, err = e.viewBase(p, base); err != nil {
 			return err
 		}
 	}
 	if e.a.robust() {
 		return e.robustStep(wk, p, base)
 	}
-	sums, x := wk.acc[:p.n], wk.xs[0][:p.n]
+	sums := wk.acc[:p.n]
 	for j, a := range e.act {
-		if err := e.readInput(j, p, x, base); err != nil {
+		x, err := e.viewInput(j, p, wk.xs[0][:p.n], base)
+		if err != nil {
 			return err
 		}
 		if j == 0 {
@@ -550,7 +580,8 @@ func (e *engine) step(wk *worker, p piece) error {
 			clear(stIn)
 		} else {
 			s, _ := e.st.In.Lookup(e.model.Tensors[p.t].Name) // checkState said so
-			if err := readFloat32s(e.st.In.R, s.Offset+4*int64(e.k)*p.off, stIn); err != nil {
+			var err error
+			if stIn, err = e.ms.view(e.st.In.R, s.Offset+4*int64(e.k)*p.off, stIn); err != nil {
 				return fmt.Errorf("server state: tensor %q: %w", s.Name, err)
 			}
 		}
