@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // The aggregators a job may choose (job.json "aggregator.name").
@@ -681,6 +682,9 @@ func (e *engine) step(wk *worker, p piece) error {
 // checkFinite refuses a NaN or infinity in out, the result (or new state)
 // of piece p.
 func (e *engine) checkFinite(p piece, out []float32) error {
+	if allFinite(out) {
+		return nil
+	}
 	for i, f := range out {
 		if math.Float32bits(f)&exponentF32 == exponentF32 {
 			k := max(e.k, 1)
@@ -720,31 +724,62 @@ func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
 	}
 	out := wk.out[:p.n]
 	lo, hi := e.trimLo, e.trimHi
+	median := lo == hi || e.a.Name == AggMedian
+	cnt := float64(hi - lo + 1)
+	var acc [sortBlock]float64
+	// Each block of columns is sorted, then its result computed while its
+	// rows are still in L1: the kept rows summed into a block-sized
+	// accumulator, row after row in order, as the reference does.
 	for b := 0; b < p.n; b += sortBlock {
 		end := min(b+sortBlock, p.n)
 		sortColumns(rows, e.network, b, end)
-	}
-	if lo == hi || e.a.Name == AggMedian {
-		rl, rh := rows[lo][:p.n], rows[hi][:p.n]
-		for i := range out {
-			out[i] = float32((float64(rl[i]) + float64(rh[i])) / 2)
+		o := out[b:end]
+		if median {
+			rl, rh := rows[lo][b:end], rows[hi][b:end]
+			rl, rh = rl[:len(o)], rh[:len(o)]
+			for i := range o {
+				o[i] = float32((float64(rl[i]) + float64(rh[i])) / 2)
+			}
+			continue
 		}
-	} else {
-		acc := wk.acc[:p.n]
-		for i, v := range rows[lo][:p.n] {
-			acc[i] = float64(v)
+		s := acc[:len(o)]
+		for i, v := range rows[lo][b:end] {
+			s[i] = float64(v)
 		}
 		for _, row := range rows[lo+1 : hi+1] {
-			for i, v := range row[:p.n] {
-				acc[i] += float64(v)
+			row = row[b:end]
+			row = row[:len(s)]
+			for i, v := range row {
+				s[i] += float64(v)
 			}
 		}
-		cnt := float64(hi - lo + 1)
-		for i, s := range acc {
-			out[i] = float32(s / cnt)
+		for i, v := range s {
+			o[i] = float32(v / cnt)
 		}
 	}
 	return e.checkFinite(p, out)
+}
+
+// allFinite reports whether x holds no NaN or infinity. It looks at two
+// floats a word and has no branch on the data: an all-ones exponent plus
+// one carries into the float's sign bit, which the mask keeps apart from
+// its neighbour's. That runs at several times a loop testing each float.
+func allFinite(x []float32) bool {
+	const exp2, one2, sign2 = exponentF32<<32 | exponentF32, 1<<55 | 1<<23, 1<<63 | 1<<31
+	var bad uint64
+	if len(x) > 0 && uintptr(unsafe.Pointer(&x[0]))%8 != 0 {
+		bad, x = uint64(math.Float32bits(x[0])&exponentF32+1<<23), x[1:]
+	}
+	n := len(x) &^ 1
+	if n > 0 {
+		for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(&x[0])), n/2) {
+			bad |= w&exp2 + one2
+		}
+	}
+	for _, f := range x[n:] {
+		bad |= uint64(math.Float32bits(f)&exponentF32 + 1<<23)
+	}
+	return bad&sign2 == 0
 }
 
 // sqrt32 is a float32 square root; the compiler makes it one SQRTSS.
