@@ -742,16 +742,12 @@ func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
 			}
 			continue
 		}
+		// scale and axpy by 1, which is exact: float64(v) and s + v,
+		// two lanes an instruction.
 		s := acc[:len(o)]
-		for i, v := range rows[lo][b:end] {
-			s[i] = float64(v)
-		}
+		scale(s, rows[lo][b:end], 1)
 		for _, row := range rows[lo+1 : hi+1] {
-			row = row[b:end]
-			row = row[:len(s)]
-			for i, v := range row {
-				s[i] += float64(v)
-			}
+			axpy(s, row[b:end], 1)
 		}
 		for i, v := range s {
 			o[i] = float32(v / cnt)
