@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // The aggregators a job may choose (job.json "aggregator.name").
@@ -128,6 +129,8 @@ const (
 // Memory is O(workers × chunk) for the mean-based aggregators and
 // O(workers × inputs × chunk) for the robust ones, whatever the model's
 // size. Chunks are shared among GOMAXPROCS workers and written in order.
+// Files (model, inputs, state) are read as FedAvg reads them: mapped where
+// possible, and must not change while Aggregate runs.
 //
 // fedavg without clip_norm is FedAvg itself, which writes the same bytes:
 // its one core streams faster than the shared engine's two on the 2 vCPU
@@ -172,6 +175,8 @@ type engine struct {
 	// needBase is set when a step reads the model's chunk: for deltas, the
 	// clip, or the update of an optimizer.
 	needBase bool
+	// ms maps the files read, while run runs.
+	ms *mappings
 }
 
 // activeInput is an input of positive weight.
@@ -378,6 +383,12 @@ func (e *engine) pieces() []piece {
 }
 
 func (e *engine) run(w io.Writer) error {
+	xs := []*Index{e.model, e.st.In}
+	for _, a := range e.act {
+		xs = append(xs, a.x)
+	}
+	e.ms = mapIndexes(xs...)
+	defer e.ms.close()
 	workers := make([]*worker, max(1, min(runtime.GOMAXPROCS(0), 8)))
 	for i := range workers {
 		workers[i] = e.newWorker()
@@ -432,10 +443,10 @@ func (e *engine) parallel(workers []*worker, ps []piece, do func(*worker, piece)
 		for i, p := range batch {
 			wk := workers[i]
 			if i == len(batch)-1 {
-				wk.err = do(wk, p) // the caller's goroutine takes the last
+				wk.err = e.ms.guard(func() error { return do(wk, p) }) // the caller's goroutine takes the last
 				continue
 			}
-			wg.Go(func() { wk.err = do(wk, p) })
+			wg.Go(func() { wk.err = e.ms.guard(func() error { return do(wk, p) }) })
 		}
 		wg.Wait()
 		for i, p := range batch {
@@ -458,7 +469,7 @@ func (e *engine) readInput(j int, p piece, dst, base []float32) error {
 	a := e.act[j]
 	s := e.model.Tensors[p.t]
 	in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
-	if err := readFloat32s(a.x.R, in.Offset+4*p.off, dst); err != nil {
+	if err := e.ms.read(a.x.R, in.Offset+4*p.off, dst); err != nil {
 		return fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
 	}
 	if in.Delta {
@@ -470,13 +481,31 @@ func (e *engine) readInput(j int, p piece, dst, base []float32) error {
 	return nil
 }
 
-// readBase reads model's chunk p.
-func (e *engine) readBase(p piece, dst []float32) error {
+// viewInput is readInput for a caller that only reads the values: an
+// input that is not a delta is returned where it is mapped, buf is used
+// otherwise.
+func (e *engine) viewInput(j int, p piece, buf, base []float32) ([]float32, error) {
+	a := e.act[j]
 	s := e.model.Tensors[p.t]
-	if err := readFloat32s(e.model.R, s.Offset+4*p.off, dst); err != nil {
-		return fmt.Errorf("model: tensor %q: %w", s.Name, err)
+	in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
+	if in.Delta {
+		return buf, e.readInput(j, p, buf, base)
 	}
-	return nil
+	x, err := e.ms.view(a.x.R, in.Offset+4*p.off, buf)
+	if err != nil {
+		return nil, fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
+	}
+	return x, nil
+}
+
+// viewBase returns model's chunk p, where it is mapped or read into buf.
+func (e *engine) viewBase(p piece, buf []float32) ([]float32, error) {
+	s := e.model.Tensors[p.t]
+	x, err := e.ms.view(e.model.R, s.Offset+4*p.off, buf)
+	if err != nil {
+		return nil, fmt.Errorf("model: tensor %q: %w", s.Name, err)
+	}
+	return x, nil
 }
 
 // clipFactors is the first pass of clip_norm: every input's distance from
@@ -486,13 +515,13 @@ func (e *engine) clipFactors(workers []*worker, ps []piece) error {
 		wk.norms = make([]float64, len(e.act))
 	}
 	err := e.parallel(workers, ps, func(wk *worker, p piece) error {
-		base := wk.base[:p.n]
-		if err := e.readBase(p, base); err != nil {
+		base, err := e.viewBase(p, wk.base[:p.n])
+		if err != nil {
 			return err
 		}
-		x := wk.xs[0][:p.n]
 		for j := range e.act {
-			if err := e.readInput(j, p, x, base); err != nil {
+			x, err := e.viewInput(j, p, wk.xs[0][:p.n], base)
+			if err != nil {
 				return err
 			}
 			var s float64
@@ -524,16 +553,18 @@ func (e *engine) clipFactors(workers []*worker, ps []piece) error {
 func (e *engine) step(wk *worker, p piece) error {
 	base := wk.base[:p.n]
 	if e.needBase {
-		if err := e.readBase(p, base); err != nil {
+		var err error
+		if base, err = e.viewBase(p, base); err != nil {
 			return err
 		}
 	}
 	if e.a.robust() {
 		return e.robustStep(wk, p, base)
 	}
-	sums, x := wk.acc[:p.n], wk.xs[0][:p.n]
+	sums := wk.acc[:p.n]
 	for j, a := range e.act {
-		if err := e.readInput(j, p, x, base); err != nil {
+		x, err := e.viewInput(j, p, wk.xs[0][:p.n], base)
+		if err != nil {
 			return err
 		}
 		if j == 0 {
@@ -550,14 +581,14 @@ func (e *engine) step(wk *worker, p piece) error {
 			clear(stIn)
 		} else {
 			s, _ := e.st.In.Lookup(e.model.Tensors[p.t].Name) // checkState said so
-			if err := readFloat32s(e.st.In.R, s.Offset+4*int64(e.k)*p.off, stIn); err != nil {
+			var err error
+			if stIn, err = e.ms.view(e.st.In.R, s.Offset+4*int64(e.k)*p.off, stIn); err != nil {
 				return fmt.Errorf("server state: tensor %q: %w", s.Name, err)
 			}
 		}
 	}
 	stOut := wk.stOut[:e.k*p.n]
 	a, c := e.a, e.coef
-	nonFinite := false // set by a case that checks as it goes, and finds one
 	switch a.Name {
 	case AggFedAvg:
 		if a.ClipNorm <= 0 {
@@ -599,25 +630,29 @@ func (e *engine) step(wk *worker, p piece) error {
 		}
 	case AggFedAdam:
 		stIn, stOut = stIn[:2*len(sums)], stOut[:2*len(sums)]
-		b1, b2, eta, tau := a.Beta1, a.Beta2, float32(e.etaT), float32(a.Tau)
+		// Loop invariants by hand: the compiler does not hoist them.
+		b1, b2, ob1, ob2, eta, tau := a.Beta1, a.Beta2, 1-a.Beta1, 1-a.Beta2, float32(e.etaT), float32(a.Tau)
+		base := base[:len(sums)]
+		var bad uint32
 		for i, s := range sums {
 			x := float64(base[i])
 			d := s - c*x
-			m := float32(b1*float64(stIn[2*i]) + (1-b1)*d)
-			v := float32(b2*float64(stIn[2*i+1]) + (1-b2)*(d*d))
-			stOut[2*i], stOut[2*i+1] = m, v
+			mv := stIn[2*i : 2*i+2 : 2*i+2]
+			m := float32(b1*float64(mv[0]) + ob1*d)
+			v := float32(b2*float64(mv[1]) + ob2*(d*d))
+			nv := stOut[2*i : 2*i+2 : 2*i+2]
+			nv[0], nv[1] = m, v
 			// The step in float32, the precision m and v are kept in:
 			// SQRTSS and DIVSS take half SQRTSD's and DIVSD's time.
 			o := float32(x + float64(eta*m/(sqrt32(v)+tau)))
 			out[i] = o
 			// Finiteness is checked here, while the values are in
-			// registers, rather than by two more passes.
-			if math.Float32bits(o)&exponentF32 == exponentF32 || math.Float32bits(m)&exponentF32 == exponentF32 ||
-				math.Float32bits(v)&exponentF32 == exponentF32 {
-				nonFinite = true
-			}
+			// registers, rather than by two more passes, and without a
+			// branch: an all-ones exponent plus one carries into bit 31.
+			bad |= (math.Float32bits(o)&exponentF32 + 1<<23) | (math.Float32bits(m)&exponentF32 + 1<<23) |
+				(math.Float32bits(v)&exponentF32 + 1<<23)
 		}
-		if !nonFinite {
+		if bad&(1<<31) == 0 {
 			return nil
 		}
 	case AggFedYogi:
@@ -647,6 +682,9 @@ func (e *engine) step(wk *worker, p piece) error {
 // checkFinite refuses a NaN or infinity in out, the result (or new state)
 // of piece p.
 func (e *engine) checkFinite(p piece, out []float32) error {
+	if allFinite(out) {
+		return nil
+	}
 	for i, f := range out {
 		if math.Float32bits(f)&exponentF32 == exponentF32 {
 			k := max(e.k, 1)
@@ -686,31 +724,58 @@ func (e *engine) robustStep(wk *worker, p piece, base []float32) error {
 	}
 	out := wk.out[:p.n]
 	lo, hi := e.trimLo, e.trimHi
+	median := lo == hi || e.a.Name == AggMedian
+	cnt := float64(hi - lo + 1)
+	var acc [sortBlock]float64
+	// Each block of columns is sorted, then its result computed while its
+	// rows are still in L1: the kept rows summed into a block-sized
+	// accumulator, row after row in order, as the reference does.
 	for b := 0; b < p.n; b += sortBlock {
 		end := min(b+sortBlock, p.n)
 		sortColumns(rows, e.network, b, end)
-	}
-	if lo == hi || e.a.Name == AggMedian {
-		rl, rh := rows[lo][:p.n], rows[hi][:p.n]
-		for i := range out {
-			out[i] = float32((float64(rl[i]) + float64(rh[i])) / 2)
-		}
-	} else {
-		acc := wk.acc[:p.n]
-		for i, v := range rows[lo][:p.n] {
-			acc[i] = float64(v)
-		}
-		for _, row := range rows[lo+1 : hi+1] {
-			for i, v := range row[:p.n] {
-				acc[i] += float64(v)
+		o := out[b:end]
+		if median {
+			rl, rh := rows[lo][b:end], rows[hi][b:end]
+			rl, rh = rl[:len(o)], rh[:len(o)]
+			for i := range o {
+				o[i] = float32((float64(rl[i]) + float64(rh[i])) / 2)
 			}
+			continue
 		}
-		cnt := float64(hi - lo + 1)
-		for i, s := range acc {
-			out[i] = float32(s / cnt)
+		// scale and axpy by 1, which is exact: float64(v) and s + v,
+		// two lanes an instruction.
+		s := acc[:len(o)]
+		scale(s, rows[lo][b:end], 1)
+		for _, row := range rows[lo+1 : hi+1] {
+			axpy(s, row[b:end], 1)
+		}
+		for i, v := range s {
+			o[i] = float32(v / cnt)
 		}
 	}
 	return e.checkFinite(p, out)
+}
+
+// allFinite reports whether x holds no NaN or infinity. It looks at two
+// floats a word and has no branch on the data: an all-ones exponent plus
+// one carries into the float's sign bit, which the mask keeps apart from
+// its neighbour's. That runs at several times a loop testing each float.
+func allFinite(x []float32) bool {
+	const exp2, one2, sign2 = exponentF32<<32 | exponentF32, 1<<55 | 1<<23, 1<<63 | 1<<31
+	var bad uint64
+	if len(x) > 0 && uintptr(unsafe.Pointer(&x[0]))%8 != 0 {
+		bad, x = uint64(math.Float32bits(x[0])&exponentF32+1<<23), x[1:]
+	}
+	n := len(x) &^ 1
+	if n > 0 {
+		for _, w := range unsafe.Slice((*uint64)(unsafe.Pointer(&x[0])), n/2) {
+			bad |= w&exp2 + one2
+		}
+	}
+	for _, f := range x[n:] {
+		bad |= uint64(math.Float32bits(f)&exponentF32 + 1<<23)
+	}
+	return bad&sign2 == 0
 }
 
 // sqrt32 is a float32 square root; the compiler makes it one SQRTSS.

@@ -29,8 +29,12 @@ type Input struct {
 // their sum, which must be positive; inputs of weight 0 are not read.
 //
 // Memory stays O(one chunk) whatever the model and the number of inputs:
-// for each chunk of each tensor, the chunk is read from every input in turn
-// into one reused buffer, accumulated, and written. w is not closed.
+// for each chunk of each tensor, every input's chunk in turn is
+// accumulated, and the mean is written. An input in a file (its Index
+// reads an *os.File) is mapped read-only on Linux and summed where it lies,
+// without the copy pread makes; others are read into one reused buffer.
+// Such a file must not change while FedAvg runs: one truncated under it is
+// an error naming the file. w is not closed.
 //
 // An input tensor whose span has Delta set holds the difference from
 // model's tensor: model's value is added back before averaging, so the
@@ -90,60 +94,82 @@ func fedAvg(w io.Writer, model *Index, inputs []Input, chunk int) error {
 	if err != nil {
 		return err
 	}
+	xs := make([]*Index, 0, len(act)+1)
+	xs = append(xs, model)
+	for _, a := range act {
+		xs = append(xs, a.x)
+	}
+	ms := mapIndexes(xs...)
+	defer ms.close()
 	acc := make([]float64, chunk)
-	buf := make([]float32, chunk) // each input's chunk, then the result
-	var base []float32            // model's chunk, when an input sends a delta
+	buf := make([]float32, chunk) // an input's chunk, when it is not mapped
+	out := make([]float32, chunk)
+	var base []float32 // model's chunk, when an input sends a delta
 	offs := make([]int64, len(act))
 	delta := make([]bool, len(act))
-	for _, s := range model.Tensors {
-		anyDelta := false
-		for j, a := range act {
-			in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
-			offs[j], delta[j] = in.Offset, in.Delta
-			anyDelta = anyDelta || in.Delta
-		}
-		if anyDelta && base == nil {
-			base = make([]float32, chunk)
-		}
-		n := s.Size / 4
-		for done := int64(0); done < n; done += int64(chunk) {
-			m := int(min(int64(chunk), n-done))
-			sums, x := acc[:m], buf[:m]
-			if anyDelta {
-				if err := readFloat32s(model.R, s.Offset+4*done, base[:m]); err != nil {
-					return fmt.Errorf("model: tensor %q: %w", s.Name, err)
-				}
-			}
+	err = ms.guard(func() error {
+		for _, s := range model.Tensors {
+			anyDelta := false
 			for j, a := range act {
-				if err := readFloat32s(a.x.R, offs[j]+4*done, x); err != nil {
-					return fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
-				}
-				if delta[j] {
-					// base + delta in float32, as OpenFL's apply_delta
-					// rebuilds a collaborator's tensor.
-					for i, b := range base[:m] {
-						x[i] += b
+				in, _ := a.x.Lookup(s.Name) // present: SameLayout said so
+				offs[j], delta[j] = in.Offset, in.Delta
+				anyDelta = anyDelta || in.Delta
+			}
+			if anyDelta && base == nil {
+				base = make([]float32, chunk)
+			}
+			n := s.Size / 4
+			for done := int64(0); done < n; done += int64(chunk) {
+				m := int(min(int64(chunk), n-done))
+				sums, o := acc[:m], out[:m]
+				if anyDelta {
+					if err := ms.read(model.R, s.Offset+4*done, base[:m]); err != nil {
+						return fmt.Errorf("model: tensor %q: %w", s.Name, err)
 					}
 				}
-				if j == 0 {
-					scale(sums, x, a.w)
-				} else {
-					axpy(sums, x, a.w)
+				for j, a := range act {
+					var x []float32
+					var err error
+					if delta[j] {
+						// base + delta in float32, as OpenFL's apply_delta
+						// rebuilds a collaborator's tensor.
+						x = buf[:m]
+						err = ms.read(a.x.R, offs[j]+4*done, x)
+						if err == nil {
+							for i, b := range base[:m] {
+								x[i] += b
+							}
+						}
+					} else {
+						x, err = ms.view(a.x.R, offs[j]+4*done, buf[:m])
+					}
+					if err != nil {
+						return fmt.Errorf("input %d: tensor %q: %w", a.k, s.Name, err)
+					}
+					if j == 0 {
+						scale(sums, x, a.w)
+					} else {
+						axpy(sums, x, a.w)
+					}
 				}
-			}
-			for i, v := range sums {
-				f := float32(v)
-				if math.Float32bits(f)&exponentF32 == exponentF32 {
-					// A NaN in, or finite values whose mean overflows
-					// float32: no global model may hold it.
-					return fmt.Errorf("tensor %q: element %d averages to %v; a global model holds finite values only", s.Name, done+int64(i), f)
+				for i, v := range sums {
+					f := float32(v)
+					if math.Float32bits(f)&exponentF32 == exponentF32 {
+						// A NaN in, or finite values whose mean overflows
+						// float32: no global model may hold it.
+						return fmt.Errorf("tensor %q: element %d averages to %v; a global model holds finite values only", s.Name, done+int64(i), f)
+					}
+					o[i] = f
 				}
-				x[i] = f
-			}
-			if _, err := sw.Write(toLittleEndian(x, littleEndian)); err != nil {
-				return err
+				if _, err := sw.Write(toLittleEndian(o, littleEndian)); err != nil {
+					return err
+				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return sw.Close()
 }
@@ -151,15 +177,29 @@ func fedAvg(w io.Writer, model *Index, inputs []Input, chunk int) error {
 // scale sets dst to w·x; starting with it saves zeroing the accumulator.
 func scale(dst []float64, x []float32, w float64) {
 	x = x[:len(dst)]
-	for i, v := range x {
-		dst[i] = w * float64(v)
+	n := len(dst) &^ 7
+	if n > 0 && hasAxpy8 {
+		scale8(&dst[0], &x[0], w, n)
+	} else {
+		n = 0
+	}
+	for i, v := range x[n:] {
+		dst[n+i] = w * float64(v)
 	}
 }
 
-// axpy adds w·x to dst.
+// axpy adds w·x to dst. The SSE2 loop (network_amd64.s) does two elements
+// an instruction, with the same roundings as this Go loop, which the Go
+// compiler does not vectorize.
 func axpy(dst []float64, x []float32, w float64) {
 	x = x[:len(dst)]
-	for i, v := range x {
-		dst[i] += w * float64(v)
+	n := len(dst) &^ 7
+	if n > 0 && hasAxpy8 {
+		axpy8(&dst[0], &x[0], w, n)
+	} else {
+		n = 0
+	}
+	for i, v := range x[n:] {
+		dst[n+i] += w * float64(v)
 	}
 }

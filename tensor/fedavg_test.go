@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 )
@@ -230,6 +232,41 @@ func TestFedAvgStreamsMemory(t *testing.T) {
 			for i, v := range x {
 				if v != 2.5 {
 					t.Fatalf("%s[%d]: got %v, want 2.5", s.Name, done+int64(i), v)
+				}
+			}
+		}
+	}
+}
+
+// TestAxpyMatchesGo checks the SSE2 axpy and scale against the plain Go
+// loops, bit for bit, at lengths around the 8 elements a turn and with
+// values whose products round.
+func TestAxpyMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{0, 1, 7, 8, 9, 16, 31, 100} {
+		for _, w := range []float64{0.1, 1.0 / 3, -7.25e-3} {
+			x := make([]float32, n)
+			acc := make([]float64, n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64() * 1e3)
+				acc[i] = r.NormFloat64()
+			}
+			if n > 2 {
+				x[1] = float32(math.Copysign(0, -1))
+			}
+			got, want := slices.Clone(acc), slices.Clone(acc)
+			axpy(got, x, w)
+			for i, v := range x {
+				want[i] += w * float64(v)
+			}
+			gotS, wantS := make([]float64, n), make([]float64, n)
+			scale(gotS, x, w)
+			for i, v := range x {
+				wantS[i] = w * float64(v)
+			}
+			for i := range want {
+				if math.Float64bits(got[i]) != math.Float64bits(want[i]) || math.Float64bits(gotS[i]) != math.Float64bits(wantS[i]) {
+					t.Fatalf("n %d, w %v: element %d: axpy %v, scale %v, want %v, %v", n, w, i, got[i], gotS[i], want[i], wantS[i])
 				}
 			}
 		}

@@ -162,3 +162,27 @@ func TestCheckDeltaFinite(t *testing.T) {
 		})
 	}
 }
+
+// TestAllFinite puts each kind of non-finite value at every position of
+// short slices, aligned and not, against a test of each float.
+func TestAllFinite(t *testing.T) {
+	specials := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), math.MaxFloat32, -math.SmallestNonzeroFloat32, float32(math.Copysign(0, -1))}
+	buf := make([]float32, 12)
+	for _, start := range []int{0, 1} {
+		for n := 0; n+start <= len(buf); n++ {
+			for pos := range n {
+				for _, sp := range specials {
+					x := buf[start : start+n]
+					for i := range x {
+						x[i] = float32(i) - 3.5
+					}
+					x[pos] = sp
+					want := !math.IsNaN(float64(sp)) && !math.IsInf(float64(sp), 0)
+					if got := allFinite(x); got != want {
+						t.Fatalf("start %d, %d floats, %v at %d: got %v, want %v", start, n, sp, pos, got, want)
+					}
+				}
+			}
+		}
+	}
+}

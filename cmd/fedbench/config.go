@@ -107,7 +107,7 @@ func parseFlags(args []string) (*config, error) {
 
 	fs.Int64Var(&c.fedavgParams, "fedavg-params", 100_000_000, "fedavg, aggregate: float32 parameters per model")
 	fs.IntVar(&c.fedavgInputs, "fedavg-inputs", 10, "fedavg, aggregate: models averaged")
-	fs.IntVar(&c.fedavgReps, "fedavg-reps", 2, "fedavg, aggregate: alternating floor/fedplane repetitions (and numpy's, per aggregator)")
+	fs.IntVar(&c.fedavgReps, "fedavg-reps", 3, "fedavg, aggregate: alternating floor/fedplane repetitions (and numpy's, per aggregator); each side reports its best")
 
 	fs.IntVar(&c.fleetEnvoys, "fleet-envoys", 10_000, "list-envoys, idle-cpu: registered envoys, one connection each")
 	fs.IntVar(&c.listReps, "list-reps", 5, "list-envoys: runs of each command; the median counts")
