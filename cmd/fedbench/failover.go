@@ -121,7 +121,11 @@ func (b *bench) failoverOnce(ctx context.Context, rep int) (failoverRun, error) 
 		}
 	}()
 	for i := range 2 {
-		d, err := b.startDirector(ctx, filepath.Join(dir, fmt.Sprintf("replica-%d", i)),
+		rdir := filepath.Join(dir, fmt.Sprintf("replica-%d", i))
+		if err := os.Mkdir(rdir, 0o755); err != nil {
+			return failoverRun{}, err
+		}
+		d, err := b.startDirector(ctx, rdir,
 			"--database", dsn, "--blob-store", "file://"+blobs,
 			"--health-check-period", failoverPeriod.String(), "--log-format", "json")
 		if err != nil {
