@@ -85,10 +85,11 @@ func (b *bench) failover(ctx context.Context) ([]row, error) {
 	rest := m.took - m.training
 	limit := 2 * failoverPeriod
 	return []row{{
-		figure: fmt.Sprintf("11. failover: SIGKILL of the coordinator to the round closing on the other replica, median of %d; "+
+		figure: fmt.Sprintf("11. failover: SIGKILL of the coordinator to the round closing on the other replica, median of %d (range); "+
 			"the other's lease taken; the round's training; lease TTL (health check %v)", len(runs), failoverPeriod),
-		fedplane: fmt.Sprintf("%s; %s; %s; %v", fmtMs(m.took), fmtMs(m.takeover), fmtMs(m.training), m.ttl),
-		ratio:    nan,
+		fedplane: fmt.Sprintf("%s (%s–%s); %s; %s; %v", fmtMs(m.took), fmtMs(runs[0].took), fmtMs(runs[len(runs)-1].took),
+			fmtMs(m.takeover), fmtMs(m.training), m.ttl),
+		ratio: nan,
 		goal: goal{
 			text: fmt.Sprintf("less training: %s < %v", fmtMs(rest), limit),
 			set:  true,
@@ -217,12 +218,18 @@ func (b *bench) failoverOnce(ctx context.Context, rep int) (failoverRun, error) 
 		return failoverRun{}, fmt.Errorf("%w; the other replica's log:\n%s", err, other.logTail())
 	}
 
-	// The round closed on the other replica, and when it took over.
-	agg := logRecords(other.logPath, "round aggregated")
-	if !slices.ContainsFunc(agg, func(r record) bool { return r.str("round") == strconv.Itoa(k) }) {
-		return failoverRun{}, fmt.Errorf("round %d's model appeared, but the other replica logged no \"round aggregated\" of it", k)
+	// The round closed on the other replica (which logs it once the
+	// model is committed and the round recorded), and when it took over.
+	aggregated := func(p *directorProc) bool {
+		return slices.ContainsFunc(logRecords(p.logPath, "round aggregated"), func(r record) bool { return r.str("round") == strconv.Itoa(k) })
 	}
-	if slices.ContainsFunc(logRecords(owner.logPath, "round aggregated"), func(r record) bool { return r.str("round") == strconv.Itoa(k) }) {
+	err = waitFor(ctx, failoverTimeout, fmt.Sprintf("the other replica's \"round aggregated\" of round %d, whose model is in the blob store", k), func() (bool, error) {
+		return aggregated(other), other.alive()
+	})
+	if err != nil {
+		return failoverRun{}, err
+	}
+	if aggregated(owner) {
 		return failoverRun{}, fmt.Errorf("the killed coordinator logged round %d aggregated: it was killed too late", k)
 	}
 	run := failoverRun{took: took}
