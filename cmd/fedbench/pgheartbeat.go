@@ -14,7 +14,8 @@ import (
 // -hb-envoys fleet, -hb-inflight calls in flight on -hb-conns
 // connections), windows alternating between the two. Both directors also
 // run their background work (director.Run), so that the scheduler and the
-// liveness flush reach their databases as they do in `director serve`. On
+// liveness flush reach their databases as they do in `director serve`; a
+// heartbeat of an envoy already online writes nothing itself. On
 // PostgreSQL the director is one replica's: `director serve` opens it
 // only once it holds the coordinator lease, which does not change its
 // heartbeat path, so this director opens it directly.
@@ -39,12 +40,18 @@ func (b *bench) pgHeartbeat(ctx context.Context) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	sq, err := startInProcess(ctx, director.Config{DataDir: sqDir, HealthCheckPeriod: hbPeriod}, true)
+	// The fleet heartbeats only in the windows, and on a loaded machine
+	// registering it takes longer than the default two periods: without a
+	// longer OfflineAfter the sweep would mark envoys offline between
+	// windows, and their next heartbeat would write them online again, one
+	// row at a time, which a fleet heartbeating every period never does.
+	const offlineAfter = time.Hour
+	sq, err := startInProcess(ctx, director.Config{DataDir: sqDir, HealthCheckPeriod: hbPeriod, OfflineAfter: offlineAfter}, true)
 	if err != nil {
 		return nil, fmt.Errorf("director on SQLite: %w", err)
 	}
 	defer sq.stop()
-	pg, err := startInProcess(ctx, director.Config{DataDir: pgDir, Database: dsn, HealthCheckPeriod: hbPeriod}, true)
+	pg, err := startInProcess(ctx, director.Config{DataDir: pgDir, Database: dsn, HealthCheckPeriod: hbPeriod, OfflineAfter: offlineAfter}, true)
 	if err != nil {
 		return nil, fmt.Errorf("director on PostgreSQL: %w", err)
 	}
