@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,7 +67,8 @@ func (b *bench) failover(ctx context.Context) ([]row, error) {
 		return nil, fmt.Errorf("the job's training command needs python3: %w", err)
 	}
 	help, _ := exec.CommandContext(ctx, filepath.Join(b.cfg.bin, "director"), "serve", "--help").CombinedOutput()
-	if !bytes.Contains(help, []byte("--blob-store")) {
+	// The flag's own line in the list, not the text that may name it.
+	if !regexp.MustCompile(`(?m)^\s+--blob-store\s`).Match(help) {
 		return nil, errors.New("this director has no --blob-store: replicas cannot share round models")
 	}
 	var runs []failoverRun
