@@ -126,8 +126,8 @@ generate-check: generate ## Fail if the generated code under api/ differs from w
 		exit 1; \
 	fi
 
-bench: build ## Measure every figure against its floor in one table, see BENCHMARKS.md (BENCHFLAGS=-quick for a smoke run).
-	go run ./cmd/fedbench -bin bin $(BENCHFLAGS)
+bench: build ## Measure every figure against its floor in one table, see BENCHMARKS.md (BENCHFLAGS=-quick for a smoke run; FEDPLANE_TEST_POSTGRES adds the PostgreSQL figures).
+	go run ./cmd/fedbench -bin bin $${FEDPLANE_TEST_POSTGRES:+-postgres "$$FEDPLANE_TEST_POSTGRES"} $(BENCHFLAGS)
 
 bench-go: ## Run the Go benchmarks (no tests) with memory statistics.
 	go test -run '^$$' -bench . -benchmem ./...

@@ -7,6 +7,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -88,6 +91,21 @@ func (b *bench) run(ctx context.Context, out io.Writer) int {
 	if b.cfg.runs("list-envoys") || b.cfg.runs("idle-cpu") {
 		all = append(all, figure{"fleet", "6./7. fleet", b.fleet})
 	}
+	var skip []row // printed last, where the figures would be
+	if b.cfg.postgres != "" {
+		all = append(all,
+			figure{"pg-heartbeat", "9. heartbeats/s on PostgreSQL", b.pgHeartbeat},
+			figure{"pg-flush", "10. liveness flush on PostgreSQL", b.pgFlush},
+			figure{"failover", "11. failover", b.failover})
+	} else if skipped := slices.DeleteFunc(slices.Clone(pgFigures), func(f string) bool { return !b.cfg.runs(f) }); len(skipped) > 0 {
+		why := "skipped: no -postgres URL (make bench passes $FEDPLANE_TEST_POSTGRES when it is set)"
+		b.logf("%s: %s", strings.Join(skipped, ", "), why)
+		var nums []string
+		for _, f := range skipped {
+			nums = append(nums, strconv.Itoa(9+slices.Index(pgFigures, f)))
+		}
+		skip = append(skip, row{figure: fmt.Sprintf("%s. on PostgreSQL (%s)", strings.Join(nums, "., "), strings.Join(skipped, ", ")), fedplane: why, ratio: nan})
+	}
 	start := time.Now()
 	var rows []row
 	failed := false
@@ -110,6 +128,7 @@ func (b *bench) run(ctx context.Context, out io.Writer) int {
 		rows = append(rows, rs...)
 		b.clearScratch()
 	}
+	rows = append(rows, skip...)
 	for _, l := range machine(b.cfg.bin) {
 		fmt.Fprintln(out, l)
 	}

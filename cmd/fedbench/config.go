@@ -12,7 +12,12 @@ import (
 
 // figures are the figure groups fedbench runs, in order; -only picks some.
 // list-envoys and idle-cpu share one director with a registered fleet.
-var figures = []string{"heartbeat", "upload", "download", "distribute", "fedavg", "aggregate", "list-envoys", "idle-cpu"}
+// pg-heartbeat, pg-flush and failover need -postgres.
+var figures = []string{"heartbeat", "upload", "download", "distribute", "fedavg", "aggregate", "list-envoys", "idle-cpu",
+	"pg-heartbeat", "pg-flush", "failover"}
+
+// pgFigures are the figures that need a PostgreSQL server (-postgres).
+var pgFigures = []string{"pg-heartbeat", "pg-flush", "failover"}
 
 // config is every knob of a run. The defaults are the sizes BENCHMARKS.md
 // reports; -quick swaps in the quickDefaults for the flags not given.
@@ -26,6 +31,9 @@ type config struct {
 	keep    bool
 	// serveNoop, when set, turns this process into the idle-cpu floor.
 	serveNoop string
+	// postgres is a PostgreSQL server URL on which fedbench may create
+	// and drop databases; "" skips the PostgreSQL figures.
+	postgres string
 
 	hbEnvoys   []int
 	hbInflight int
@@ -51,6 +59,11 @@ type config struct {
 	idleWarmup   time.Duration
 	idleWindow   time.Duration
 	fleetWorkers int
+
+	pgEnvoys      int
+	flushReps     int
+	failoverReps  int
+	failoverRound int
 }
 
 // quickDefaults are the -quick values: a smoke run of every figure in about
@@ -72,6 +85,9 @@ var quickDefaults = map[string]string{
 	"idle-warmup":    "2s",
 	"idle-window":    "5s",
 	"fleet-inflight": "32",
+	"pg-envoys":      "10000",
+	"flush-reps":     "1",
+	"failover-reps":  "1",
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -89,6 +105,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.profile, "profile", "", "write CPU profiles of each figure's fedplane side into this folder")
 	fs.BoolVar(&c.strict, "strict", false, "exit 1 when a figure misses its goal")
 	fs.BoolVar(&c.keep, "keep", false, "keep the scratch folder (and the directors' logs)")
+	fs.StringVar(&c.postgres, "postgres", "", "PostgreSQL server URL on which fedbench may create and drop databases, as FEDPLANE_TEST_POSTGRES (make bench passes that variable); empty skips "+strings.Join(pgFigures, ", "))
 	fs.StringVar(&c.serveNoop, serveNoopFlag, "", "internal: serve a no-op Director service on this loopback address (the idle-cpu floor) instead of running figures")
 
 	fs.StringVar(&hbEnvoys, "hb-envoys", "1000,10000", "heartbeat: registered envoys, one measurement per count")
@@ -115,6 +132,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.DurationVar(&c.idleWarmup, "idle-warmup", 10*time.Second, "idle-cpu: heartbeating before the CPU window opens")
 	fs.DurationVar(&c.idleWindow, "idle-window", 40*time.Second, "idle-cpu: CPU measuring window")
 	fs.IntVar(&c.fleetWorkers, "fleet-inflight", 64, "list-envoys, idle-cpu: registrations and heartbeats in flight at most")
+
+	fs.IntVar(&c.pgEnvoys, "pg-envoys", 100_000, "pg-flush: registered envoys, all touched by one liveness flush")
+	fs.IntVar(&c.flushReps, "flush-reps", 3, "pg-flush: alternating SQLite/PostgreSQL flushes; the median counts")
+	fs.IntVar(&c.failoverReps, "failover-reps", 3, "failover: coordinator kills, each on a fresh database; the median counts")
+	fs.IntVar(&c.failoverRound, "failover-round", 2, "failover: the coordinator is killed once this many rounds are aggregated")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -160,6 +182,7 @@ func parseFlags(args []string) (*config, error) {
 		"dist-envoys": int64(c.distEnvoys), "dist-mib": int64(c.distMiB), "dist-reps": int64(c.distReps),
 		"fedavg-params": c.fedavgParams, "fedavg-inputs": int64(c.fedavgInputs), "fedavg-reps": int64(c.fedavgReps),
 		"fleet-envoys": int64(c.fleetEnvoys), "list-reps": int64(c.listReps), "fleet-inflight": int64(c.fleetWorkers),
+		"pg-envoys": int64(c.pgEnvoys), "flush-reps": int64(c.flushReps), "failover-reps": int64(c.failoverReps), "failover-round": int64(c.failoverRound),
 		"hb-window": int64(c.hbWindow), "idle-period": int64(c.idlePeriod), "idle-window": int64(c.idleWindow),
 	}
 	for name, v := range positive {

@@ -68,19 +68,11 @@ func (b *bench) heartbeatWith(ctx context.Context, n int) (row, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	d, err := director.New(ctx, director.Config{DataDir: dir, HealthCheckPeriod: hbPeriod})
+	d, err := startInProcess(ctx, director.Config{DataDir: dir, HealthCheckPeriod: hbPeriod}, false)
 	if err != nil {
 		return row{}, err
 	}
-	defer d.Close()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return row{}, err
-	}
-	serveCtx, stopServe := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(serveCtx, d, server.Config{}, lis, nil) }()
-	defer func() { stopServe(); <-served }()
+	defer d.stop()
 
 	noop := grpc.NewServer(transport.ServerOptions()...)
 	directorpb.RegisterDirectorServer(noop, newNoopDirector())
@@ -91,7 +83,7 @@ func (b *bench) heartbeatWith(ctx context.Context, n int) (row, error) {
 	go noop.Serve(noopLis)
 	defer noop.Stop()
 
-	fd, err := dialFleet(lis.Addr().String(), n, b.cfg.hbConns)
+	fd, err := dialFleet(d.addr, n, b.cfg.hbConns)
 	if err != nil {
 		return row{}, err
 	}
@@ -147,6 +139,42 @@ func (b *bench) heartbeatWith(ctx context.Context, n int) (row, error) {
 	}
 	r.goal = atLeast(r.ratio, 0.8)
 	return r, nil
+}
+
+// inProcess is a director of this process (director.New) served by
+// server.Serve on a loopback listener: the heartbeat figures measure the
+// director's gRPC path without a process boundary of their own.
+type inProcess struct {
+	d    *director.Director
+	addr string
+	stop func()
+}
+
+// startInProcess opens a director with cfg and serves its gRPC port on
+// 127.0.0.1. With run it also runs the director's background work
+// (director.Run: liveness sweeps and flushes, the scheduler), as `director
+// serve` does. stop ends it all and closes the director.
+func startInProcess(ctx context.Context, cfg director.Config, run bool) (*inProcess, error) {
+	d, err := director.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { server.Serve(ctx, d, server.Config{}, lis, nil) })
+	if run {
+		wg.Go(func() { d.Run(ctx) })
+	}
+	return &inProcess{d: d, addr: lis.Addr().String(), stop: func() {
+		cancel()
+		wg.Wait()
+		d.Close()
+	}}, nil
 }
 
 // drive sends heartbeats from inflight goroutines, cycling over the fleet's
