@@ -629,10 +629,10 @@ func (e *engine) step(wk *worker, p piece) error {
 			out[i] = float32(x + float64(float32(a.Eta)*float32(m)/(sqrt32(float32(v))+float32(a.Tau))))
 		}
 	case AggFedAdam:
-		p := adamParams{c: c, b1: a.Beta1, b2: a.Beta2, ob1: 1 - a.Beta1, ob2: 1 - a.Beta2, eta: float32(e.etaT), tau: float32(a.Tau)}
+		ap := adamParams{c: c, b1: a.Beta1, b2: a.Beta2, ob1: 1 - a.Beta1, ob2: 1 - a.Beta2, eta: float32(e.etaT), tau: float32(a.Tau)}
 		// Finiteness is checked by the step, while the values are in
 		// registers, rather than by two more passes.
-		if !adamStep(out, stOut, stIn, sums, base, &p) {
+		if !adamStep(out, stOut, stIn, sums, base, &ap) {
 			return nil
 		}
 	case AggFedYogi:
