@@ -629,30 +629,10 @@ func (e *engine) step(wk *worker, p piece) error {
 			out[i] = float32(x + float64(float32(a.Eta)*float32(m)/(sqrt32(float32(v))+float32(a.Tau))))
 		}
 	case AggFedAdam:
-		stIn, stOut = stIn[:2*len(sums)], stOut[:2*len(sums)]
-		// Loop invariants by hand: the compiler does not hoist them.
-		b1, b2, ob1, ob2, eta, tau := a.Beta1, a.Beta2, 1-a.Beta1, 1-a.Beta2, float32(e.etaT), float32(a.Tau)
-		base := base[:len(sums)]
-		var bad uint32
-		for i, s := range sums {
-			x := float64(base[i])
-			d := s - c*x
-			mv := stIn[2*i : 2*i+2 : 2*i+2]
-			m := float32(b1*float64(mv[0]) + ob1*d)
-			v := float32(b2*float64(mv[1]) + ob2*(d*d))
-			nv := stOut[2*i : 2*i+2 : 2*i+2]
-			nv[0], nv[1] = m, v
-			// The step in float32, the precision m and v are kept in:
-			// SQRTSS and DIVSS take half SQRTSD's and DIVSD's time.
-			o := float32(x + float64(eta*m/(sqrt32(v)+tau)))
-			out[i] = o
-			// Finiteness is checked here, while the values are in
-			// registers, rather than by two more passes, and without a
-			// branch: an all-ones exponent plus one carries into bit 31.
-			bad |= (math.Float32bits(o)&exponentF32 + 1<<23) | (math.Float32bits(m)&exponentF32 + 1<<23) |
-				(math.Float32bits(v)&exponentF32 + 1<<23)
-		}
-		if bad&(1<<31) == 0 {
+		ap := adamParams{c: c, b1: a.Beta1, b2: a.Beta2, ob1: 1 - a.Beta1, ob2: 1 - a.Beta2, eta: float32(e.etaT), tau: float32(a.Tau)}
+		// Finiteness is checked by the step, while the values are in
+		// registers, rather than by two more passes.
+		if !adamStep(out, stOut, stIn, sums, base, &ap) {
 			return nil
 		}
 	case AggFedYogi:
