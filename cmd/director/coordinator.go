@@ -235,7 +235,14 @@ func (o *serveOptions) serveReplicaOn(ctx context.Context, stop func(), log *slo
 	log.Info("director replica listening", api.LogGRPC, lis.Addr().String(), api.LogAdmin, adminLis.Addr().String(), api.LogHolder, holder)
 
 	ttl := o.leaseTTL()
+	myGRPC, myAdmin := holderAddrs(holder)
 	l, err := acquireLease(ctx, ldb, holder, ttl, log, func(current string) {
+		if g, a := holderAddrs(current); g == myGRPC || a == myAdmin {
+			// A lease left by an earlier run of this replica on the same
+			// ports (killed, restarted): relaying to it would be relaying
+			// to itself. Hold connections until the lease lapses.
+			current = ""
+		}
 		if coordinator.Swap(current) != current && current != "" {
 			g, a := holderAddrs(current)
 			log.Info("standby: relaying to the coordinator", api.LogTarget, current, api.LogGRPC, g, api.LogAdmin, a)

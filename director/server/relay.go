@@ -72,19 +72,25 @@ func (s *Switch) Run(ctx context.Context) error {
 		}
 		wg.Wait()
 	}()
+	var delay time.Duration // after a failed accept
 	for {
 		c, err := s.lis.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			// Out of descriptors, say: wait and accept again, as
+			// net/http does, rather than stop serving the port.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("replica port: accept failed; retrying", api.LogPort, s.name, api.LogRetryIn, delay, api.LogErr, err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
 			}
-			return err
+			continue
 		}
+		delay = 0
 		s.mu.Lock()
 		serve := s.serve
 		s.mu.Unlock()
