@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/api"
+	"github.com/fedplane/fedplane/store/blob"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -140,7 +141,7 @@ func savePart(f *os.File, m partialMeta) error {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("sidecar %s: %w", dst, err)
 	}
-	return syncDir(filepath.Dir(dst))
+	return blob.SyncDir(filepath.Dir(dst))
 }
 
 // forgetPart removes the sidecar of the part at path: the part no longer
@@ -252,18 +253,4 @@ func openPart(path, kind string, most int64) (partialMeta, *os.File, error) {
 		}
 	}
 	return m, f, nil
-}
-
-// syncDir fsyncs a folder, so that a rename or a removal in it survives a
-// crash.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }

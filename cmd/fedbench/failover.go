@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,16 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fedplane/fedplane/cmd/internal/testjob"
 	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/tensor"
 )
-
-// trainPy is the failover job's training command: cmd/internal/e2e's test
-// script, which adds the shard's constant to the model in a fraction of a
-// second of Python.
-//
-//go:embed testdata/train.py
-var trainPy []byte
 
 // failoverPeriod is the health-check period of the failover figure's
 // replicas; their lease TTL is its default, derived from it.
@@ -53,7 +46,7 @@ type failoverRun struct {
 // PostgreSQL database and one file:// blob store, health-check period
 // failoverPeriod and the default lease TTL, and two `envoy start` given
 // both replicas' gRPC ports (in opposite orders), and submits a job whose
-// training is testdata/train.py. Once failoverRound rounds are aggregated
+// training is cmd/internal/testjob's train.py. Once failoverRound rounds are aggregated
 // (round failoverRound's model is in the blob store) the coordinator is
 // killed at once; the clock stops when the next round's model appears in
 // the blob store, which only the other replica can have written (its log
@@ -253,8 +246,9 @@ func (b *bench) failoverOnce(ctx context.Context, rep int) (failoverRun, error) 
 	return run, nil
 }
 
-// writeTrainJob writes the failover job: rounds rounds of trainPy on both
-// envoys, with a model of five float32s.
+// writeTrainJob writes the failover job: rounds rounds of testjob.TrainPy
+// (it adds the shard's constant to the model in a fraction of a second of
+// Python) on both envoys, with a model of five float32s.
 func writeTrainJob(dir string, rounds int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -268,7 +262,7 @@ func writeTrainJob(dir string, rounds int) error {
 	}
 	return errors.Join(
 		os.WriteFile(filepath.Join(dir, job.ManifestFile), []byte(m), 0o644),
-		os.WriteFile(filepath.Join(dir, "train.py"), trainPy, 0o644),
+		os.WriteFile(filepath.Join(dir, "train.py"), testjob.TrainPy, 0o644),
 		os.WriteFile(filepath.Join(dir, job.ModelFile), model.Bytes(), 0o644))
 }
 

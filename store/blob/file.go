@@ -75,13 +75,13 @@ func (s *File) Commit(_ context.Context, tmp *os.File, key string) error {
 	if err := os.Rename(src, dst); err != nil {
 		return fmt.Errorf("rename into %s: %w", dst, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		return err
 	}
 	// Folders made for this file must survive a crash too: fsync each
 	// one's parent.
 	for _, c := range created {
-		if err := syncDir(filepath.Dir(c)); err != nil {
+		if err := SyncDir(filepath.Dir(c)); err != nil {
 			return err
 		}
 	}
@@ -211,8 +211,8 @@ func mkdirs(dir string) ([]string, error) {
 	return missing, nil
 }
 
-// syncDir fsyncs a directory so a rename in it survives a crash.
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory so a rename in it survives a crash.
+func SyncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -74,7 +74,7 @@ func roundModelExists(dataDir, id string, r int) bool {
 	return err == nil
 }
 
-// trainingRound is the round that the slow training command (testdata/job/train.py)
+// trainingRound is the round that the slow training command (testjob.TrainPy)
 // reports it is working on in shard, "" while none is.
 func trainingRound(shard string) string {
 	b, _ := os.ReadFile(filepath.Join(shard, "training"))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fedplane/fedplane/cmd/internal/proctest"
+	"github.com/fedplane/fedplane/cmd/internal/testjob"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -28,7 +29,7 @@ func makeShard(tb testing.TB, constant float64, samples int) string {
 	return dir
 }
 
-// trainJob writes a job folder running testdata/job/train.py with mode. It
+// trainJob writes a job folder running testjob.TrainPy (train.py) with mode. It
 // skips the test when python3 is missing: a test writes a training job to
 // run it (tests that only upload a job use writeJob).
 func trainJob(tb testing.TB, name, participants string, rounds int, mode, timeout string) string {
@@ -36,10 +37,7 @@ func trainJob(tb testing.TB, name, participants string, rounds int, mode, timeou
 	proctest.NeedPython(tb)
 	dir := filepath.Join(tb.TempDir(), "job")
 	os.MkdirAll(dir, 0o755)
-	script, err := os.ReadFile("testdata/job/train.py")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	script := testjob.TrainPy
 	manifest := fmt.Sprintf(`{"name": %q, %s, "rounds": %d, "train": {"command": ["python3", "train.py", %q], "timeout": %q}}`,
 		name, participants, rounds, mode, timeout)
 	os.WriteFile(filepath.Join(dir, "train.py"), script, 0o644)
