@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"time"
@@ -22,6 +23,12 @@ type Partial struct {
 	f    *os.File
 	held int64
 	info UploadInfo
+	// h is the sha256 of the first hashed bytes of f, kept while they are
+	// received so that a whole upload is read once, not once more to
+	// check it. It is nil for a part loaded after a restart, which
+	// FinishPartial hashes from the file instead.
+	h      hash.Hash
+	hashed int64
 }
 
 // UploadInfo is what the director records of a resumable upload with its
@@ -110,9 +117,19 @@ func (d *Director) ReceivePart(p *Partial, size int64, copyFn func(w io.Writer) 
 	if _, err := p.f.Seek(p.held, io.SeekStart); err != nil {
 		return fmt.Errorf("resume upload: %w", err)
 	}
-	cw := &countWriter{w: p.f}
+	if p.h == nil && p.held == 0 {
+		p.h = sha256.New()
+	}
+	var w io.Writer = p.f
+	if p.h != nil && p.hashed == p.held {
+		w = &hashWriter{w: p.f, h: p.h}
+	}
+	cw := &countWriter{w: w}
 	_, err := copyFn(&capWriter{w: cw, left: size - p.held, what: "job archive larger than it was announced"})
 	p.held += cw.n
+	if w != io.Writer(p.f) {
+		p.hashed += cw.n
+	}
 	d.metrics.Received(metrics.KindArchives, cw.n)
 	return err
 }
@@ -128,10 +145,13 @@ func (d *Director) FinishPartial(p *Partial, size int64, sum string) (*Upload, e
 		p.Discard()
 		return nil, fmt.Errorf("%w: upload holds %d bytes, the archive was announced as %d", api.ErrDataLoss, p.held, size)
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(p.f, 0, size)); err != nil {
-		p.Discard()
-		return nil, fmt.Errorf("read upload: %w", err)
+	h := p.h
+	if h == nil || p.hashed != size {
+		h = sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(p.f, 0, size)); err != nil {
+			p.Discard()
+			return nil, fmt.Errorf("read upload: %w", err)
+		}
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
 		p.Discard()
@@ -140,6 +160,18 @@ func (d *Director) FinishPartial(p *Partial, size int64, sum string) (*Upload, e
 	u := &Upload{f: p.f, size: size, sha256: sum}
 	p.f = nil
 	return u, nil
+}
+
+// hashWriter writes to w and hashes what w took.
+type hashWriter struct {
+	w io.Writer
+	h hash.Hash
+}
+
+func (x *hashWriter) Write(b []byte) (int, error) {
+	n, err := x.w.Write(b)
+	x.h.Write(b[:n])
+	return n, err
 }
 
 // countWriter counts the bytes its writer took.
