@@ -4,13 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"time"
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director/metrics"
+	"github.com/fedplane/fedplane/job"
 )
 
 // Partial is a job archive received in parts, by an upload that resumes
@@ -23,11 +23,11 @@ type Partial struct {
 	f    *os.File
 	held int64
 	info UploadInfo
-	// h is the sha256 of the first hashed bytes of f, kept while they are
-	// received so that a whole upload is read once, not once more to
-	// check it. It is nil for a part loaded after a restart, which
-	// FinishPartial hashes from the file instead.
-	h      hash.Hash
+	// hw hashes the first hashed bytes of f as they are received, so that
+	// a whole upload is read once, not once more to check it. It is nil
+	// for a part loaded after a restart, which FinishPartial hashes from
+	// the file instead.
+	hw     *job.HashWriter
 	hashed int64
 }
 
@@ -76,6 +76,7 @@ func (p *Partial) Keep(last time.Time) error {
 // Close closes p's file and leaves it, and what Keep recorded, on disk
 // for the next start, when the director stops.
 func (p *Partial) Close() {
+	p.stopHash()
 	if p.f != nil {
 		p.f.Close()
 		p.f = nil
@@ -84,9 +85,18 @@ func (p *Partial) Close() {
 
 // Discard removes p's file and what Keep recorded.
 func (p *Partial) Discard() {
+	p.stopHash()
 	if p.f != nil {
 		removePart(p.f)
 		p.f = nil
+	}
+}
+
+// stopHash ends p's hashing goroutine, if it runs.
+func (p *Partial) stopHash() {
+	if p.hw != nil {
+		p.hw.Close()
+		p.hw = nil
 	}
 }
 
@@ -117,17 +127,18 @@ func (d *Director) ReceivePart(p *Partial, size int64, copyFn func(w io.Writer) 
 	if _, err := p.f.Seek(p.held, io.SeekStart); err != nil {
 		return fmt.Errorf("resume upload: %w", err)
 	}
-	if p.h == nil && p.held == 0 {
-		p.h = sha256.New()
+	if p.hw == nil && p.held == 0 {
+		p.hw = job.NewHashWriter(p.f)
 	}
 	var w io.Writer = p.f
-	if p.h != nil && p.hashed == p.held {
-		w = &hashWriter{w: p.f, h: p.h}
+	hashing := p.hw != nil && p.hashed == p.held
+	if hashing {
+		w = p.hw
 	}
 	cw := &countWriter{w: w}
 	_, err := copyFn(&capWriter{w: cw, left: size - p.held, what: "job archive larger than it was announced"})
 	p.held += cw.n
-	if w != io.Writer(p.f) {
+	if hashing {
 		p.hashed += cw.n
 	}
 	d.metrics.Received(metrics.KindArchives, cw.n)
@@ -145,33 +156,26 @@ func (d *Director) FinishPartial(p *Partial, size int64, sum string) (*Upload, e
 		p.Discard()
 		return nil, fmt.Errorf("%w: upload holds %d bytes, the archive was announced as %d", api.ErrDataLoss, p.held, size)
 	}
-	h := p.h
-	if h == nil || p.hashed != size {
-		h = sha256.New()
+	var got string
+	if p.hw != nil && p.hashed == size {
+		p.hw.Close()
+		got = p.hw.Sum()
+	} else {
+		h := sha256.New()
 		if _, err := io.Copy(h, io.NewSectionReader(p.f, 0, size)); err != nil {
 			p.Discard()
 			return nil, fmt.Errorf("read upload: %w", err)
 		}
+		got = hex.EncodeToString(h.Sum(nil))
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+	p.stopHash()
+	if got != sum {
 		p.Discard()
 		return nil, fmt.Errorf("%w: the archive received has sha256 %s, the upload announced %s", api.ErrDataLoss, got, sum)
 	}
 	u := &Upload{f: p.f, size: size, sha256: sum}
 	p.f = nil
 	return u, nil
-}
-
-// hashWriter writes to w and hashes what w took.
-type hashWriter struct {
-	w io.Writer
-	h hash.Hash
-}
-
-func (x *hashWriter) Write(b []byte) (int, error) {
-	n, err := x.w.Write(b)
-	x.h.Write(b[:n])
-	return n, err
 }
 
 // countWriter counts the bytes its writer took.
