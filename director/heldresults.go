@@ -13,6 +13,7 @@ import (
 
 	"github.com/fedplane/fedplane/api"
 	"github.com/fedplane/fedplane/director/metrics"
+	"github.com/fedplane/fedplane/job"
 	"github.com/fedplane/fedplane/tensor"
 )
 
@@ -110,9 +111,13 @@ type heldResults struct {
 	size       int64
 	sum        string
 	// hdr is the results' header, as checked on the first attempt.
-	hdr     tensor.TaskResultsHeader
-	f       *os.File // under partials/ (partials.go)
-	held    int64
+	hdr  tensor.TaskResultsHeader
+	f    *os.File // under partials/ (partials.go)
+	held int64
+	// hw hashes the first hashed bytes of f as they arrive (see
+	// Partial.hw); nil for a part loaded after a restart.
+	hw      *job.HashWriter
+	hashed  int64
 	release func() // the temp space reserved for it
 	busy    bool
 	idle    chan struct{} // closed when the attempt that made it busy is done
@@ -132,6 +137,7 @@ func (u *heldResults) discard() {
 // close closes u's file, if still open, and returns its temp space: the
 // file and its sidecar stay for the next start.
 func (u *heldResults) close() {
+	u.stopHash()
 	if u.f != nil {
 		u.f.Close()
 		u.f = nil
@@ -139,6 +145,14 @@ func (u *heldResults) close() {
 	if u.release != nil {
 		u.release()
 		u.release = nil
+	}
+}
+
+// stopHash ends u's hashing goroutine, if it runs.
+func (u *heldResults) stopHash() {
+	if u.hw != nil {
+		u.hw.Close()
+		u.hw = nil
 	}
 }
 
@@ -392,9 +406,20 @@ func (d *Director) appendResults(u *heldResults, prefix []byte, r io.Reader) (ke
 	if _, err := u.f.Seek(u.held, io.SeekStart); err != nil {
 		return false, fmt.Errorf("resume task results: %w", err)
 	}
-	cw := &countWriter{w: u.f}
+	if u.hw == nil && u.held == 0 {
+		u.hw = job.NewHashWriter(u.f)
+	}
+	var to io.Writer = u.f
+	hashing := u.hw != nil && u.hashed == u.held
+	if hashing {
+		to = u.hw
+	}
+	cw := &countWriter{w: to}
 	w := &capWriter{w: cw, left: u.size - u.held, what: fmt.Sprintf("task results larger than the %d bytes announced", u.size)}
 	defer func() {
+		if hashing {
+			u.hashed += cw.n
+		}
 		u.held += cw.n
 		d.metrics.Received(metrics.KindResults, cw.n)
 	}()
@@ -413,11 +438,19 @@ func (d *Director) appendResults(u *heldResults, prefix []byte, r io.Reader) (ke
 // checkHeld checks that u, which holds all its bytes, has the sha256
 // announced, and leaves its file at the start.
 func checkHeld(u *heldResults) error {
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(u.f, 0, u.size)); err != nil {
-		return fmt.Errorf("read task results: %w", err)
+	var got string
+	if u.hw != nil && u.hashed == u.size {
+		u.hw.Close()
+		got = u.hw.Sum()
+	} else {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(u.f, 0, u.size)); err != nil {
+			return fmt.Errorf("read task results: %w", err)
+		}
+		got = hex.EncodeToString(h.Sum(nil))
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != u.sum {
+	u.stopHash()
+	if got != u.sum {
 		return fmt.Errorf("%w: the task results received have sha256 %s, the envoy announced %s", api.ErrDataLoss, got, u.sum)
 	}
 	return nil
